@@ -1,1 +1,55 @@
-fn main() {}
+//! ddsky: the Datadog Agent beside SkyPilot jobs, through the Docker API.
+
+mod agent;
+mod agent_output;
+mod cli;
+mod commands;
+mod discovery;
+mod engine;
+mod exit;
+mod interrupt;
+mod key;
+mod logging;
+mod output;
+mod progress;
+mod reconcile;
+mod redact;
+mod secrets;
+mod spec;
+mod tags;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    logging::init(cli.global.verbose, cli.global.quiet);
+    ExitCode::from(run(cli))
+}
+
+fn run(cli: cli::Cli) -> u8 {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return logging::fail(&anyhow::anyhow!("cannot start the async runtime: {e}"), exit::FAILURE),
+    };
+    runtime.block_on(async {
+        let interrupt = match interrupt::Interrupt::install() {
+            Ok(i) => i,
+            Err(e) => return logging::fail(&anyhow::anyhow!("cannot listen for signals: {e}"), exit::FAILURE),
+        };
+        let outcome = match commands::Context::new(&cli.global, interrupt.clone()) {
+            Ok(ctx) => commands::run(&ctx, cli.command).await,
+            Err(failure) => Err(failure),
+        };
+        match outcome {
+            Ok(code) => code,
+            Err(failure) => {
+                for line in failure.details() {
+                    eprintln!("  | {}", redact::redact(line));
+                }
+                let code = failure.exit_code();
+                logging::fail(&anyhow::Error::new(failure), code)
+            }
+        }
+    })
+}

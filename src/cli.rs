@@ -1,0 +1,215 @@
+//! The command line: clap types only. `commands` turns these into core settings.
+
+use crate::spec::NetworkMode;
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ddsky",
+    version,
+    about = "Run the Datadog Agent container beside a SkyPilot job, through the Docker API",
+    long_about = "Run the Datadog Agent container beside a SkyPilot job, through the Docker API.\n\n\
+        Exit codes: 0 ok or monitoring skipped, 1 runtime error, 2 usage, 3 agent not healthy in time, \
+        4 expected container not discovered in time, 5 no agent container (status), 130/143 interrupted."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The agent container every command acts on.
+    #[arg(long, global = true, env = "DDSKY_NAME", default_value = "dd-agent")]
+    pub name: String,
+
+    /// The Docker daemon: unix:///path or tcp://host:port [default: the local socket].
+    #[arg(long, global = true, env = "DOCKER_HOST", value_name = "URL")]
+    pub docker_host: Option<String>,
+
+    /// Output on stdout: human text, or one JSON document with a stable schema (see README).
+    #[arg(long, global = true, env = "DDSKY_FORMAT", value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+
+    /// More log detail on stderr (-v debug, -vv trace); RUST_LOG wins when set.
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Less log detail on stderr (-q warnings and errors only, -qq errors only).
+    #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "verbose")]
+    pub quiet: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start (or keep) the agent container, wait until it is healthy and has discovered the job.
+    Up(Box<UpArgs>),
+    /// The agent's state, the containers it discovered, and those it has not.
+    Status(StatusArgs),
+    /// Stop the agent gracefully and remove its container.
+    Down(DownArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PullPolicy {
+    Missing,
+    Always,
+    Never,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 30s, 3m, 1m30s)"))
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// The `env` tag and DD_ENV.
+    #[arg(long, env = "DDSKY_ENV", default_value = "production")]
+    pub env: String,
+
+    /// The `service` tag.
+    #[arg(long, env = "DDSKY_SERVICE", default_value = "skypilot-worker")]
+    pub service: String,
+
+    /// An extra host tag, key:value (repeatable; the env var takes space-separated tags).
+    #[arg(long = "tag", value_name = "KEY:VALUE", env = "DDSKY_TAGS", value_delimiter = ' ')]
+    pub tags: Vec<String>,
+
+    /// The agent image.
+    #[arg(long, env = "DDSKY_IMAGE", default_value = "datadog/agent:7")]
+    pub image: String,
+
+    /// The Datadog site to send to.
+    #[arg(long, env = "DD_SITE", default_value = "datadoghq.com")]
+    pub site: String,
+
+    /// Network of the agent: host (the job reaches it at localhost) or bridge (ports published on 127.0.0.1).
+    #[arg(long, env = "DDSKY_NETWORK", value_enum, default_value_t = NetworkMode::Host)]
+    pub network: NetworkMode,
+
+    /// APM (traces) port on the host.
+    #[arg(long, env = "DDSKY_APM_PORT", default_value_t = crate::spec::DEFAULT_APM_PORT)]
+    pub apm_port: u16,
+
+    /// DogStatsD (UDP) port on the host.
+    #[arg(long, env = "DDSKY_DOGSTATSD_PORT", default_value_t = crate::spec::DEFAULT_DOGSTATSD_PORT)]
+    pub dogstatsd_port: u16,
+
+    /// Extra agent setting, KEY=VALUE (repeatable), e.g. DD_HOSTNAME=node-1.
+    #[arg(long = "agent-env", value_name = "KEY=VALUE")]
+    pub agent_env: Vec<String>,
+
+    /// When to pull the image.
+    #[arg(long, env = "DDSKY_PULL", value_enum, default_value_t = PullPolicy::Missing)]
+    pub pull: PullPolicy,
+
+    /// Remove a container of the same name that ddsky did not create.
+    #[arg(long)]
+    pub replace: bool,
+
+    /// How long to wait for the agent to be healthy and the job discovered.
+    #[arg(long, env = "DDSKY_TIMEOUT", default_value = "3m", value_parser = duration)]
+    pub timeout: Duration,
+
+    /// A container the agent must discover: id prefix, name, or image repository (repeatable).
+    #[arg(long = "expect", value_name = "PATTERN", env = "DDSKY_EXPECT", value_delimiter = ' ', default_value = "metta")]
+    pub expect: Vec<String>,
+
+    /// Resolve everything and print the plan; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    #[command(flatten)]
+    pub key: KeyArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    /// Fail (exit 1) instead of skipping when no API key is found.
+    #[arg(long, env = "DDSKY_REQUIRE_KEY")]
+    pub require_key: bool,
+
+    /// The AWS Secrets Manager secret holding the key, asked when DD_API_KEY is unset.
+    #[arg(long, env = "DDSKY_SECRET_ID", default_value = "datadog/api-key")]
+    pub secret_id: String,
+
+    /// Do not ask AWS Secrets Manager.
+    #[arg(long, env = "DDSKY_NO_AWS")]
+    pub no_aws: bool,
+
+    /// AWS region of the secret [default: the SDK's chain, else us-east-1].
+    #[arg(long, env = "DDSKY_AWS_REGION")]
+    pub aws_region: Option<String>,
+
+    /// Upper bound on the whole secret lookup, credentials and instance metadata included.
+    #[arg(long, env = "DDSKY_SECRET_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub secret_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// A container that must be discovered: id prefix, name, or image repository (repeatable).
+    #[arg(long = "expect", value_name = "PATTERN", env = "DDSKY_EXPECT", value_delimiter = ' ')]
+    pub expect: Vec<String>,
+
+    /// Wait up to this long for the expected containers to be discovered (exit 4 if not).
+    #[arg(long, value_parser = duration)]
+    pub wait: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// Grace period after SIGTERM before the agent is killed.
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    pub timeout: Duration,
+
+    /// Also stop and remove a container of that name that ddsky did not create.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_go_before_or_after_the_command() {
+        let a = Cli::try_parse_from(["ddsky", "--name", "x1", "status"]).unwrap();
+        let b = Cli::try_parse_from(["ddsky", "status", "--name", "x1", "--format", "json"]).unwrap();
+        assert_eq!(a.global.name, "x1");
+        assert_eq!(b.global.name, "x1");
+        assert_eq!(b.global.format, Format::Json);
+    }
+
+    #[test]
+    fn up_defaults() {
+        let cli = Cli::try_parse_from(["ddsky", "up"]).unwrap();
+        let Command::Up(up) = cli.command else { panic!() };
+        assert_eq!(up.expect, ["metta"]);
+        assert_eq!(up.timeout, Duration::from_secs(180));
+        assert_eq!(up.image, "datadog/agent:7");
+        assert_eq!(up.network, NetworkMode::Host);
+        assert_eq!(up.key.secret_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn bad_durations_are_usage_errors() {
+        let err = Cli::try_parse_from(["ddsky", "up", "--timeout", "soon"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+}

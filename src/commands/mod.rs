@@ -1,0 +1,111 @@
+//! The commands: orchestration only. Each turns validated arguments into calls on the engine, the
+//! agent and the pure core, and returns an exit code or a [`Failure`].
+
+mod down;
+mod status;
+mod up;
+
+use crate::agent::AgentError;
+use crate::cli::{Command, Format, GlobalArgs};
+use crate::discovery::WaitError;
+use crate::engine::{Engine, EngineError, DEFAULT_DOCKER_HOST};
+use crate::exit;
+use crate::interrupt::{Interrupt, Interrupted};
+
+/// What every command needs besides its own arguments.
+pub struct Context {
+    pub name: String,
+    pub docker_host: String,
+    pub format: Format,
+    pub interrupt: Interrupt,
+}
+
+impl Context {
+    pub fn new(global: &GlobalArgs, interrupt: Interrupt) -> Result<Self, Failure> {
+        crate::spec::validate_container_name(&global.name).map_err(Failure::Usage)?;
+        let docker_host = global.docker_host.clone().filter(|h| !h.trim().is_empty()).unwrap_or_else(|| DEFAULT_DOCKER_HOST.to_owned());
+        if !["unix://", "tcp://", "http://"].iter().any(|s| docker_host.starts_with(s)) {
+            return Err(Failure::Engine(EngineError::UnsupportedHost { host: docker_host }));
+        }
+        Ok(Context { name: global.name.clone(), docker_host, format: global.format, interrupt })
+    }
+
+    pub async fn engine(&self) -> Result<Engine, Failure> {
+        Ok(self.interrupt.run(Engine::connect(&self.docker_host)).await??)
+    }
+}
+
+pub async fn run(ctx: &Context, command: Command) -> Result<u8, Failure> {
+    match command {
+        Command::Up(args) => up::run(ctx, *args).await,
+        Command::Status(args) => status::run(ctx, args).await,
+        Command::Down(args) => down::run(ctx, args).await,
+    }
+}
+
+/// Everything that can end a command early, each with its exit code and a message that says what
+/// failed and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    #[error("a container named {name} exists that ddsky did not create (image {image}); ddsky leaves it alone: remove it yourself, choose another --name, or pass {flag} to let ddsky replace it")]
+    Foreign { name: String, image: String, flag: &'static str },
+    #[error("the agent container {name} {what} during start-up{code}; its last log lines follow; fix the cause (often the API key or a mount) and run `ddsky up` again", code = exit_code.map(|c| format!(" (exit code {c})")).unwrap_or_default())]
+    AgentExited { name: String, what: &'static str, exit_code: Option<i64>, last_lines: Vec<String> },
+    #[error("the agent container {name} disappeared while ddsky was waiting for it (removed by someone else?); run `ddsky up` again")]
+    AgentGone { name: String },
+    #[error("the agent {name} is not healthy after {waited}: unhealthy components: {components}; {hint}")]
+    Unhealthy { name: String, waited: String, components: String, hint: String },
+    #[error("no Datadog API key and --require-key was given: {reasons}")]
+    KeyRequired { reasons: String },
+    #[error(transparent)]
+    Interrupted(#[from] Interrupted),
+}
+
+impl From<WaitError> for Failure {
+    fn from(e: WaitError) -> Self {
+        match e {
+            WaitError::Engine(e) => Failure::Engine(e),
+            WaitError::Agent(e) => Failure::Agent(e),
+            WaitError::Interrupted(i) => Failure::Interrupted(i),
+        }
+    }
+}
+
+impl Failure {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Usage(_) => exit::USAGE,
+            Failure::Engine(EngineError::UnsupportedHost { .. }) => exit::USAGE,
+            Failure::Unhealthy { .. } => exit::UNHEALTHY,
+            Failure::Interrupted(Interrupted(signal)) => signal.exit_code(),
+            Failure::Engine(_) | Failure::Agent(_) | Failure::Foreign { .. } | Failure::AgentExited { .. } | Failure::AgentGone { .. } | Failure::KeyRequired { .. } => {
+                exit::FAILURE
+            }
+        }
+    }
+
+    /// Lines to print after the one-line error (the agent's own last words).
+    pub fn details(&self) -> &[String] {
+        match self {
+            Failure::AgentExited { last_lines, .. } => last_lines,
+            _ => &[],
+        }
+    }
+}
+
+/// The hint for unhealthy components: `forwarder` is nearly always the API key.
+pub fn unhealthy_hint(components: &[String]) -> String {
+    if components.iter().any(|c| c == "forwarder") {
+        "`forwarder` unhealthy usually means the API key is not valid for this --site; check the key and DD_SITE".into()
+    } else if components.is_empty() {
+        "the agent did not answer `agent health`; see `docker logs` of the agent container".into()
+    } else {
+        "see `docker logs` of the agent container, or wait longer with --timeout".into()
+    }
+}

@@ -1,0 +1,208 @@
+//! `ddsky status`: the agent container, what it discovered, and what it has not.
+
+use super::{up::short, Context, Failure};
+use crate::agent::AgentClient;
+use crate::cli::StatusArgs;
+use crate::discovery::{self, DiscoveryReport, WaitFor};
+use crate::engine::{ContainerInfo, RunningContainer};
+use crate::exit;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+use tokio::time::Instant;
+
+#[derive(Serialize)]
+struct AgentView {
+    name: String,
+    id: String,
+    image: String,
+    state: String,
+    health: Option<String>,
+    started_at: Option<String>,
+    restarts: i64,
+    version: Option<String>,
+    host_tags: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct ContainerView {
+    id: String,
+    name: String,
+    image: String,
+    discovered: bool,
+    tags: Vec<String>,
+    is_agent: bool,
+}
+
+#[derive(Serialize)]
+struct StatusReport {
+    agent: Option<AgentView>,
+    containers: Vec<ContainerView>,
+    expected: Vec<discovery::Expectation>,
+}
+
+pub async fn run(ctx: &Context, args: StatusArgs) -> Result<u8, Failure> {
+    let engine = ctx.engine().await?;
+    let Some(info) = engine.inspect(&ctx.name).await? else {
+        let running = engine.running_containers().await?;
+        let report = StatusReport {
+            agent: None,
+            containers: containers(&running, "", &HashSet::new(), &BTreeMap::new()),
+            expected: discovery::evaluate(&args.expect, &running, &HashSet::new(), "").expected,
+        };
+        print(ctx, &report);
+        return Ok(exit::NO_AGENT);
+    };
+
+    let agent = AgentClient::new(engine.clone(), info.id.clone());
+    if !info.state.running {
+        let running = engine.running_containers().await?;
+        let report = StatusReport {
+            agent: Some(agent_view(&info, None, vec![])),
+            containers: containers(&running, &info.id, &HashSet::new(), &BTreeMap::new()),
+            expected: discovery::evaluate(&args.expect, &running, &HashSet::new(), &info.id).expected,
+        };
+        print(ctx, &report);
+        return Ok(exit::UNHEALTHY);
+    }
+
+    if let Some(wait) = args.wait {
+        let deadline = Instant::now() + wait;
+        discovery::wait(&engine, &agent, &info.id, &args.expect, deadline, WaitFor::EveryPattern, &ctx.interrupt).await?;
+    }
+
+    // One round of questions, asked at once: each exec costs the daemon tens of milliseconds.
+    let trust_docker = matches!(info.state.health.as_deref(), Some("healthy" | "unhealthy"));
+    let (running, workload, tags, status, health) = tokio::join!(
+        engine.running_containers(),
+        agent.workload_containers(),
+        agent.container_tags(),
+        agent.status(),
+        async { if trust_docker { None } else { Some(agent.health().await) } },
+    );
+    let running = running?;
+    let discovered: HashSet<String> = match workload {
+        Ok(list) => list.into_iter().map(|c| c.id).collect(),
+        Err(e) => {
+            tracing::warn!("cannot list what the agent discovered: {e}");
+            HashSet::new()
+        }
+    };
+    let tags = tags.unwrap_or_else(|e| {
+        tracing::warn!("cannot read the agent's tags: {e}");
+        BTreeMap::new()
+    });
+    let (version, host_tags) = match status {
+        Ok(s) => (s.version, s.host_tags),
+        Err(e) => {
+            tracing::warn!("cannot read `agent status`: {e}");
+            (None, vec![])
+        }
+    };
+    let healthy = match health {
+        None => info.state.health.as_deref() == Some("healthy"),
+        Some(Ok(h)) => h.healthy,
+        Some(Err(e)) => {
+            tracing::warn!("cannot run `agent health`: {e}");
+            false
+        }
+    };
+
+    let expected = discovery::evaluate(&args.expect, &running, &discovered, &info.id);
+    let report = StatusReport {
+        agent: Some(agent_view(&info, version, host_tags)),
+        containers: containers(&running, &info.id, &discovered, &tags),
+        expected: expected.expected.clone(),
+    };
+    print(ctx, &report);
+    Ok(exit_code(healthy, &expected, args.wait.is_some()))
+}
+
+fn exit_code(healthy: bool, expected: &DiscoveryReport, waited: bool) -> u8 {
+    if !healthy {
+        exit::UNHEALTHY
+    } else if waited && !expected.all_discovered() {
+        exit::NOT_DISCOVERED
+    } else {
+        exit::OK
+    }
+}
+
+fn agent_view(info: &ContainerInfo, version: Option<String>, host_tags: Vec<String>) -> AgentView {
+    AgentView {
+        name: info.name.clone(),
+        id: info.id.clone(),
+        image: info.image.clone(),
+        state: info.state.status.clone(),
+        health: info.state.health.clone(),
+        started_at: info.state.started_at.clone(),
+        restarts: info.state.restart_count,
+        version,
+        host_tags,
+    }
+}
+
+fn containers(running: &[RunningContainer], agent_id: &str, discovered: &HashSet<String>, tags: &BTreeMap<String, Vec<String>>) -> Vec<ContainerView> {
+    running
+        .iter()
+        .map(|c| ContainerView {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            image: c.image.clone(),
+            discovered: discovered.contains(&c.id),
+            tags: tags.get(&c.id).cloned().unwrap_or_default(),
+            is_agent: c.id == agent_id,
+        })
+        .collect()
+}
+
+fn print(ctx: &Context, report: &StatusReport) {
+    crate::output::emit(ctx.format, report, || text(ctx, report));
+}
+
+fn text(ctx: &Context, r: &StatusReport) -> String {
+    let mut lines = Vec::new();
+    match &r.agent {
+        None => lines.push(format!("agent: no container named {} (start it with `ddsky up`)", ctx.name)),
+        Some(a) => {
+            lines.push(format!(
+                "agent: {} ({}) {}{}, restarts {}, image {}, version {}",
+                a.name,
+                short(&a.id),
+                a.state,
+                a.health.as_deref().map(|h| format!(" ({h})")).unwrap_or_default(),
+                a.restarts,
+                a.image,
+                a.version.as_deref().unwrap_or("unknown"),
+            ));
+            if let Some(started) = &a.started_at {
+                lines.push(format!("started: {started}"));
+            }
+            lines.push(format!("host tags: {}", if a.host_tags.is_empty() { "(none reported)".to_owned() } else { a.host_tags.join(" ") }));
+        }
+    }
+    lines.push(format!("containers ({} running):", r.containers.len()));
+    for c in &r.containers {
+        let state = if c.is_agent {
+            "the agent itself"
+        } else if c.discovered {
+            "discovered"
+        } else {
+            "NOT discovered"
+        };
+        lines.push(format!("  {} {} ({}): {state}", short(&c.id), c.name, c.image));
+        if !c.tags.is_empty() {
+            lines.push(format!("      tags: {}", c.tags.join(" ")));
+        }
+    }
+    for e in &r.expected {
+        let verdict = if e.discovered {
+            "discovered".to_owned()
+        } else if e.matches.is_empty() {
+            "no running container matches".to_owned()
+        } else {
+            format!("{} of {} matching containers discovered", e.matches.iter().filter(|m| m.discovered).count(), e.matches.len())
+        };
+        lines.push(format!("expected {:?}: {verdict}", e.pattern));
+    }
+    lines.join("\n")
+}

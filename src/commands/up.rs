@@ -1,0 +1,356 @@
+//! `ddsky up`: key, tags, spec, converge the container, wait for health, check discovery.
+
+use super::{unhealthy_hint, Context, Failure};
+use crate::agent::AgentClient;
+use crate::agent_output::HealthReport;
+use crate::cli::{PullPolicy, UpArgs};
+use crate::discovery::{self, DiscoveryReport, WaitFor};
+use crate::engine::{CreateOutcome, Engine, EngineError};
+use crate::exit;
+use crate::key::{self, FoundKey, KeyLookup, SecretLookup};
+use crate::progress::PullReporter;
+use crate::reconcile::{self, Action, Decision};
+use crate::secrets::AwsSecretStore;
+use crate::spec::{self, AgentSettings, AgentSpec};
+use crate::tags::{self, JobIdentity, TagRequest, TagSet};
+use serde::Serialize;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long a stale agent gets to flush before it is replaced.
+const RECREATE_GRACE: Duration = Duration::from_secs(30);
+/// Concurrent `up`s can each find the name taken by another; a few rounds settle it.
+const CONVERGE_ATTEMPTS: usize = 5;
+const AGENT_LOG_LINES: usize = 20;
+
+pub async fn run(ctx: &Context, args: UpArgs) -> Result<u8, Failure> {
+    spec::validate_image_reference(&args.image).map_err(Failure::Usage)?;
+    let extra_env = args.agent_env.iter().map(|e| spec::parse_agent_env(e)).collect::<Result<Vec<_>, _>>().map_err(Failure::Usage)?;
+    let tags = resolve_tags(&args)?;
+
+    let found = match ctx.interrupt.run(find_key(&args)).await? {
+        KeyLookup::Found { found, notes } => {
+            notes.iter().for_each(|n| tracing::info!("{n}"));
+            found
+        }
+        KeyLookup::Missing { reasons } => return skip(ctx, &args, &tags, reasons),
+    };
+
+    let settings = AgentSettings {
+        name: ctx.name.clone(),
+        image: args.image.clone(),
+        site: args.site.clone(),
+        network: args.network,
+        apm_port: args.apm_port,
+        dogstatsd_port: args.dogstatsd_port,
+        tags: tags.tags.clone(),
+        env: tags.value_of("env").unwrap_or(&args.env).to_owned(),
+        gpus: false,
+        extra_env,
+    };
+    let spec = spec::agent_spec(&settings, &found.key);
+
+    if args.dry_run {
+        return dry_run(ctx, &args, &tags, &found, &spec).await;
+    }
+
+    let engine = ctx.engine().await?;
+    let (action, id) = converge(ctx, &engine, &spec, &args).await?;
+    let agent = AgentClient::new(engine.clone(), id.clone());
+    let deadline = Instant::now() + args.timeout;
+    let started = Instant::now();
+    let health = wait_healthy(ctx, &engine, &agent, &id, deadline, action == Action::None).await?;
+    tracing::info!("agent {} healthy after {}", ctx.name, humantime::format_duration(round(started.elapsed())));
+
+    let report = discovery::wait(&engine, &agent, &id, &args.expect, deadline, WaitFor::MatchedOnly, &ctx.interrupt).await?;
+    let code = if report.matched_are_discovered() { exit::OK } else { exit::NOT_DISCOVERED };
+
+    let summary = UpSummary {
+        action,
+        name: &ctx.name,
+        id: &id,
+        image: &args.image,
+        tags: &tags.tags,
+        api_key: KeySummary::of(&found),
+        healthy: health.healthy,
+        expected: &report,
+    };
+    crate::output::emit(ctx.format, &summary, || up_text(&summary, &args.expect));
+    Ok(code)
+}
+
+fn resolve_tags(args: &UpArgs) -> Result<TagSet, Failure> {
+    let mut warnings = Vec::new();
+    let identity = JobIdentity::from_env(|k| std::env::var(k).ok(), &mut warnings);
+    let request = TagRequest { env: args.env.clone(), service: args.service.clone(), extra: args.tags.clone() };
+    let tags = tags::build(&request, &identity).map_err(|e| Failure::Usage(e.to_string()))?;
+    warnings.iter().chain(&tags.warnings).for_each(|w| tracing::warn!("{w}"));
+    Ok(tags)
+}
+
+async fn find_key(args: &UpArgs) -> KeyLookup {
+    let env_key = std::env::var(spec::API_KEY_ENV).ok();
+    let store = AwsSecretStore { region: args.key.aws_region.clone(), timeout: args.key.secret_timeout };
+    let secret = (!args.key.no_aws).then(|| SecretLookup { store: &store, secret_id: &args.key.secret_id });
+    key::lookup(env_key.as_deref(), secret).await
+}
+
+fn skip(ctx: &Context, args: &UpArgs, tags: &TagSet, reasons: Vec<String>) -> Result<u8, Failure> {
+    let reasons_line = reasons.join("; ");
+    if args.key.require_key {
+        return Err(Failure::KeyRequired { reasons: reasons_line });
+    }
+    tracing::warn!("no Datadog API key ({reasons_line}); monitoring is skipped and nothing was created");
+    let plan = SkipPlan { action: Action::Skip, name: &ctx.name, image: &args.image, tags: &tags.tags, api_key: None, container: None, reasons: &reasons };
+    crate::output::emit(ctx.format, &plan, || format!("monitoring skipped: no Datadog API key ({reasons_line})"));
+    Ok(exit::OK)
+}
+
+#[derive(Serialize)]
+struct SkipPlan<'a> {
+    action: Action,
+    name: &'a str,
+    image: &'a str,
+    tags: &'a [String],
+    api_key: Option<KeySummary>,
+    container: Option<()>,
+    reasons: &'a [String],
+}
+
+#[derive(Serialize)]
+struct KeySummary {
+    source: String,
+    ending: String,
+}
+
+impl KeySummary {
+    fn of(found: &FoundKey) -> Self {
+        KeySummary { source: found.source.to_string(), ending: found.key.ending().to_owned() }
+    }
+}
+
+#[derive(Serialize)]
+struct DryRunPlan<'a> {
+    action: Action,
+    reason: String,
+    name: &'a str,
+    image: &'a str,
+    tags: &'a [String],
+    api_key: KeySummary,
+    container: bollard::models::ContainerCreateBody,
+}
+
+/// Works out what `up` would do without changing anything. Without a daemon, it assumes no agent.
+async fn dry_run(ctx: &Context, args: &UpArgs, tags: &TagSet, found: &FoundKey, spec: &AgentSpec) -> Result<u8, Failure> {
+    let (action, reason) = match Engine::connect(&ctx.docker_host).await {
+        Err(e) => (Action::Create, format!("Docker is not reachable ({e}); assuming there is no agent yet")),
+        Ok(engine) => match reconcile::decide(engine.inspect(&ctx.name).await?.as_ref(), &spec.hash, args.replace, false) {
+            Decision::Act(action, why) => (action, why.to_owned()),
+            Decision::Foreign { image } => return Err(Failure::Foreign { name: ctx.name.clone(), image, flag: "--replace" }),
+        },
+    };
+    let plan = DryRunPlan { action, reason, name: &ctx.name, image: &args.image, tags: &tags.tags, api_key: KeySummary::of(found), container: spec.redacted_body() };
+    crate::output::emit(ctx.format, &plan, || {
+        let body = serde_json::to_string_pretty(&plan.container).unwrap_or_default();
+        format!(
+            "dry run: would {action:?} agent {name} ({reason})\nimage: {image}\ntags: {tags}\napi key: from {source}, ending {ending}\ncontainer:\n{body}",
+            action = plan.action,
+            name = plan.name,
+            reason = plan.reason,
+            image = plan.image,
+            tags = plan.tags.join(" "),
+            source = plan.api_key.source,
+            ending = plan.api_key.ending,
+        )
+        .to_lowercase_action()
+    });
+    Ok(exit::OK)
+}
+
+trait LowercaseAction {
+    fn to_lowercase_action(self) -> String;
+}
+
+impl LowercaseAction for String {
+    /// `{:?}` of Action is capitalised; the text output uses the same words as the JSON.
+    fn to_lowercase_action(self) -> String {
+        match self.split_once(" agent ") {
+            Some((head, tail)) => format!("{} agent {tail}", head.to_lowercase()),
+            None => self,
+        }
+    }
+}
+
+/// Brings the container to the spec; returns what was done and the container id.
+async fn converge(ctx: &Context, engine: &Engine, spec: &AgentSpec, args: &UpArgs) -> Result<(Action, String), Failure> {
+    let image = &args.image;
+    let mut image_checked = false;
+    for _ in 0..CONVERGE_ATTEMPTS {
+        let existing = engine.inspect(&spec.name).await?;
+        let mut image_changed = false;
+        if args.pull == PullPolicy::Always && !image_checked {
+            ensure_image(ctx, engine, image, args.pull).await?;
+            image_checked = true;
+            if let (Some(c), Some(id)) = (&existing, engine.image_id(image).await?) {
+                image_changed = c.image_id != id;
+            }
+        }
+        let (action, why) = match reconcile::decide(existing.as_ref(), &spec.hash, args.replace, image_changed) {
+            Decision::Foreign { image } => return Err(Failure::Foreign { name: spec.name.clone(), image, flag: "--replace" }),
+            Decision::Act(action, why) => (action, why),
+        };
+        tracing::debug!(?action, why, "deciding what to do");
+        match (action, existing) {
+            (Action::None, Some(c)) => {
+                tracing::info!("agent {} is {why}", spec.name);
+                return Ok((Action::None, c.id));
+            }
+            (Action::Start, Some(c)) => {
+                tracing::info!("starting agent {}: {why}", spec.name);
+                engine.start(&c.id).await?;
+                return Ok((Action::Start, c.id));
+            }
+            (Action::Create | Action::Recreate, existing) => {
+                if !image_checked {
+                    ensure_image(ctx, engine, image, args.pull).await?;
+                    image_checked = true;
+                }
+                ctx.interrupt.check()?;
+                if let Some(old) = existing {
+                    tracing::info!("replacing agent {}: {why}", spec.name);
+                    engine.stop(&old.id, RECREATE_GRACE).await?;
+                    engine.remove(&old.id).await?;
+                }
+                if let Some(id) = create_and_start(engine, spec).await? {
+                    tracing::info!("agent {} {} ({})", spec.name, if action == Action::Create { "created" } else { "recreated" }, short(&id));
+                    return Ok((action, id));
+                }
+                tracing::debug!("another ddsky created {} first; looking again", spec.name);
+            }
+            // Skip is never decided here; None/Start without a container cannot happen.
+            _ => {}
+        }
+    }
+    Err(Failure::Engine(EngineError::Container { action: "settle", name: spec.name.clone(), cause: "it kept changing under concurrent ddsky runs; run `ddsky up` again".into() }))
+}
+
+/// Creates and starts the container as one step: if start fails, the new container is removed again
+/// so no half-made agent is left. `None` when another process took the name first.
+async fn create_and_start(engine: &Engine, spec: &AgentSpec) -> Result<Option<String>, Failure> {
+    let id = match engine.create(&spec.name, spec.body.clone()).await? {
+        CreateOutcome::Created { id } => id,
+        CreateOutcome::NameTaken => return Ok(None),
+    };
+    if let Err(e) = engine.start(&id).await {
+        if let Err(cleanup) = engine.remove(&id).await {
+            tracing::warn!("could not remove the container that failed to start: {cleanup}");
+        }
+        return Err(e.into());
+    }
+    Ok(Some(id))
+}
+
+async fn ensure_image(ctx: &Context, engine: &Engine, image: &str, policy: PullPolicy) -> Result<(), Failure> {
+    let present = engine.image_id(image).await?.is_some();
+    match (policy, present) {
+        (PullPolicy::Never, false) => Err(EngineError::ImageMissing { image: image.to_owned() }.into()),
+        (PullPolicy::Never | PullPolicy::Missing, true) => Ok(()),
+        (PullPolicy::Missing | PullPolicy::Always, _) => {
+            tracing::info!("pulling {image}");
+            let mut reporter = PullReporter::new(image, crate::output::stderr_is_terminal());
+            let result = ctx.interrupt.run(engine.pull(image, |p| reporter.update(p))).await;
+            reporter.finish();
+            Ok(result??)
+        }
+    }
+}
+
+/// Waits until `agent health` passes. A no-op `up` trusts Docker's own health status, which costs no exec.
+async fn wait_healthy(ctx: &Context, engine: &Engine, agent: &AgentClient, id: &str, deadline: Instant, trust_docker: bool) -> Result<HealthReport, Failure> {
+    let first = engine.inspect(id).await?.ok_or_else(|| Failure::AgentGone { name: ctx.name.clone() })?;
+    if trust_docker && first.state.health.as_deref() == Some("healthy") {
+        return Ok(HealthReport { healthy: true, ..Default::default() });
+    }
+    let restarts_before = first.state.restart_count;
+    let started = Instant::now();
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let info = engine.inspect(id).await?.ok_or_else(|| Failure::AgentGone { name: ctx.name.clone() })?;
+        let exited = !info.state.running || info.state.restarting || info.state.restart_count > restarts_before;
+        if exited {
+            let what = if info.state.restarting || info.state.restart_count > restarts_before { "keeps exiting" } else { "stopped" };
+            let last_lines = engine.last_log_lines(id, AGENT_LOG_LINES).await;
+            return Err(Failure::AgentExited { name: ctx.name.clone(), what, exit_code: info.state.exit_code, last_lines });
+        }
+        let report = match agent.health().await {
+            Ok(r) => r,
+            // The container may have died between the inspect and the exec: look again.
+            Err(e) => {
+                tracing::debug!("agent health could not run: {e}");
+                HealthReport::default()
+            }
+        };
+        if report.healthy {
+            return Ok(report);
+        }
+        if Instant::now() >= deadline {
+            return Err(Failure::Unhealthy {
+                name: ctx.name.clone(),
+                waited: humantime::format_duration(round(started.elapsed())).to_string(),
+                components: if report.unhealthy_components.is_empty() { report.unreachable.clone().unwrap_or_else(|| "none reported".into()) } else { report.unhealthy_components.join(", ") },
+                hint: unhealthy_hint(&report.unhealthy_components),
+            });
+        }
+        tracing::debug!(unhealthy = ?report.unhealthy_components, "agent not healthy yet");
+        ctx.interrupt.run(tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())))).await?;
+        backoff = (backoff * 3 / 2).min(Duration::from_secs(1));
+    }
+}
+
+fn round(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64 / 100 * 100)
+}
+
+pub(super) fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+#[derive(Serialize)]
+struct UpSummary<'a> {
+    action: Action,
+    name: &'a str,
+    id: &'a str,
+    image: &'a str,
+    tags: &'a [String],
+    api_key: KeySummary,
+    healthy: bool,
+    #[serde(flatten)]
+    expected: &'a DiscoveryReport,
+}
+
+fn up_text(s: &UpSummary<'_>, patterns: &[String]) -> String {
+    let verb = match s.action {
+        Action::Create => "created",
+        Action::Recreate => "recreated",
+        Action::Start => "started",
+        Action::None | Action::Skip => "already up",
+    };
+    let mut lines = vec![
+        format!("agent {} {verb} ({}, image {}), healthy", s.name, short(s.id), s.image),
+        format!("tags: {}", s.tags.join(" ")),
+        format!("api key: from {}, ending {}", s.api_key.source, s.api_key.ending),
+    ];
+    for m in s.expected.expected.iter().flat_map(|e| e.matches.iter()) {
+        let state = if m.discovered { "discovered" } else { "NOT discovered" };
+        lines.push(format!("container {} ({}, {}) {state}", m.name, short(&m.id), m.image));
+    }
+    for pattern in s.expected.unmatched() {
+        lines.push(format!(
+            "no running container matches {pattern:?} yet: the agent will discover it when it starts; check with `ddsky status --expect {pattern} --wait 2m`"
+        ));
+    }
+    if !s.expected.matched_are_discovered() {
+        lines.push(format!("expected containers were not discovered in time ({}); see `ddsky status`", patterns.join(", ")));
+    }
+    lines.join("\n")
+}

@@ -1,0 +1,227 @@
+//! Which running containers the user expects the agent to see, and whether it does.
+//!
+//! The matching and the report are pure; [`wait`] drives them against Docker and the agent, sleeping on
+//! Docker's event stream rather than polling when nothing can change.
+
+use crate::agent::{AgentClient, AgentError};
+use crate::engine::{ContainerEvent, Engine, EngineError, RunningContainer};
+use crate::interrupt::{Interrupt, Interrupted};
+use futures::{Stream, StreamExt};
+use serde::Serialize;
+use std::collections::HashSet;
+use std::pin::Pin;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Ids shorter than this are not matched as prefixes: "a" would match a sixteenth of all containers.
+const MIN_ID_PREFIX: usize = 4;
+
+/// The repository part of an image reference: last path component, without tag or digest.
+/// `751442549699.dkr.ecr.us-east-1.amazonaws.com/metta:latest` -> `metta`.
+pub fn image_repository(image: &str) -> &str {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    last.split(':').next().unwrap_or(last)
+}
+
+/// Whether `pattern` names this container: by id prefix, by name, or by image repository.
+pub fn matches(pattern: &str, container: &RunningContainer) -> bool {
+    let pattern = pattern.trim();
+    if pattern.is_empty() {
+        return false;
+    }
+    let is_id_prefix = pattern.len() >= MIN_ID_PREFIX
+        && pattern.chars().all(|c| c.is_ascii_hexdigit())
+        && container.id.starts_with(&pattern.to_ascii_lowercase());
+    is_id_prefix || container.name == pattern.trim_start_matches('/') || image_repository(&container.image) == pattern
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MatchedContainer {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub discovered: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Expectation {
+    pub pattern: String,
+    pub matches: Vec<MatchedContainer>,
+    /// At least one container matches and the agent lists every one of them.
+    pub discovered: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DiscoveryReport {
+    pub expected: Vec<Expectation>,
+}
+
+impl DiscoveryReport {
+    /// Every matching container is discovered (patterns with no match yet are not waited for).
+    pub fn matched_are_discovered(&self) -> bool {
+        self.expected.iter().all(|e| e.matches.iter().all(|m| m.discovered))
+    }
+
+    /// Every pattern has a match and all are discovered.
+    pub fn all_discovered(&self) -> bool {
+        self.expected.iter().all(|e| e.discovered)
+    }
+
+    pub fn has_matches(&self) -> bool {
+        self.expected.iter().any(|e| !e.matches.is_empty())
+    }
+
+    /// Patterns that no running container matches.
+    pub fn unmatched(&self) -> impl Iterator<Item = &str> {
+        self.expected.iter().filter(|e| e.matches.is_empty()).map(|e| e.pattern.as_str())
+    }
+
+    /// Matching containers the agent does not list.
+    pub fn undiscovered(&self) -> impl Iterator<Item = &MatchedContainer> {
+        self.expected.iter().flat_map(|e| e.matches.iter()).filter(|m| !m.discovered)
+    }
+}
+
+/// Matches every pattern against the running containers (the agent's own excluded) and marks which
+/// ones the agent discovered.
+pub fn evaluate(patterns: &[String], running: &[RunningContainer], discovered: &HashSet<String>, agent_id: &str) -> DiscoveryReport {
+    let expected = patterns
+        .iter()
+        .map(|pattern| {
+            let matches: Vec<MatchedContainer> = running
+                .iter()
+                .filter(|c| c.id != agent_id && matches(pattern, c))
+                .map(|c| MatchedContainer { id: c.id.clone(), name: c.name.clone(), image: c.image.clone(), discovered: discovered.contains(&c.id) })
+                .collect();
+            let discovered = !matches.is_empty() && matches.iter().all(|m| m.discovered);
+            Expectation { pattern: pattern.clone(), matches, discovered }
+        })
+        .collect();
+    DiscoveryReport { expected }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitFor {
+    /// Only containers that match now (or start while waiting) must be discovered; `up` uses this,
+    /// since the job container may start long after setup.
+    MatchedOnly,
+    /// Every pattern must match a container and all must be discovered (`status --wait`).
+    EveryPattern,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    #[error(transparent)]
+    Interrupted(#[from] Interrupted),
+}
+
+/// Re-checks until done or `deadline`, then returns the last report (the caller judges it).
+pub async fn wait(
+    engine: &Engine,
+    agent: &AgentClient,
+    agent_id: &str,
+    patterns: &[String],
+    deadline: Instant,
+    mode: WaitFor,
+    interrupt: &Interrupt,
+) -> Result<DiscoveryReport, WaitError> {
+    // Subscribe before the first look so a container starting in between is not missed.
+    let mut events: Pin<Box<dyn Stream<Item = ContainerEvent> + Send>> = Box::pin(engine.container_events());
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let report = check_once(engine, agent, agent_id, patterns).await?;
+        let done = match mode {
+            WaitFor::MatchedOnly => report.matched_are_discovered(),
+            WaitFor::EveryPattern => report.all_discovered(),
+        };
+        if done || Instant::now() >= deadline {
+            return Ok(report);
+        }
+        // Undiscovered matches: the agent will list them soon, so ask again shortly. Otherwise nothing
+        // can change until a container starts: sleep on the event stream.
+        let poll_soon = report.undiscovered().next().is_some();
+        let wake = if poll_soon { (Instant::now() + backoff).min(deadline) } else { deadline };
+        tracing::debug!(?backoff, poll_soon, "waiting for discovery");
+        interrupt
+            .run(async {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(wake) => {}
+                    Some(ev) = events.next(), if !poll_soon => tracing::debug!(id = %ev.id, action = %ev.action, "container event"),
+                }
+            })
+            .await?;
+        if poll_soon {
+            backoff = (backoff * 3 / 2).min(Duration::from_secs(1));
+        }
+    }
+}
+
+/// One look: the running containers, and (only if any is expected) what the agent lists.
+pub async fn check_once(engine: &Engine, agent: &AgentClient, agent_id: &str, patterns: &[String]) -> Result<DiscoveryReport, WaitError> {
+    let running = engine.running_containers().await?;
+    let mut report = evaluate(patterns, &running, &HashSet::new(), agent_id);
+    if report.has_matches() {
+        let discovered: HashSet<String> = agent.workload_containers().await?.into_iter().map(|c| c.id).collect();
+        report = evaluate(patterns, &running, &discovered, agent_id);
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(id: &str, name: &str, image: &str) -> RunningContainer {
+        RunningContainer { id: id.repeat(64 / id.len()), name: name.into(), image: image.into() }
+    }
+
+    #[test]
+    fn image_repository_is_the_last_component_without_tag() {
+        assert_eq!(image_repository("751442549699.dkr.ecr.us-east-1.amazonaws.com/metta:latest"), "metta");
+        assert_eq!(image_repository("metta"), "metta");
+        assert_eq!(image_repository("127.0.0.1:5000/team/metta:v1"), "metta");
+        assert_eq!(image_repository("metta@sha256:abcd"), "metta");
+        assert_eq!(image_repository("registry:5000/metta"), "metta");
+    }
+
+    #[test]
+    fn matches_by_image_name_or_id_prefix() {
+        let job = c("ab", "sky_container", "751442549699.dkr.ecr.us-east-1.amazonaws.com/metta:latest");
+        assert!(matches("metta", &job));
+        assert!(matches("sky_container", &job));
+        assert!(matches("abab", &job));
+        assert!(matches("ABAB", &job));
+        assert!(!matches("ab", &job), "too short to be an id prefix");
+        assert!(!matches("met", &job));
+        assert!(!matches("metta-runner", &job));
+        assert!(!matches("", &job));
+        assert!(!matches("latest", &job));
+    }
+
+    #[test]
+    fn report_excludes_the_agent_and_marks_discovery() {
+        let running = [c("aa", "dd-agent", "datadog/agent:7"), c("bb", "job", "metta:latest"), c("cc", "job2", "metta:latest")];
+        let discovered = HashSet::from([running[1].id.clone()]);
+        let report = evaluate(&["metta".into(), "agent".into(), "other".into()], &running, &discovered, &running[0].id);
+        assert_eq!(report.expected[0].matches.len(), 2);
+        assert!(!report.expected[0].discovered, "one of two is not discovered");
+        assert!(report.expected[1].matches.is_empty(), "the agent never counts as the job");
+        assert_eq!(report.unmatched().collect::<Vec<_>>(), ["agent", "other"]);
+        assert_eq!(report.undiscovered().map(|m| m.name.as_str()).collect::<Vec<_>>(), ["job2"]);
+        assert!(!report.matched_are_discovered());
+        assert!(!report.all_discovered());
+    }
+
+    #[test]
+    fn no_match_is_done_for_up_but_not_for_status_wait() {
+        let report = evaluate(&["metta".into()], &[], &HashSet::new(), "");
+        assert!(report.matched_are_discovered());
+        assert!(!report.all_discovered());
+        assert!(!report.has_matches());
+    }
+}

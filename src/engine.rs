@@ -1,0 +1,378 @@
+//! The only module that talks to Docker. Everything it returns is ddsky's own plain data; every error
+//! says which operation failed on what, so a raw bollard error never reaches the user bare.
+
+use bollard::errors::Error as BollardError;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum, HealthStatusEnum};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions, LogsOptions,
+    RemoveContainerOptions, StopContainerOptions,
+};
+use bollard::Docker;
+use futures::{Stream, StreamExt};
+use std::collections::HashMap;
+use std::time::Duration;
+
+pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
+
+/// How long `ddsky` waits for the daemon to answer at all: a setup script must not hang on a dead socket.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Per-request timeout (seconds) for everything else; streams (pull, events, logs) are not bounded by it.
+const REQUEST_TIMEOUT_SECS: u64 = 120;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot reach the Docker daemon at {host}: {cause}; check that Docker is running and this user may use it (root or the docker group), or point --docker-host/DOCKER_HOST at it")]
+    Unreachable { host: String, cause: String },
+    #[error("--docker-host {host:?} is not supported: use unix:///path/to/docker.sock or tcp://host:port")]
+    UnsupportedHost { host: String },
+    #[error("pulling image {image} failed: {cause}; check the image name, your registry access and network, or use --pull never with an image that is already present")]
+    Pull { image: String, cause: String },
+    #[error("image {image} is not present and --pull never was given; pull it first or drop --pull never")]
+    ImageMissing { image: String },
+    #[error("Docker refused to {action} container {name}: {cause}")]
+    Container { action: &'static str, name: String, cause: String },
+    #[error("running `{command}` in container {name} failed: {cause}")]
+    Exec { name: String, command: String, cause: String },
+    #[error("Docker request to {action} failed: {cause}")]
+    Other { action: &'static str, cause: String },
+}
+
+/// Renders a bollard error without its Debug noise.
+fn cause(e: &BollardError) -> String {
+    match e {
+        BollardError::DockerResponseServerError { status_code, message } => format!("{message} (HTTP {status_code})"),
+        other => other.to_string(),
+    }
+}
+
+fn status_of(e: &BollardError) -> Option<u16> {
+    match e {
+        BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+/// A connected, version-negotiated Docker client.
+#[derive(Clone)]
+pub struct Engine {
+    docker: Docker,
+}
+
+/// A container as ddsky needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    /// The image reference it was created from (`Config.Image`).
+    pub image: String,
+    pub image_id: String,
+    pub labels: HashMap<String, String>,
+    pub state: ContainerState,
+    pub binds: Vec<String>,
+    pub pid_mode: Option<String>,
+    pub cgroupns_mode: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerState {
+    /// Docker's status word: created, running, restarting, exited, ...
+    pub status: String,
+    pub running: bool,
+    pub restarting: bool,
+    /// Docker's health status when the container has a health check: starting, healthy, unhealthy.
+    pub health: Option<String>,
+    pub restart_count: i64,
+    pub started_at: Option<String>,
+    pub exit_code: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// A running container, from the list endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningContainer {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub exit_code: i64,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// What a pull reports as it goes, for a progress bar or plain lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullProgress {
+    pub layer: Option<String>,
+    pub status: String,
+    pub current: Option<i64>,
+    pub total: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateOutcome {
+    Created { id: String },
+    /// Someone else created a container of that name first.
+    NameTaken,
+}
+
+/// A container lifecycle event, for waiting without polling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerEvent {
+    pub id: String,
+    pub action: String,
+}
+
+impl Engine {
+    /// Connects to `host` (DOCKER_HOST syntax) and negotiates the API version within 2 s.
+    pub async fn connect(host: &str) -> Result<Self, EngineError> {
+        let unreachable = |cause: String| EngineError::Unreachable { host: host.to_owned(), cause };
+        let docker = if let Some(path) = host.strip_prefix("unix://") {
+            if !std::path::Path::new(path).exists() {
+                return Err(unreachable(format!("no socket at {path}")));
+            }
+            Docker::connect_with_unix(host, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+        } else if host.starts_with("tcp://") || host.starts_with("http://") {
+            Docker::connect_with_http(host, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+        } else {
+            return Err(EngineError::UnsupportedHost { host: host.to_owned() });
+        }
+        .map_err(|e| unreachable(cause(&e)))?;
+        let docker = match tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version()).await {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => return Err(unreachable(describe_connect_error(&e))),
+            Err(_) => return Err(unreachable(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()))),
+        };
+        tracing::debug!(host, api = %docker.client_version(), "connected to Docker");
+        Ok(Engine { docker })
+    }
+
+    /// The container of that name or id, or `None` when there is none.
+    pub async fn inspect(&self, name: &str) -> Result<Option<ContainerInfo>, EngineError> {
+        match self.docker.inspect_container(name, None).await {
+            Ok(c) => Ok(Some(container_info(c))),
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(EngineError::Container { action: "inspect", name: name.to_owned(), cause: cause(&e) }),
+        }
+    }
+
+    /// The local image's id, or `None` when the image is not present.
+    pub async fn image_id(&self, image: &str) -> Result<Option<String>, EngineError> {
+        match self.docker.inspect_image(image).await {
+            Ok(i) => Ok(Some(i.id.unwrap_or_default())),
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(EngineError::Other { action: "inspect the image", cause: cause(&e) }),
+        }
+    }
+
+    /// Pulls `image`, reporting each progress message to `on_progress`.
+    pub async fn pull(&self, image: &str, mut on_progress: impl FnMut(PullProgress)) -> Result<(), EngineError> {
+        let options = CreateImageOptions { from_image: Some(image.to_owned()), ..Default::default() };
+        let mut stream = self.docker.create_image(Some(options), None, None);
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| EngineError::Pull { image: image.to_owned(), cause: cause(&e) })?;
+            on_progress(PullProgress {
+                layer: info.id,
+                status: info.status.unwrap_or_default(),
+                current: info.progress_detail.as_ref().and_then(|p| p.current),
+                total: info.progress_detail.as_ref().and_then(|p| p.total),
+            });
+        }
+        // A pull stream can end without an error yet leave nothing behind (a daemon quirk with some
+        // registries); only the image being there counts.
+        match self.image_id(image).await? {
+            Some(_) => Ok(()),
+            None => Err(EngineError::Pull { image: image.to_owned(), cause: "the pull ended but the image is not present".into() }),
+        }
+    }
+
+    pub async fn create(&self, name: &str, body: ContainerCreateBody) -> Result<CreateOutcome, EngineError> {
+        let options = CreateContainerOptions { name: Some(name.to_owned()), platform: String::new() };
+        match self.docker.create_container(Some(options), body).await {
+            Ok(r) => Ok(CreateOutcome::Created { id: r.id }),
+            Err(e) if status_of(&e) == Some(409) => Ok(CreateOutcome::NameTaken),
+            Err(e) => Err(EngineError::Container { action: "create", name: name.to_owned(), cause: cause(&e) }),
+        }
+    }
+
+    pub async fn start(&self, id: &str) -> Result<(), EngineError> {
+        match self.docker.start_container(id, None).await {
+            // 304: already started, which is what we wanted.
+            Ok(()) => Ok(()),
+            Err(e) if status_of(&e) == Some(304) => Ok(()),
+            Err(e) => Err(EngineError::Container { action: "start", name: id.to_owned(), cause: cause(&e) }),
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`. A container already stopped or gone is fine.
+    pub async fn stop(&self, id: &str, grace: Duration) -> Result<(), EngineError> {
+        let t = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+        match self.docker.stop_container(id, Some(StopContainerOptions { signal: None, t: Some(t) })).await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(status_of(&e), Some(304 | 404)) => Ok(()),
+            Err(e) => Err(EngineError::Container { action: "stop", name: id.to_owned(), cause: cause(&e) }),
+        }
+    }
+
+    /// Removes the container (forcibly: callers stop it gracefully first). Already gone is fine.
+    pub async fn remove(&self, id: &str) -> Result<(), EngineError> {
+        let options = RemoveContainerOptions { force: true, ..Default::default() };
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            // 404: gone already; 409: removal already in progress (a racing `down`).
+            Err(e) if matches!(status_of(&e), Some(404 | 409)) => Ok(()),
+            Err(e) => Err(EngineError::Container { action: "remove", name: id.to_owned(), cause: cause(&e) }),
+        }
+    }
+
+    /// Runs `cmd` in the container and collects its output and exit code.
+    pub async fn exec(&self, container: &str, cmd: &[&str], env: &[&str]) -> Result<ExecOutput, EngineError> {
+        let fail = |e: BollardError| EngineError::Exec { name: container.to_owned(), command: cmd.join(" "), cause: cause(&e) };
+        let created = self
+            .docker
+            .create_exec(
+                container,
+                CreateExecOptions {
+                    cmd: Some(cmd.to_vec()),
+                    env: (!env.is_empty()).then(|| env.to_vec()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(fail)?;
+        let options = StartExecOptions { detach: false, tty: false, output_capacity: Some(1 << 20) };
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        if let StartExecResults::Attached { mut output, .. } = self.docker.start_exec(&created.id, Some(options)).await.map_err(fail)? {
+            while let Some(chunk) = output.next().await {
+                match chunk.map_err(fail)? {
+                    bollard::container::LogOutput::StdErr { message } => stderr.extend_from_slice(&message),
+                    other => stdout.extend_from_slice(&other.into_bytes()),
+                }
+            }
+        }
+        let inspected = self.docker.inspect_exec(&created.id).await.map_err(fail)?;
+        Ok(ExecOutput {
+            exit_code: inspected.exit_code.unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        })
+    }
+
+    /// Every running container on the host.
+    pub async fn running_containers(&self) -> Result<Vec<RunningContainer>, EngineError> {
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions { all: false, ..Default::default() }))
+            .await
+            .map_err(|e| EngineError::Other { action: "list containers", cause: cause(&e) })?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| {
+                let id = c.id?;
+                let name = c.names.unwrap_or_default().into_iter().next().unwrap_or_default();
+                Some(RunningContainer { id, name: name.trim_start_matches('/').to_owned(), image: c.image.unwrap_or_default() })
+            })
+            .collect())
+    }
+
+    /// Container start/die/destroy events from now on, so waits can sleep until something changes.
+    pub fn container_events(&self) -> impl Stream<Item = ContainerEvent> + Send + 'static {
+        let filters = HashMap::from([
+            ("type".to_owned(), vec!["container".to_owned()]),
+            ("event".to_owned(), vec!["start".into(), "die".into(), "destroy".into(), "health_status".into()]),
+        ]);
+        let options = EventsOptions { since: None, until: None, filters: Some(filters) };
+        self.docker.events(Some(options)).filter_map(|e| async move {
+            let e = e.ok()?;
+            Some(ContainerEvent { id: e.actor?.id?, action: e.action.unwrap_or_default() })
+        })
+    }
+
+    /// The container's log lines (stdout and stderr), the last `tail` of them or all, optionally following.
+    pub fn logs(&self, id: &str, tail: Option<usize>, follow: bool, since_unix: Option<i32>) -> impl Stream<Item = Result<String, EngineError>> + Send + 'static {
+        let options = LogsOptions {
+            follow,
+            stdout: true,
+            stderr: true,
+            since: since_unix.unwrap_or(0),
+            until: 0,
+            timestamps: false,
+            tail: tail.map_or_else(|| "all".to_owned(), |n| n.to_string()),
+        };
+        let name = id.to_owned();
+        self.docker.logs(id, Some(options)).map(move |chunk| {
+            chunk
+                .map(|c| String::from_utf8_lossy(&c.into_bytes()).into_owned())
+                .map_err(|e| EngineError::Container { action: "read the logs of", name: name.clone(), cause: cause(&e) })
+        })
+    }
+
+    /// The last `n` log lines, for error reports.
+    pub async fn last_log_lines(&self, id: &str, n: usize) -> Vec<String> {
+        let chunks: Vec<_> = self.logs(id, Some(n), false, None).collect().await;
+        chunks.into_iter().filter_map(Result::ok).flat_map(|c| c.lines().map(str::to_owned).collect::<Vec<_>>()).collect()
+    }
+}
+
+fn describe_connect_error(e: &BollardError) -> String {
+    let text = cause(e);
+    if text.to_lowercase().contains("permission denied") {
+        format!("{text} (this user may not use the socket: run as root or join the docker group)")
+    } else {
+        text
+    }
+}
+
+fn container_info(c: bollard::models::ContainerInspectResponse) -> ContainerInfo {
+    let state = c.state.unwrap_or_default();
+    let config = c.config.unwrap_or_default();
+    let host = c.host_config.unwrap_or_default();
+    ContainerInfo {
+        id: c.id.unwrap_or_default(),
+        name: c.name.unwrap_or_default().trim_start_matches('/').to_owned(),
+        image: config.image.unwrap_or_default(),
+        image_id: c.image.unwrap_or_default(),
+        labels: config.labels.unwrap_or_default(),
+        state: ContainerState {
+            status: state.status.map_or_else(|| "unknown".to_owned(), |s| status_word(s).to_owned()),
+            running: state.running.unwrap_or(false),
+            restarting: state.restarting.unwrap_or(false),
+            health: state.health.and_then(|h| h.status).and_then(health_word).map(str::to_owned),
+            restart_count: c.restart_count.unwrap_or(0),
+            started_at: state.started_at,
+            exit_code: state.exit_code,
+            error: state.error.filter(|e| !e.is_empty()),
+        },
+        binds: host.binds.unwrap_or_default(),
+        pid_mode: host.pid_mode,
+        cgroupns_mode: host.cgroupns_mode.map(|m| m.to_string()),
+    }
+}
+
+fn status_word(s: ContainerStateStatusEnum) -> &'static str {
+    match s {
+        ContainerStateStatusEnum::CREATED => "created",
+        ContainerStateStatusEnum::RUNNING => "running",
+        ContainerStateStatusEnum::PAUSED => "paused",
+        ContainerStateStatusEnum::RESTARTING => "restarting",
+        ContainerStateStatusEnum::REMOVING => "removing",
+        ContainerStateStatusEnum::EXITED => "exited",
+        ContainerStateStatusEnum::DEAD => "dead",
+        _ => "unknown",
+    }
+}
+
+fn health_word(s: HealthStatusEnum) -> Option<&'static str> {
+    match s {
+        HealthStatusEnum::STARTING => Some("starting"),
+        HealthStatusEnum::HEALTHY => Some("healthy"),
+        HealthStatusEnum::UNHEALTHY => Some("unhealthy"),
+        _ => None,
+    }
+}

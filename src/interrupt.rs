@@ -1,0 +1,77 @@
+//! SIGINT/SIGTERM as a value commands can wait on, so long waits end promptly with 130/143 while short
+//! critical steps (create + start) are allowed to finish and never leave a half-made container.
+
+use tokio::sync::watch;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Interrupt,
+    Terminate,
+}
+
+impl Signal {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Signal::Interrupt => crate::exit::INTERRUPTED,
+            Signal::Terminate => crate::exit::TERMINATED,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("interrupted ({0:?})")]
+pub struct Interrupted(pub Signal);
+
+#[derive(Clone)]
+pub struct Interrupt(watch::Receiver<Option<Signal>>);
+
+impl Interrupt {
+    /// Starts listening for SIGINT and SIGTERM. Must be called inside the runtime.
+    pub fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (tx, rx) = watch::channel(None);
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::spawn(async move {
+            let got = tokio::select! {
+                _ = int.recv() => Signal::Interrupt,
+                _ = term.recv() => Signal::Terminate,
+            };
+            let _ = tx.send(Some(got));
+            // Keep the sender alive so receivers see the value rather than a closed channel.
+            std::future::pending::<()>().await;
+        });
+        Ok(Interrupt(rx))
+    }
+
+    /// The signal, if one has arrived.
+    pub fn received(&self) -> Option<Signal> {
+        *self.0.borrow()
+    }
+
+    /// Errs if a signal has arrived: call before starting something that should not begin any more.
+    pub fn check(&self) -> Result<(), Interrupted> {
+        self.received().map_or(Ok(()), |s| Err(Interrupted(s)))
+    }
+
+    /// Resolves when a signal arrives.
+    pub async fn signalled(&self) -> Signal {
+        let mut rx = self.0.clone();
+        loop {
+            if let Some(s) = *rx.borrow_and_update() {
+                return s;
+            }
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
+    /// Runs `fut` unless a signal arrives first.
+    pub async fn run<T>(&self, fut: impl std::future::Future<Output = T>) -> Result<T, Interrupted> {
+        tokio::select! {
+            out = fut => Ok(out),
+            s = self.signalled() => Err(Interrupted(s)),
+        }
+    }
+}

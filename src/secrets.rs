@@ -1,0 +1,90 @@
+//! AWS Secrets Manager as a [`SecretStore`]: the SDK's own region and credential chains, bounded in
+//! time so a node off EC2 (or without a route to AWS) never hangs its setup script.
+
+use crate::key::{SecretAnswer, SecretPayload, SecretStore};
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
+use std::time::Duration;
+
+/// Where Metta keeps its secret, used when no region is configured anywhere.
+pub const FALLBACK_REGION: &str = "us-east-1";
+
+pub struct AwsSecretStore {
+    pub region: Option<String>,
+    /// Bounds everything: config loading (which may ask instance metadata), credentials and the call.
+    pub timeout: Duration,
+}
+
+impl SecretStore for AwsSecretStore {
+    async fn fetch(&self, secret_id: &str) -> SecretAnswer {
+        let region_hint = self.region.clone().unwrap_or_else(|| "the configured region".to_owned());
+        let place = |region: &str| format!("secret {secret_id} in {region}");
+        match tokio::time::timeout(self.timeout, self.fetch_unbounded(secret_id)).await {
+            Ok((region, payload)) => SecretAnswer { place: place(&region), payload },
+            Err(_) => SecretAnswer {
+                place: place(&region_hint),
+                payload: Err(format!(
+                    "no answer within {} (no route to AWS, or no credentials and no instance metadata); set --secret-timeout, or pass DD_API_KEY",
+                    humantime::format_duration(self.timeout)
+                )),
+            },
+        }
+    }
+}
+
+impl AwsSecretStore {
+    async fn fetch_unbounded(&self, secret_id: &str) -> (String, Result<SecretPayload, String>) {
+        let region = RegionProviderChain::first_try(self.region.clone().map(Region::new))
+            .or_default_provider()
+            .or_else(Region::from_static(FALLBACK_REGION));
+        let config = aws_config::defaults(BehaviorVersion::latest()).region(region).load().await;
+        let region = config.region().map_or_else(|| FALLBACK_REGION.to_owned(), ToString::to_string);
+        let client = aws_sdk_secretsmanager::Client::new(&config);
+        tracing::debug!(secret_id, %region, "asking AWS Secrets Manager for the API key");
+        let result = client.get_secret_value().secret_id(secret_id).send().await;
+        let payload = match result {
+            Ok(out) => match (out.secret_string(), out.secret_binary()) {
+                (Some(s), _) => Ok(SecretPayload::Text(s.to_owned())),
+                (None, Some(b)) => Ok(SecretPayload::Binary(b.as_ref().to_vec())),
+                (None, None) => Err("the secret has neither SecretString nor SecretBinary".to_owned()),
+            },
+            Err(e) => Err(describe_error(&e)),
+        };
+        if let Ok(SecretPayload::Text(s)) = &payload {
+            crate::redact::register(s);
+        }
+        (region, payload)
+    }
+}
+
+/// One line: the AWS error code and what it usually means on a SkyPilot node.
+fn describe_error(e: &SdkError<GetSecretValueError>) -> String {
+    if let SdkError::ServiceError(service) = e {
+        let err = service.err();
+        let code = err.code().unwrap_or("UnknownError");
+        let hint = match code {
+            "ResourceNotFoundException" => "no secret of that name in this region; create it, or set --secret-id / --aws-region",
+            "AccessDeniedException" => "the instance role lacks secretsmanager:GetSecretValue on it",
+            "DecryptionFailure" => "the instance role cannot decrypt it (kms:Decrypt on the secret's KMS key)",
+            "UnrecognizedClientException" | "InvalidSignatureException" | "ExpiredTokenException" => "the AWS credentials are not valid",
+            "InvalidRequestException" => "the secret is scheduled for deletion or otherwise unusable",
+            _ => "see the AWS error code",
+        };
+        return format!("{code} ({hint})");
+    }
+    let detail = DisplayErrorContext(e).to_string();
+    let lower = detail.to_lowercase();
+    if lower.contains("credentials") {
+        format!("no AWS credentials ({}); attach an instance role or pass DD_API_KEY", first_line(&detail))
+    } else if matches!(e, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)) {
+        format!("cannot reach the Secrets Manager endpoint ({})", first_line(&detail))
+    } else {
+        first_line(&detail)
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or(s).chars().take(300).collect()
+}

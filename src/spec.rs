@@ -1,0 +1,467 @@
+//! The agent container ddsky wants: settings and key in, the exact Docker create body out, plus a hash
+//! of it that tells an up-to-date agent from one that must be recreated.
+//!
+//! Pure: this follows Datadog's documented `docker run` recipe (see shared/datadog-agent.md) field by field.
+
+use crate::key::{hex, ApiKey, REDACTED};
+use bollard::models::{
+    ContainerCreateBody, DeviceRequest, HealthConfig, HostConfig, HostConfigCgroupnsModeEnum, HostConfigLogConfig,
+    PortBinding, RestartPolicy, RestartPolicyNameEnum,
+};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Marks a container as ddsky's own: ddsky never touches a container without it (unless told to).
+pub const LABEL_MANAGED_BY: &str = "io.ddsky.managed-by";
+pub const MANAGED_BY_VALUE: &str = "ddsky";
+/// The hash of everything ddsky asked for; a different hash means the container is stale.
+pub const LABEL_SPEC_HASH: &str = "io.ddsky.spec-hash";
+pub const LABEL_VERSION: &str = "io.ddsky.version";
+
+pub const API_KEY_ENV: &str = "DD_API_KEY";
+
+pub const DEFAULT_APM_PORT: u16 = 8126;
+pub const DEFAULT_DOGSTATSD_PORT: u16 = 8125;
+
+/// The bind mounts of Datadog's recipe: the socket for discovery, /proc and cgroups for metrics,
+/// the container log dir for logs, the run dir so log positions survive restarts, passwd for process names.
+pub const BINDS: [&str; 6] = [
+    "/var/run/docker.sock:/var/run/docker.sock:ro",
+    "/proc/:/host/proc/:ro",
+    "/sys/fs/cgroup/:/host/sys/fs/cgroup:ro",
+    "/var/lib/docker/containers:/var/lib/docker/containers:ro",
+    "/opt/datadog-agent/run:/opt/datadog-agent/run:rw",
+    "/etc/passwd:/etc/passwd:ro",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// The agent shares the host network: the job reaches it at localhost, and it reaches EC2 metadata.
+    Host,
+    /// The default bridge, with APM and DogStatsD published on 127.0.0.1 only.
+    Bridge,
+}
+
+/// Everything the user decides about the agent, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentSettings {
+    pub name: String,
+    pub image: String,
+    pub site: String,
+    pub network: NetworkMode,
+    pub apm_port: u16,
+    pub dogstatsd_port: u16,
+    /// Normalised tags for DD_TAGS.
+    pub tags: Vec<String>,
+    /// The `env` tag's value, also given as DD_ENV.
+    pub env: String,
+    /// Request every NVIDIA GPU and turn on GPU monitoring.
+    pub gpus: bool,
+    /// Extra `KEY=VALUE` for the agent, after ddsky's own (Docker keeps the last of duplicates).
+    pub extra_env: Vec<(String, String)>,
+}
+
+/// The container ddsky would create: the body exactly as sent, and the hash stored in its labels.
+#[derive(Debug, Clone)]
+pub struct AgentSpec {
+    pub name: String,
+    pub body: ContainerCreateBody,
+    pub hash: String,
+}
+
+impl AgentSpec {
+    /// The body with the key's value replaced, safe to print.
+    pub fn redacted_body(&self) -> ContainerCreateBody {
+        with_key_value(&self.body, REDACTED)
+    }
+}
+
+fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// The health check override: the image's own check runs every 30 s with no start period, so Docker
+/// would say `healthy` only after ~30 s; the same command every 5 s makes it seconds.
+fn health_check() -> HealthConfig {
+    HealthConfig {
+        test: Some(vec!["CMD".into(), "agent".into(), "health".into()]),
+        interval: Some(nanos(Duration::from_secs(5))),
+        timeout: Some(nanos(Duration::from_secs(5))),
+        retries: Some(3),
+        start_period: Some(nanos(Duration::from_secs(120))),
+        start_interval: None,
+    }
+}
+
+/// Builds the create body and its hash.
+pub fn agent_spec(settings: &AgentSettings, key: &ApiKey) -> AgentSpec {
+    let mut env: Vec<(String, String)> = vec![
+        (API_KEY_ENV.into(), key.expose().into()),
+        ("DD_SITE".into(), settings.site.clone()),
+        ("DD_TAGS".into(), settings.tags.join(" ")),
+        ("DD_ENV".into(), settings.env.clone()),
+        ("DD_LOGS_ENABLED".into(), "true".into()),
+        ("DD_LOGS_CONFIG_CONTAINER_COLLECT_ALL".into(), "true".into()),
+        ("DD_APM_ENABLED".into(), "true".into()),
+        ("DD_APM_NON_LOCAL_TRAFFIC".into(), "true".into()),
+        ("DD_DOGSTATSD_NON_LOCAL_TRAFFIC".into(), "true".into()),
+        ("DD_PROCESS_CONFIG_PROCESS_COLLECTION_ENABLED".into(), "true".into()),
+        ("DD_CONTAINER_EXCLUDE".into(), format!("name:^{}$", regex_escape(&settings.name))),
+    ];
+    // On the host network the ports are the agent's own listeners; on a bridge they are published.
+    if settings.network == NetworkMode::Host {
+        if settings.apm_port != DEFAULT_APM_PORT {
+            env.push(("DD_APM_RECEIVER_PORT".into(), settings.apm_port.to_string()));
+        }
+        if settings.dogstatsd_port != DEFAULT_DOGSTATSD_PORT {
+            env.push(("DD_DOGSTATSD_PORT".into(), settings.dogstatsd_port.to_string()));
+        }
+    }
+    if settings.gpus {
+        env.push(("DD_GPU_ENABLED".into(), "true".into()));
+    }
+    for (k, v) in &settings.extra_env {
+        env.retain(|(existing, _)| existing != k);
+        env.push((k.clone(), v.clone()));
+    }
+
+    let apm = format!("{DEFAULT_APM_PORT}/tcp");
+    let dogstatsd = format!("{DEFAULT_DOGSTATSD_PORT}/udp");
+    let (network_mode, exposed_ports, port_bindings) = match settings.network {
+        NetworkMode::Host => ("host", None, None),
+        NetworkMode::Bridge => {
+            let bind = |port: u16| Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(port.to_string()) }]);
+            let bindings = HashMap::from([(apm.clone(), bind(settings.apm_port)), (dogstatsd.clone(), bind(settings.dogstatsd_port))]);
+            ("bridge", Some(vec![apm, dogstatsd]), Some(bindings))
+        }
+    };
+
+    let host_config = HostConfig {
+        binds: Some(BINDS.iter().map(|b| b.to_string()).collect()),
+        pid_mode: Some("host".into()),
+        cgroupns_mode: Some(HostConfigCgroupnsModeEnum::HOST),
+        network_mode: Some(network_mode.into()),
+        port_bindings,
+        restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::UNLESS_STOPPED), maximum_retry_count: None }),
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("json-file".into()),
+            config: Some(HashMap::from([("max-size".into(), "10m".into()), ("max-file".into(), "3".into())])),
+        }),
+        device_requests: settings.gpus.then(|| {
+            vec![DeviceRequest {
+                driver: Some(String::new()),
+                count: Some(-1),
+                capabilities: Some(vec![vec!["gpu".into()]]),
+                ..Default::default()
+            }]
+        }),
+        ..Default::default()
+    };
+
+    let mut body = ContainerCreateBody {
+        image: Some(settings.image.clone()),
+        env: Some(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        exposed_ports,
+        healthcheck: Some(health_check()),
+        labels: Some(HashMap::from([
+            (LABEL_MANAGED_BY.into(), MANAGED_BY_VALUE.into()),
+            (LABEL_VERSION.into(), env!("CARGO_PKG_VERSION").into()),
+        ])),
+        host_config: Some(host_config),
+        ..Default::default()
+    };
+    let hash = spec_hash(&body, key);
+    body.labels.get_or_insert_with(HashMap::new).insert(LABEL_SPEC_HASH.into(), hash.clone());
+    AgentSpec { name: settings.name.clone(), body, hash }
+}
+
+/// sha256 over the canonical JSON of the body, with the key replaced by its digest and without the
+/// hash label itself.
+fn spec_hash(body: &ContainerCreateBody, key: &ApiKey) -> String {
+    let mut hashed = with_key_value(body, &format!("sha256:{}", key.digest()));
+    if let Some(labels) = hashed.labels.as_mut() {
+        labels.remove(LABEL_SPEC_HASH);
+    }
+    let value = serde_json::to_value(&hashed).unwrap_or(Value::Null);
+    let mut canonical = String::new();
+    write_canonical(&value, &mut canonical);
+    hex(&Sha256::digest(canonical.as_bytes()))
+}
+
+/// JSON with object keys sorted, whatever map type serde_json was built with: HashMap fields
+/// (labels, ports) would otherwise serialise in a different order on every run.
+fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                write_canonical(v, out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(v, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+fn with_key_value(body: &ContainerCreateBody, value: &str) -> ContainerCreateBody {
+    let mut copy = body.clone();
+    let prefix = format!("{API_KEY_ENV}=");
+    if let Some(env) = copy.env.as_mut() {
+        for entry in env.iter_mut().filter(|e| e.starts_with(&prefix)) {
+            *entry = format!("{prefix}{value}");
+        }
+    }
+    copy
+}
+
+/// Escapes the characters a Docker container name can hold that mean something in a regex.
+fn regex_escape(name: &str) -> String {
+    name.chars().fold(String::new(), |mut out, c| {
+        if !c.is_ascii_alphanumeric() && c != '_' && c != '-' {
+            out.push('\\');
+        }
+        out.push(c);
+        out
+    })
+}
+
+/// Docker's own rule for container names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+pub fn validate_container_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let valid = matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && name.len() >= 2
+        && name.len() <= 128
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("container name {name:?} is not valid: use letters, digits, '_', '.' and '-', starting with a letter or digit (e.g. dd-agent)"))
+    }
+}
+
+/// Rejects image references Docker would refuse, before anything is created. Lenient on purpose:
+/// registry hosts, ports, paths, tags and digests all pass; whitespace, shell syntax and `..` do not.
+pub fn validate_image_reference(image: &str) -> Result<(), String> {
+    let fix = "use a reference like datadog/agent:7 or registry:5000/datadog/agent:7";
+    if image.is_empty() || image.len() > 512 {
+        return Err(format!("image reference {image:?} is empty or too long; {fix}"));
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | ':' | '@');
+    let (name, _digest) = image.split_once('@').unwrap_or((image, ""));
+    let valid = image.chars().all(allowed)
+        && !image.contains("..")
+        && !image.contains("//")
+        && !image.starts_with(['/', '.', '-', ':', '@'])
+        && !image.ends_with(['/', ':', '@'])
+        && name.split('/').all(|part| !part.is_empty());
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("image reference {image:?} is not valid; {fix}"))
+    }
+}
+
+/// Parses `KEY=VALUE` for `--agent-env`; DD_API_KEY is refused there so the key has one way in.
+pub fn parse_agent_env(raw: &str) -> Result<(String, String), String> {
+    let (k, v) = raw.split_once('=').ok_or_else(|| format!("--agent-env {k:?} is not KEY=VALUE", k = raw.split('=').next().unwrap_or("")))?;
+    let valid_key = !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !k.starts_with(|c: char| c.is_ascii_digit());
+    if !valid_key {
+        return Err(format!("--agent-env {k:?}: the name must be letters, digits and _; pass it as KEY=VALUE"));
+    }
+    if k == API_KEY_ENV {
+        return Err("--agent-env DD_API_KEY is not accepted; give the key through DD_API_KEY or AWS Secrets Manager".into());
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::test_key;
+
+    const KEY: &str = "0123456789abcdef0123456789abcdef";
+
+    fn settings() -> AgentSettings {
+        AgentSettings {
+            name: "dd-agent".into(),
+            image: "datadog/agent:7".into(),
+            site: "datadoghq.com".into(),
+            network: NetworkMode::Host,
+            apm_port: DEFAULT_APM_PORT,
+            dogstatsd_port: DEFAULT_DOGSTATSD_PORT,
+            tags: vec!["env:production".into(), "service:skypilot-worker".into()],
+            env: "production".into(),
+            gpus: false,
+            extra_env: vec![],
+        }
+    }
+
+    fn env_of(spec: &AgentSpec) -> Vec<String> {
+        spec.body.env.clone().unwrap()
+    }
+
+    #[test]
+    fn follows_the_recipe() {
+        let spec = agent_spec(&settings(), &test_key(KEY));
+        let hc = spec.body.host_config.as_ref().unwrap();
+        assert_eq!(hc.binds.as_ref().unwrap(), &BINDS.map(String::from).to_vec());
+        assert_eq!(hc.pid_mode.as_deref(), Some("host"));
+        assert_eq!(hc.cgroupns_mode, Some(HostConfigCgroupnsModeEnum::HOST));
+        assert_eq!(hc.network_mode.as_deref(), Some("host"));
+        assert_eq!(hc.restart_policy.as_ref().unwrap().name, Some(RestartPolicyNameEnum::UNLESS_STOPPED));
+        assert_eq!(hc.log_config.as_ref().unwrap().typ.as_deref(), Some("json-file"));
+        assert!(hc.port_bindings.is_none() && hc.device_requests.is_none());
+        let env = env_of(&spec);
+        for expected in [
+            format!("DD_API_KEY={KEY}").as_str(),
+            "DD_SITE=datadoghq.com",
+            "DD_TAGS=env:production service:skypilot-worker",
+            "DD_ENV=production",
+            "DD_LOGS_ENABLED=true",
+            "DD_LOGS_CONFIG_CONTAINER_COLLECT_ALL=true",
+            "DD_APM_ENABLED=true",
+            "DD_APM_NON_LOCAL_TRAFFIC=true",
+            "DD_DOGSTATSD_NON_LOCAL_TRAFFIC=true",
+            "DD_PROCESS_CONFIG_PROCESS_COLLECTION_ENABLED=true",
+            "DD_CONTAINER_EXCLUDE=name:^dd-agent$",
+        ] {
+            assert!(env.iter().any(|e| e == expected), "missing {expected}");
+        }
+        assert!(!env.iter().any(|e| e.starts_with("DD_APM_RECEIVER_PORT") || e.starts_with("DD_GPU_ENABLED")));
+        let labels = spec.body.labels.as_ref().unwrap();
+        assert_eq!(labels[LABEL_MANAGED_BY], MANAGED_BY_VALUE);
+        assert_eq!(labels[LABEL_SPEC_HASH], spec.hash);
+        let hcheck = spec.body.healthcheck.as_ref().unwrap();
+        assert_eq!(hcheck.test.as_ref().unwrap(), &["CMD", "agent", "health"]);
+        assert!(hcheck.interval.unwrap() < nanos(Duration::from_secs(30)));
+        assert!(hcheck.start_period.unwrap() > 0);
+    }
+
+    #[test]
+    fn body_serialises_with_docker_field_names() {
+        let spec = agent_spec(&settings(), &test_key(KEY));
+        let json = serde_json::to_value(spec.redacted_body()).unwrap();
+        assert_eq!(json["HostConfig"]["PidMode"], "host");
+        assert_eq!(json["HostConfig"]["CgroupnsMode"], "host");
+        assert_eq!(json["HostConfig"]["RestartPolicy"]["Name"], "unless-stopped");
+        assert!(json["Env"].as_array().unwrap().iter().any(|e| e == "DD_API_KEY=<redacted>"));
+        assert!(!json.to_string().contains(KEY));
+    }
+
+    #[test]
+    fn bridge_publishes_on_loopback_only() {
+        let s = AgentSettings { network: NetworkMode::Bridge, apm_port: 18126, ..settings() };
+        let spec = agent_spec(&s, &test_key(KEY));
+        let hc = spec.body.host_config.as_ref().unwrap();
+        assert_eq!(hc.network_mode.as_deref(), Some("bridge"));
+        let bindings = hc.port_bindings.as_ref().unwrap();
+        let apm = bindings["8126/tcp"].as_ref().unwrap();
+        assert_eq!(apm[0].host_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(apm[0].host_port.as_deref(), Some("18126"));
+        assert_eq!(bindings["8125/udp"].as_ref().unwrap()[0].host_port.as_deref(), Some("8125"));
+        assert!(!env_of(&spec).iter().any(|e| e.starts_with("DD_APM_RECEIVER_PORT")));
+    }
+
+    #[test]
+    fn host_network_moves_the_listeners_for_custom_ports() {
+        let s = AgentSettings { apm_port: 18126, dogstatsd_port: 18125, ..settings() };
+        let env = env_of(&agent_spec(&s, &test_key(KEY)));
+        assert!(env.contains(&"DD_APM_RECEIVER_PORT=18126".to_string()));
+        assert!(env.contains(&"DD_DOGSTATSD_PORT=18125".to_string()));
+    }
+
+    #[test]
+    fn gpus_request_every_device() {
+        let spec = agent_spec(&AgentSettings { gpus: true, ..settings() }, &test_key(KEY));
+        let req = &spec.body.host_config.as_ref().unwrap().device_requests.as_ref().unwrap()[0];
+        assert_eq!(req.count, Some(-1));
+        assert_eq!(req.capabilities, Some(vec![vec!["gpu".to_string()]]));
+        assert!(env_of(&spec).contains(&"DD_GPU_ENABLED=true".to_string()));
+    }
+
+    #[test]
+    fn extra_env_overrides_ddsky_defaults() {
+        let s = AgentSettings { extra_env: vec![("DD_SITE".into(), "datadoghq.eu".into())], ..settings() };
+        let env = env_of(&agent_spec(&s, &test_key(KEY)));
+        assert_eq!(env.iter().filter(|e| e.starts_with("DD_SITE=")).collect::<Vec<_>>(), ["DD_SITE=datadoghq.eu"]);
+    }
+
+    #[test]
+    fn exclusion_regex_escapes_the_name() {
+        let env = env_of(&agent_spec(&AgentSettings { name: "dd.agent".into(), ..settings() }, &test_key(KEY)));
+        assert!(env.contains(&r"DD_CONTAINER_EXCLUDE=name:^dd\.agent$".to_string()));
+    }
+
+    #[test]
+    fn hash_is_stable_and_tracks_every_input() {
+        let key = test_key(KEY);
+        let base = agent_spec(&settings(), &key).hash;
+        assert_eq!(base, agent_spec(&settings(), &key).hash, "same input, same hash");
+        let variants = [
+            AgentSettings { tags: vec!["env:production".into()], ..settings() },
+            AgentSettings { image: "datadog/agent:7.70.0".into(), ..settings() },
+            AgentSettings { network: NetworkMode::Bridge, ..settings() },
+            AgentSettings { site: "datadoghq.eu".into(), ..settings() },
+            AgentSettings { gpus: true, ..settings() },
+            AgentSettings { apm_port: 9126, ..settings() },
+        ];
+        for v in variants {
+            assert_ne!(agent_spec(&v, &key).hash, base, "{v:?}");
+        }
+        assert_ne!(agent_spec(&settings(), &test_key(&"f".repeat(32))).hash, base, "a rotated key changes the hash");
+    }
+
+    #[test]
+    fn labels_never_hold_the_key() {
+        let spec = agent_spec(&settings(), &test_key(KEY));
+        assert!(!serde_json::to_string(&spec.body.labels).unwrap().contains(KEY));
+    }
+
+    #[test]
+    fn container_names() {
+        assert!(validate_container_name("dd-agent").is_ok());
+        assert!(validate_container_name("a.b_c-1").is_ok());
+        for bad in ["", "x", "/dd-agent", "dd/agent", "-dd", "dd agent", "dd$agent"] {
+            assert!(validate_container_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn image_references() {
+        for good in ["datadog/agent:7", "gcr.io/datadoghq/agent:7", "127.0.0.1:5000/datadog/agent:7", "agent@sha256:abc", "public.ecr.aws/datadog/agent"] {
+            assert!(validate_image_reference(good).is_ok(), "{good}");
+        }
+        for bad in ["", "$(rm -rf /)", "../agent", "datadog//agent", "agent:", "a b", "/agent", "agent;ls", "a/../b"] {
+            assert!(validate_image_reference(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn agent_env_parsing() {
+        assert_eq!(parse_agent_env("DD_HOSTNAME=node-1").unwrap(), ("DD_HOSTNAME".into(), "node-1".into()));
+        assert_eq!(parse_agent_env("A=b=c").unwrap().1, "b=c");
+        assert!(parse_agent_env("NOVALUE").is_err());
+        assert!(parse_agent_env("1A=x").is_err());
+        assert!(parse_agent_env("DD_API_KEY=x").unwrap_err().contains("not accepted"));
+    }
+}

@@ -1,0 +1,387 @@
+//! The job's identity as Datadog tags: SkyPilot/Metta environment in, normalised `key:value` tags out.
+//!
+//! Pure: the environment arrives as a lookup function so tests can feed any combination of variables.
+
+use std::fmt;
+
+/// Datadog truncates longer tags; we do it ourselves so the user is told.
+pub const MAX_TAG_LEN: usize = 200;
+
+/// Tag keys ddsky sets from dedicated flags; `--tag` must not smuggle in a second value for them.
+const FLAG_OWNED_KEYS: [&str; 2] = ["env", "service"];
+
+/// Where the job runs, read from SkyPilot's and Metta's variables. Every field may be missing:
+/// a missing source leaves its tag out rather than inventing a value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobIdentity {
+    pub metta_run_id: Option<String>,
+    pub task_id: Option<String>,
+    pub node_rank: Option<String>,
+    pub num_nodes: Option<String>,
+    pub git_ref: Option<String>,
+}
+
+impl JobIdentity {
+    /// Reads the identity with the setup-phase fallbacks of SkyPilot: SKYPILOT_NODE_RANK is only set in
+    /// `run`, SKYPILOT_SETUP_NODE_RANK in `setup`; SKYPILOT_NUM_NODES may be unset on one node, in which
+    /// case the IP lists are counted. Values that are not what they claim to be are dropped with a warning.
+    pub fn from_env(var: impl Fn(&str) -> Option<String>, warnings: &mut Vec<String>) -> Self {
+        let get = |name: &str| var(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+
+        let node_rank = first_number(
+            &[
+                ("SKYPILOT_NODE_RANK", get("SKYPILOT_NODE_RANK")),
+                ("SKYPILOT_SETUP_NODE_RANK", get("SKYPILOT_SETUP_NODE_RANK")),
+            ],
+            warnings,
+        );
+        let num_nodes = first_number(&[("SKYPILOT_NUM_NODES", get("SKYPILOT_NUM_NODES"))], warnings)
+            .or_else(|| {
+                ["SKYPILOT_NODE_IPS", "SKYPILOT_SETUP_NODE_IPS"]
+                    .iter()
+                    .filter_map(|name| get(name))
+                    .map(|ips| ips.lines().filter(|l| !l.trim().is_empty()).count())
+                    .find(|&n| n > 0)
+                    .map(|n| n.to_string())
+            });
+
+        JobIdentity {
+            metta_run_id: get("METTA_RUN_ID"),
+            task_id: get("SKYPILOT_TASK_ID"),
+            node_rank,
+            num_nodes,
+            git_ref: get("METTA_GIT_REF"),
+        }
+    }
+}
+
+fn first_number(candidates: &[(&str, Option<String>)], warnings: &mut Vec<String>) -> Option<String> {
+    for (name, value) in candidates {
+        let Some(value) = value else { continue };
+        match value.parse::<u32>() {
+            Ok(n) => return Some(n.to_string()),
+            Err(_) => warnings.push(format!("{name}={value:?} is not a whole number; its tag is left out")),
+        }
+    }
+    None
+}
+
+/// What the user asked for on the command line, besides the job identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagRequest {
+    pub env: String,
+    pub service: String,
+    /// Extra `key:value` tags from `--tag`.
+    pub extra: Vec<String>,
+}
+
+/// The tags to hand to the agent, normalised, with what normalisation changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TagSet {
+    pub tags: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+impl TagSet {
+    /// The first value of `key`, as normalised.
+    pub fn value_of(&self, key: &str) -> Option<&str> {
+        self.tags.iter().find_map(|t| t.split_once(':').filter(|(k, _)| *k == key).map(|(_, v)| v))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TagError {
+    #[error("tag {raw:?} is not key:value; pass it as --tag key:value")]
+    NotKeyValue { raw: String },
+    #[error("tag {raw:?} has nothing left after Datadog's tag rules (a tag must start with a letter); use letters, digits and _ - : . /")]
+    NothingLeft { raw: String },
+    #[error("tag {raw:?} sets {key}, which has its own flag; use --{key} instead")]
+    FlagOwned { raw: String, key: String },
+}
+
+/// Builds the full tag set: env, service, the job identity, then the user's extra tags.
+pub fn build(request: &TagRequest, identity: &JobIdentity) -> Result<TagSet, TagError> {
+    let mut set = TagSet::default();
+    let identity_pairs = [
+        ("env", Some(&request.env)),
+        ("service", Some(&request.service)),
+        ("metta_run_id", identity.metta_run_id.as_ref()),
+        ("skypilot_task_id", identity.task_id.as_ref()),
+        ("skypilot_node_rank", identity.node_rank.as_ref()),
+        ("skypilot_num_nodes", identity.num_nodes.as_ref()),
+        ("git_ref", identity.git_ref.as_ref()),
+    ];
+    for (key, value) in identity_pairs {
+        let Some(value) = value.map(|v| v.trim()).filter(|v| !v.is_empty()) else { continue };
+        let raw = format!("{key}:{value}");
+        push_normalized(&mut set, &raw)?;
+    }
+    for raw in &request.extra {
+        let (key, value) = raw.split_once(':').ok_or_else(|| TagError::NotKeyValue { raw: raw.clone() })?;
+        if value.trim().is_empty() || key.trim().is_empty() {
+            return Err(TagError::NotKeyValue { raw: raw.clone() });
+        }
+        let key_lower = key.trim().to_lowercase();
+        if FLAG_OWNED_KEYS.contains(&key_lower.as_str()) {
+            return Err(TagError::FlagOwned { raw: raw.clone(), key: key_lower });
+        }
+        push_normalized(&mut set, raw)?;
+    }
+    Ok(set)
+}
+
+fn push_normalized(set: &mut TagSet, raw: &str) -> Result<(), TagError> {
+    let normalized = normalize(raw);
+    let tag = normalized.tag.ok_or_else(|| TagError::NothingLeft { raw: raw.to_owned() })?;
+    if !normalized.changes.is_empty() {
+        set.warnings.push(format!(
+            "tag {:?} became {:?} ({})",
+            shorten(raw),
+            shorten(&tag),
+            normalized.changes.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if !set.tags.contains(&tag) {
+        set.tags.push(tag);
+    }
+    Ok(())
+}
+
+/// Keeps warnings readable when a 10 kB value is normalised.
+fn shorten(s: &str) -> String {
+    const KEEP: usize = 60;
+    if s.chars().count() <= KEEP {
+        s.to_owned()
+    } else {
+        format!("{}...", s.chars().take(KEEP).collect::<String>())
+    }
+}
+
+/// One thing Datadog's tag rules changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagChange {
+    Lowercased,
+    IllegalCharacters,
+    LeadingNonLetters,
+    TrailingColons,
+    Truncated,
+}
+
+impl fmt::Display for TagChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TagChange::Lowercased => "lowercased",
+            TagChange::IllegalCharacters => "characters other than letters, digits and _ - : . / became _",
+            TagChange::LeadingNonLetters => "a tag must start with a letter",
+            TagChange::TrailingColons => "a tag must not end with ':'",
+            TagChange::Truncated => "cut to 200 characters",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Normalized {
+    /// `None` when nothing valid is left.
+    pub tag: Option<String>,
+    pub changes: Vec<TagChange>,
+}
+
+/// Datadog's tag rules: lowercase; letters, digits and `_ - : . /` kept, anything else becomes `_`;
+/// must start with a letter; must not end with `:`; at most 200 characters.
+pub fn normalize(raw: &str) -> Normalized {
+    let mut changes = Vec::new();
+    let note = |c: TagChange, changes: &mut Vec<TagChange>| {
+        if !changes.contains(&c) {
+            changes.push(c);
+        }
+    };
+
+    let mut out = String::with_capacity(raw.len().min(MAX_TAG_LEN * 4));
+    for c in raw.chars() {
+        if c.is_alphanumeric() || matches!(c, '_' | '-' | ':' | '.' | '/') {
+            let mut lower = c.to_lowercase();
+            if lower.len() != 1 || lower.next() != Some(c) {
+                note(TagChange::Lowercased, &mut changes);
+            }
+            out.extend(c.to_lowercase());
+        } else {
+            note(TagChange::IllegalCharacters, &mut changes);
+            out.push('_');
+        }
+    }
+
+    let start = out.find(|c: char| c.is_alphabetic()).unwrap_or(out.len());
+    if start > 0 {
+        note(TagChange::LeadingNonLetters, &mut changes);
+        out.drain(..start);
+    }
+    if out.chars().count() > MAX_TAG_LEN {
+        note(TagChange::Truncated, &mut changes);
+        out = out.chars().take(MAX_TAG_LEN).collect();
+    }
+    if out.ends_with(':') {
+        note(TagChange::TrailingColons, &mut changes);
+        out.truncate(out.trim_end_matches(':').len());
+    }
+    Normalized { tag: (!out.is_empty()).then_some(out), changes }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn request() -> TagRequest {
+        TagRequest { env: "production".into(), service: "skypilot-worker".into(), extra: vec![] }
+    }
+
+    #[test]
+    fn full_identity_in_metta_order() {
+        let mut w = vec![];
+        let id = JobIdentity::from_env(
+            env(&[
+                ("METTA_RUN_ID", "alice.20250829.141502"),
+                ("SKYPILOT_TASK_ID", "sky-2023-07-06-21-18-31-563597_myclus_1"),
+                ("SKYPILOT_NODE_RANK", "1"),
+                ("SKYPILOT_NUM_NODES", "4"),
+                ("METTA_GIT_REF", "0123456789abcdef0123456789abcdef01234567"),
+            ]),
+            &mut w,
+        );
+        let set = build(&request(), &id).unwrap();
+        assert_eq!(
+            set.tags,
+            [
+                "env:production",
+                "service:skypilot-worker",
+                "metta_run_id:alice.20250829.141502",
+                "skypilot_task_id:sky-2023-07-06-21-18-31-563597_myclus_1",
+                "skypilot_node_rank:1",
+                "skypilot_num_nodes:4",
+                "git_ref:0123456789abcdef0123456789abcdef01234567",
+            ]
+        );
+        assert!(w.is_empty() && set.warnings.is_empty());
+        
+    }
+
+    #[test]
+    fn setup_phase_uses_setup_rank_and_counts_ips() {
+        let mut w = vec![];
+        let id = JobIdentity::from_env(
+            env(&[("SKYPILOT_SETUP_NODE_RANK", "2"), ("SKYPILOT_SETUP_NODE_IPS", "10.0.0.1\n10.0.0.2\n10.0.0.3\n")]),
+            &mut w,
+        );
+        assert_eq!(id.node_rank.as_deref(), Some("2"));
+        assert_eq!(id.num_nodes.as_deref(), Some("3"));
+    }
+
+    #[test]
+    fn run_phase_rank_wins_over_setup_rank() {
+        let mut w = vec![];
+        let id = JobIdentity::from_env(
+            env(&[("SKYPILOT_NODE_RANK", "0"), ("SKYPILOT_SETUP_NODE_RANK", "3"), ("SKYPILOT_NODE_IPS", "a\nb")]),
+            &mut w,
+        );
+        assert_eq!(id.node_rank.as_deref(), Some("0"));
+        assert_eq!(id.num_nodes.as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn num_nodes_variable_wins_over_ip_count() {
+        let mut w = vec![];
+        let id = JobIdentity::from_env(env(&[("SKYPILOT_NUM_NODES", "8"), ("SKYPILOT_NODE_IPS", "a")]), &mut w);
+        assert_eq!(id.num_nodes.as_deref(), Some("8"));
+    }
+
+    #[test]
+    fn nothing_set_leaves_only_env_and_service() {
+        let mut w = vec![];
+        let id = JobIdentity::from_env(env(&[]), &mut w);
+        assert_eq!(id, JobIdentity::default());
+        assert_eq!(build(&request(), &id).unwrap().tags, ["env:production", "service:skypilot-worker"]);
+    }
+
+    #[test]
+    fn empty_and_blank_values_count_as_missing() {
+        let mut w = vec![];
+        let id = JobIdentity::from_env(env(&[("METTA_RUN_ID", "  "), ("SKYPILOT_NODE_RANK", "")]), &mut w);
+        assert_eq!(id, JobIdentity::default());
+    }
+
+    #[test]
+    fn non_numeric_rank_is_dropped_with_a_warning_and_falls_back() {
+        let mut w = vec![];
+        let id = JobIdentity::from_env(env(&[("SKYPILOT_NODE_RANK", "first"), ("SKYPILOT_SETUP_NODE_RANK", "1")]), &mut w);
+        assert_eq!(id.node_rank.as_deref(), Some("1"));
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("SKYPILOT_NODE_RANK"));
+    }
+
+    #[test]
+    fn normalises_case_and_illegal_characters_with_warnings() {
+        let mut w = vec![];
+        let id = JobIdentity::from_env(env(&[("METTA_RUN_ID", "Alice Run,1")]), &mut w);
+        let set = build(&request(), &id).unwrap();
+        assert_eq!(set.value_of("metta_run_id"), Some("alice_run_1"));
+        assert_eq!(set.warnings.len(), 1);
+        assert!(set.warnings[0].contains("lowercased"));
+        assert!(set.warnings[0].contains("became _"));
+    }
+
+    #[test]
+    fn commas_never_split_and_spaces_never_survive() {
+        let r = TagRequest { extra: vec!["team:a,b c".into()], ..request() };
+        let set = build(&r, &JobIdentity::default()).unwrap();
+        assert_eq!(set.value_of("team"), Some("a_b_c"));
+        assert!(set.tags.iter().all(|t| !t.contains(' ')));
+    }
+
+    #[test]
+    fn normalize_rules() {
+        assert_eq!(normalize("Env:Prod").tag.as_deref(), Some("env:prod"));
+        assert_eq!(normalize("a/b.c-d_e:f").changes, vec![]);
+        assert_eq!(normalize("9lives:x").tag.as_deref(), Some("lives:x"));
+        assert_eq!(normalize("key:").tag.as_deref(), Some("key"));
+        assert_eq!(normalize("!!!").tag, None);
+        assert_eq!(normalize("héllo:wörld").tag.as_deref(), Some("héllo:wörld"));
+        assert_eq!(normalize("a\nb").tag.as_deref(), Some("a_b"));
+        let long = format!("k:{}", "v".repeat(10_000));
+        let n = normalize(&long);
+        assert_eq!(n.tag.unwrap().chars().count(), MAX_TAG_LEN);
+        assert!(n.changes.contains(&TagChange::Truncated));
+    }
+
+    #[test]
+    fn extra_tags_must_be_key_value() {
+        for bad in ["novalue", "key:", ":value", "  :  "] {
+            let r = TagRequest { extra: vec![bad.into()], ..request() };
+            assert!(matches!(build(&r, &JobIdentity::default()), Err(TagError::NotKeyValue { .. })), "{bad}");
+        }
+    }
+
+    #[test]
+    fn extra_tag_of_only_illegal_characters_is_an_error() {
+        let r = TagRequest { extra: vec!["@@@:!!!".into()], ..request() };
+        // "@@@:!!!" -> "___:___" -> no letter at all -> nothing left.
+        assert!(matches!(build(&r, &JobIdentity::default()), Err(TagError::NothingLeft { .. })));
+    }
+
+    #[test]
+    fn env_and_service_belong_to_their_flags() {
+        let r = TagRequest { extra: vec!["ENV:staging".into()], ..request() };
+        assert!(matches!(build(&r, &JobIdentity::default()), Err(TagError::FlagOwned { .. })));
+    }
+
+    #[test]
+    fn duplicate_tags_are_kept_once() {
+        let r = TagRequest { extra: vec!["team:ml".into(), "Team:ML".into()], ..request() };
+        let set = build(&r, &JobIdentity::default()).unwrap();
+        assert_eq!(set.tags.iter().filter(|t| t.starts_with("team:")).count(), 1);
+    }
+}
