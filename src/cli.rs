@@ -8,6 +8,7 @@ use std::time::Duration;
 #[command(
     name = "ddsky",
     version,
+    args_override_self = true,
     about = "Run the Datadog Agent container beside a SkyPilot job, through the Docker API",
     long_about = "Run the Datadog Agent container beside a SkyPilot job, through the Docker API.\n\n\
         Exit codes: 0 ok or monitoring skipped, 1 runtime error, 2 usage, 3 agent not healthy in time, \

@@ -332,6 +332,11 @@ fn describe_connect_error(e: &BollardError) -> String {
 fn container_info(c: bollard::models::ContainerInspectResponse) -> ContainerInfo {
     let state = c.state.unwrap_or_default();
     let config = c.config.unwrap_or_default();
+    // An agent's env carries its key: whatever ddsky prints from here on must not repeat it.
+    let key_prefix = format!("{}=", crate::spec::API_KEY_ENV);
+    for value in config.env.iter().flatten().filter_map(|e| e.strip_prefix(&key_prefix)) {
+        crate::redact::register(value);
+    }
     let host = c.host_config.unwrap_or_default();
     ContainerInfo {
         id: c.id.unwrap_or_default(),

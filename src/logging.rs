@@ -22,6 +22,7 @@ pub fn init(verbose: u8, quiet: u8) {
         .with_env_filter(filter)
         .with_writer(|| RedactingWriter(std::io::stderr()))
         .with_target(false)
+        .with_ansi(crate::output::stderr_is_terminal())
         .without_time()
         .try_init();
 

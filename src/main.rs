@@ -22,9 +22,25 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return ExitCode::from(usage_error(e)),
+    };
     logging::init(cli.global.verbose, cli.global.quiet);
     ExitCode::from(run(cli))
+}
+
+/// Help and version print as clap renders them; real usage errors become one line with exit 2.
+fn usage_error(e: clap::Error) -> u8 {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+        let _ = e.print();
+        return if e.use_stderr() { exit::USAGE } else { exit::OK };
+    }
+    let rendered = e.render().to_string();
+    let first = rendered.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("invalid arguments");
+    eprintln!("ddsky: {} (see `ddsky --help`)", redact::redact(first));
+    exit::USAGE
 }
 
 fn run(cli: cli::Cli) -> u8 {

@@ -100,9 +100,8 @@ fn skip(ctx: &Context, args: &UpArgs, tags: &TagSet, reasons: Vec<String>) -> Re
     if args.key.require_key {
         return Err(Failure::KeyRequired { reasons: reasons_line });
     }
-    tracing::warn!("no Datadog API key ({reasons_line}); monitoring is skipped and nothing was created");
     let plan = SkipPlan { action: Action::Skip, name: &ctx.name, image: &args.image, tags: &tags.tags, api_key: None, container: None, reasons: &reasons };
-    crate::output::emit(ctx.format, &plan, || format!("monitoring skipped: no Datadog API key ({reasons_line})"));
+    crate::output::emit(ctx.format, &plan, || format!("monitoring skipped, nothing created: no Datadog API key ({reasons_line})"));
     Ok(exit::OK)
 }
 

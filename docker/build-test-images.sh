@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Builds the test stand-in images ddsky-test/agent:7 and ddsky-test/metta:latest from the
+# static binaries of the ddsky-standin crate (docker/standin). Nothing is pulled (FROM scratch).
+#
+# Safe to call from inside `cargo test` (own target dir: target/test-images), from any cwd, and
+# concurrently (flock). Quiet on success; on failure prints the build log to stderr, exits 1.
+set -euo pipefail
+
+script_dir=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd -- "$script_dir/.." && pwd)
+target_dir="$repo/target/test-images"
+triple=x86_64-unknown-linux-gnu
+agent_tag=ddsky-test/agent:7
+metta_tag=ddsky-test/metta:latest
+
+mkdir -p "$target_dir"
+exec 9>"$repo/target/test-images.lock"
+flock 9
+
+work=$(mktemp -d "$target_dir/build.XXXXXX")
+trap 'rm -rf -- "$work"' EXIT
+log="$work/build.log"
+
+run() {
+  if ! "$@" >>"$log" 2>&1; then
+    cat "$log" >&2
+    echo "build-test-images.sh: failed: $*" >&2
+    exit 1
+  fi
+}
+
+# Builds $2 as $1; the image the tag pointed to before is removed when nothing uses it any more.
+build_image() {
+  local tag=$1 context=$2 previous
+  previous=$(docker image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
+  run docker build --quiet --tag "$tag" "$context"
+  if [ -n "$previous" ] && [ "$previous" != "$(docker image inspect --format '{{.Id}}' "$tag")" ]; then
+    docker image rm "$previous" >/dev/null 2>&1 || true
+  fi
+}
+
+# When run by `cargo test`, the environment may carry the outer build's settings: drop the ones
+# that would override the static build or talk to the outer cargo's jobserver.
+unset CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_RUSTFLAGS CARGO_BUILD_TARGET \
+  CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS CARGO_MAKEFLAGS MAKEFLAGS MFLAGS
+
+run env RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$target_dir" \
+  "${CARGO:-cargo}" build --quiet --release -p ddsky-standin --target "$triple" \
+  --manifest-path "$repo/Cargo.toml"
+
+bin_dir="$target_dir/$triple/release"
+
+# Agent image: rootfs/ is copied as-is to /.
+rootfs="$work/agent/rootfs"
+mkdir -p "$rootfs/usr/bin" "$rootfs/bin" "$rootfs/opt/datadog-agent/bin/agent" \
+  "$rootfs/var/run/standin" "$rootfs/etc/datadog-agent" "$rootfs/tmp"
+chmod 1777 "$rootfs/tmp" "$rootfs/var/run/standin"
+cp "$bin_dir/agent" "$rootfs/usr/bin/agent"
+ln -s /usr/bin/agent "$rootfs/opt/datadog-agent/bin/agent/agent"
+ln -s /usr/bin/agent "$rootfs/probe.sh"
+cp "$script_dir/agent.Dockerfile" "$work/agent/Dockerfile"
+build_image "$agent_tag" "$work/agent"
+
+# Job image.
+mkdir -p "$work/metta"
+cp "$bin_dir/job" "$work/metta/job"
+cp "$script_dir/metta.Dockerfile" "$work/metta/Dockerfile"
+build_image "$metta_tag" "$work/metta"

@@ -1,0 +1,332 @@
+//! The daemon's configuration, read once from the environment (the real agent's `DD_*` settings
+//! plus a few `STANDIN_*` knobs for tests) and validated here, at the edge.
+
+use regex::Regex;
+use std::collections::BTreeMap;
+
+pub const DEFAULT_APM_PORT: u16 = 8126;
+pub const DEFAULT_DOGSTATSD_PORT: u16 = 8125;
+pub const DEFAULT_UNHEALTHY_SECS: f64 = 2.0;
+pub const DEFAULT_DISCOVERY_DELAY_SECS: f64 = 1.0;
+
+#[derive(Debug)]
+pub struct Config {
+    pub api_key: ApiKey,
+    /// `DD_TAGS` split on whitespace (commas do not split), then `env:<DD_ENV>`.
+    pub host_tags: Vec<String>,
+    pub env: Option<String>,
+    pub site: String,
+    pub hostname: String,
+    pub hostname_provider: &'static str,
+    pub apm_enabled: bool,
+    pub apm_port: u16,
+    pub dogstatsd_enabled: bool,
+    pub dogstatsd_port: u16,
+    pub logs_enabled: bool,
+    pub process_collection_enabled: bool,
+    pub unhealthy_secs: f64,
+    pub discovery_delay_secs: f64,
+    pub exclusions: Vec<Exclusion>,
+    /// `DD_CONTAINER_LABELS_AS_TAGS`: label name (lowercased) -> tag key.
+    pub labels_as_tags: BTreeMap<String, String>,
+    /// Problems found while reading the environment, logged as warnings at start.
+    pub warnings: Vec<String>,
+}
+
+/// The API key. Its `Debug` never shows the key: only the last five characters ever leave it.
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// The real agent accepts what the intake accepts: 32 hexadecimal characters.
+    pub fn is_valid(&self) -> bool {
+        self.0.len() == 32 && self.0.bytes().all(|b| b.is_ascii_hexdigit())
+    }
+
+    /// What the agent prints: `API key ending with <suffix>`. A key of five characters or fewer
+    /// would be printed whole, so it is masked instead.
+    pub fn suffix(&self) -> String {
+        let chars: Vec<char> = self.0.chars().collect();
+        if chars.len() > 5 {
+            chars[chars.len() - 5..].iter().collect()
+        } else {
+            "*****".to_string()
+        }
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ApiKey(ending with {})", self.suffix())
+    }
+}
+
+/// One `DD_CONTAINER_EXCLUDE` entry.
+#[derive(Debug)]
+pub enum Exclusion {
+    Name(Regex),
+    Image(Regex),
+}
+
+impl Exclusion {
+    pub fn matches(&self, name: &str, image: &str) -> bool {
+        match self {
+            Exclusion::Name(re) => re.is_match(name),
+            Exclusion::Image(re) => re.is_match(image),
+        }
+    }
+}
+
+/// Why the daemon refuses to start.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    NoApiKey,
+}
+
+impl Config {
+    /// Reads the configuration through `get` (the process environment in production).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let non_empty = |k: &str| {
+            get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let api_key = non_empty("DD_API_KEY").ok_or(ConfigError::NoApiKey)?;
+        let mut warnings = Vec::new();
+
+        let env = non_empty("DD_ENV");
+        let mut host_tags: Vec<String> = get("DD_TAGS")
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        if let Some(env) = &env {
+            let tag = format!("env:{env}");
+            if !host_tags.contains(&tag) {
+                host_tags.push(tag);
+            }
+        }
+
+        let (hostname, hostname_provider) = match non_empty("DD_HOSTNAME") {
+            Some(h) => (h, "configuration"),
+            None => (system_hostname(), "os"),
+        };
+
+        let mut port = |key: &str, default: u16| match non_empty(key) {
+            None => default,
+            Some(v) => v.parse().unwrap_or_else(|_| {
+                warnings.push(format!("invalid {key} {v:?}, using {default}"));
+                default
+            }),
+        };
+        let apm_port = port("DD_APM_RECEIVER_PORT", DEFAULT_APM_PORT);
+        let dogstatsd_port = port("DD_DOGSTATSD_PORT", DEFAULT_DOGSTATSD_PORT);
+
+        let mut secs = |key: &str, default: f64| match non_empty(key) {
+            None => default,
+            Some(v) => match v.parse::<f64>() {
+                Ok(s) if s.is_finite() && s >= 0.0 => s,
+                _ => {
+                    warnings.push(format!("invalid {key} {v:?}, using {default}"));
+                    default
+                }
+            },
+        };
+        let unhealthy_secs = secs("STANDIN_UNHEALTHY_SECS", DEFAULT_UNHEALTHY_SECS);
+        let discovery_delay_secs =
+            secs("STANDIN_DISCOVERY_DELAY_SECS", DEFAULT_DISCOVERY_DELAY_SECS);
+
+        let flag = |key: &str| non_empty(key).map(|v| parse_bool(&v));
+        let process_collection_enabled = flag("DD_PROCESS_CONFIG_PROCESS_COLLECTION_ENABLED")
+            .or_else(|| flag("DD_PROCESS_AGENT_ENABLED"))
+            .unwrap_or(false);
+
+        let exclusions = parse_exclusions(
+            &get("DD_CONTAINER_EXCLUDE").unwrap_or_default(),
+            &mut warnings,
+        );
+        let labels_as_tags = match non_empty("DD_CONTAINER_LABELS_AS_TAGS") {
+            None => BTreeMap::new(),
+            Some(v) => match serde_json::from_str::<BTreeMap<String, String>>(&v) {
+                Ok(m) => m.into_iter().map(|(k, v)| (k.to_lowercase(), v)).collect(),
+                Err(e) => {
+                    warnings.push(format!("invalid DD_CONTAINER_LABELS_AS_TAGS: {e}"));
+                    BTreeMap::new()
+                }
+            },
+        };
+
+        Ok(Config {
+            api_key: ApiKey(api_key),
+            host_tags,
+            env,
+            site: non_empty("DD_SITE").unwrap_or_else(|| "datadoghq.com".to_string()),
+            hostname,
+            hostname_provider,
+            apm_enabled: flag("DD_APM_ENABLED").unwrap_or(true),
+            apm_port,
+            dogstatsd_enabled: flag("DD_USE_DOGSTATSD").unwrap_or(true),
+            dogstatsd_port,
+            logs_enabled: flag("DD_LOGS_ENABLED").unwrap_or(false),
+            process_collection_enabled,
+            unhealthy_secs,
+            discovery_delay_secs,
+            exclusions,
+            labels_as_tags,
+            warnings,
+        })
+    }
+
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Whether `DD_CONTAINER_EXCLUDE` excludes this container (name without leading `/`).
+    pub fn is_excluded(&self, name: &str, image: &str) -> bool {
+        self.exclusions.iter().any(|e| e.matches(name, image))
+    }
+}
+
+/// Go's `strconv.ParseBool` as used by the agent's config (anything else is false).
+pub fn parse_bool(v: &str) -> bool {
+    matches!(v.trim(), "1" | "t" | "T" | "true" | "TRUE" | "True")
+}
+
+fn parse_exclusions(raw: &str, warnings: &mut Vec<String>) -> Vec<Exclusion> {
+    let mut out = Vec::new();
+    for token in raw.split_whitespace() {
+        let (kind, pattern) = match token.split_once(':') {
+            Some(kp) => kp,
+            None => {
+                warnings.push(format!(
+                    "DD_CONTAINER_EXCLUDE: ignoring {token:?} (no prefix)"
+                ));
+                continue;
+            }
+        };
+        let re = match Regex::new(pattern) {
+            Ok(re) => re,
+            Err(e) => {
+                warnings.push(format!(
+                    "DD_CONTAINER_EXCLUDE: invalid regex {pattern:?}: {e}"
+                ));
+                continue;
+            }
+        };
+        match kind {
+            "name" => out.push(Exclusion::Name(re)),
+            "image" => out.push(Exclusion::Image(re)),
+            // kube_namespace: and friends have no meaning outside Kubernetes.
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The machine's hostname (the UTS namespace's: the host's with `--network host`).
+fn system_hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its whole length; gethostname NUL-terminates on success
+    // (and we stop at the buffer's end otherwise).
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".to_string();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn refuses_missing_or_blank_key() {
+        assert_eq!(config(&[]).unwrap_err(), ConfigError::NoApiKey);
+        assert_eq!(
+            config(&[("DD_API_KEY", "  ")]).unwrap_err(),
+            ConfigError::NoApiKey
+        );
+    }
+
+    #[test]
+    fn key_validity_and_suffix() {
+        let c = config(&[("DD_API_KEY", "0123456789abcdef0123456789ABCDEF")]).unwrap();
+        assert!(c.api_key.is_valid());
+        assert_eq!(c.api_key.suffix(), "BCDEF");
+        let c = config(&[("DD_API_KEY", "not-a-real-key")]).unwrap();
+        assert!(!c.api_key.is_valid());
+        assert_eq!(c.api_key.suffix(), "l-key");
+        assert!(!format!("{:?}", c.api_key).contains("not-a-real-key"));
+        let c = config(&[("DD_API_KEY", "abc")]).unwrap();
+        assert_eq!(c.api_key.suffix(), "*****");
+    }
+
+    #[test]
+    fn tags_split_on_spaces_only_and_env_is_appended() {
+        let c = config(&[
+            ("DD_API_KEY", "k"),
+            ("DD_TAGS", " a:b,c:d  e:f "),
+            ("DD_ENV", "prod"),
+        ])
+        .unwrap();
+        assert_eq!(c.host_tags, vec!["a:b,c:d", "e:f", "env:prod"]);
+        let c = config(&[
+            ("DD_API_KEY", "k"),
+            ("DD_TAGS", "env:prod"),
+            ("DD_ENV", "prod"),
+        ])
+        .unwrap();
+        assert_eq!(c.host_tags, vec!["env:prod"]);
+    }
+
+    #[test]
+    fn ports_delays_and_flags() {
+        let c = config(&[
+            ("DD_API_KEY", "k"),
+            ("DD_APM_RECEIVER_PORT", "18126"),
+            ("DD_DOGSTATSD_PORT", "x"),
+            ("STANDIN_UNHEALTHY_SECS", "0.5"),
+            ("STANDIN_DISCOVERY_DELAY_SECS", "0"),
+            ("DD_LOGS_ENABLED", "true"),
+            ("DD_PROCESS_AGENT_ENABLED", "true"),
+            ("DD_HOSTNAME", "node-1"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.apm_port, c.dogstatsd_port),
+            (18126, DEFAULT_DOGSTATSD_PORT)
+        );
+        assert_eq!((c.unhealthy_secs, c.discovery_delay_secs), (0.5, 0.0));
+        assert!(c.logs_enabled && c.process_collection_enabled && c.apm_enabled);
+        assert_eq!(
+            (c.hostname.as_str(), c.hostname_provider),
+            ("node-1", "configuration")
+        );
+        assert_eq!(c.warnings.len(), 1);
+    }
+
+    #[test]
+    fn exclusions_match_name_or_image() {
+        let c = config(&[
+            ("DD_API_KEY", "k"),
+            (
+                "DD_CONTAINER_EXCLUDE",
+                "name:^dd-agent$ image:^busybox bogus kube_namespace:.*",
+            ),
+        ])
+        .unwrap();
+        assert!(c.is_excluded("dd-agent", "x"));
+        assert!(!c.is_excluded("dd-agent-2", "x"));
+        assert!(c.is_excluded("job", "busybox:latest"));
+        assert_eq!(c.exclusions.len(), 2);
+    }
+}

@@ -1,0 +1,324 @@
+//! `agent` / `agent run`: the long-running stand-in. It validates its configuration, checks the
+//! host mounts, opens the APM and DogStatsD ports, follows containers through the Docker API and
+//! keeps the state file fresh until SIGTERM/SIGINT.
+
+use crate::config::{Config, ConfigError};
+use crate::discovery::{self, Shared};
+use crate::listeners::{self, Counters};
+use crate::logline;
+use crate::state::{self, AgentState, ApmStats, DogstatsdStats};
+use crate::timefmt::now;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// The state file is rewritten at least this often (the subcommands treat it as stale after 3 s).
+const HEARTBEAT: Duration = Duration::from_millis(500);
+const HOST_PROC: &str = "/host/proc";
+const HOST_CGROUP: &str = "/host/sys/fs/cgroup";
+const RUN_SOURCE: &str = "cmd/agent/subcommands/run/command.go:471 in startAgent";
+
+/// Runs the daemon; returns only on failure to start (a signal ends the process with 0).
+pub fn run() -> i32 {
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(ConfigError::NoApiKey) => {
+            logline::error(RUN_SOURCE, "no API key configured, exiting");
+            eprintln!("Error: no API key configured, exiting");
+            return 1;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    let code = runtime.block_on(serve(config));
+    // Exit without dropping the runtime: open Docker streams must not delay the stop.
+    std::process::exit(code)
+}
+
+/// Everything that goes into the state file besides the inventory.
+struct Fixed {
+    config: Arc<Config>,
+    started_at: f64,
+    mount_errors: Vec<String>,
+    apm: ApmStats,
+    dogstatsd: DogstatsdStats,
+}
+
+async fn serve(config: Config) -> i32 {
+    let started_at = now();
+    let (mut sigterm, mut sigint) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("Error: cannot handle signals: {e}");
+            return 1;
+        }
+    };
+    let dir = state::state_dir();
+    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|_| {
+        state::write_atomic(
+            &state::pid_file(&dir),
+            std::process::id().to_string().as_bytes(),
+        )
+    }) {
+        logline::error(
+            RUN_SOURCE,
+            &format!("cannot write to {}: {e}", dir.display()),
+        );
+        eprintln!("Error: cannot write to {}: {e}", dir.display());
+        return 1;
+    }
+
+    logline::info(
+        RUN_SOURCE,
+        &format!("Starting Datadog Agent v{}", crate::VERSION),
+    );
+    logline::info(
+        "pkg/util/hostname/hostname.go:96 in Get",
+        &format!("Hostname is: {}", config.hostname),
+    );
+    logline::info(
+        RUN_SOURCE,
+        &format!("Host tags: [{}]", config.host_tags.join(" ")),
+    );
+    for warning in &config.warnings {
+        logline::warn("pkg/config/setup/config.go:1820 in LoadDatadog", warning);
+    }
+    log_api_key(&config);
+    let mount_errors = check_mounts();
+
+    let counters = Arc::new(Counters::default());
+    let apm = open_apm(&config, &counters).await;
+    let dogstatsd = open_dogstatsd(&config, &counters).await;
+
+    let config = Arc::new(config);
+    let shared = Arc::new(Shared::default());
+    tokio::spawn(discovery::run(shared.clone(), config.clone()));
+    let fixed = Fixed {
+        config,
+        started_at,
+        mount_errors,
+        apm,
+        dogstatsd,
+    };
+    tokio::spawn(write_forever(dir.clone(), fixed, shared, counters));
+
+    tokio::select! {
+        _ = sigterm.recv() => {}
+        _ = sigint.recv() => {}
+    }
+    for path in [state::state_file(&dir), state::pid_file(&dir)] {
+        let _ = std::fs::remove_file(path);
+    }
+    logline::info(RUN_SOURCE, "Agent stopped");
+    0
+}
+
+fn log_api_key(config: &Config) {
+    let suffix = config.api_key.suffix();
+    if config.api_key.is_valid() {
+        logline::info(
+            "comp/forwarder/defaultforwarder/forwarder_health.go:214 in checkValidAPIKey",
+            &format!("API key ending with {suffix} is valid"),
+        );
+    } else {
+        logline::error(
+            "comp/forwarder/defaultforwarder/forwarder_health.go:207 in checkValidAPIKey",
+            &format!("API Key invalid: API key ending with {suffix} was rejected (403 Forbidden)"),
+        );
+    }
+}
+
+/// Errors the docker check reports when the host's /proc or cgroup tree is not mounted.
+fn check_mounts() -> Vec<String> {
+    let mut errors = Vec::new();
+    if !is_populated_dir(Path::new(HOST_PROC)) {
+        errors.push(format!("unable to read {HOST_PROC}: no such file or directory (mount the host's /proc at {HOST_PROC})"));
+    }
+    if !is_populated_dir(Path::new(HOST_CGROUP)) {
+        errors.push(format!(
+            "No mountPoints were detected, current cgroup root is: {HOST_CGROUP}"
+        ));
+    }
+    for e in &errors {
+        logline::warn(
+            "pkg/collector/corechecks/containers/docker/check.go:118 in Configure",
+            e,
+        );
+    }
+    errors
+}
+
+fn is_populated_dir(path: &Path) -> bool {
+    std::fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_some())
+}
+
+async fn open_apm(config: &Config, counters: &Arc<Counters>) -> ApmStats {
+    let mut stats = ApmStats {
+        enabled: config.apm_enabled,
+        port: config.apm_port,
+        ..Default::default()
+    };
+    if !config.apm_enabled {
+        return stats;
+    }
+    let source = "pkg/trace/api/api.go:241 in Start";
+    match listeners::start_apm(config.apm_port, counters.clone()).await {
+        Ok(()) => {
+            stats.listening = true;
+            logline::emit(
+                "TRACE",
+                logline::Level::Info,
+                source,
+                &format!("Listening for traces at http://0.0.0.0:{}", config.apm_port),
+            );
+        }
+        Err(e) => {
+            let msg = format!("listen tcp 0.0.0.0:{}: {e}", config.apm_port);
+            logline::emit(
+                "TRACE",
+                logline::Level::Warn,
+                source,
+                &format!("could not start the trace receiver: {msg}"),
+            );
+            stats.error = Some(msg);
+        }
+    }
+    stats
+}
+
+async fn open_dogstatsd(config: &Config, counters: &Arc<Counters>) -> DogstatsdStats {
+    let mut stats = DogstatsdStats {
+        enabled: config.dogstatsd_enabled,
+        port: config.dogstatsd_port,
+        ..Default::default()
+    };
+    if !config.dogstatsd_enabled {
+        return stats;
+    }
+    let source = "comp/dogstatsd/listeners/udp.go:99 in NewUDPListener";
+    match listeners::start_dogstatsd(config.dogstatsd_port, counters.clone()).await {
+        Ok(()) => {
+            stats.listening = true;
+            logline::info(
+                source,
+                &format!(
+                    "dogstatsd-udp: 0.0.0.0:{} successfully initialized",
+                    config.dogstatsd_port
+                ),
+            );
+        }
+        Err(e) => {
+            let msg = format!("listen udp 0.0.0.0:{}: {e}", config.dogstatsd_port);
+            logline::warn(source, &format!("dogstatsd-udp: can't listen: {msg}"));
+            stats.error = Some(msg);
+        }
+    }
+    stats
+}
+
+/// Rewrites the state file on every inventory change and at least every [`HEARTBEAT`].
+async fn write_forever(dir: PathBuf, fixed: Fixed, shared: Arc<Shared>, counters: Arc<Counters>) {
+    let mut failing = false;
+    let mut announced_health = false;
+    loop {
+        let state = snapshot(&fixed, &shared, &counters);
+        match state::store(&dir, &state) {
+            Ok(()) => failing = false,
+            Err(e) if !failing => {
+                failing = true;
+                logline::error(
+                    RUN_SOURCE,
+                    &format!("cannot write the state file in {}: {e}", dir.display()),
+                );
+            }
+            Err(_) => {}
+        }
+        if !announced_health && state.heartbeat - state.started_at >= state.unhealthy_secs {
+            announced_health = true;
+            let health = crate::model::health(&state, state.heartbeat);
+            let source = "comp/core/healthprobe/impl/healthprobe.go:95 in healthHandler";
+            if health.unhealthy.is_empty() {
+                logline::info(
+                    source,
+                    &format!(
+                        "Agent health: all {} components healthy",
+                        health.healthy.len()
+                    ),
+                );
+            } else {
+                logline::warn(
+                    source,
+                    &format!(
+                        "Agent health: unhealthy components: {}",
+                        health.unhealthy.join(", ")
+                    ),
+                );
+            }
+        }
+        tokio::select! {
+            _ = shared.changed.notified() => {}
+            _ = tokio::time::sleep(HEARTBEAT) => {}
+        }
+    }
+}
+
+fn snapshot(fixed: &Fixed, shared: &Shared, counters: &Counters) -> AgentState {
+    let (containers, docker_error) = {
+        let inventory = shared.inventory.lock().unwrap_or_else(|p| p.into_inner());
+        (inventory.snapshot(), inventory.docker_error.clone())
+    };
+    let config = &fixed.config;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    AgentState {
+        version: crate::VERSION.to_string(),
+        pid: std::process::id(),
+        started_at: fixed.started_at,
+        heartbeat: now(),
+        hostname: config.hostname.clone(),
+        hostname_provider: config.hostname_provider.to_string(),
+        host_tags: config.host_tags.clone(),
+        env: config.env.clone(),
+        site: config.site.clone(),
+        api_key_suffix: config.api_key.suffix(),
+        api_key_valid: config.api_key.is_valid(),
+        unhealthy_secs: config.unhealthy_secs,
+        discovery_delay_secs: config.discovery_delay_secs,
+        logs_enabled: config.logs_enabled,
+        apm_enabled: config.apm_enabled,
+        process_collection_enabled: config.process_collection_enabled,
+        labels_as_tags: config.labels_as_tags.clone(),
+        check_errors: fixed
+            .mount_errors
+            .iter()
+            .cloned()
+            .chain(docker_error)
+            .collect(),
+        apm: ApmStats {
+            connections: load(&counters.apm_connections),
+            requests: load(&counters.apm_requests),
+            bytes: load(&counters.apm_bytes),
+            ..fixed.apm.clone()
+        },
+        dogstatsd: DogstatsdStats {
+            packets: load(&counters.dsd_packets),
+            bytes: load(&counters.dsd_bytes),
+            metric_samples: load(&counters.dsd_metric_samples),
+            ..fixed.dogstatsd.clone()
+        },
+        containers,
+    }
+}

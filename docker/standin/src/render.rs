@@ -1,0 +1,783 @@
+//! The CLI subcommands' output, in the formats of the real agent (see datadog-agent.md).
+//! Pure functions of the state and the current time; `cli` does the I/O.
+
+use crate::imageref::ImageRef;
+use crate::model::{self, Health};
+use crate::rng::Rng;
+use crate::state::{AgentState, ContainerRecord};
+use crate::timefmt;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+/// Exit status of a failing agent subcommand (Go's `os.Exit(-1)`).
+pub const EXIT_FAILURE: i32 = 255;
+
+/// Identifier of the single docker check instance in `runnerStats`.
+pub const DOCKER_CHECK_ID: &str = "docker:d884b5186b651429";
+
+/// What a subcommand prints and how it exits.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Output {
+    pub stdout: String,
+    pub stderr: String,
+    pub code: i32,
+}
+
+impl Output {
+    pub fn ok(stdout: String) -> Output {
+        Output {
+            stdout,
+            stderr: String::new(),
+            code: 0,
+        }
+    }
+
+    /// A cobra-style failure: `Error: <message>` on stderr, exit 255.
+    pub fn error(message: &str) -> Output {
+        Output {
+            stdout: String::new(),
+            stderr: format!("Error: {message}\n"),
+            code: EXIT_FAILURE,
+        }
+    }
+}
+
+/// `agent health` / `/probe.sh`.
+pub fn health(h: &Health) -> Output {
+    let mut out = format!(
+        "Agent health: {}\n",
+        if h.unhealthy.is_empty() {
+            "PASS"
+        } else {
+            "FAIL"
+        }
+    );
+    if !h.healthy.is_empty() {
+        out += &format!(
+            "=== {} healthy components ===\n{}\n",
+            h.healthy.len(),
+            h.healthy.join(", ")
+        );
+    }
+    if h.unhealthy.is_empty() {
+        return Output::ok(out);
+    }
+    out += &format!(
+        "=== {} unhealthy components ===\n{}\n",
+        h.unhealthy.len(),
+        h.unhealthy.join(", ")
+    );
+    Output {
+        stdout: out,
+        ..Output::error(&format!("found {} unhealthy components", h.unhealthy.len()))
+    }
+}
+
+/// What every subcommand says when the daemon is not up (the IPC endpoint refuses connections).
+pub fn not_up(endpoint: &str) -> Output {
+    Output::error(&format!(
+        "could not reach agent: Get \"https://localhost:5001{endpoint}\": dial tcp 127.0.0.1:5001: \
+         connect: connection refused \nMake sure the agent is running before requesting the status \
+         and contact support if you continue having issues. "
+    ))
+}
+
+/// The log line real agents print on stdout before a subcommand's JSON (unless
+/// `DD_LOG_LEVEL=off`).
+pub fn log_preamble(now: f64) -> String {
+    crate::logline::format(
+        now,
+        "CORE",
+        crate::logline::Level::Info,
+        "pkg/config/env/environment_detection.go:152 in detectFeatures",
+        "3 Features detected from environment: docker,cri,kubernetes_devices",
+    ) + "\n"
+}
+
+// ---------------------------------------------------------------------------------------------
+// workload-list
+
+/// `agent workload-list`: one block per entity (containers, their processes, their images), in
+/// random order. Only `container` headers mean a discovered container.
+pub fn workload_text(state: &AgentState, now: f64, rng: &mut Rng) -> String {
+    let containers = model::visible_containers(state, now);
+    let mut blocks: Vec<String> = Vec::new();
+    for c in &containers {
+        blocks.push(container_block(c));
+        if c.pid > 0 {
+            blocks.push(process_block(c));
+        }
+    }
+    for c in distinct_images(&containers) {
+        blocks.push(image_block(c));
+    }
+    rng.shuffle(&mut blocks);
+    blocks.concat()
+}
+
+fn container_block(c: &ContainerRecord) -> String {
+    let (image_name, tag) = match ImageRef::parse(&c.image) {
+        Some(r) => (r.name, r.tag),
+        None => (c.image.clone(), String::new()),
+    };
+    format!(
+        "\n=== Entity container sources(merged):[docker runtime] id: {id} ===\n\
+         ----------- Entity ID -----------\n\
+         Kind: container ID: {id}\n\
+         ----------- Entity Meta -----------\n\
+         Name: {name}\n\
+         Namespace:\n\
+         ----------- Image -----------\n\
+         Name: {image_name}\n\
+         Tag: {tag}\n\
+         ----------- Container Info -----------\n\
+         Runtime: docker\n\
+         RuntimeFlavor:\n\
+         Running: true\n\
+         ----------- Resources -----------\n\
+         ===\n",
+        id = c.id,
+        name = c.name,
+    )
+}
+
+fn process_block(c: &ContainerRecord) -> String {
+    format!(
+        "\n=== Entity process sources(merged):[process_collector] id: {pid} ===\n\
+         ----------- Entity ID -----------\n\
+         Kind: process ID: {pid}\n\
+         ----------- Process Info -----------\n\
+         PID: {pid}\n\
+         Namespace PID: 1\n\
+         Container ID: {id}\n\
+         Creation time: {started}\n\
+         Language:\n\
+         ===\n",
+        pid = c.pid,
+        id = c.id,
+        started = c.started_at,
+    )
+}
+
+fn image_block(c: &ContainerRecord) -> String {
+    let short = ImageRef::parse(&c.image)
+        .map(|r| r.short)
+        .unwrap_or_default();
+    format!(
+        "\n=== Entity container_image_metadata sources(merged):[docker] id: {iid} ===\n\
+         ----------- Entity ID -----------\n\
+         Kind: container_image_metadata ID: {iid}\n\
+         ----------- Entity Meta -----------\n\
+         Name: {raw}\n\
+         Namespace:\n\
+         ----------- Image Info -----------\n\
+         Short Name: {short}\n\
+         Repo Tags: [{raw}]\n\
+         Repo Digests: []\n\
+         OS: linux\n\
+         Architecture: amd64\n\
+         ===\n",
+        iid = c.image_id,
+        raw = c.image,
+    )
+}
+
+/// One container per distinct image id, in first-seen order.
+fn distinct_images<'a>(containers: &[&'a ContainerRecord]) -> Vec<&'a ContainerRecord> {
+    let mut seen = std::collections::HashSet::new();
+    containers
+        .iter()
+        .copied()
+        .filter(|c| !c.image_id.is_empty() && seen.insert(c.image_id.as_str()))
+        .collect()
+}
+
+/// `agent workload-list --json`: `{"Entities": {"container": [...], "process": [...], ...}}`.
+pub fn workload_json(state: &AgentState, now: f64, rng: &mut Rng, pretty: bool) -> String {
+    let mut containers = model::visible_containers(state, now);
+    rng.shuffle(&mut containers);
+    let mut kinds: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+    for c in &containers {
+        kinds
+            .entry("container")
+            .or_default()
+            .push(container_json(c));
+        if c.pid > 0 {
+            kinds.entry("process").or_default().push(process_json(c));
+        }
+    }
+    for c in distinct_images(&containers) {
+        kinds
+            .entry("container_image_metadata")
+            .or_default()
+            .push(image_json(c));
+    }
+    to_json(&json!({ "Entities": kinds }), pretty)
+}
+
+fn container_json(c: &ContainerRecord) -> Value {
+    let image = ImageRef::parse(&c.image);
+    json!({
+        "Kind": "container",
+        "ID": c.id,
+        "Name": c.name,
+        "Namespace": "",
+        "Annotations": null,
+        "Labels": c.labels,
+        "UID": "",
+        "EnvVars": null,
+        "Hostname": c.hostname,
+        "Image": {
+            "ID": c.image_id,
+            "RawName": c.image,
+            "Name": image.as_ref().map_or(c.image.as_str(), |r| r.name.as_str()),
+            "Registry": image.as_ref().map_or("", |r| r.registry.as_str()),
+            "ShortName": image.as_ref().map_or("", |r| r.short.as_str()),
+            "Tag": image.as_ref().map_or("", |r| r.tag.as_str()),
+            "RepoDigest": "",
+        },
+        "NetworkIPs": {},
+        "PID": c.pid,
+        "Ports": null,
+        "Runtime": "docker",
+        "RuntimeFlavor": "",
+        "State": {
+            "Running": true,
+            "Status": "running",
+            "Health": "",
+            "StartedAt": c.started_at,
+            "FinishedAt": "0001-01-01T00:00:00Z",
+            "ExitCode": null,
+        },
+        "CollectorTags": null,
+        "Owner": null,
+        "Resources": {},
+    })
+}
+
+fn process_json(c: &ContainerRecord) -> Value {
+    json!({
+        "Kind": "process",
+        "ID": c.pid.to_string(),
+        "Pid": c.pid,
+        "NsPid": 1,
+        "Ppid": 0,
+        "Name": "",
+        "Cwd": "",
+        "Exe": "",
+        "Comm": "",
+        "Cmdline": null,
+        "ContainerID": c.id,
+        "CreationTime": c.started_at,
+        "Language": null,
+    })
+}
+
+fn image_json(c: &ContainerRecord) -> Value {
+    json!({
+        "Kind": "container_image_metadata",
+        "ID": c.image_id,
+        "Name": c.image,
+        "Namespace": "",
+        "ShortName": ImageRef::parse(&c.image).map(|r| r.short).unwrap_or_default(),
+        "RepoTags": [c.image],
+        "RepoDigests": [],
+        "OS": "linux",
+        "Architecture": "amd64",
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// tagger-list
+
+const TAGGER_SOURCE: &str = "workloadmeta-container";
+
+fn tagged_containers(state: &AgentState, now: f64) -> Vec<&ContainerRecord> {
+    model::visible_containers(state, now)
+        .into_iter()
+        .filter(|c| !c.excluded)
+        .collect()
+}
+
+/// `agent tagger-list`: one block per container entity, in random order.
+pub fn tagger_text(state: &AgentState, now: f64, rng: &mut Rng) -> String {
+    let mut blocks: Vec<String> = tagged_containers(state, now)
+        .into_iter()
+        .map(|c| {
+            format!(
+                "\n=== Entity container_id://{} ===\n== Source {TAGGER_SOURCE} =\n=Tags: [{}]\n===\n",
+                c.id,
+                model::container_tags(c, &state.labels_as_tags).join(" ")
+            )
+        })
+        .collect();
+    rng.shuffle(&mut blocks);
+    blocks.concat()
+}
+
+/// `agent tagger-list --json`: `{"Entities": {"container_id://<id>": {"tags": {"<source>": [...]}}}}`
+/// (indented, like the agent's `json.MarshalIndent`).
+pub fn tagger_json(state: &AgentState, now: f64) -> String {
+    let entities: Map<String, Value> = tagged_containers(state, now)
+        .into_iter()
+        .map(|c| {
+            let tags = model::container_tags(c, &state.labels_as_tags);
+            (
+                format!("container_id://{}", c.id),
+                json!({ "tags": { TAGGER_SOURCE: tags } }),
+            )
+        })
+        .collect();
+    to_json(&json!({ "Entities": entities }), true)
+}
+
+// ---------------------------------------------------------------------------------------------
+// status
+
+/// `agent status --json`: one line.
+pub fn status_json(state: &AgentState, now: f64) -> String {
+    to_json(&status_value(state, now), false)
+}
+
+fn status_value(state: &AgentState, now: f64) -> Value {
+    let runs = model::check_runs(state, now);
+    let last_error = state.check_errors.join("; ");
+    let key_label = format!("API key ending with {}", state.api_key_suffix);
+    let (key_status, key_failure) = if state.api_key_valid {
+        (json!({ key_label: "API Key valid" }), json!({}))
+    } else {
+        (json!({}), json!({ key_label: "API Key invalid" }))
+    };
+    // One flush of three payload kinds per check run; a bad key gets 403 for each.
+    let sent = 3 * runs;
+    let (success, by_endpoint, http_errors, by_code) = if state.api_key_valid {
+        (
+            sent,
+            json!({ "check_run_v1": runs, "intake": runs, "series_v2": runs }),
+            0,
+            json!({}),
+        )
+    } else {
+        (0, json!({}), sent, json!({ "403": sent }))
+    };
+    let last_run = state.started_at + (runs - 1) as f64 * model::CHECK_INTERVAL_SECS;
+    let containers = model::visible_containers(state, now).len();
+    json!({
+        "version": state.version,
+        "flavor": "agent",
+        "pid": state.pid,
+        "go_version": "go1.24.0",
+        "agent_start_nano": (state.started_at * 1e9) as i64,
+        "time_nano": (now * 1e9) as i64,
+        "hostnameStats": {
+            "hostname": state.hostname,
+            "provider": state.hostname_provider,
+            "errors": {},
+        },
+        "hostTags": state.host_tags,
+        "forwarderStats": {
+            "APIKeyStatus": key_status,
+            "APIKeyFailure": key_failure,
+            "Transactions": {
+                "Success": success,
+                "SuccessByEndpoint": by_endpoint,
+                "SuccessBytesByEndpoint": {},
+                "Errors": 0,
+                "ErrorsByType": {
+                    "ConnectionErrors": 0,
+                    "DNSErrors": 0,
+                    "SentRequestErrors": 0,
+                    "TLSErrors": 0,
+                    "WroteRequestErrors": 0,
+                },
+                "HTTPErrors": http_errors,
+                "HTTPErrorsByCode": by_code,
+                "DroppedOnInput": 0,
+                "Dropped": 0,
+                "Requeued": 0,
+                "Retried": 0,
+                "RetryQueueSize": 0,
+            },
+        },
+        "runnerStats": {
+            "Runs": runs,
+            "Workers": { "Count": 4 },
+            "Checks": {
+                "docker": {
+                    DOCKER_CHECK_ID: {
+                        "CheckName": "docker",
+                        "CheckID": DOCKER_CHECK_ID,
+                        "CheckVersion": "",
+                        "TotalRuns": runs,
+                        "TotalErrors": if last_error.is_empty() { 0 } else { runs },
+                        "TotalWarnings": 0,
+                        "MetricSamples": containers * 12,
+                        "TotalMetricSamples": containers as u64 * 12 * runs,
+                        "Events": 0,
+                        "TotalEvents": 0,
+                        "ServiceChecks": 1,
+                        "TotalServiceChecks": runs,
+                        "LastError": last_error,
+                        "LastWarnings": [],
+                        "LastExecutionTime": 12,
+                        "AverageExecutionTime": 12,
+                        "LastSuccessDate": if last_error.is_empty() { last_run as i64 } else { 0 },
+                        "UpdateTimestamp": last_run as i64,
+                    }
+                }
+            },
+        },
+        "apmStats": {
+            "enabled": state.apm.enabled,
+            "port": state.apm.port,
+            "listening": state.apm.listening,
+            "error": state.apm.error,
+            "connections": state.apm.connections,
+            "requests": state.apm.requests,
+            "bytes": state.apm.bytes,
+        },
+        "dogstatsdStats": {
+            "enabled": state.dogstatsd.enabled,
+            "port": state.dogstatsd.port,
+            "listening": state.dogstatsd.listening,
+            "error": state.dogstatsd.error,
+            "UdpPackets": state.dogstatsd.packets,
+            "UdpBytes": state.dogstatsd.bytes,
+            "MetricPackets": state.dogstatsd.metric_samples,
+        },
+        "logsStats": { "is_running": state.logs_enabled },
+        "config": {
+            "logs_enabled": state.logs_enabled,
+            "apm_enabled": state.apm_enabled,
+            "process_collection_enabled": state.process_collection_enabled,
+            "site": state.site,
+            "env": state.env,
+        },
+    })
+}
+
+/// `agent status`: a short human summary.
+pub fn status_text(state: &AgentState, now: f64) -> String {
+    let runs = model::check_runs(state, now);
+    let last_error = state.check_errors.join("; ");
+    let mut s = String::from("Getting the status from the agent.\n\n");
+    s += &banner(&format!("Agent (v{})", state.version));
+    s += &format!("  Status date: {}\n", timefmt::log_timestamp(now));
+    s += &format!(
+        "  Agent start: {}\n",
+        timefmt::log_timestamp(state.started_at)
+    );
+    s += &format!("  Pid: {}\n", state.pid);
+    s += &format!(
+        "  Hostname: {} (provider: {})\n",
+        state.hostname, state.hostname_provider
+    );
+    s += &format!("  Host tags: [{}]\n\n", state.host_tags.join(" "));
+    s += &banner("Collector");
+    s += "  Running Checks\n  ==============\n\n    docker\n    ------\n";
+    s += &format!(
+        "      Instance ID: {DOCKER_CHECK_ID} [{}]\n      Total Runs: {runs}\n",
+        if last_error.is_empty() { "OK" } else { "ERROR" }
+    );
+    if !last_error.is_empty() {
+        s += &format!("      Error: {last_error}\n");
+    }
+    s += &format!(
+        "      Containers: {}\n\n",
+        model::visible_containers(state, now).len()
+    );
+    s += &banner("Forwarder");
+    s += "  API Keys status\n  ===============\n";
+    s += &format!(
+        "    API key ending with {}: {}\n\n",
+        state.api_key_suffix,
+        if state.api_key_valid {
+            "API Key valid"
+        } else {
+            "API Key invalid"
+        }
+    );
+    s += &banner("APM Agent");
+    s += &format!(
+        "  Status: {}\n  Receiver (port {}): {} connections, {} requests\n\n",
+        listener_status(state.apm.enabled, state.apm.listening),
+        state.apm.port,
+        state.apm.connections,
+        state.apm.requests
+    );
+    s += &banner("DogStatsD");
+    s += &format!(
+        "  Status: {}\n  Udp Packets (port {}): {}\n  Metric Packets: {}\n\n",
+        listener_status(state.dogstatsd.enabled, state.dogstatsd.listening),
+        state.dogstatsd.port,
+        state.dogstatsd.packets,
+        state.dogstatsd.metric_samples
+    );
+    s += &banner("Logs Agent");
+    s += if state.logs_enabled {
+        "  Status: Running\n"
+    } else {
+        "  Logs Agent is not running\n"
+    };
+    s
+}
+
+fn listener_status(enabled: bool, listening: bool) -> &'static str {
+    match (enabled, listening) {
+        (false, _) => "Not running (disabled)",
+        (true, true) => "Running",
+        (true, false) => "Not listening",
+    }
+}
+
+fn banner(title: &str) -> String {
+    let rule = "=".repeat(title.len() + 2);
+    format!("{rule}\n{title}\n{rule}\n")
+}
+
+fn to_json(v: &Value, pretty: bool) -> String {
+    let text = if pretty {
+        serde_json::to_string_pretty(v)
+    } else {
+        serde_json::to_string(v)
+    };
+    text.unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")) + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{ApmStats, DogstatsdStats};
+
+    const ID1: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+    const ID2: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+
+    fn state() -> AgentState {
+        AgentState {
+            version: "7.99.0-standin".into(),
+            pid: 4242,
+            started_at: 1000.0,
+            heartbeat: 1000.0,
+            hostname: "node-1".into(),
+            hostname_provider: "os".into(),
+            host_tags: vec!["a:b".into(), "c:d".into()],
+            api_key_suffix: "bcdef".into(),
+            api_key_valid: true,
+            unhealthy_secs: 2.0,
+            discovery_delay_secs: 1.0,
+            apm: ApmStats {
+                enabled: true,
+                port: 8126,
+                listening: true,
+                ..Default::default()
+            },
+            dogstatsd: DogstatsdStats {
+                enabled: true,
+                port: 8125,
+                listening: true,
+                packets: 3,
+                ..Default::default()
+            },
+            containers: vec![
+                ContainerRecord {
+                    id: ID1.into(),
+                    name: "myapp".into(),
+                    image: "nginx".into(),
+                    image_id: "sha256:aaaa".into(),
+                    pid: 77,
+                    started_at: "2026-11-25T12:00:00Z".into(),
+                    seen_at: 1000.0,
+                    ..Default::default()
+                },
+                ContainerRecord {
+                    id: ID2.into(),
+                    name: "dd-agent".into(),
+                    image: "ddsky-test/agent:7".into(),
+                    image_id: "sha256:bbbb".into(),
+                    seen_at: 1000.0,
+                    excluded: true,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn health_pass_and_fail() {
+        let s = state();
+        let pass = health(&model::health(&s, 1010.0));
+        assert_eq!(pass.code, 0);
+        assert!(pass.stderr.is_empty());
+        let lines: Vec<&str> = pass.stdout.lines().collect();
+        assert_eq!(lines[0], "Agent health: PASS");
+        assert_eq!(lines[1], "=== 19 healthy components ===");
+        assert!(lines[2].starts_with("ad-autoconfig, ad-config-provider-docker, "));
+        assert_eq!(lines.len(), 3);
+
+        let fail = health(&model::health(
+            &AgentState {
+                api_key_valid: false,
+                ..s
+            },
+            1010.0,
+        ));
+        assert_eq!(fail.code, 255);
+        assert_eq!(
+            fail.stdout.lines().skip(3).collect::<Vec<_>>(),
+            vec!["=== 1 unhealthy components ===", "forwarder"]
+        );
+        assert!(fail
+            .stdout
+            .starts_with("Agent health: FAIL\n=== 18 healthy components ===\n"));
+        assert_eq!(fail.stderr, "Error: found 1 unhealthy components\n");
+    }
+
+    #[test]
+    fn not_up_names_the_agent() {
+        let o = not_up("/agent/status/health");
+        assert_eq!(o.code, 255);
+        assert!(o.stdout.is_empty());
+        assert!(o.stderr.starts_with("Error: could not reach agent: "));
+        assert!(o
+            .stderr
+            .contains("Make sure the agent is running before requesting the status"));
+    }
+
+    #[test]
+    fn workload_text_has_the_documented_container_block() {
+        let text = workload_text(&state(), 1010.0, &mut Rng::new(7));
+        let expected = format!(
+            "=== Entity container sources(merged):[docker runtime] id: {ID1} ===\n\
+             ----------- Entity ID -----------\n\
+             Kind: container ID: {ID1}\n\
+             ----------- Entity Meta -----------\n\
+             Name: myapp\n\
+             Namespace:\n\
+             ----------- Image -----------\n\
+             Name: nginx\n\
+             Tag: latest\n\
+             ----------- Container Info -----------\n\
+             Runtime: docker\n\
+             RuntimeFlavor:\n\
+             Running: true\n\
+             ----------- Resources -----------\n\
+             ===\n"
+        );
+        assert!(text.contains(&expected), "{text}");
+        let headers = |kind: &str| {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("=== Entity {kind} ")))
+                .count()
+        };
+        assert_eq!(headers("container"), 2);
+        assert_eq!(headers("process"), 1);
+        assert_eq!(headers("container_image_metadata"), 2);
+        assert!(text.contains(&format!("Container ID: {ID1}\n")));
+    }
+
+    #[test]
+    fn workload_text_order_is_random_and_respects_the_delay() {
+        let s = state();
+        let orders: std::collections::HashSet<String> = (0..20)
+            .map(|seed| workload_text(&s, 1010.0, &mut Rng::new(seed)))
+            .collect();
+        assert!(orders.len() > 1);
+        assert_eq!(workload_text(&s, 1000.5, &mut Rng::new(1)), "");
+    }
+
+    #[test]
+    fn workload_json_shape() {
+        let v: Value =
+            serde_json::from_str(&workload_json(&state(), 1010.0, &mut Rng::new(3), false))
+                .unwrap();
+        let containers = v["Entities"]["container"].as_array().unwrap();
+        assert_eq!(containers.len(), 2);
+        let app = containers.iter().find(|c| c["ID"] == ID1).unwrap();
+        assert_eq!(app["Kind"], "container");
+        assert_eq!(app["Name"], "myapp");
+        assert_eq!(app["Image"]["Name"], "nginx");
+        assert_eq!(app["Image"]["Tag"], "latest");
+        assert_eq!(app["State"]["Running"], true);
+        assert_eq!(app["PID"], 77);
+        assert_eq!(v["Entities"]["process"][0]["ContainerID"], ID1);
+        let empty: Value =
+            serde_json::from_str(&workload_json(&state(), 1000.0, &mut Rng::new(3), true)).unwrap();
+        assert_eq!(empty, json!({ "Entities": {} }));
+    }
+
+    #[test]
+    fn tagger_text_and_json() {
+        let s = state();
+        let text = tagger_text(&s, 1010.0, &mut Rng::new(1));
+        assert_eq!(
+            text,
+            format!(
+                "\n=== Entity container_id://{ID1} ===\n== Source workloadmeta-container =\n\
+                 =Tags: [container_id:{ID1} container_name:myapp docker_image:nginx:latest \
+                 image_id:sha256:aaaa image_name:nginx image_tag:latest short_image:nginx]\n===\n"
+            )
+        );
+        let v: Value = serde_json::from_str(&tagger_json(&s, 1010.0)).unwrap();
+        let entities = v["Entities"].as_object().unwrap();
+        assert_eq!(entities.len(), 1);
+        let tags = &entities[&format!("container_id://{ID1}")]["tags"]["workloadmeta-container"];
+        assert_eq!(tags[1], "container_name:myapp");
+    }
+
+    #[test]
+    fn status_json_valid_key() {
+        let out = status_json(&state(), 1031.0);
+        assert_eq!(out.lines().count(), 1);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["version"], "7.99.0-standin");
+        assert_eq!(v["hostnameStats"]["hostname"], "node-1");
+        assert_eq!(v["hostTags"], json!(["a:b", "c:d"]));
+        assert_eq!(
+            v["forwarderStats"]["APIKeyStatus"]["API key ending with bcdef"],
+            "API Key valid"
+        );
+        assert_eq!(v["forwarderStats"]["APIKeyFailure"], json!({}));
+        assert_eq!(v["forwarderStats"]["Transactions"]["Success"], 9);
+        let check = &v["runnerStats"]["Checks"]["docker"][DOCKER_CHECK_ID];
+        assert_eq!(check["TotalRuns"], 3);
+        assert_eq!(check["LastError"], "");
+        assert_eq!(v["dogstatsdStats"]["UdpPackets"], 3);
+        assert_eq!(v["logsStats"]["is_running"], false);
+        assert_eq!(v["config"]["apm_enabled"], false);
+    }
+
+    #[test]
+    fn status_json_invalid_key_and_check_errors() {
+        let s = AgentState {
+            api_key_valid: false,
+            check_errors: vec!["No mountPoints were detected".into()],
+            ..state()
+        };
+        let v: Value = serde_json::from_str(&status_json(&s, 1001.0)).unwrap();
+        assert_eq!(
+            v["forwarderStats"]["APIKeyFailure"]["API key ending with bcdef"],
+            "API Key invalid"
+        );
+        assert_eq!(v["forwarderStats"]["APIKeyStatus"], json!({}));
+        assert_eq!(
+            v["forwarderStats"]["Transactions"]["HTTPErrorsByCode"]["403"],
+            3
+        );
+        let check = &v["runnerStats"]["Checks"]["docker"][DOCKER_CHECK_ID];
+        assert_eq!(check["LastError"], "No mountPoints were detected");
+        assert_eq!(check["TotalErrors"], 1);
+    }
+
+    #[test]
+    fn status_text_starts_like_the_agent() {
+        let text = status_text(&state(), 1010.0);
+        assert!(text.starts_with("Getting the status from the agent.\n\n"));
+        assert!(text.contains("API key ending with bcdef: API Key valid"));
+    }
+
+    #[test]
+    fn preamble_is_a_log_line() {
+        assert!(log_preamble(0.0).starts_with("1970-01-01 00:00:00 UTC | CORE | INFO | ("));
+    }
+}

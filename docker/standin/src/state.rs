@@ -1,0 +1,215 @@
+//! The state file: the daemon's only interface to the CLI subcommands.
+//!
+//! The daemon rewrites `<dir>/state.json` atomically (write + rename) at least every 500 ms and
+//! whenever discovery changes; the subcommands (run in the same container by `docker exec`)
+//! read it. A missing file, a heartbeat older than [`STALE_AFTER_SECS`] or a dead pid means
+//! "the agent is not up". `<dir>` is `/var/run/standin` unless `STANDIN_STATE_DIR` says otherwise.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_STATE_DIR: &str = "/var/run/standin";
+pub const STALE_AFTER_SECS: f64 = 3.0;
+
+pub fn state_dir() -> PathBuf {
+    std::env::var_os("STANDIN_STATE_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
+}
+
+pub fn state_file(dir: &Path) -> PathBuf {
+    dir.join("state.json")
+}
+
+pub fn pid_file(dir: &Path) -> PathBuf {
+    dir.join("agent.pid")
+}
+
+/// Everything the subcommands need, as of `heartbeat`. Time-dependent views (health during the
+/// warm-up, discovery delay, check run counts) are derived by the reader from the timestamps, so
+/// they are exact whatever the write period.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct AgentState {
+    pub version: String,
+    pub pid: u32,
+    pub started_at: f64,
+    pub heartbeat: f64,
+    pub hostname: String,
+    pub hostname_provider: String,
+    pub host_tags: Vec<String>,
+    pub env: Option<String>,
+    pub site: String,
+    /// Last five characters of the API key (never the key).
+    pub api_key_suffix: String,
+    pub api_key_valid: bool,
+    pub unhealthy_secs: f64,
+    pub discovery_delay_secs: f64,
+    pub logs_enabled: bool,
+    pub apm_enabled: bool,
+    pub process_collection_enabled: bool,
+    pub labels_as_tags: BTreeMap<String, String>,
+    /// Errors of the docker check (missing mounts, unreachable socket); empty when fine.
+    pub check_errors: Vec<String>,
+    pub apm: ApmStats,
+    pub dogstatsd: DogstatsdStats,
+    /// Every running container the daemon knows of, visible or not yet.
+    pub containers: Vec<ContainerRecord>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct ApmStats {
+    pub enabled: bool,
+    pub port: u16,
+    pub listening: bool,
+    pub error: Option<String>,
+    pub connections: u64,
+    pub requests: u64,
+    pub bytes: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct DogstatsdStats {
+    pub enabled: bool,
+    pub port: u16,
+    pub listening: bool,
+    pub error: Option<String>,
+    pub packets: u64,
+    pub bytes: u64,
+    pub metric_samples: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct ContainerRecord {
+    /// Full 64-hex id.
+    pub id: String,
+    /// Name without the leading `/`.
+    pub name: String,
+    /// Image as the container was created with (`ddsky-test/metta:latest`).
+    pub image: String,
+    /// `sha256:...`.
+    pub image_id: String,
+    pub labels: BTreeMap<String, String>,
+    /// Host pid of the container's main process (0 when unknown).
+    pub pid: i64,
+    pub hostname: String,
+    /// RFC 3339, from the daemon.
+    pub started_at: String,
+    /// When the stand-in first saw it running (Unix seconds).
+    pub seen_at: f64,
+    /// Matched by `DD_CONTAINER_EXCLUDE` (hidden from tagger-list only).
+    pub excluded: bool,
+}
+
+/// Why the subcommands consider the agent down.
+#[derive(Debug, PartialEq)]
+pub enum NotUp {
+    Missing,
+    Unreadable(String),
+    Stale { age_secs: f64 },
+    Dead { pid: u32 },
+}
+
+impl std::fmt::Display for NotUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotUp::Missing => write!(f, "no state file"),
+            NotUp::Unreadable(e) => write!(f, "unreadable state file: {e}"),
+            NotUp::Stale { age_secs } => write!(f, "state is {age_secs:.1}s old"),
+            NotUp::Dead { pid } => write!(f, "pid {pid} is gone"),
+        }
+    }
+}
+
+/// Reads the state and checks that the daemon is alive.
+pub fn load(dir: &Path, now: f64) -> Result<AgentState, NotUp> {
+    let bytes = match std::fs::read(state_file(dir)) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(NotUp::Missing),
+        Err(e) => return Err(NotUp::Unreadable(e.to_string())),
+    };
+    let state: AgentState =
+        serde_json::from_slice(&bytes).map_err(|e| NotUp::Unreadable(e.to_string()))?;
+    check_alive(&state, now, pid_alive)?;
+    Ok(state)
+}
+
+fn check_alive(state: &AgentState, now: f64, alive: impl Fn(u32) -> bool) -> Result<(), NotUp> {
+    let age_secs = now - state.heartbeat;
+    if age_secs > STALE_AFTER_SECS {
+        return Err(NotUp::Stale { age_secs });
+    }
+    if !alive(state.pid) {
+        return Err(NotUp::Dead { pid: state.pid });
+    }
+    Ok(())
+}
+
+/// Writes `state.json` atomically (temporary file in the same directory, then rename).
+pub fn store(dir: &Path, state: &AgentState) -> io::Result<()> {
+    let bytes = serde_json::to_vec(state).map_err(io::Error::other)?;
+    write_atomic(&state_file(dir), &bytes)
+}
+
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp.{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// `kill(pid, 0)`: the process exists (EPERM still means it exists).
+pub fn pid_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 performs only the existence and permission checks.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_a_directory() {
+        let dir = std::env::temp_dir().join(format!("standin-state-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(load(&dir, 0.0), Err(NotUp::Missing));
+        let state = AgentState {
+            pid: std::process::id(),
+            heartbeat: 100.0,
+            containers: vec![ContainerRecord {
+                id: "a".repeat(64),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        store(&dir, &state).unwrap();
+        assert_eq!(load(&dir, 101.0).unwrap(), state);
+        assert!(matches!(load(&dir, 104.0), Err(NotUp::Stale { .. })));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn dead_pid_means_not_up() {
+        let state = AgentState {
+            pid: 42,
+            heartbeat: 10.0,
+            ..Default::default()
+        };
+        assert_eq!(
+            check_alive(&state, 10.5, |_| false),
+            Err(NotUp::Dead { pid: 42 })
+        );
+        assert_eq!(check_alive(&state, 10.5, |_| true), Ok(()));
+        assert!(!pid_alive(0));
+    }
+}

@@ -1,0 +1,210 @@
+//! Shared end-to-end test harness: builds the stand-in images once, runs the built `ddsky` with a
+//! clean, loopback-only environment, and removes every container a test made, even when it fails.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const AGENT_IMAGE: &str = "ddsky-test/agent:7";
+pub const JOB_IMAGE: &str = "ddsky-test/metta:latest";
+/// A key of the right shape (32 hex). Every test scans output for it.
+pub const KEY: &str = "c0ffee0123456789abcdef0123456789";
+pub const OTHER_KEY: &str = "beef00112233445566778899aabbccdd";
+
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Builds ddsky-test/agent:7 and ddsky-test/metta:latest once per test binary.
+pub fn ensure_images() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let out = Command::new("bash").arg(repo().join("docker/build-test-images.sh")).output().expect("bash runs");
+        assert!(
+            out.status.success(),
+            "docker/build-test-images.sh failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// What a command printed and how it ended.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Run {
+    fn from(out: Output, elapsed: Duration) -> Self {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            elapsed,
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+    }
+
+    /// Fails the test if the key (or any given secret) appears anywhere in the output.
+    pub fn assert_no_secret(&self, secrets: &[&str]) {
+        for s in secrets.iter().chain([&KEY, &OTHER_KEY]) {
+            assert!(!self.stdout.contains(s) && !self.stderr.contains(s), "secret leaked:\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        }
+    }
+
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code, code, "unexpected exit code\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}\nstdout:\n{}\nstderr:\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+pub fn ddsky_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ddsky"))
+}
+
+/// A free port on loopback for both TCP and UDP (the stand-in binds both on the host network).
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = tcp.local_addr().expect("addr").port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// One test's world: unique names, and everything named with its prefix removed on drop.
+pub struct Scope {
+    pub prefix: String,
+    pub agent: String,
+    pub apm_port: u16,
+    pub dogstatsd_port: u16,
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+impl Scope {
+    pub fn new(test: &str) -> Self {
+        ensure_images();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let short: String = test.chars().filter(|c| c.is_ascii_alphanumeric()).take(20).collect();
+        let prefix = format!("ddskyt-{}-{n}-{short}", std::process::id());
+        let scope = Scope { agent: format!("{prefix}-agent"), prefix, apm_port: free_port(), dogstatsd_port: free_port() };
+        scope.cleanup();
+        scope
+    }
+
+    pub fn name(&self, suffix: &str) -> String {
+        format!("{}-{suffix}", self.prefix)
+    }
+
+    /// `ddsky` with a clean environment: no AWS credentials or endpoints but loopback ones, instance
+    /// metadata off, the scope's agent name, and nothing inherited from the developer's shell.
+    pub fn ddsky(&self) -> Command {
+        let mut cmd = Command::new(ddsky_bin());
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            // A closed loopback port: any AWS call a test did not set up fails fast and stays local.
+            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+            .env("DDSKY_NAME", &self.agent);
+        if let Ok(host) = std::env::var("DOCKER_HOST") {
+            cmd.env("DOCKER_HOST", host);
+        }
+        cmd
+    }
+
+    /// `ddsky up` against the stand-in on this scope's ports, with the test key.
+    pub fn up(&self) -> Command {
+        let mut cmd = self.ddsky();
+        cmd.env("DD_API_KEY", KEY).args(["up", "--image", AGENT_IMAGE, "--timeout", "60s", "--secret-timeout", "2s"]).args(self.port_args());
+        cmd
+    }
+
+    pub fn port_args(&self) -> [String; 4] {
+        ["--apm-port".into(), self.apm_port.to_string(), "--dogstatsd-port".into(), self.dogstatsd_port.to_string()]
+    }
+
+    /// Starts a stand-in job container named `<prefix>-<suffix>`; returns its id.
+    pub fn run_job(&self, suffix: &str) -> String {
+        let name = self.name(suffix);
+        let out = docker(&["run", "-d", "--name", &name, "--label", &format!("ddsky-test={}", self.prefix), JOB_IMAGE]);
+        assert_eq!(out.code, 0, "docker run {name}: {out}");
+        out.stdout.trim().to_owned()
+    }
+
+    fn cleanup(&self) {
+        let ids = docker(&["ps", "-aq", "--filter", &format!("name=^/?{}", self.prefix)]);
+        let ids: Vec<&str> = ids.stdout.split_whitespace().collect();
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f"];
+            args.extend(ids);
+            docker(&args);
+        }
+    }
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+pub fn run(cmd: &mut Command) -> Run {
+    let start = Instant::now();
+    let out = cmd.output().expect("command runs");
+    Run::from(out, start.elapsed())
+}
+
+pub fn docker(args: &[&str]) -> Run {
+    run(Command::new("docker").args(args))
+}
+
+/// `docker inspect` of one container, or None when there is none.
+pub fn inspect(name: &str) -> Option<Value> {
+    let out = docker(&["inspect", "--type", "container", name]);
+    if out.code != 0 {
+        return None;
+    }
+    serde_json::from_str::<Value>(&out.stdout).ok()?.as_array()?.first().cloned()
+}
+
+pub fn env_of(container: &Value) -> Vec<String> {
+    container["Config"]["Env"].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect()).unwrap_or_default()
+}
+
+/// Polls `cond` until true or the timeout passes (test helper only; the product never sleeps fixed).
+pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    cond()
+}
