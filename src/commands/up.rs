@@ -19,8 +19,9 @@ use tokio::time::Instant;
 
 /// How long a stale agent gets to flush before it is replaced.
 const RECREATE_GRACE: Duration = Duration::from_secs(30);
-/// Concurrent `up`s can each find the name taken by another; a few rounds settle it.
-const CONVERGE_ATTEMPTS: usize = 5;
+/// Concurrent `up`s can each find the name taken by another (or still being removed by another);
+/// rounds with a growing pause settle it within a few seconds.
+const CONVERGE_ATTEMPTS: u32 = 12;
 const AGENT_LOG_LINES: usize = 20;
 
 pub async fn run(ctx: &Context, args: UpArgs) -> Result<u8, Failure> {
@@ -184,7 +185,11 @@ impl LowercaseAction for String {
 async fn converge(ctx: &Context, engine: &Engine, spec: &AgentSpec, args: &UpArgs) -> Result<(Action, String), Failure> {
     let image = &args.image;
     let mut image_checked = false;
-    for _ in 0..CONVERGE_ATTEMPTS {
+    for attempt in 0..CONVERGE_ATTEMPTS {
+        if attempt > 0 {
+            let pause = Duration::from_millis(50u64 << attempt.min(5));
+            ctx.interrupt.run(tokio::time::sleep(pause)).await?;
+        }
         let existing = engine.inspect(&spec.name).await?;
         let mut image_changed = false;
         if args.pull == PullPolicy::Always && !image_checked {

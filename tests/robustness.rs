@@ -1,0 +1,192 @@
+//! Pulls from a real registry, concurrent runs and signals, against the real daemon.
+
+mod common;
+
+use common::*;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Debian's distribution registry (2.8) on a loopback port, with its storage in a temp dir.
+struct Registry {
+    child: Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Registry {
+    fn start(scope: &Scope) -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("{}-registry", scope.prefix));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("config.yml");
+        std::fs::write(
+            &config,
+            format!("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\nlog:\n  level: error\n", dir.join("data").display()),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .args(["serve", config.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry is installed (apt-get install docker-registry; .ci/run does it)");
+        let up = eventually(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        assert!(up, "registry did not start");
+        Registry { child, port, dir }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn a_missing_image_is_pulled_from_the_registry_then_used() {
+    let s = Scope::new("pull");
+    let registry = Registry::start(&s);
+    let image = format!("127.0.0.1:{}/datadog/agent:7", registry.port);
+    docker(&["tag", AGENT_IMAGE, &image]).expect_code(0);
+    docker(&["push", &image]).expect_code(0);
+    docker(&["rmi", &image]).expect_code(0);
+
+    let up = run(s.up().args(["--image", &image, "--expect", "none-such", "--format", "json"]));
+    up.expect_code(0).assert_no_secret(&[]);
+    assert_eq!(up.json()["action"], "create");
+    assert!(up.stderr.contains(&format!("pulling {image}")), "plain progress lines off a terminal: {up}");
+    assert_eq!(inspect(&s.agent).unwrap()["Config"]["Image"], image.as_str());
+
+    // --pull always on an unchanged image keeps the container.
+    let again = run(s.up().args(["--image", &image, "--expect", "none-such", "--pull", "always", "--format", "json"]));
+    again.expect_code(0);
+    assert_eq!(again.json()["action"], "none");
+
+    run(s.ddsky().arg("down")).expect_code(0);
+    docker(&["rmi", &image]);
+}
+
+#[test]
+fn concurrent_ups_end_with_exactly_one_agent_and_all_succeed() {
+    let s = Scope::new("concurrent");
+    let children: Vec<Child> = (0..8)
+        .map(|_| s.up().args(["--expect", "none-such"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let all = docker(&["ps", "-aq", "--filter", &format!("name=^/{}$", s.agent)]);
+    assert_eq!(all.stdout.lines().count(), 1, "exactly one agent");
+    assert_eq!(inspect(&s.agent).unwrap()["State"]["Running"], true);
+
+    // A changed spec raced by several ups still ends with one, up-to-date agent.
+    let children: Vec<Child> = (0..4)
+        .map(|_| s.up().args(["--expect", "none-such", "--tag", "round:two"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let all = docker(&["ps", "-aq", "--filter", &format!("name=^/{}$", s.agent)]);
+    assert_eq!(all.stdout.lines().count(), 1);
+    assert!(env_of(&inspect(&s.agent).unwrap()).iter().any(|e| e.ends_with("round:two")));
+}
+
+#[test]
+fn up_racing_down_ends_fully_there_or_fully_gone() {
+    let s = Scope::new("updown");
+    run(s.up().args(["--expect", "none-such"])).expect_code(0);
+    let up = s.up().args(["--expect", "none-such", "--tag", "x:y"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let down = s.ddsky().args(["down", "--timeout", "5s"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let _ = up.wait_with_output().unwrap();
+    let _ = down.wait_with_output().unwrap();
+    match inspect(&s.agent) {
+        None => {}
+        Some(c) => {
+            // Whatever is left is a complete, ddsky-managed agent that `up` can settle.
+            assert_eq!(c["Config"]["Labels"]["io.ddsky.managed-by"], "ddsky");
+            run(s.up().args(["--expect", "none-such", "--tag", "x:y"])).expect_code(0);
+            assert_eq!(inspect(&s.agent).unwrap()["State"]["Running"], true);
+        }
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    Command::new("kill").args([&format!("-{sig}"), &child.id().to_string()]).status().unwrap();
+}
+
+fn wait_exit(mut child: Child, within: Duration) -> (Option<i32>, Duration) {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status.code(), start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    (None, start.elapsed())
+}
+
+#[test]
+fn sigint_and_sigterm_while_waiting_exit_130_and_143_promptly_leaving_a_whole_agent() {
+    for (sig, code) in [("INT", 130), ("TERM", 143)] {
+        let s = Scope::new(&format!("sig{sig}"));
+        let child = s
+            .up()
+            .args(["--agent-env", "STANDIN_UNHEALTHY_SECS=120", "--expect", "none-such"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        assert!(eventually(Duration::from_secs(20), || inspect(&s.agent).is_some_and(|c| c["State"]["Running"] == true)), "agent started");
+        std::thread::sleep(Duration::from_millis(300));
+        signal(&child, sig);
+        let (status, took) = wait_exit(child, Duration::from_secs(5));
+        assert_eq!(status, Some(code), "SIG{sig}");
+        assert!(took < Duration::from_secs(1), "SIG{sig} took {took:?}");
+        let c = inspect(&s.agent).expect("the agent was fully created before the signal");
+        assert_eq!(c["State"]["Running"], true);
+    }
+}
+
+#[test]
+fn sigint_during_a_pull_exits_130_and_creates_nothing() {
+    let s = Scope::new("sigpull");
+    // A "registry" that accepts connections and never answers: the pull hangs.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let _hold = std::thread::spawn(move || {
+        let mut held = vec![];
+        for conn in listener.incoming().take(16) {
+            held.push(conn);
+        }
+    });
+    let child = s
+        .up()
+        .args(["--image", &format!("127.0.0.1:{port}/datadog/agent:7"), "--expect", "none-such"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(&child, "INT");
+    let (status, took) = wait_exit(child, Duration::from_secs(5));
+    assert_eq!(status, Some(130));
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    assert!(inspect(&s.agent).is_none(), "nothing created");
+}
+
+#[test]
+fn status_into_a_closed_pipe_is_not_an_error() {
+    let s = Scope::new("pipe");
+    run(s.up().args(["--expect", "none-such"])).expect_code(0);
+    let bin = ddsky_bin();
+    let out = run(Command::new("bash")
+        .args(["-c", &format!("set -o pipefail; DDSKY_NAME={} {} status | true", s.agent, bin.display())]));
+    out.expect_code(0);
+    assert!(!out.stderr.contains("panicked") && !out.stderr.contains("Broken pipe"), "{out}");
+}
