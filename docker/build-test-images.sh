@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the test stand-in images ddsky-test/agent:7 and ddsky-test/metta:latest from the
-# static binaries of the ddsky-standin crate (docker/standin). Nothing is pulled (FROM scratch).
+# Builds the test images ddsky-test/agent:7 and ddsky-test/metta:latest from the static binaries
+# of the ddsky-standin crate (docker/standin), and ddsky-test/ddsky:latest from the static release
+# build of ddsky itself. Nothing is pulled (FROM scratch).
 #
 # Safe to call from inside `cargo test` (own target dir: target/test-images), from any cwd, and
 # concurrently (flock). Quiet on success; on failure prints the build log to stderr, exits 1.
@@ -12,6 +13,7 @@ target_dir="$repo/target/test-images"
 triple=x86_64-unknown-linux-gnu
 agent_tag=ddsky-test/agent:7
 metta_tag=ddsky-test/metta:latest
+ddsky_tag=ddsky-test/ddsky:latest
 
 mkdir -p "$target_dir"
 exec 9>"$repo/target/test-images.lock"
@@ -45,7 +47,7 @@ unset CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_RUSTFLAGS CARGO_BUILD_TARGET \
   CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS CARGO_MAKEFLAGS MAKEFLAGS MFLAGS
 
 run env RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$target_dir" \
-  "${CARGO:-cargo}" build --quiet --release -p ddsky-standin --target "$triple" \
+  "${CARGO:-cargo}" build --quiet --release -p ddsky -p ddsky-standin --target "$triple" \
   --manifest-path "$repo/Cargo.toml"
 
 bin_dir="$target_dir/$triple/release"
@@ -66,3 +68,9 @@ mkdir -p "$work/metta"
 cp "$bin_dir/job" "$work/metta/job"
 cp "$script_dir/metta.Dockerfile" "$work/metta/Dockerfile"
 build_image "$metta_tag" "$work/metta"
+
+# ddsky itself, statically linked (the README's release build), for running it inside a job container.
+mkdir -p "$work/ddsky"
+cp "$bin_dir/ddsky" "$work/ddsky/ddsky"
+cp "$script_dir/ddsky.Dockerfile" "$work/ddsky/Dockerfile"
+build_image "$ddsky_tag" "$work/ddsky"

@@ -31,7 +31,8 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "DOCKER_HOST", value_name = "URL")]
     pub docker_host: Option<String>,
 
-    /// Output on stdout: human text, or one JSON document with a stable schema (see README).
+    /// Output on stdout: human text, or one JSON document with a stable schema (see README);
+    /// `ddsky env` also takes shell (the text form) and env-file.
     #[arg(long, global = true, env = "DDSKY_FORMAT", value_enum, default_value_t = Format::Text)]
     pub format: Format,
 
@@ -48,6 +49,10 @@ pub struct GlobalArgs {
 pub enum Format {
     Text,
     Json,
+    /// `export KEY='value'` lines (ddsky env).
+    Shell,
+    /// `KEY=value` lines for `docker run --env-file` (ddsky env).
+    EnvFile,
 }
 
 #[derive(Debug, Subcommand)]
@@ -58,6 +63,12 @@ pub enum Command {
     Status(StatusArgs),
     /// Stop the agent gracefully and remove its container.
     Down(DownArgs),
+    /// What the job container needs to send traces, metrics and logs to the agent, correctly tagged.
+    Env(EnvArgs),
+    /// Run every troubleshooting check and say what is wrong and how to fix it.
+    Doctor(DoctorArgs),
+    /// The agent container's logs.
+    Logs(LogsArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -71,8 +82,9 @@ fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 30s, 3m, 1m30s)"))
 }
 
+/// What both `up` and `env` need: the job's tags and where the agent listens.
 #[derive(Debug, Args)]
-pub struct UpArgs {
+pub struct AgentArgs {
     /// The `env` tag and DD_ENV.
     #[arg(long, env = "DDSKY_ENV", default_value = "production")]
     pub env: String,
@@ -85,14 +97,6 @@ pub struct UpArgs {
     #[arg(long = "tag", value_name = "KEY:VALUE", env = "DDSKY_TAGS", value_delimiter = ' ')]
     pub tags: Vec<String>,
 
-    /// The agent image.
-    #[arg(long, env = "DDSKY_IMAGE", default_value = "datadog/agent:7")]
-    pub image: String,
-
-    /// The Datadog site to send to.
-    #[arg(long, env = "DD_SITE", default_value = "datadoghq.com")]
-    pub site: String,
-
     /// Network of the agent: host (the job reaches it at localhost) or bridge (ports published on 127.0.0.1).
     #[arg(long, env = "DDSKY_NETWORK", value_enum, default_value_t = NetworkMode::Host)]
     pub network: NetworkMode,
@@ -104,6 +108,37 @@ pub struct UpArgs {
     /// DogStatsD (UDP) port on the host.
     #[arg(long, env = "DDSKY_DOGSTATSD_PORT", default_value_t = crate::spec::DEFAULT_DOGSTATSD_PORT)]
     pub dogstatsd_port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Gpus {
+    /// All GPUs when the host has NVIDIA support (an nvidia runtime or /dev/nvidiactl), else none.
+    Auto,
+    /// All GPUs; an error when the host has no NVIDIA support.
+    All,
+    None,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub agent: AgentArgs,
+
+    /// The agent image.
+    #[arg(long, env = "DDSKY_IMAGE", default_value = "datadog/agent:7")]
+    pub image: String,
+
+    /// The Datadog site to send to.
+    #[arg(long, env = "DD_SITE", default_value = "datadoghq.com")]
+    pub site: String,
+
+    /// GPU monitoring: request the host's NVIDIA GPUs for the agent and set DD_GPU_ENABLED.
+    #[arg(long, env = "DDSKY_GPUS", value_enum, default_value_t = Gpus::Auto)]
+    pub gpus: Gpus,
+
+    /// Intake URL override for proxies and private intakes (the agent's DD_DD_URL).
+    #[arg(long, env = "DD_DD_URL", value_name = "URL")]
+    pub dd_url: Option<String>,
 
     /// Extra agent setting, KEY=VALUE (repeatable), e.g. DD_HOSTNAME=node-1.
     #[arg(long = "agent-env", value_name = "KEY=VALUE")]
@@ -121,8 +156,9 @@ pub struct UpArgs {
     #[arg(long, env = "DDSKY_TIMEOUT", default_value = "3m", value_parser = duration)]
     pub timeout: Duration,
 
-    /// A container the agent must discover: id prefix, name, or image repository (repeatable).
-    #[arg(long = "expect", value_name = "PATTERN", env = "DDSKY_EXPECT", value_delimiter = ' ', default_value = "metta")]
+    /// A container the agent must discover: id prefix, name, image repository, or `self` (the container
+    /// ddsky runs in) (repeatable) [default: metta, plus self inside a container].
+    #[arg(long = "expect", value_name = "PATTERN", env = "DDSKY_EXPECT", value_delimiter = ' ')]
     pub expect: Vec<String>,
 
     /// Resolve everything and print the plan; change nothing.
@@ -154,6 +190,40 @@ pub struct KeyArgs {
     /// Upper bound on the whole secret lookup, credentials and instance metadata included.
     #[arg(long, env = "DDSKY_SECRET_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub secret_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct EnvArgs {
+    #[command(flatten)]
+    pub agent: AgentArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub agent: AgentArgs,
+
+    /// A container the agent must have discovered (repeatable) [default: metta].
+    #[arg(long = "expect", value_name = "PATTERN", env = "DDSKY_EXPECT", value_delimiter = ' ')]
+    pub expect: Vec<String>,
+
+    #[arg(skip = String::from("metta"))]
+    pub default_expect: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Keep streaming until the container stops or Ctrl-C.
+    #[arg(short, long)]
+    pub follow: bool,
+
+    /// Only the last N lines.
+    #[arg(long, value_name = "N")]
+    pub tail: Option<usize>,
+
+    /// Only lines from the last DUR (e.g. 10m).
+    #[arg(long, value_name = "DUR", value_parser = duration)]
+    pub since: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -201,10 +271,11 @@ mod tests {
     fn up_defaults() {
         let cli = Cli::try_parse_from(["ddsky", "up"]).unwrap();
         let Command::Up(up) = cli.command else { panic!() };
-        assert_eq!(up.expect, ["metta"]);
+        assert!(up.expect.is_empty(), "the default is applied by up, which knows where it runs");
+        assert_eq!(up.gpus, Gpus::Auto);
         assert_eq!(up.timeout, Duration::from_secs(180));
         assert_eq!(up.image, "datadog/agent:7");
-        assert_eq!(up.network, NetworkMode::Host);
+        assert_eq!(up.agent.network, NetworkMode::Host);
         assert_eq!(up.key.secret_timeout, Duration::from_secs(10));
     }
 

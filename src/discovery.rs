@@ -36,6 +36,23 @@ pub fn matches(pattern: &str, container: &RunningContainer) -> bool {
     is_id_prefix || container.name == pattern.trim_start_matches('/') || image_repository(&container.image) == pattern
 }
 
+/// What the user wrote (`label`, e.g. `self`) and what is matched (`needle`, e.g. the container id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern {
+    pub label: String,
+    pub needle: String,
+}
+
+impl Pattern {
+    pub fn new(text: &str) -> Self {
+        Pattern { label: text.to_owned(), needle: text.to_owned() }
+    }
+
+    pub fn all(texts: &[String]) -> Vec<Pattern> {
+        texts.iter().map(|t| Pattern::new(t)).collect()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MatchedContainer {
     pub id: String,
@@ -85,17 +102,17 @@ impl DiscoveryReport {
 
 /// Matches every pattern against the running containers (the agent's own excluded) and marks which
 /// ones the agent discovered.
-pub fn evaluate(patterns: &[String], running: &[RunningContainer], discovered: &HashSet<String>, agent_id: &str) -> DiscoveryReport {
+pub fn evaluate(patterns: &[Pattern], running: &[RunningContainer], discovered: &HashSet<String>, agent_id: &str) -> DiscoveryReport {
     let expected = patterns
         .iter()
         .map(|pattern| {
             let matches: Vec<MatchedContainer> = running
                 .iter()
-                .filter(|c| c.id != agent_id && matches(pattern, c))
+                .filter(|c| c.id != agent_id && matches(&pattern.needle, c))
                 .map(|c| MatchedContainer { id: c.id.clone(), name: c.name.clone(), image: c.image.clone(), discovered: discovered.contains(&c.id) })
                 .collect();
             let discovered = !matches.is_empty() && matches.iter().all(|m| m.discovered);
-            Expectation { pattern: pattern.clone(), matches, discovered }
+            Expectation { pattern: pattern.label.clone(), matches, discovered }
         })
         .collect();
     DiscoveryReport { expected }
@@ -125,7 +142,7 @@ pub async fn wait(
     engine: &Engine,
     agent: &AgentClient,
     agent_id: &str,
-    patterns: &[String],
+    patterns: &[Pattern],
     deadline: Instant,
     mode: WaitFor,
     interrupt: &Interrupt,
@@ -162,7 +179,7 @@ pub async fn wait(
 }
 
 /// One look: the running containers, and (only if any is expected) what the agent lists.
-pub async fn check_once(engine: &Engine, agent: &AgentClient, agent_id: &str, patterns: &[String]) -> Result<DiscoveryReport, WaitError> {
+pub async fn check_once(engine: &Engine, agent: &AgentClient, agent_id: &str, patterns: &[Pattern]) -> Result<DiscoveryReport, WaitError> {
     let running = engine.running_containers().await?;
     let mut report = evaluate(patterns, &running, &HashSet::new(), agent_id);
     if report.has_matches() {
@@ -207,7 +224,7 @@ mod tests {
     fn report_excludes_the_agent_and_marks_discovery() {
         let running = [c("aa", "dd-agent", "datadog/agent:7"), c("bb", "job", "metta:latest"), c("cc", "job2", "metta:latest")];
         let discovered = HashSet::from([running[1].id.clone()]);
-        let report = evaluate(&["metta".into(), "agent".into(), "other".into()], &running, &discovered, &running[0].id);
+        let report = evaluate(&Pattern::all(&["metta".into(), "agent".into(), "other".into()]), &running, &discovered, &running[0].id);
         assert_eq!(report.expected[0].matches.len(), 2);
         assert!(!report.expected[0].discovered, "one of two is not discovered");
         assert!(report.expected[1].matches.is_empty(), "the agent never counts as the job");
@@ -218,8 +235,17 @@ mod tests {
     }
 
     #[test]
+    fn a_resolved_pattern_matches_by_needle_and_reports_its_label() {
+        let running = [c("ab", "sky_container", "metta:latest")];
+        let me = Pattern { label: "self".into(), needle: running[0].id.clone() };
+        let report = evaluate(&[me], &running, &HashSet::new(), "");
+        assert_eq!(report.expected[0].pattern, "self");
+        assert_eq!(report.expected[0].matches.len(), 1);
+    }
+
+    #[test]
     fn no_match_is_done_for_up_but_not_for_status_wait() {
-        let report = evaluate(&["metta".into()], &[], &HashSet::new(), "");
+        let report = evaluate(&Pattern::all(&["metta".into()]), &[], &HashSet::new(), "");
         assert!(report.matched_are_discovered());
         assert!(!report.all_discovered());
         assert!(!report.has_matches());

@@ -57,6 +57,7 @@ fn status_of(e: &BollardError) -> Option<u16> {
 #[derive(Clone)]
 pub struct Engine {
     docker: Docker,
+    host: String,
 }
 
 /// A container as ddsky needs to know it.
@@ -70,6 +71,8 @@ pub struct ContainerInfo {
     pub labels: HashMap<String, String>,
     pub state: ContainerState,
     pub binds: Vec<String>,
+    /// Where each mount lands inside the container (binds, volumes and --mount alike).
+    pub mounts: Vec<String>,
     pub pid_mode: Option<String>,
     pub cgroupns_mode: Option<String>,
 }
@@ -147,7 +150,22 @@ impl Engine {
             Err(_) => return Err(unreachable(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()))),
         };
         tracing::debug!(host, api = %docker.client_version(), "connected to Docker");
-        Ok(Engine { docker })
+        Ok(Engine { docker, host: host.to_owned() })
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The API version in use after negotiation.
+    pub fn api_version(&self) -> String {
+        self.docker.client_version().to_string()
+    }
+
+    /// The daemon's own version, e.g. 20.10.24.
+    pub async fn server_version(&self) -> Result<String, EngineError> {
+        let v = self.docker.version().await.map_err(|e| EngineError::Other { action: "read the daemon version", cause: cause(&e) })?;
+        Ok(v.version.unwrap_or_default())
     }
 
     /// The container of that name or id, or `None` when there is none.
@@ -318,6 +336,12 @@ impl Engine {
         let chunks: Vec<_> = self.logs(id, Some(n), false, None).collect().await;
         chunks.into_iter().filter_map(Result::ok).flat_map(|c| c.lines().map(str::to_owned).collect::<Vec<_>>()).collect()
     }
+
+    /// Whether the daemon offers an NVIDIA runtime (nvidia-container-toolkit registered).
+    pub async fn has_nvidia_runtime(&self) -> Result<bool, EngineError> {
+        let info = self.docker.info().await.map_err(|e| EngineError::Other { action: "read daemon info", cause: cause(&e) })?;
+        Ok(info.runtimes.unwrap_or_default().keys().any(|k| k.contains("nvidia")))
+    }
 }
 
 fn describe_connect_error(e: &BollardError) -> String {
@@ -355,6 +379,7 @@ fn container_info(c: bollard::models::ContainerInspectResponse) -> ContainerInfo
             error: state.error.filter(|e| !e.is_empty()),
         },
         binds: host.binds.unwrap_or_default(),
+        mounts: c.mounts.unwrap_or_default().into_iter().filter_map(|m| m.destination).collect(),
         pid_mode: host.pid_mode,
         cgroupns_mode: host.cgroupns_mode.map(|m| m.to_string()),
     }

@@ -8,7 +8,7 @@ use std::io::{self, IsTerminal, Write};
 /// Prints the result: `text()` in text mode, `json` as one pretty JSON document otherwise.
 pub fn emit<T: Serialize>(format: Format, json: &T, text: impl FnOnce() -> String) {
     let body = match format {
-        Format::Text => text(),
+        Format::Text | Format::Shell | Format::EnvFile => text(),
         Format::Json => serde_json::to_string_pretty(json).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")),
     };
     write_stdout(&body);

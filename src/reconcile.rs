@@ -88,6 +88,7 @@ mod tests {
                 error: None,
             },
             binds: vec![],
+            mounts: vec![],
             pid_mode: None,
             cgroupns_mode: None,
         }

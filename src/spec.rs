@@ -60,6 +60,8 @@ pub struct AgentSettings {
     pub env: String,
     /// Request every NVIDIA GPU and turn on GPU monitoring.
     pub gpus: bool,
+    /// The intake override (DD_DD_URL), for proxies and private intakes.
+    pub dd_url: Option<String>,
     /// Extra `KEY=VALUE` for the agent, after ddsky's own (Docker keeps the last of duplicates).
     pub extra_env: Vec<(String, String)>,
 }
@@ -122,6 +124,9 @@ pub fn agent_spec(settings: &AgentSettings, key: &ApiKey) -> AgentSpec {
     }
     if settings.gpus {
         env.push(("DD_GPU_ENABLED".into(), "true".into()));
+    }
+    if let Some(url) = &settings.dd_url {
+        env.push(("DD_DD_URL".into(), url.clone()));
     }
     for (k, v) in &settings.extra_env {
         env.retain(|(existing, _)| existing != k);
@@ -312,6 +317,7 @@ mod tests {
             tags: vec!["env:production".into(), "service:skypilot-worker".into()],
             env: "production".into(),
             gpus: false,
+            dd_url: None,
             extra_env: vec![],
         }
     }
@@ -424,6 +430,7 @@ mod tests {
             AgentSettings { site: "datadoghq.eu".into(), ..settings() },
             AgentSettings { gpus: true, ..settings() },
             AgentSettings { apm_port: 9126, ..settings() },
+            AgentSettings { dd_url: Some("http://127.0.0.1:1".into()), ..settings() },
         ];
         for v in variants {
             assert_ne!(agent_spec(&v, &key).hash, base, "{v:?}");

@@ -19,6 +19,8 @@ pub struct JobIdentity {
     pub node_rank: Option<String>,
     pub num_nodes: Option<String>,
     pub git_ref: Option<String>,
+    /// Where the cluster runs (skypilot_cluster, cloud, region, zone), from SKYPILOT_CLUSTER_INFO.
+    pub cluster: Vec<(String, String)>,
 }
 
 impl JobIdentity {
@@ -51,6 +53,7 @@ impl JobIdentity {
             node_rank,
             num_nodes,
             git_ref: get("METTA_GIT_REF"),
+            cluster: Vec::new(),
         }
     }
 }
@@ -111,7 +114,8 @@ pub fn build(request: &TagRequest, identity: &JobIdentity) -> Result<TagSet, Tag
         ("skypilot_num_nodes", identity.num_nodes.as_ref()),
         ("git_ref", identity.git_ref.as_ref()),
     ];
-    for (key, value) in identity_pairs {
+    let cluster_pairs = identity.cluster.iter().map(|(k, v)| (k.as_str(), Some(v)));
+    for (key, value) in identity_pairs.into_iter().chain(cluster_pairs) {
         let Some(value) = value.map(|v| v.trim()).filter(|v| !v.is_empty()) else { continue };
         let raw = format!("{key}:{value}");
         push_normalized(&mut set, &raw)?;
@@ -355,6 +359,13 @@ mod tests {
         let n = normalize(&long);
         assert_eq!(n.tag.unwrap().chars().count(), MAX_TAG_LEN);
         assert!(n.changes.contains(&TagChange::Truncated));
+    }
+
+    #[test]
+    fn cluster_tags_follow_the_identity() {
+        let id = JobIdentity { cluster: vec![("cloud".into(), "AWS".into()), ("region".into(), "us-east-1".into())], ..Default::default() };
+        let set = build(&request(), &id).unwrap();
+        assert_eq!(set.tags[2..], ["cloud:aws", "region:us-east-1"]);
     }
 
     #[test]

@@ -1,7 +1,11 @@
 //! The commands: orchestration only. Each turns validated arguments into calls on the engine, the
 //! agent and the pure core, and returns an exit code or a [`Failure`].
 
+mod doctor;
 mod down;
+mod env;
+mod identity;
+mod logs;
 mod status;
 mod up;
 
@@ -36,7 +40,14 @@ impl Context {
 }
 
 pub async fn run(ctx: &Context, command: Command) -> Result<u8, Failure> {
+    let env_only = matches!(ctx.format, Format::Shell | Format::EnvFile);
+    if env_only && !matches!(command, Command::Env(_)) {
+        return Err(Failure::Usage("--format shell and env-file are for `ddsky env`; use text or json".into()));
+    }
     match command {
+        Command::Env(args) => env::run(ctx, args).await,
+        Command::Doctor(args) => doctor::run(ctx, args).await,
+        Command::Logs(args) => logs::run(ctx, args).await,
         Command::Up(args) => up::run(ctx, *args).await,
         Command::Status(args) => status::run(ctx, args).await,
         Command::Down(args) => down::run(ctx, args).await,
@@ -61,6 +72,8 @@ pub enum Failure {
     AgentGone { name: String },
     #[error("the agent {name} is not healthy after {waited}: unhealthy components: {components}; {hint}")]
     Unhealthy { name: String, waited: String, components: String, hint: String },
+    #[error("{0}")]
+    Gpu(String),
     #[error("no Datadog API key and --require-key was given: {reasons}")]
     KeyRequired { reasons: String },
     #[error(transparent)]
@@ -84,7 +97,7 @@ impl Failure {
             Failure::Engine(EngineError::UnsupportedHost { .. }) => exit::USAGE,
             Failure::Unhealthy { .. } => exit::UNHEALTHY,
             Failure::Interrupted(Interrupted(signal)) => signal.exit_code(),
-            Failure::Engine(_) | Failure::Agent(_) | Failure::Foreign { .. } | Failure::AgentExited { .. } | Failure::AgentGone { .. } | Failure::KeyRequired { .. } => {
+            Failure::Engine(_) | Failure::Agent(_) | Failure::Gpu(_) | Failure::Foreign { .. } | Failure::AgentExited { .. } | Failure::AgentGone { .. } | Failure::KeyRequired { .. } => {
                 exit::FAILURE
             }
         }

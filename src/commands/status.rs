@@ -41,13 +41,14 @@ struct StatusReport {
 }
 
 pub async fn run(ctx: &Context, args: StatusArgs) -> Result<u8, Failure> {
+    let patterns = discovery::Pattern::all(&args.expect);
     let engine = ctx.engine().await?;
     let Some(info) = engine.inspect(&ctx.name).await? else {
         let running = engine.running_containers().await?;
         let report = StatusReport {
             agent: None,
             containers: containers(&running, "", &HashSet::new(), &BTreeMap::new()),
-            expected: discovery::evaluate(&args.expect, &running, &HashSet::new(), "").expected,
+            expected: discovery::evaluate(&patterns, &running, &HashSet::new(), "").expected,
         };
         print(ctx, &report);
         return Ok(exit::NO_AGENT);
@@ -59,7 +60,7 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<u8, Failure> {
         let report = StatusReport {
             agent: Some(agent_view(&info, None, vec![])),
             containers: containers(&running, &info.id, &HashSet::new(), &BTreeMap::new()),
-            expected: discovery::evaluate(&args.expect, &running, &HashSet::new(), &info.id).expected,
+            expected: discovery::evaluate(&patterns, &running, &HashSet::new(), &info.id).expected,
         };
         print(ctx, &report);
         return Ok(exit::UNHEALTHY);
@@ -67,7 +68,7 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<u8, Failure> {
 
     if let Some(wait) = args.wait {
         let deadline = Instant::now() + wait;
-        discovery::wait(&engine, &agent, &info.id, &args.expect, deadline, WaitFor::EveryPattern, &ctx.interrupt).await?;
+        discovery::wait(&engine, &agent, &info.id, &patterns, deadline, WaitFor::EveryPattern, &ctx.interrupt).await?;
     }
 
     // One round of questions, asked at once: each exec costs the daemon tens of milliseconds.
@@ -107,7 +108,7 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<u8, Failure> {
         }
     };
 
-    let expected = discovery::evaluate(&args.expect, &running, &discovered, &info.id);
+    let expected = discovery::evaluate(&patterns, &running, &discovered, &info.id);
     let report = StatusReport {
         agent: Some(agent_view(&info, version, host_tags)),
         containers: containers(&running, &info.id, &discovered, &tags),

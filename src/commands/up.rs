@@ -3,17 +3,20 @@
 use super::{unhealthy_hint, Context, Failure};
 use crate::agent::AgentClient;
 use crate::agent_output::HealthReport;
-use crate::cli::{PullPolicy, UpArgs};
-use crate::discovery::{self, DiscoveryReport, WaitFor};
+use super::identity;
+use crate::cli::{Gpus, PullPolicy, UpArgs};
+use crate::discovery::{self, DiscoveryReport, Pattern, WaitFor};
 use crate::engine::{CreateOutcome, Engine, EngineError};
 use crate::exit;
 use crate::key::{self, FoundKey, KeyLookup, SecretLookup};
 use crate::progress::PullReporter;
 use crate::reconcile::{self, Action, Decision};
+use crate::placement::{self, GpuMode, Placement};
 use crate::secrets::AwsSecretStore;
 use crate::spec::{self, AgentSettings, AgentSpec};
-use crate::tags::{self, JobIdentity, TagRequest, TagSet};
+use crate::tags::TagSet;
 use serde::Serialize;
+use std::path::Path;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -27,35 +30,61 @@ const AGENT_LOG_LINES: usize = 20;
 pub async fn run(ctx: &Context, args: UpArgs) -> Result<u8, Failure> {
     spec::validate_image_reference(&args.image).map_err(Failure::Usage)?;
     let extra_env = args.agent_env.iter().map(|e| spec::parse_agent_env(e)).collect::<Result<Vec<_>, _>>().map_err(Failure::Usage)?;
-    let tags = resolve_tags(&args)?;
+    let tags = identity::resolve(&args.agent).await?;
+    let placement = placement::detect(&placement::read_surroundings());
+    if placement == Placement::Kubernetes {
+        let why = "running on Kubernetes (KUBERNETES_SERVICE_HOST is set): there the Datadog Helm chart or Operator runs the agent as a DaemonSet; ddsky does nothing";
+        return skip(ctx, &args, &tags, vec![why.to_owned()], false);
+    }
 
     let found = match ctx.interrupt.run(find_key(&args)).await? {
         KeyLookup::Found { found, notes } => {
             notes.iter().for_each(|n| tracing::info!("{n}"));
             found
         }
-        KeyLookup::Missing { reasons } => return skip(ctx, &args, &tags, reasons),
+        KeyLookup::Missing { reasons } => return skip(ctx, &args, &tags, reasons, args.key.require_key),
     };
+
+    let engine = match ctx.engine().await {
+        Ok(engine) => Some(engine),
+        Err(e) if args.dry_run => {
+            tracing::info!("{e}");
+            None
+        }
+        Err(Failure::Engine(EngineError::Unreachable { .. })) if matches!(placement, Placement::Container { .. }) => {
+            let why = "ddsky runs inside a container that cannot reach the Docker socket; give the task \
+                       `config: {docker: {run_options: [\"-v /var/run/docker.sock:/var/run/docker.sock\"]}}` (SkyPilot), \
+                       or run ddsky on the host";
+            return skip(ctx, &args, &tags, vec![why.to_owned()], false);
+        }
+        Err(e) => return Err(e),
+    };
+    let nvidia_runtime = match &engine {
+        Some(engine) => engine.has_nvidia_runtime().await?,
+        None => false,
+    };
+    let gpus = placement::gpu_decision(gpu_mode(args.gpus), nvidia_runtime, Path::new("/dev/nvidiactl").exists()).map_err(Failure::Gpu)?;
 
     let settings = AgentSettings {
         name: ctx.name.clone(),
         image: args.image.clone(),
         site: args.site.clone(),
-        network: args.network,
-        apm_port: args.apm_port,
-        dogstatsd_port: args.dogstatsd_port,
+        network: args.agent.network,
+        apm_port: args.agent.apm_port,
+        dogstatsd_port: args.agent.dogstatsd_port,
         tags: tags.tags.clone(),
-        env: tags.value_of("env").unwrap_or(&args.env).to_owned(),
-        gpus: false,
+        env: tags.value_of("env").unwrap_or(&args.agent.env).to_owned(),
+        gpus,
+        dd_url: args.dd_url.clone(),
         extra_env,
     };
     let spec = spec::agent_spec(&settings, &found.key);
 
-    if args.dry_run {
-        return dry_run(ctx, &args, &tags, &found, &spec).await;
-    }
-
-    let engine = ctx.engine().await?;
+    let engine = match engine {
+        Some(engine) if !args.dry_run => engine,
+        engine => return dry_run(ctx, engine.as_ref(), &args, &tags, &found, &spec).await,
+    };
+    let patterns = expectations(&args.expect, &placement);
     let (action, id) = converge(ctx, &engine, &spec, &args).await?;
     let agent = AgentClient::new(engine.clone(), id.clone());
     let deadline = Instant::now() + args.timeout;
@@ -63,7 +92,7 @@ pub async fn run(ctx: &Context, args: UpArgs) -> Result<u8, Failure> {
     let health = wait_healthy(ctx, &engine, &agent, &id, deadline, action == Action::None).await?;
     tracing::info!("agent {} healthy after {}", ctx.name, humantime::format_duration(round(started.elapsed())));
 
-    let report = discovery::wait(&engine, &agent, &id, &args.expect, deadline, WaitFor::MatchedOnly, &ctx.interrupt).await?;
+    let report = discovery::wait(&engine, &agent, &id, &patterns, deadline, WaitFor::MatchedOnly, &ctx.interrupt).await?;
     let code = if report.matched_are_discovered() { exit::OK } else { exit::NOT_DISCOVERED };
 
     let summary = UpSummary {
@@ -76,17 +105,44 @@ pub async fn run(ctx: &Context, args: UpArgs) -> Result<u8, Failure> {
         healthy: health.healthy,
         expected: &report,
     };
-    crate::output::emit(ctx.format, &summary, || up_text(&summary, &args.expect));
+    crate::output::emit(ctx.format, &summary, || up_text(&summary));
     Ok(code)
 }
 
-fn resolve_tags(args: &UpArgs) -> Result<TagSet, Failure> {
-    let mut warnings = Vec::new();
-    let identity = JobIdentity::from_env(|k| std::env::var(k).ok(), &mut warnings);
-    let request = TagRequest { env: args.env.clone(), service: args.service.clone(), extra: args.tags.clone() };
-    let tags = tags::build(&request, &identity).map_err(|e| Failure::Usage(e.to_string()))?;
-    warnings.iter().chain(&tags.warnings).for_each(|w| tracing::warn!("{w}"));
-    Ok(tags)
+fn gpu_mode(gpus: Gpus) -> GpuMode {
+    match gpus {
+        Gpus::Auto => GpuMode::Auto,
+        Gpus::All => GpuMode::All,
+        Gpus::None => GpuMode::None,
+    }
+}
+
+/// The user's patterns, or the default: the Metta job, and inside a container also ddsky's own
+/// container. `self` becomes that container's id; where it cannot be known it is dropped with a warning.
+fn expectations(given: &[String], placement: &Placement) -> Vec<Pattern> {
+    let in_container = matches!(placement, Placement::Container { .. });
+    let defaults: Vec<String> = if in_container { vec!["metta".into(), "self".into()] } else { vec!["metta".into()] };
+    let texts = if given.is_empty() { &defaults } else { given };
+    texts
+        .iter()
+        .filter_map(|text| {
+            if text != "self" {
+                return Some(Pattern::new(text));
+            }
+            match placement {
+                Placement::Container { own_id: Some(id), .. } => Some(Pattern { label: "self".into(), needle: id.clone() }),
+                Placement::Container { id_hint: Some(hint), .. } => Some(Pattern { label: "self".into(), needle: hint.clone() }),
+                Placement::Container { .. } => {
+                    tracing::warn!("cannot tell which container ddsky runs in (no id in its cgroup or mounts); `self` is not checked");
+                    None
+                }
+                _ => {
+                    tracing::warn!("ddsky is not running in a container; `--expect self` is ignored");
+                    None
+                }
+            }
+        })
+        .collect()
 }
 
 async fn find_key(args: &UpArgs) -> KeyLookup {
@@ -96,13 +152,15 @@ async fn find_key(args: &UpArgs) -> KeyLookup {
     key::lookup(env_key.as_deref(), secret).await
 }
 
-fn skip(ctx: &Context, args: &UpArgs, tags: &TagSet, reasons: Vec<String>) -> Result<u8, Failure> {
+/// Monitoring is not possible here: say exactly why, create nothing, and succeed (a setup script
+/// must not fail for want of monitoring) unless the user asked for strictness.
+fn skip(ctx: &Context, args: &UpArgs, tags: &TagSet, reasons: Vec<String>, strict: bool) -> Result<u8, Failure> {
     let reasons_line = reasons.join("; ");
-    if args.key.require_key {
+    if strict {
         return Err(Failure::KeyRequired { reasons: reasons_line });
     }
     let plan = SkipPlan { action: Action::Skip, name: &ctx.name, image: &args.image, tags: &tags.tags, api_key: None, container: None, reasons: &reasons };
-    crate::output::emit(ctx.format, &plan, || format!("monitoring skipped, nothing created: no Datadog API key ({reasons_line})"));
+    crate::output::emit(ctx.format, &plan, || format!("monitoring skipped, nothing created: {reasons_line}"));
     Ok(exit::OK)
 }
 
@@ -141,10 +199,10 @@ struct DryRunPlan<'a> {
 }
 
 /// Works out what `up` would do without changing anything. Without a daemon, it assumes no agent.
-async fn dry_run(ctx: &Context, args: &UpArgs, tags: &TagSet, found: &FoundKey, spec: &AgentSpec) -> Result<u8, Failure> {
-    let (action, reason) = match Engine::connect(&ctx.docker_host).await {
-        Err(e) => (Action::Create, format!("Docker is not reachable ({e}); assuming there is no agent yet")),
-        Ok(engine) => match reconcile::decide(engine.inspect(&ctx.name).await?.as_ref(), &spec.hash, args.replace, false) {
+async fn dry_run(ctx: &Context, engine: Option<&Engine>, args: &UpArgs, tags: &TagSet, found: &FoundKey, spec: &AgentSpec) -> Result<u8, Failure> {
+    let (action, reason) = match engine {
+        None => (Action::Create, "Docker is not reachable; assuming there is no agent yet".to_owned()),
+        Some(engine) => match reconcile::decide(engine.inspect(&ctx.name).await?.as_ref(), &spec.hash, args.replace, false) {
             Decision::Act(action, why) => (action, why.to_owned()),
             Decision::Foreign { image } => return Err(Failure::Foreign { name: ctx.name.clone(), image, flag: "--replace" }),
         },
@@ -332,7 +390,7 @@ struct UpSummary<'a> {
     expected: &'a DiscoveryReport,
 }
 
-fn up_text(s: &UpSummary<'_>, patterns: &[String]) -> String {
+fn up_text(s: &UpSummary<'_>) -> String {
     let verb = match s.action {
         Action::Create => "created",
         Action::Recreate => "recreated",
@@ -354,7 +412,8 @@ fn up_text(s: &UpSummary<'_>, patterns: &[String]) -> String {
         ));
     }
     if !s.expected.matched_are_discovered() {
-        lines.push(format!("expected containers were not discovered in time ({}); see `ddsky status`", patterns.join(", ")));
+        let pending: Vec<&str> = s.expected.undiscovered().map(|m| m.name.as_str()).collect();
+        lines.push(format!("not discovered in time: {}; see `ddsky status`", pending.join(", ")));
     }
     lines.join("\n")
 }

@@ -1,0 +1,112 @@
+//! `ddsky doctor`: gathers the facts (Docker, the agent container, the agent's own answers, the ports)
+//! and lets `crate::doctor` judge them.
+
+use super::{identity, Context, Failure};
+use crate::agent::AgentClient;
+use crate::cli::DoctorArgs;
+use crate::discovery::{self, Pattern};
+use crate::doctor::{self, Check, DockerFacts, Facts, PortFacts, Verdict};
+use crate::engine::Engine;
+use crate::exit;
+use serde::Serialize;
+use std::time::Duration;
+
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+pub async fn run(ctx: &Context, args: DoctorArgs) -> Result<u8, Failure> {
+    let tags = identity::resolve(&args.agent).await?;
+    let patterns = Pattern::all(if args.expect.is_empty() { std::slice::from_ref(&args.default_expect) } else { &args.expect });
+    let mut facts = Facts {
+        docker: Err(String::new()),
+        cgroup_v2: std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
+        on_ec2: on_ec2(),
+        agent_name: ctx.name.clone(),
+        agent: None,
+        health: None,
+        status: None,
+        wanted_tags: tags.tags,
+        ports: PortFacts { apm_port: args.agent.apm_port, dogstatsd_port: args.agent.dogstatsd_port, ..Default::default() },
+        expected: None,
+    };
+    match ctx.interrupt.run(Engine::connect(&ctx.docker_host)).await? {
+        Err(e) => facts.docker = Err(e.to_string()),
+        Ok(engine) => {
+            facts.docker = Ok(DockerFacts { host: engine.host().to_owned(), api_version: engine.api_version(), server_version: engine.server_version().await.ok() });
+            facts.agent = engine.inspect(&ctx.name).await?;
+            if let Some(info) = facts.agent.as_ref().filter(|a| a.state.running) {
+                let agent = AgentClient::new(engine.clone(), info.id.clone());
+                let (health, status, expected, apm, dogstatsd) = tokio::join!(
+                    agent.health(),
+                    agent.status(),
+                    async {
+                        let report = discovery::check_once(&engine, &agent, &info.id, &patterns).await.map_err(|e| e.to_string())?;
+                        let tags = agent.container_tags().await.unwrap_or_default();
+                        Ok::<_, String>((report, tags))
+                    },
+                    probe_tcp(args.agent.apm_port),
+                    probe_udp(args.agent.dogstatsd_port),
+                );
+                facts.health = Some(health.map_err(|e| e.to_string()));
+                facts.status = Some(status.map_err(|e| e.to_string()));
+                facts.expected = Some(expected);
+                facts.ports.apm = Some(apm);
+                facts.ports.dogstatsd = Some(dogstatsd);
+            }
+        }
+    }
+    let checks = doctor::evaluate(&facts);
+    let failed = checks.iter().any(|c| c.verdict == Verdict::Fail);
+    let report = DoctorReport { ok: !failed, checks: &checks };
+    crate::output::emit(ctx.format, &report, || text(&checks));
+    Ok(if failed { exit::FAILURE } else { exit::OK })
+}
+
+#[derive(Serialize)]
+struct DoctorReport<'a> {
+    ok: bool,
+    checks: &'a [Check],
+}
+
+fn text(checks: &[Check]) -> String {
+    let mut lines = Vec::new();
+    for c in checks {
+        let mark = match c.verdict {
+            Verdict::Ok => "ok  ",
+            Verdict::Warn => "warn",
+            Verdict::Fail => "FAIL",
+            Verdict::Skipped => "skip",
+        };
+        lines.push(format!("[{mark}] {}: {}", c.name, c.evidence));
+        if let Some(fix) = &c.fix {
+            lines.push(format!("       fix: {fix}"));
+        }
+    }
+    lines.join("\n")
+}
+
+/// EC2 (Nitro and Xen) as the machine tells it, without asking instance metadata.
+fn on_ec2() -> bool {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default().to_lowercase();
+    read("/sys/devices/virtual/dmi/id/board_vendor").contains("amazon") || read("/sys/hypervisor/uuid").starts_with("ec2")
+}
+
+async fn probe_tcp(port: u16) -> Result<(), String> {
+    match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(("127.0.0.1", port))).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("nothing accepts connections ({e})")),
+        Err(_) => Err("no answer".into()),
+    }
+}
+
+/// UDP has no handshake: a closed loopback port answers with ICMP "port unreachable", which a
+/// connected socket reports on the next receive; silence means something is listening.
+async fn probe_udp(port: u16) -> Result<(), String> {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    socket.connect(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
+    socket.send(b"ddsky.doctor.probe:1|c|#source:ddsky").await.map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 16];
+    match tokio::time::timeout(Duration::from_millis(200), socket.recv(&mut buf)).await {
+        Ok(Err(e)) => Err(format!("nothing listens ({e})")),
+        Ok(Ok(_)) | Err(_) => Ok(()),
+    }
+}

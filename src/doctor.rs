@@ -1,0 +1,524 @@
+//! The troubleshooting checklist as data: what was observed goes in ([`Facts`]), one verdict per check
+//! comes out, each with its evidence and, when not ok, the fix. Pure; `commands::doctor` gathers.
+
+use crate::agent_output::{AgentStatus, ApiKeyState, HealthReport};
+use crate::discovery::DiscoveryReport;
+use crate::engine::ContainerInfo;
+use crate::reconcile::is_managed;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Ok,
+    Warn,
+    Fail,
+    /// Could not run because an earlier check failed; never counts as passed.
+    Skipped,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub verdict: Verdict,
+    pub evidence: String,
+    pub fix: Option<String>,
+}
+
+impl Check {
+    fn ok(name: &'static str, evidence: impl Into<String>) -> Self {
+        Check { name, verdict: Verdict::Ok, evidence: evidence.into(), fix: None }
+    }
+    fn warn(name: &'static str, evidence: impl Into<String>, fix: impl Into<String>) -> Self {
+        Check { name, verdict: Verdict::Warn, evidence: evidence.into(), fix: Some(fix.into()) }
+    }
+    fn fail(name: &'static str, evidence: impl Into<String>, fix: impl Into<String>) -> Self {
+        Check { name, verdict: Verdict::Fail, evidence: evidence.into(), fix: Some(fix.into()) }
+    }
+    fn skipped(name: &'static str, because: &str) -> Self {
+        Check { name, verdict: Verdict::Skipped, evidence: format!("not checked: {because}"), fix: None }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DockerFacts {
+    pub host: String,
+    pub api_version: String,
+    pub server_version: Option<String>,
+}
+
+/// Whether the intake ports answer on the host's loopback.
+#[derive(Debug, Clone, Default)]
+pub struct PortFacts {
+    pub apm_port: u16,
+    pub apm: Option<Result<(), String>>,
+    pub dogstatsd_port: u16,
+    pub dogstatsd: Option<Result<(), String>>,
+}
+
+/// Everything doctor observed. `None` means "not asked", because something it depends on failed.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    pub docker: Result<DockerFacts, String>,
+    pub cgroup_v2: bool,
+    pub on_ec2: bool,
+    pub agent_name: String,
+    pub agent: Option<ContainerInfo>,
+    pub health: Option<Result<HealthReport, String>>,
+    pub status: Option<Result<AgentStatus, String>>,
+    /// The tags `ddsky up` would set now.
+    pub wanted_tags: Vec<String>,
+    pub ports: PortFacts,
+    pub expected: Option<Result<(DiscoveryReport, BTreeMap<String, Vec<String>>), String>>,
+}
+
+/// Mount points inside the agent that Datadog's recipe needs, and what each is for.
+const REQUIRED_MOUNTS: [(&str, &str); 5] = [
+    ("/var/run/docker.sock", "container discovery and the docker check"),
+    ("/host/proc", "host and process metrics"),
+    ("/host/sys/fs/cgroup", "container metrics"),
+    ("/var/lib/docker/containers", "container logs"),
+    ("/opt/datadog-agent/run", "log positions across restarts"),
+];
+
+pub fn evaluate(f: &Facts) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let docker = match &f.docker {
+        Ok(d) => {
+            let server = d.server_version.as_deref().map(|v| format!(", Docker {v}")).unwrap_or_default();
+            checks.push(Check::ok("docker api", format!("{} answers, API {}{server}", d.host, d.api_version)));
+            true
+        }
+        Err(e) => {
+            let fix = if e.to_lowercase().contains("permission denied") {
+                "run as root or add this user to the docker group"
+            } else {
+                "start Docker (systemctl start docker), or point --docker-host/DOCKER_HOST at the daemon"
+            };
+            checks.push(Check::fail("docker api", e.clone(), fix));
+            false
+        }
+    };
+
+    let agent = f.agent.as_ref().filter(|_| docker);
+    let running = agent.is_some_and(|a| a.state.running);
+    checks.push(match (docker, agent) {
+        (false, _) => Check::skipped("agent container", "the Docker API is unreachable"),
+        (true, None) => Check::fail("agent container", format!("no container named {}", f.agent_name), "run `ddsky up`"),
+        (true, Some(a)) => agent_container(a),
+    });
+    checks.push(match agent {
+        None => Check::skipped("namespaces", "there is no agent container"),
+        Some(a) => namespaces(a, f.cgroup_v2),
+    });
+    checks.push(match agent {
+        None => Check::skipped("mounts", "there is no agent container"),
+        Some(a) => mounts(a),
+    });
+
+    let not_running = "the agent is not running";
+    checks.push(match (&f.health, running) {
+        (_, false) => Check::skipped("agent health", not_running),
+        (None, true) => Check::skipped("agent health", "`agent health` was not run"),
+        (Some(Err(e)), true) => Check::fail("agent health", format!("`agent health` could not run: {e}"), "see `ddsky logs`"),
+        (Some(Ok(h)), true) if h.healthy => Check::ok("agent health", format!("{} healthy components", h.healthy_components.len())),
+        (Some(Ok(h)), true) => Check::fail(
+            "agent health",
+            format!("unhealthy: {}", if h.unhealthy_components.is_empty() { h.unreachable.clone().unwrap_or_default() } else { h.unhealthy_components.join(", ") }),
+            crate::commands::unhealthy_hint(&h.unhealthy_components),
+        ),
+    });
+
+    let status = match (&f.status, running) {
+        (_, false) => Err(not_running.to_owned()),
+        (None, true) => Err("`agent status` was not run".to_owned()),
+        (Some(Err(e)), true) => Err(format!("`agent status` failed: {e}")),
+        (Some(Ok(s)), true) => Ok(s),
+    };
+    match &status {
+        Ok(s) => {
+            checks.push(api_key(s));
+            checks.push(data_accepted(s));
+            checks.push(docker_check(s));
+            checks.push(hostname(s, f.on_ec2));
+            checks.push(host_tags(s, &f.wanted_tags));
+            checks.push(logs_and_ports(s, &f.ports));
+        }
+        Err(why) => {
+            for name in ["api key", "data accepted", "docker check", "hostname", "host tags", "logs and ports"] {
+                checks.push(Check::skipped(name, why));
+            }
+        }
+    }
+
+    checks.push(match (&f.expected, running) {
+        (_, false) => Check::skipped("expected containers", not_running),
+        (None, true) => Check::skipped("expected containers", "discovery was not checked"),
+        (Some(Err(e)), true) => Check::fail("expected containers", format!("cannot list what the agent discovered: {e}"), "see `ddsky logs`"),
+        (Some(Ok((report, tags))), true) => expected(report, tags),
+    });
+    checks
+}
+
+fn agent_container(a: &ContainerInfo) -> Check {
+    const NAME: &str = "agent container";
+    let health = a.state.health.as_deref().unwrap_or("no health check");
+    let evidence = format!("{} ({}), {}, {health}, {} restarts, image {}", a.name, short(&a.id), a.state.status, a.state.restart_count, a.image);
+    if !a.state.running {
+        return Check::fail(NAME, evidence, "run `ddsky up` to start it, and `ddsky logs` to see why it stopped");
+    }
+    if !is_managed(a) {
+        return Check::warn(NAME, evidence, "not created by ddsky: `ddsky up --replace` puts ddsky's agent in its place");
+    }
+    if a.state.restart_count > 0 {
+        return Check::warn(NAME, evidence, "it restarted: see `ddsky logs` for why");
+    }
+    Check::ok(NAME, evidence)
+}
+
+fn namespaces(a: &ContainerInfo, cgroup_v2: bool) -> Check {
+    const NAME: &str = "namespaces";
+    let pid = a.pid_mode.as_deref().unwrap_or("private");
+    let cgroupns = a.cgroupns_mode.as_deref().filter(|m| !m.is_empty()).unwrap_or("default");
+    let evidence = format!("cgroup v{} host; agent pid namespace {pid}, cgroup namespace {cgroupns}", if cgroup_v2 { 2 } else { 1 });
+    if pid != "host" {
+        return Check::fail(NAME, evidence, "process and container metrics need the host PID namespace: `ddsky up --replace`");
+    }
+    if cgroup_v2 && cgroupns != "host" {
+        return Check::fail(NAME, evidence, "on cgroup v2 the agent needs --cgroupns host for container metrics: `ddsky up --replace`");
+    }
+    Check::ok(NAME, evidence)
+}
+
+fn mounts(a: &ContainerInfo) -> Check {
+    const NAME: &str = "mounts";
+    let missing: Vec<String> = REQUIRED_MOUNTS
+        .iter()
+        .filter(|(dest, _)| !a.mounts.iter().any(|m| m.trim_end_matches('/') == *dest))
+        .map(|(dest, why)| format!("{dest} ({why})"))
+        .collect();
+    if missing.is_empty() {
+        Check::ok(NAME, "docker socket, /host/proc, /host/sys/fs/cgroup, container logs and run dir are mounted")
+    } else {
+        let fix = if is_managed(a) { "`ddsky up` recreates the agent with every mount" } else { "`ddsky up --replace` recreates the agent with every mount" };
+        Check::fail(NAME, format!("missing: {}", missing.join(", ")), fix)
+    }
+}
+
+fn api_key(s: &AgentStatus) -> Check {
+    const NAME: &str = "api key";
+    match &s.api_key {
+        ApiKeyState::Valid { ending } => Check::ok(NAME, format!("API key ending with {ending} is valid")),
+        ApiKeyState::Invalid { ending, reason } => Check::fail(
+            NAME,
+            format!("API key ending with {ending}: {reason}"),
+            "set a valid API key for this site (DD_API_KEY or the datadog/api-key secret), then `ddsky up`",
+        ),
+        ApiKeyState::Unknown => Check::warn(NAME, "the agent has not validated the key yet (or cannot reach the validation endpoint)", "check again in a minute; if it stays, check the network path to the intake"),
+    }
+}
+
+fn data_accepted(s: &AgentStatus) -> Check {
+    const NAME: &str = "data accepted";
+    let t = &s.transactions;
+    let codes: Vec<String> = t.http_errors_by_code.iter().map(|(code, n)| format!("HTTP {code} x{n}")).collect();
+    let evidence = format!(
+        "{} payloads accepted, {} failed{}{}",
+        t.success,
+        t.errors,
+        if t.dropped_on_input > 0 { format!(", {} dropped", t.dropped_on_input) } else { String::new() },
+        if codes.is_empty() { String::new() } else { format!(" ({})", codes.join(", ")) }
+    );
+    if t.success == 0 && (t.errors > 0 || t.http_errors > 0) {
+        let fix = if t.http_errors_by_code.keys().any(|c| c == "403") {
+            "the intake refuses the key (403): check the key and --site / --dd-url"
+        } else {
+            "the intake is failing: check the network path, proxy and --dd-url"
+        };
+        Check::fail(NAME, evidence, fix)
+    } else if t.success == 0 {
+        Check::warn(NAME, evidence, "nothing sent yet: check again in a minute")
+    } else if t.errors > 0 {
+        Check::warn(NAME, evidence, "some payloads fail: check the network path and `ddsky logs`")
+    } else {
+        Check::ok(NAME, evidence)
+    }
+}
+
+fn docker_check(s: &AgentStatus) -> Check {
+    const NAME: &str = "docker check";
+    match &s.docker_check {
+        None => Check::warn(NAME, "the docker check is not scheduled", "the agent needs the Docker socket mounted: `ddsky up`"),
+        Some(c) => match c.last_error.as_deref().filter(|e| !e.is_empty()) {
+            Some(error) => Check::fail(
+                NAME,
+                format!("{} runs, {} errors, last error: {error}", c.total_runs, c.total_errors),
+                "check the socket and cgroup mounts (doctor's mounts check); `ddsky up` recreates them",
+            ),
+            None if c.total_runs == 0 => Check::warn(NAME, "not run yet", "check again in 15 s"),
+            None => Check::ok(NAME, format!("{} runs, {} errors, no last error", c.total_runs, c.total_errors)),
+        },
+    }
+}
+
+fn hostname(s: &AgentStatus, on_ec2: bool) -> Check {
+    const NAME: &str = "hostname";
+    match s.hostname.as_deref().filter(|h| !h.is_empty()) {
+        Some(h) => Check::ok(NAME, format!("{h}{}", s.hostname_provider.as_deref().map(|p| format!(" (from {p})")).unwrap_or_default())),
+        None => {
+            let fix = if on_ec2 {
+                "on EC2 the agent reads the instance id from instance metadata: use the host network (the default), or set the IMDS hop limit to 2, or pass --agent-env DD_HOSTNAME=<name>"
+            } else {
+                "pass --agent-env DD_HOSTNAME=<name>"
+            };
+            Check::fail(NAME, "the agent has no hostname", fix)
+        }
+    }
+}
+
+fn host_tags(s: &AgentStatus, wanted: &[String]) -> Check {
+    const NAME: &str = "host tags";
+    let missing: Vec<&str> = wanted.iter().filter(|t| !s.host_tags.contains(t)).map(String::as_str).collect();
+    if missing.is_empty() {
+        Check::ok(NAME, format!("all {} tags present", wanted.len()))
+    } else {
+        Check::fail(NAME, format!("missing or stale: {}", missing.join(" ")), "run `ddsky up` to give the agent this job's tags")
+    }
+}
+
+fn logs_and_ports(s: &AgentStatus, p: &PortFacts) -> Check {
+    const NAME: &str = "logs and ports";
+    let mut problems = Vec::new();
+    let mut fine = Vec::new();
+    match s.logs_enabled {
+        Some(true) => fine.push("logs enabled".to_owned()),
+        Some(false) | None => problems.push("log collection is off".to_owned()),
+    }
+    for (what, port, result) in [("APM", p.apm_port, &p.apm), ("DogStatsD", p.dogstatsd_port, &p.dogstatsd)] {
+        match result {
+            Some(Ok(())) => fine.push(format!("{what} answers on 127.0.0.1:{port}")),
+            Some(Err(e)) => problems.push(format!("{what} on 127.0.0.1:{port}: {e}")),
+            None => {}
+        }
+    }
+    if problems.is_empty() {
+        Check::ok(NAME, fine.join(", "))
+    } else {
+        Check::fail(NAME, problems.join("; "), "`ddsky up` recreates the agent with logs, APM and DogStatsD on (check --apm-port / --dogstatsd-port)")
+    }
+}
+
+fn expected(report: &DiscoveryReport, tags: &BTreeMap<String, Vec<String>>) -> Check {
+    const NAME: &str = "expected containers";
+    if report.expected.is_empty() {
+        return Check::ok(NAME, "none expected");
+    }
+    let mut lines = Vec::new();
+    for m in report.expected.iter().flat_map(|e| e.matches.iter()) {
+        let t = tags.get(&m.id).map(|t| t.join(" ")).unwrap_or_default();
+        let state = if m.discovered { "discovered" } else { "NOT discovered" };
+        lines.push(format!("{} ({}) {state}{}", m.name, short(&m.id), if t.is_empty() { String::new() } else { format!(", tags: {t}") }));
+    }
+    let unmatched: Vec<&str> = report.unmatched().collect();
+    if !unmatched.is_empty() {
+        lines.push(format!("no running container matches {}", unmatched.join(", ")));
+    }
+    let evidence = lines.join("; ");
+    if report.undiscovered().next().is_some() {
+        Check::fail(NAME, evidence, "the agent does not see it: check the docker socket mount and `ddsky logs`")
+    } else if !unmatched.is_empty() {
+        Check::warn(NAME, evidence, "start the job container, or fix the --expect pattern (id prefix, name or image repository)")
+    } else {
+        Check::ok(NAME, evidence)
+    }
+}
+
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent_output::{CheckRuns, TransactionCounts};
+    use crate::discovery::{evaluate as discover, Pattern};
+    use crate::engine::{ContainerState, RunningContainer};
+    use crate::spec::{LABEL_MANAGED_BY, MANAGED_BY_VALUE};
+    use std::collections::{HashMap, HashSet};
+
+    const JOB: &str = "ab";
+
+    fn agent() -> ContainerInfo {
+        ContainerInfo {
+            id: "f".repeat(64),
+            name: "dd-agent".into(),
+            image: "datadog/agent:7".into(),
+            image_id: "sha256:1".into(),
+            labels: HashMap::from([(LABEL_MANAGED_BY.to_string(), MANAGED_BY_VALUE.to_string())]),
+            state: ContainerState {
+                status: "running".into(),
+                running: true,
+                restarting: false,
+                health: Some("healthy".into()),
+                restart_count: 0,
+                started_at: None,
+                exit_code: None,
+                error: None,
+            },
+            binds: vec![],
+            mounts: REQUIRED_MOUNTS.iter().map(|(m, _)| m.to_string()).chain(["/etc/passwd".to_string()]).collect(),
+            pid_mode: Some("host".into()),
+            cgroupns_mode: Some("host".into()),
+        }
+    }
+
+    fn healthy_facts() -> Facts {
+        let job = RunningContainer { id: JOB.repeat(32), name: "job".into(), image: "metta:latest".into() };
+        let report = discover(&Pattern::all(&["metta".into()]), &[job.clone()], &HashSet::from([job.id.clone()]), "");
+        Facts {
+            docker: Ok(DockerFacts { host: "unix:///var/run/docker.sock".into(), api_version: "1.41".into(), server_version: Some("20.10.24".into()) }),
+            cgroup_v2: true,
+            on_ec2: false,
+            agent_name: "dd-agent".into(),
+            agent: Some(agent()),
+            health: Some(Ok(HealthReport { healthy: true, healthy_components: vec!["forwarder".into()], ..Default::default() })),
+            status: Some(Ok(AgentStatus {
+                version: Some("7.99.0".into()),
+                hostname: Some("i-0abc".into()),
+                hostname_provider: Some("aws".into()),
+                host_tags: vec!["env:production".into(), "metta_run_id:r1".into()],
+                api_key: ApiKeyState::Valid { ending: "bcdef".into() },
+                transactions: TransactionCounts { success: 3, ..Default::default() },
+                docker_check: Some(CheckRuns { total_runs: 2, total_errors: 0, last_error: None }),
+                logs_enabled: Some(true),
+            })),
+            wanted_tags: vec!["env:production".into(), "metta_run_id:r1".into()],
+            ports: PortFacts { apm_port: 8126, apm: Some(Ok(())), dogstatsd_port: 8125, dogstatsd: Some(Ok(())) },
+            expected: Some(Ok((report, BTreeMap::new()))),
+        }
+    }
+
+    fn verdict(checks: &[Check], name: &str) -> Verdict {
+        checks.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no check {name}")).verdict
+    }
+
+    fn status(f: &mut Facts) -> &mut AgentStatus {
+        f.status.as_mut().unwrap().as_mut().unwrap()
+    }
+
+    #[test]
+    fn a_healthy_setup_passes_every_check() {
+        let checks = evaluate(&healthy_facts());
+        assert_eq!(checks.len(), 12);
+        for c in &checks {
+            assert_eq!(c.verdict, Verdict::Ok, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn docker_unreachable_skips_everything_else() {
+        let f = Facts { docker: Err("cannot reach the Docker daemon".into()), ..healthy_facts() };
+        let checks = evaluate(&f);
+        assert_eq!(checks[0].verdict, Verdict::Fail);
+        assert!(checks[1..].iter().all(|c| c.verdict == Verdict::Skipped), "{checks:?}");
+    }
+
+    #[test]
+    fn an_absent_agent_fails_and_its_checks_are_skipped_not_passed() {
+        let f = Facts { agent: None, health: None, status: None, expected: None, ..healthy_facts() };
+        let checks = evaluate(&f);
+        assert_eq!(verdict(&checks, "agent container"), Verdict::Fail);
+        for name in ["mounts", "agent health", "api key", "host tags", "expected containers"] {
+            assert_eq!(verdict(&checks, name), Verdict::Skipped, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_stopped_agent_fails_with_the_fix() {
+        let mut f = healthy_facts();
+        f.agent.as_mut().unwrap().state.running = false;
+        f.agent.as_mut().unwrap().state.status = "exited".into();
+        let checks = evaluate(&f);
+        let c = checks.iter().find(|c| c.name == "agent container").unwrap();
+        assert_eq!(c.verdict, Verdict::Fail);
+        assert!(c.fix.as_deref().unwrap().contains("ddsky up"));
+        assert_eq!(verdict(&checks, "api key"), Verdict::Skipped);
+    }
+
+    #[test]
+    fn a_missing_socket_mount_is_named() {
+        let mut f = healthy_facts();
+        f.agent.as_mut().unwrap().mounts.retain(|m| m != "/var/run/docker.sock");
+        let c = evaluate(&f).into_iter().find(|c| c.name == "mounts").unwrap();
+        assert_eq!(c.verdict, Verdict::Fail);
+        assert!(c.evidence.contains("/var/run/docker.sock"), "{c:?}");
+    }
+
+    #[test]
+    fn private_namespaces_fail_on_cgroup_v2() {
+        let mut f = healthy_facts();
+        f.agent.as_mut().unwrap().cgroupns_mode = Some("private".into());
+        assert_eq!(verdict(&evaluate(&f), "namespaces"), Verdict::Fail);
+        f.cgroup_v2 = false;
+        assert_eq!(verdict(&evaluate(&f), "namespaces"), Verdict::Ok);
+        f.agent.as_mut().unwrap().pid_mode = None;
+        assert_eq!(verdict(&evaluate(&f), "namespaces"), Verdict::Fail);
+    }
+
+    #[test]
+    fn an_invalid_key_and_a_refusing_intake_fail() {
+        let mut f = healthy_facts();
+        status(&mut f).api_key = ApiKeyState::Invalid { ending: "bcdef".into(), reason: "API Key invalid".into() };
+        status(&mut f).transactions = TransactionCounts { success: 0, errors: 4, http_errors: 4, http_errors_by_code: BTreeMap::from([("403".into(), 4)]), ..Default::default() };
+        let checks = evaluate(&f);
+        assert_eq!(verdict(&checks, "api key"), Verdict::Fail);
+        let data = checks.iter().find(|c| c.name == "data accepted").unwrap();
+        assert_eq!(data.verdict, Verdict::Fail);
+        assert!(data.evidence.contains("HTTP 403 x4") && data.fix.as_deref().unwrap().contains("403"), "{data:?}");
+    }
+
+    #[test]
+    fn stale_host_tags_name_the_missing_ones() {
+        let mut f = healthy_facts();
+        f.wanted_tags.push("metta_run_id:r2".into());
+        let c = evaluate(&f).into_iter().find(|c| c.name == "host tags").unwrap();
+        assert_eq!(c.verdict, Verdict::Fail);
+        assert!(c.evidence.contains("metta_run_id:r2") && c.fix.as_deref().unwrap().contains("ddsky up"));
+    }
+
+    #[test]
+    fn an_undiscovered_container_fails_and_a_missing_one_warns() {
+        let mut f = healthy_facts();
+        let job = RunningContainer { id: JOB.repeat(32), name: "job".into(), image: "metta:latest".into() };
+        let undiscovered = discover(&Pattern::all(&["metta".into()]), &[job], &HashSet::new(), "");
+        f.expected = Some(Ok((undiscovered, BTreeMap::new())));
+        assert_eq!(verdict(&evaluate(&f), "expected containers"), Verdict::Fail);
+        let absent = discover(&Pattern::all(&["metta".into()]), &[], &HashSet::new(), "");
+        f.expected = Some(Ok((absent, BTreeMap::new())));
+        assert_eq!(verdict(&evaluate(&f), "expected containers"), Verdict::Warn);
+    }
+
+    #[test]
+    fn docker_check_errors_and_missing_hostname_fail_with_the_ec2_hint() {
+        let mut f = healthy_facts();
+        status(&mut f).docker_check = Some(CheckRuns { total_runs: 3, total_errors: 3, last_error: Some("No mountPoints were detected".into()) });
+        status(&mut f).hostname = None;
+        f.on_ec2 = true;
+        let checks = evaluate(&f);
+        assert_eq!(verdict(&checks, "docker check"), Verdict::Fail);
+        let h = checks.iter().find(|c| c.name == "hostname").unwrap();
+        assert_eq!(h.verdict, Verdict::Fail);
+        assert!(h.fix.as_deref().unwrap().contains("hop limit"));
+    }
+
+    #[test]
+    fn closed_ports_and_disabled_logs_fail() {
+        let mut f = healthy_facts();
+        f.ports.apm = Some(Err("nothing accepts connections".into()));
+        status(&mut f).logs_enabled = Some(false);
+        let c = evaluate(&f).into_iter().find(|c| c.name == "logs and ports").unwrap();
+        assert_eq!(c.verdict, Verdict::Fail);
+        assert!(c.evidence.contains("APM") && c.evidence.contains("log collection is off"), "{c:?}");
+    }
+}
