@@ -172,7 +172,7 @@ pub struct UpArgs {
 #[derive(Debug, Args)]
 pub struct KeyArgs {
     /// Fail (exit 1) instead of skipping when no API key is found.
-    #[arg(long, env = "DDSKY_REQUIRE_KEY")]
+    #[arg(long, env = "DDSKY_REQUIRE_KEY", value_parser = clap::builder::BoolishValueParser::new())]
     pub require_key: bool,
 
     /// The AWS Secrets Manager secret holding the key, asked when DD_API_KEY is unset.
@@ -180,7 +180,7 @@ pub struct KeyArgs {
     pub secret_id: String,
 
     /// Do not ask AWS Secrets Manager.
-    #[arg(long, env = "DDSKY_NO_AWS")]
+    #[arg(long, env = "DDSKY_NO_AWS", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_aws: bool,
 
     /// AWS region of the secret [default: the SDK's chain, else us-east-1].

@@ -5,8 +5,8 @@ use tracing_subscriber::EnvFilter;
 
 pub fn init(verbose: u8, quiet: u8) {
     // Any DD_API_KEY value is a secret even if it is malformed and never becomes an ApiKey.
-    if let Ok(raw) = std::env::var(crate::spec::API_KEY_ENV) {
-        redact::register(&raw);
+    if let Some(raw) = std::env::var_os(crate::spec::API_KEY_ENV) {
+        redact::register(&raw.to_string_lossy());
     }
     let level = match (verbose, quiet) {
         (0, 0) => "info",
@@ -28,12 +28,12 @@ pub fn init(verbose: u8, quiet: u8) {
 
     // The default hook prints the panic message as is; this one redacts it first.
     std::panic::set_hook(Box::new(|info| {
-        eprintln!("ddsky: internal error (please report it): {}", redact::redact(&info.to_string()));
+        crate::output::error_line(&format!("ddsky: internal error (please report it): {info}"));
     }));
 }
 
 /// Prints the one-line error and returns its exit code.
 pub fn fail(error: &anyhow::Error, code: u8) -> u8 {
-    eprintln!("ddsky: error: {}", redact::redact(&format!("{error:#}")));
+    crate::output::error_line(&format!("ddsky: error: {error:#}"));
     code
 }

@@ -41,7 +41,7 @@ fn usage_error(e: clap::Error) -> u8 {
     }
     let rendered = e.render().to_string();
     let first = rendered.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("invalid arguments");
-    eprintln!("ddsky: {} (see `ddsky --help`)", redact::redact(first));
+    output::error_line(&format!("ddsky: {first} (see `ddsky --help`)"));
     exit::USAGE
 }
 
@@ -63,7 +63,7 @@ fn run(cli: cli::Cli) -> u8 {
             Ok(code) => code,
             Err(failure) => {
                 for line in failure.details() {
-                    eprintln!("  | {}", redact::redact(line));
+                    output::error_line(&format!("  | {line}"));
                 }
                 let code = failure.exit_code();
                 logging::fail(&anyhow::Error::new(failure), code)

@@ -30,3 +30,23 @@ pub fn write_stdout(body: &str) {
 pub fn stderr_is_terminal() -> bool {
     io::stderr().is_terminal()
 }
+
+/// One line on stderr, redacted. A closed or full stderr is ignored: a CLI must not crash because
+/// nobody can read its complaints.
+pub fn error_line(line: &str) {
+    let mut err = io::stderr().lock();
+    let _ = writeln!(err, "{}", crate::redact::redact(line));
+}
+
+/// An environment variable as text. Invalid UTF-8 is not fatal: each bad byte sequence becomes U+FFFD
+/// (which tag normalisation turns into `_`) and a warning says so.
+pub fn env_var(name: &str) -> Option<String> {
+    let raw = std::env::var_os(name)?;
+    match raw.into_string() {
+        Ok(s) => Some(s),
+        Err(raw) => {
+            tracing::warn!("{name} is not valid UTF-8; invalid bytes were replaced");
+            Some(raw.to_string_lossy().into_owned())
+        }
+    }
+}

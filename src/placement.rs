@@ -138,30 +138,6 @@ pub fn own_container_id(s: &Surroundings) -> Option<String> {
     }
 }
 
-/// The exact SkyPilot task-YAML line that gives a runtime-mode container the host's Docker daemon.
-pub const SOCKET_RUN_OPTIONS_FIX: &str =
-    r#"config: {docker: {run_options: ["-v /var/run/docker.sock:/var/run/docker.sock"]}}"#;
-
-/// What to tell the user on Kubernetes.
-pub const KUBERNETES_ADVICE: &str = "on Kubernetes, run the Datadog Agent as a DaemonSet with the Datadog Helm \
-    chart (helm install datadog datadog/datadog) or the Datadog Operator: \
-    https://docs.datadoghq.com/containers/kubernetes/installation/";
-
-/// Why ddsky should skip (exit 0, nothing created) rather than start an agent, or `None` to proceed.
-/// `docker_reachable`: a Docker daemon answered. In a container without one, the fix is the socket
-/// mount; with one, the agent it starts is a host agent (the daemon resolves bind mounts on the host).
-/// On the host without a daemon ddsky does not skip: that is an error for the caller to report.
-pub fn skip_reason(placement: &Placement, docker_reachable: bool) -> Option<String> {
-    match placement {
-        Placement::Kubernetes => Some(format!("running in a Kubernetes pod: skipping; {KUBERNETES_ADVICE}")),
-        Placement::Container { .. } if !docker_reachable => Some(format!(
-            "running inside a container without the host's Docker socket: skipping; mount it with this line \
-             in the SkyPilot task YAML: {SOCKET_RUN_OPTIONS_FIX}"
-        )),
-        _ => None,
-    }
-}
-
 /// The hostname when it is exactly 12 lowercase hex characters (a Docker short id).
 fn hostname_id_hint(hostname: &str) -> Option<String> {
     let h = hostname.trim();
@@ -752,18 +728,6 @@ mod tests {
             }
             let _ = cluster_tags(&s.pid1_cgroup);
         }
-    }
-
-    #[test]
-    fn skip_reasons() {
-        let container = Placement::Container { own_id: None, id_hint: None };
-        let no_socket = skip_reason(&container, false).unwrap();
-        assert!(no_socket.contains(r#"run_options: ["-v /var/run/docker.sock:/var/run/docker.sock"]"#), "{no_socket}");
-        assert_eq!(skip_reason(&container, true), None);
-        assert_eq!(skip_reason(&Placement::Host, false), None);
-        assert_eq!(skip_reason(&Placement::Host, true), None);
-        let k8s = skip_reason(&Placement::Kubernetes, true).unwrap();
-        assert!(k8s.contains("Helm") && k8s.contains("Operator"), "{k8s}");
     }
 
     #[test]

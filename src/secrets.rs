@@ -3,10 +3,12 @@
 
 use crate::key::{SecretAnswer, SecretPayload, SecretStore};
 use aws_config::meta::region::RegionProviderChain;
+use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 use std::time::Duration;
+use tracing::instrument::WithSubscriber;
 
 /// Where Metta keeps its secret, used when no region is configured anywhere.
 pub const FALLBACK_REGION: &str = "us-east-1";
@@ -21,7 +23,16 @@ impl SecretStore for AwsSecretStore {
     async fn fetch(&self, secret_id: &str) -> SecretAnswer {
         let region_hint = self.region.clone().unwrap_or_else(|| "the configured region".to_owned());
         let place = |region: &str| format!("secret {secret_id} in {region}");
-        match tokio::time::timeout(self.timeout, self.fetch_unbounded(secret_id)).await {
+        // LOG_SENSITIVE_BODIES=true makes the SDK log the response body, the secret included, before
+        // ddsky has the value to redact: the SDK's logs are off for the lookup then.
+        let dispatch = if sdk_logs_secrets() {
+            tracing::warn!("LOG_SENSITIVE_BODIES is set: the AWS SDK's logs are off during the secret lookup so they cannot show the key");
+            tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default())
+        } else {
+            tracing::dispatcher::get_default(tracing::Dispatch::clone)
+        };
+        let lookup = self.fetch_unbounded(secret_id).with_subscriber(dispatch);
+        match tokio::time::timeout(self.timeout, lookup).await {
             Ok((region, payload)) => SecretAnswer { place: place(&region), payload },
             Err(_) => SecretAnswer {
                 place: place(&region_hint),
@@ -41,7 +52,8 @@ impl AwsSecretStore {
             .or_else(Region::from_static(FALLBACK_REGION));
         let config = aws_config::defaults(BehaviorVersion::latest()).region(region).load().await;
         let region = config.region().map_or_else(|| FALLBACK_REGION.to_owned(), ToString::to_string);
-        let client = aws_sdk_secretsmanager::Client::new(&config);
+        let service_config = aws_sdk_secretsmanager::config::Builder::from(&config).retry_config(retry_within(config.retry_config(), self.timeout)).build();
+        let client = aws_sdk_secretsmanager::Client::from_conf(service_config);
         tracing::debug!(secret_id, %region, "asking AWS Secrets Manager for the API key");
         let result = client.get_secret_value().secret_id(secret_id).send().await;
         let payload = match result {
@@ -57,6 +69,20 @@ impl AwsSecretStore {
         }
         (region, payload)
     }
+}
+
+/// Whether the AWS SDK would log request and response bodies of operations marked sensitive.
+fn sdk_logs_secrets() -> bool {
+    std::env::var("LOG_SENSITIVE_BODIES").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+/// The SDK's retries, their backoff scaled to the lookup's time bound. By default a retry may wait up
+/// to 1 s, then 2 s, so a refused connection could outlast a short --secret-timeout and be reported
+/// as "no answer" instead of what it is; capped at an eighth of the bound, all attempts fit in it.
+fn retry_within(configured: Option<&RetryConfig>, timeout: Duration) -> RetryConfig {
+    let retry = configured.cloned().unwrap_or_else(RetryConfig::standard);
+    let cap = retry.max_backoff().min(timeout / 8);
+    retry.with_max_backoff(cap)
 }
 
 /// One line: the AWS error code and what it usually means on a SkyPilot node.

@@ -13,11 +13,11 @@ const GIT_TIMEOUT: Duration = Duration::from_secs(2);
 /// and warns about everything that was dropped or changed.
 pub async fn resolve(args: &AgentArgs) -> Result<TagSet, Failure> {
     let mut warnings = Vec::new();
-    let mut identity = JobIdentity::from_env(|k| std::env::var(k).ok(), &mut warnings);
+    let mut identity = JobIdentity::from_env(crate::output::env_var, &mut warnings);
     if identity.git_ref.is_none() {
         identity.git_ref = git_head().await;
     }
-    if let Some(info) = std::env::var("SKYPILOT_CLUSTER_INFO").ok().filter(|v| !v.trim().is_empty()) {
+    if let Some(info) = crate::output::env_var("SKYPILOT_CLUSTER_INFO").filter(|v| !v.trim().is_empty()) {
         match placement::cluster_tags(&info) {
             Ok(pairs) => identity.cluster = pairs,
             Err(why) => warnings.push(format!("SKYPILOT_CLUSTER_INFO is not usable ({why}); the cluster, cloud, region and zone tags are left out")),

@@ -9,7 +9,7 @@ use std::io::Write;
 pub async fn run(ctx: &Context, args: LogsArgs) -> Result<u8, Failure> {
     let engine = ctx.engine().await?;
     let Some(info) = engine.inspect(&ctx.name).await? else {
-        eprintln!("ddsky: no agent container named {}; start it with `ddsky up`", ctx.name);
+        crate::output::error_line(&format!("ddsky: no agent container named {}; start it with `ddsky up`", ctx.name));
         return Ok(exit::NO_AGENT);
     };
     let since = args.since.map(|d| {

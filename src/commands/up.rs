@@ -6,7 +6,7 @@ use crate::agent_output::HealthReport;
 use super::identity;
 use crate::cli::{Gpus, PullPolicy, UpArgs};
 use crate::discovery::{self, DiscoveryReport, Pattern, WaitFor};
-use crate::engine::{CreateOutcome, Engine, EngineError};
+use crate::engine::{CreateOutcome, Engine, EngineError, DEFAULT_DOCKER_HOST};
 use crate::exit;
 use crate::key::{self, FoundKey, KeyLookup, SecretLookup};
 use crate::progress::PullReporter;
@@ -20,6 +20,7 @@ use std::path::Path;
 use std::time::Duration;
 use tokio::time::Instant;
 
+const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 /// How long a stale agent gets to flush before it is replaced.
 const RECREATE_GRACE: Duration = Duration::from_secs(30);
 /// Concurrent `up`s can each find the name taken by another (or still being removed by another);
@@ -51,7 +52,11 @@ pub async fn run(ctx: &Context, args: UpArgs) -> Result<u8, Failure> {
             tracing::info!("{e}");
             None
         }
-        Err(Failure::Engine(EngineError::Unreachable { .. })) if matches!(placement, Placement::Container { .. }) => {
+        // In a container with no socket and no DOCKER_HOST: the task did not mount the socket. An
+        // explicit --docker-host that does not answer is an error like anywhere else.
+        Err(Failure::Engine(EngineError::Unreachable { .. }))
+            if matches!(placement, Placement::Container { .. }) && ctx.docker_host == DEFAULT_DOCKER_HOST && !Path::new(DEFAULT_SOCKET).exists() =>
+        {
             let why = "ddsky runs inside a container that cannot reach the Docker socket; give the task \
                        `config: {docker: {run_options: [\"-v /var/run/docker.sock:/var/run/docker.sock\"]}}` (SkyPilot), \
                        or run ddsky on the host";
@@ -117,11 +122,12 @@ fn gpu_mode(gpus: Gpus) -> GpuMode {
     }
 }
 
-/// The user's patterns, or the default: the Metta job, and inside a container also ddsky's own
-/// container. `self` becomes that container's id; where it cannot be known it is dropped with a warning.
+/// The user's patterns, or the default: the Metta job, plus ddsky's own container when ddsky runs in
+/// one it can name (a stray /.dockerenv on a VM image must not add a pattern nobody can satisfy).
+/// `self` becomes that container's id; asked for where it cannot be known, it is dropped with a warning.
 fn expectations(given: &[String], placement: &Placement) -> Vec<Pattern> {
-    let in_container = matches!(placement, Placement::Container { .. });
-    let defaults: Vec<String> = if in_container { vec!["metta".into(), "self".into()] } else { vec!["metta".into()] };
+    let knows_itself = matches!(placement, Placement::Container { own_id: Some(_), .. } | Placement::Container { id_hint: Some(_), .. });
+    let defaults: Vec<String> = if knows_itself { vec!["metta".into(), "self".into()] } else { vec!["metta".into()] };
     let texts = if given.is_empty() { &defaults } else { given };
     texts
         .iter()
@@ -146,7 +152,7 @@ fn expectations(given: &[String], placement: &Placement) -> Vec<Pattern> {
 }
 
 async fn find_key(args: &UpArgs) -> KeyLookup {
-    let env_key = std::env::var(spec::API_KEY_ENV).ok();
+    let env_key = crate::output::env_var(spec::API_KEY_ENV);
     let store = AwsSecretStore { region: args.key.aws_region.clone(), timeout: args.key.secret_timeout };
     let secret = (!args.key.no_aws).then(|| SecretLookup { store: &store, secret_id: &args.key.secret_id });
     key::lookup(env_key.as_deref(), secret).await

@@ -131,7 +131,9 @@ impl Scope {
             .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
             // A closed loopback port: any AWS call a test did not set up fails fast and stays local.
             .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-            .env("DDSKY_NAME", &self.agent);
+            .env("DDSKY_NAME", &self.agent)
+            // Outside any git checkout, so `git rev-parse HEAD` adds no git_ref tag of its own.
+            .current_dir(std::env::temp_dir());
         if let Ok(host) = std::env::var("DOCKER_HOST") {
             cmd.env("DOCKER_HOST", host);
         }

@@ -16,6 +16,8 @@ pub struct Config {
     pub host_tags: Vec<String>,
     pub env: Option<String>,
     pub site: String,
+    /// `DD_DD_URL` without trailing `/`: when set, the forwarder really posts there.
+    pub dd_url: Option<String>,
     pub hostname: String,
     pub hostname_provider: &'static str,
     pub apm_enabled: bool,
@@ -40,6 +42,11 @@ impl ApiKey {
     /// The real agent accepts what the intake accepts: 32 hexadecimal characters.
     pub fn is_valid(&self) -> bool {
         self.0.len() == 32 && self.0.bytes().all(|b| b.is_ascii_hexdigit())
+    }
+
+    /// The key itself, for the `DD-API-KEY` header of the forwarder's requests only: never log it.
+    pub fn reveal(&self) -> &str {
+        &self.0
     }
 
     /// What the agent prints: `API key ending with <suffix>`. A key of five characters or fewer
@@ -160,6 +167,7 @@ impl Config {
             host_tags,
             env,
             site: non_empty("DD_SITE").unwrap_or_else(|| "datadoghq.com".to_string()),
+            dd_url: non_empty("DD_DD_URL").map(|u| u.trim_end_matches('/').to_string()),
             hostname,
             hostname_provider,
             apm_enabled: flag("DD_APM_ENABLED").unwrap_or(true),
@@ -312,6 +320,19 @@ mod tests {
             ("node-1", "configuration")
         );
         assert_eq!(c.warnings.len(), 1);
+    }
+
+    #[test]
+    fn dd_url_is_optional_and_loses_its_trailing_slash() {
+        assert_eq!(config(&[("DD_API_KEY", "k")]).unwrap().dd_url, None);
+        assert_eq!(
+            config(&[("DD_API_KEY", "k"), ("DD_DD_URL", " ")])
+                .unwrap()
+                .dd_url,
+            None
+        );
+        let c = config(&[("DD_API_KEY", "k"), ("DD_DD_URL", "http://127.0.0.1:9/")]).unwrap();
+        assert_eq!(c.dd_url.as_deref(), Some("http://127.0.0.1:9"));
     }
 
     #[test]

@@ -1,16 +1,17 @@
 //! `agent` / `agent run`: the long-running stand-in. It validates its configuration, checks the
-//! host mounts, opens the APM and DogStatsD ports, follows containers through the Docker API and
-//! keeps the state file fresh until SIGTERM/SIGINT.
+//! host mounts, opens the APM and DogStatsD ports, follows containers through the Docker API,
+//! posts to `DD_DD_URL` when it is set ([`crate::forwarder`]) and keeps the state file fresh until
+//! SIGTERM/SIGINT.
 
 use crate::config::{Config, ConfigError};
 use crate::discovery::{self, Shared};
 use crate::listeners::{self, Counters};
 use crate::logline;
-use crate::state::{self, AgentState, ApmStats, DogstatsdStats};
+use crate::state::{self, AgentState, ApmStats, DogstatsdStats, ForwarderStats, KeyCheck};
 use crate::timefmt::now;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -53,6 +54,8 @@ struct Fixed {
     mount_errors: Vec<String>,
     apm: ApmStats,
     dogstatsd: DogstatsdStats,
+    /// The live forwarder's counters (`DD_DD_URL` set), updated by [`crate::forwarder::run`].
+    forwarder: Option<Arc<Mutex<ForwarderStats>>>,
 }
 
 async fn serve(config: Config) -> i32 {
@@ -107,12 +110,27 @@ async fn serve(config: Config) -> i32 {
     let config = Arc::new(config);
     let shared = Arc::new(Shared::default());
     tokio::spawn(discovery::run(shared.clone(), config.clone()));
+    let forwarder = config.dd_url.clone().map(|url| {
+        let stats = Arc::new(Mutex::new(ForwarderStats {
+            url: url.clone(),
+            ..Default::default()
+        }));
+        let notify = shared.clone();
+        tokio::spawn(crate::forwarder::run(
+            config.clone(),
+            url,
+            stats.clone(),
+            move || notify.changed.notify_one(),
+        ));
+        stats
+    });
     let fixed = Fixed {
         config,
         started_at,
         mount_errors,
         apm,
         dogstatsd,
+        forwarder,
     };
     tokio::spawn(write_forever(dir.clone(), fixed, shared, counters));
 
@@ -283,6 +301,14 @@ fn snapshot(fixed: &Fixed, shared: &Shared, counters: &Counters) -> AgentState {
     };
     let config = &fixed.config;
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let forwarder = fixed
+        .forwarder
+        .as_ref()
+        .map(|f| f.lock().unwrap_or_else(|p| p.into_inner()).clone());
+    // A well-formed key stays valid unless the intake the forwarder reaches answers 403.
+    let rejected = forwarder
+        .as_ref()
+        .is_some_and(|f| f.key_check == KeyCheck::Rejected);
     AgentState {
         version: crate::VERSION.to_string(),
         pid: std::process::id(),
@@ -294,7 +320,7 @@ fn snapshot(fixed: &Fixed, shared: &Shared, counters: &Counters) -> AgentState {
         env: config.env.clone(),
         site: config.site.clone(),
         api_key_suffix: config.api_key.suffix(),
-        api_key_valid: config.api_key.is_valid(),
+        api_key_valid: config.api_key.is_valid() && !rejected,
         unhealthy_secs: config.unhealthy_secs,
         discovery_delay_secs: config.discovery_delay_secs,
         logs_enabled: config.logs_enabled,
@@ -319,6 +345,7 @@ fn snapshot(fixed: &Fixed, shared: &Shared, counters: &Counters) -> AgentState {
             metric_samples: load(&counters.dsd_metric_samples),
             ..fixed.dogstatsd.clone()
         },
+        forwarder,
         containers,
     }
 }

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod discovery;
+pub mod forwarder;
 pub mod imageref;
 pub mod listeners;
 pub mod logline;

@@ -4,7 +4,7 @@
 use crate::imageref::ImageRef;
 use crate::model::{self, Health};
 use crate::rng::Rng;
-use crate::state::{AgentState, ContainerRecord};
+use crate::state::{AgentState, ContainerRecord, ForwarderStats, KeyCheck};
 use crate::timefmt;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -344,21 +344,13 @@ fn status_value(state: &AgentState, now: f64) -> Value {
     let last_error = state.check_errors.join("; ");
     let key_label = format!("API key ending with {}", state.api_key_suffix);
     let (key_status, key_failure) = if state.api_key_valid {
-        (json!({ key_label: "API Key valid" }), json!({}))
+        (json!({ key_label: key_status_text(state) }), json!({}))
     } else {
-        (json!({}), json!({ key_label: "API Key invalid" }))
+        (json!({}), json!({ key_label: key_status_text(state) }))
     };
-    // One flush of three payload kinds per check run; a bad key gets 403 for each.
-    let sent = 3 * runs;
-    let (success, by_endpoint, http_errors, by_code) = if state.api_key_valid {
-        (
-            sent,
-            json!({ "check_run_v1": runs, "intake": runs, "series_v2": runs }),
-            0,
-            json!({}),
-        )
-    } else {
-        (0, json!({}), sent, json!({ "403": sent }))
+    let transactions = match &state.forwarder {
+        Some(f) => live_transactions(f),
+        None => simulated_transactions(state.api_key_valid, runs),
     };
     let last_run = state.started_at + (runs - 1) as f64 * model::CHECK_INTERVAL_SECS;
     let containers = model::visible_containers(state, now).len();
@@ -378,26 +370,7 @@ fn status_value(state: &AgentState, now: f64) -> Value {
         "forwarderStats": {
             "APIKeyStatus": key_status,
             "APIKeyFailure": key_failure,
-            "Transactions": {
-                "Success": success,
-                "SuccessByEndpoint": by_endpoint,
-                "SuccessBytesByEndpoint": {},
-                "Errors": 0,
-                "ErrorsByType": {
-                    "ConnectionErrors": 0,
-                    "DNSErrors": 0,
-                    "SentRequestErrors": 0,
-                    "TLSErrors": 0,
-                    "WroteRequestErrors": 0,
-                },
-                "HTTPErrors": http_errors,
-                "HTTPErrorsByCode": by_code,
-                "DroppedOnInput": 0,
-                "Dropped": 0,
-                "Requeued": 0,
-                "Retried": 0,
-                "RetryQueueSize": 0,
-            },
+            "Transactions": transactions,
         },
         "runnerStats": {
             "Runs": runs,
@@ -456,6 +429,82 @@ fn status_value(state: &AgentState, now: f64) -> Value {
     })
 }
 
+/// How the key stands, in the agent's words: invalid when malformed or rejected (403) by the
+/// intake; "Unable to validate" when the live forwarder's last post got no 2xx/403 answer.
+fn key_status_text(state: &AgentState) -> &'static str {
+    if !state.api_key_valid {
+        "API Key invalid"
+    } else if state
+        .forwarder
+        .as_ref()
+        .is_some_and(|f| f.key_check == KeyCheck::Unknown)
+    {
+        "Unable to validate API Key"
+    } else {
+        "API Key valid"
+    }
+}
+
+/// Without `DD_DD_URL`: one flush of three payload kinds per check run; a bad key gets 403 for each.
+fn simulated_transactions(key_valid: bool, runs: u64) -> Value {
+    let sent = 3 * runs;
+    let (success, by_endpoint, http_errors, by_code) = if key_valid {
+        (
+            sent,
+            json!({ "check_run_v1": runs, "intake": runs, "series_v2": runs }),
+            0,
+            json!({}),
+        )
+    } else {
+        (0, json!({}), sent, json!({ "403": sent }))
+    };
+    json!({
+        "Success": success,
+        "SuccessByEndpoint": by_endpoint,
+        "SuccessBytesByEndpoint": {},
+        "Errors": 0,
+        "ErrorsByType": {
+            "ConnectionErrors": 0,
+            "DNSErrors": 0,
+            "SentRequestErrors": 0,
+            "TLSErrors": 0,
+            "WroteRequestErrors": 0,
+        },
+        "HTTPErrors": http_errors,
+        "HTTPErrorsByCode": by_code,
+        "DroppedOnInput": 0,
+        "Dropped": 0,
+        "Requeued": 0,
+        "Retried": 0,
+        "RetryQueueSize": 0,
+    })
+}
+
+/// With `DD_DD_URL`: what the posts to the intake really came to.
+fn live_transactions(f: &ForwarderStats) -> Value {
+    let mut by_type: BTreeMap<String, u64> = crate::forwarder::ERROR_TYPES
+        .iter()
+        .map(|k| (k.to_string(), 0))
+        .collect();
+    for (k, v) in &f.errors_by_type {
+        *by_type.entry(k.clone()).or_default() += v;
+    }
+    json!({
+        "Success": f.success,
+        "SuccessByEndpoint": f.success_by_endpoint,
+        "SuccessBytesByEndpoint": f.success_bytes_by_endpoint,
+        "Errors": f.errors,
+        "ErrorsByType": by_type,
+        "HTTPErrors": f.http_errors,
+        "HTTPErrorsByCode": f.http_errors_by_code,
+        "DroppedOnInput": 0,
+        "Dropped": 0,
+        "Requeued": 0,
+        "Retried": 0,
+        "RetryQueueSize": 0,
+    })
+}
+
 /// `agent status`: a short human summary.
 pub fn status_text(state: &AgentState, now: f64) -> String {
     let runs = model::check_runs(state, now);
@@ -491,12 +540,14 @@ pub fn status_text(state: &AgentState, now: f64) -> String {
     s += &format!(
         "    API key ending with {}: {}\n\n",
         state.api_key_suffix,
-        if state.api_key_valid {
-            "API Key valid"
-        } else {
-            "API Key invalid"
-        }
+        key_status_text(state)
     );
+    if let Some(f) = &state.forwarder {
+        s += &format!(
+            "  Transactions\n  ============\n    Success: {}\n    Errors: {}\n    HTTPErrors: {}\n\n",
+            f.success, f.errors, f.http_errors
+        );
+    }
     s += &banner("APM Agent");
     s += &format!(
         "  Status: {}\n  Receiver (port {}): {} connections, {} requests\n\n",
@@ -767,6 +818,64 @@ mod tests {
         let check = &v["runnerStats"]["Checks"]["docker"][DOCKER_CHECK_ID];
         assert_eq!(check["LastError"], "No mountPoints were detected");
         assert_eq!(check["TotalErrors"], 1);
+    }
+
+    #[test]
+    fn status_json_live_forwarder() {
+        let mut f = ForwarderStats::default();
+        crate::forwarder::record(
+            &mut f,
+            &crate::forwarder::Outcome::Accepted {
+                status: 202,
+                bytes: 100,
+            },
+        );
+        crate::forwarder::record(
+            &mut f,
+            &crate::forwarder::Outcome::Failed {
+                kind: "ConnectionErrors",
+                message: "refused".into(),
+            },
+        );
+        let s = AgentState {
+            forwarder: Some(f.clone()),
+            ..state()
+        };
+        let v: Value = serde_json::from_str(&status_json(&s, 1031.0)).unwrap();
+        let fwd = &v["forwarderStats"];
+        assert_eq!(
+            fwd["APIKeyStatus"]["API key ending with bcdef"],
+            "Unable to validate API Key"
+        );
+        let t = &fwd["Transactions"];
+        assert_eq!(t["Success"], 1);
+        assert_eq!(t["SuccessByEndpoint"], json!({ "series_v2": 1 }));
+        assert_eq!(t["Errors"], 1);
+        assert_eq!(t["ErrorsByType"]["ConnectionErrors"], 1);
+        assert_eq!(t["ErrorsByType"]["DNSErrors"], 0);
+        assert_eq!(t["HTTPErrors"], 0);
+
+        crate::forwarder::record(
+            &mut f,
+            &crate::forwarder::Outcome::HttpError { status: 403 },
+        );
+        // The daemon turns a 403 into an invalid key.
+        let s = AgentState {
+            forwarder: Some(f),
+            api_key_valid: false,
+            ..state()
+        };
+        let v: Value = serde_json::from_str(&status_json(&s, 1031.0)).unwrap();
+        let fwd = &v["forwarderStats"];
+        assert_eq!(fwd["APIKeyStatus"], json!({}));
+        assert_eq!(
+            fwd["APIKeyFailure"]["API key ending with bcdef"],
+            "API Key invalid"
+        );
+        assert_eq!(fwd["Transactions"]["Errors"], 2);
+        assert_eq!(fwd["Transactions"]["HTTPErrors"], 1);
+        assert_eq!(fwd["Transactions"]["HTTPErrorsByCode"], json!({ "403": 1 }));
+        assert!(status_text(&s, 1031.0).contains("API key ending with bcdef: API Key invalid"));
     }
 
     #[test]

@@ -44,6 +44,7 @@ pub struct AgentState {
     pub site: String,
     /// Last five characters of the API key (never the key).
     pub api_key_suffix: String,
+    /// Well-formed and not rejected (403) by the intake the forwarder last reached.
     pub api_key_valid: bool,
     pub unhealthy_secs: f64,
     pub discovery_delay_secs: f64,
@@ -55,6 +56,10 @@ pub struct AgentState {
     pub check_errors: Vec<String>,
     pub apm: ApmStats,
     pub dogstatsd: DogstatsdStats,
+    /// The real forwarder's outcomes when `DD_DD_URL` is set; `None` means the status shows
+    /// simulated counters instead.
+    #[serde(default)]
+    pub forwarder: Option<ForwarderStats>,
     /// Every running container the daemon knows of, visible or not yet.
     pub containers: Vec<ContainerRecord>,
 }
@@ -79,6 +84,38 @@ pub struct DogstatsdStats {
     pub packets: u64,
     pub bytes: u64,
     pub metric_samples: u64,
+}
+
+/// What the forwarder's posts to `DD_DD_URL` came to (the `forwarderStats.Transactions` counters).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct ForwarderStats {
+    /// The intake's base URL (`DD_DD_URL`).
+    pub url: String,
+    pub success: u64,
+    pub success_by_endpoint: BTreeMap<String, u64>,
+    pub success_bytes_by_endpoint: BTreeMap<String, u64>,
+    pub errors: u64,
+    /// `ConnectionErrors`, `DNSErrors`, `SentRequestErrors`, `TLSErrors`, `WroteRequestErrors`.
+    pub errors_by_type: BTreeMap<String, u64>,
+    pub http_errors: u64,
+    /// Status code (as a string) -> count.
+    pub http_errors_by_code: BTreeMap<String, u64>,
+    /// What the intake's last answer says about the key.
+    pub key_check: KeyCheck,
+}
+
+/// The API key's standing with the intake, from the last post's outcome.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeyCheck {
+    /// Nothing posted yet.
+    #[default]
+    Unchecked,
+    /// 2xx.
+    Accepted,
+    /// 403.
+    Rejected,
+    /// Another status or no answer: "Unable to validate API Key".
+    Unknown,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
