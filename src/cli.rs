@@ -78,6 +78,15 @@ pub enum PullPolicy {
     Never,
 }
 
+/// A repeatable flag's values, or its environment twin split on whitespace when the flag is absent.
+/// (clap's own env support would split the flag's values too, breaking `--tag "team:a b"`.)
+pub fn or_env_list(given: &[String], var: &str) -> Vec<String> {
+    if !given.is_empty() {
+        return given.to_vec();
+    }
+    crate::output::env_var(var).map(|v| v.split_whitespace().map(str::to_owned).collect()).unwrap_or_default()
+}
+
 fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 30s, 3m, 1m30s)"))
 }
@@ -93,8 +102,8 @@ pub struct AgentArgs {
     #[arg(long, env = "DDSKY_SERVICE", default_value = "skypilot-worker")]
     pub service: String,
 
-    /// An extra host tag, key:value (repeatable; the env var takes space-separated tags).
-    #[arg(long = "tag", value_name = "KEY:VALUE", env = "DDSKY_TAGS", value_delimiter = ' ')]
+    /// An extra host tag, key:value (repeatable) [env: DDSKY_TAGS, space-separated, used when no --tag is given].
+    #[arg(long = "tag", value_name = "KEY:VALUE")]
     pub tags: Vec<String>,
 
     /// Network of the agent: host (the job reaches it at localhost) or bridge (ports published on 127.0.0.1).
@@ -157,8 +166,9 @@ pub struct UpArgs {
     pub timeout: Duration,
 
     /// A container the agent must discover: id prefix, name, image repository, or `self` (the container
-    /// ddsky runs in) (repeatable) [default: metta, plus self inside a container].
-    #[arg(long = "expect", value_name = "PATTERN", env = "DDSKY_EXPECT", value_delimiter = ' ')]
+    /// ddsky runs in) (repeatable) [default: metta, plus self inside a container]
+    /// [env: DDSKY_EXPECT, space-separated, used when no --expect is given].
+    #[arg(long = "expect", value_name = "PATTERN")]
     pub expect: Vec<String>,
 
     /// Resolve everything and print the plan; change nothing.
@@ -203,8 +213,8 @@ pub struct DoctorArgs {
     #[command(flatten)]
     pub agent: AgentArgs,
 
-    /// A container the agent must have discovered (repeatable) [default: metta].
-    #[arg(long = "expect", value_name = "PATTERN", env = "DDSKY_EXPECT", value_delimiter = ' ')]
+    /// A container the agent must have discovered (repeatable) [default: metta] [env: DDSKY_EXPECT].
+    #[arg(long = "expect", value_name = "PATTERN")]
     pub expect: Vec<String>,
 
     #[arg(skip = String::from("metta"))]
@@ -228,8 +238,9 @@ pub struct LogsArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// A container that must be discovered: id prefix, name, or image repository (repeatable).
-    #[arg(long = "expect", value_name = "PATTERN", env = "DDSKY_EXPECT", value_delimiter = ' ')]
+    /// A container that must be discovered: id prefix, name, or image repository (repeatable)
+    /// [env: DDSKY_EXPECT, space-separated, used when no --expect is given].
+    #[arg(long = "expect", value_name = "PATTERN")]
     pub expect: Vec<String>,
 
     /// Wait up to this long for the expected containers to be discovered (exit 4 if not).

@@ -16,7 +16,7 @@ use std::time::Duration;
 pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
 
 /// How long `ddsky` waits for the daemon to answer at all: a setup script must not hang on a dead socket.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
 /// Per-request timeout (seconds) for everything else; streams (pull, events, logs) are not bounded by it.
 const REQUEST_TIMEOUT_SECS: u64 = 120;
 
@@ -147,7 +147,7 @@ impl Engine {
         let docker = match tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version()).await {
             Ok(Ok(d)) => d,
             Ok(Err(e)) => return Err(unreachable(describe_connect_error(&e))),
-            Err(_) => return Err(unreachable(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()))),
+            Err(_) => return Err(unreachable(format!("no answer within {}", humantime::format_duration(CONNECT_TIMEOUT)))),
         };
         tracing::debug!(host, api = %docker.client_version(), "connected to Docker");
         Ok(Engine { docker, host: host.to_owned() })

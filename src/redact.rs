@@ -30,17 +30,20 @@ pub fn redact(text: &str) -> String {
 }
 
 /// A writer that redacts each write. tracing's fmt layer writes one whole event per call, so a
-/// secret cannot be split across two writes.
+/// secret cannot be split across two writes. A log line that cannot be written (stderr closed or
+/// full) is dropped: reporting the failure would mean writing to the same stderr, and tracing's own
+/// fallback for that panics.
 pub struct RedactingWriter<W>(pub W);
 
 impl<W: Write> Write for RedactingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write_all(redact(&String::from_utf8_lossy(buf)).as_bytes())?;
+        let _ = self.0.write_all(redact(&String::from_utf8_lossy(buf)).as_bytes());
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
+        let _ = self.0.flush();
+        Ok(())
     }
 }
 

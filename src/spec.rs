@@ -273,6 +273,9 @@ pub fn validate_image_reference(image: &str) -> Result<(), String> {
     }
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | ':' | '@');
     let (name, _digest) = image.split_once('@').unwrap_or((image, ""));
+    if repository_path(name).chars().any(|c| c.is_ascii_uppercase()) {
+        return Err(format!("image reference {image:?} is not valid: the repository name must be lowercase; {fix}"));
+    }
     let valid = image.chars().all(allowed)
         && !image.contains("..")
         && !image.contains("//")
@@ -283,6 +286,19 @@ pub fn validate_image_reference(image: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("image reference {image:?} is not valid; {fix}"))
+    }
+}
+
+/// The part of `registry/path/repo:tag` that Docker requires in lowercase: the path without the
+/// registry host (a first component with a dot or port, or localhost) and without the tag.
+fn repository_path(name: &str) -> &str {
+    let untagged = match name.rfind(':') {
+        Some(colon) if !name[colon..].contains('/') => &name[..colon],
+        _ => name,
+    };
+    match untagged.split_once('/') {
+        Some((host, path)) if host.contains(['.', ':']) || host == "localhost" => path,
+        _ => untagged,
     }
 }
 
@@ -458,7 +474,8 @@ mod tests {
         for good in ["datadog/agent:7", "gcr.io/datadoghq/agent:7", "127.0.0.1:5000/datadog/agent:7", "agent@sha256:abc", "public.ecr.aws/datadog/agent"] {
             assert!(validate_image_reference(good).is_ok(), "{good}");
         }
-        for bad in ["", "$(rm -rf /)", "../agent", "datadog//agent", "agent:", "a b", "/agent", "agent;ls", "a/../b"] {
+        assert!(validate_image_reference("Registry.Example.com:5000/datadog/agent:Latest").is_ok(), "host and tag may have capitals");
+        for bad in ["", "$(rm -rf /)", "../agent", "datadog//agent", "agent:", "a b", "/agent", "agent;ls", "a/../b", "Datadog/Agent:7"] {
             assert!(validate_image_reference(bad).is_err(), "{bad}");
         }
     }

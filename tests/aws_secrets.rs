@@ -14,9 +14,9 @@ use aws_sdk_secretsmanager::primitives::Blob;
 use common::*;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, OnceLock};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -36,8 +36,19 @@ mod pdeathsig {
     extern "C" {
         fn prctl(option: c_int, ...) -> c_int;
     }
+    extern "C" {
+        fn atexit(callback: extern "C" fn()) -> c_int;
+    }
     const PR_SET_PDEATHSIG: c_int = 1;
     const SIGKILL: c_ulong = 9;
+
+    /// Runs `callback` when the process exits normally (libtest returns from main or calls exit).
+    pub fn at_exit(callback: extern "C" fn()) {
+        // SAFETY: registering a plain function pointer.
+        unsafe {
+            atexit(callback);
+        }
+    }
 
     /// Makes the child (after fork, before exec) receive SIGKILL when the thread that spawned it dies.
     pub fn kill_with_parent(cmd: &mut std::process::Command) {
@@ -51,6 +62,15 @@ mod pdeathsig {
                 Ok(())
             });
         }
+    }
+}
+
+static MOTO_CHILD: Mutex<Option<Child>> = Mutex::new(None);
+
+extern "C" fn stop_moto() {
+    if let Some(mut child) = MOTO_CHILD.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
@@ -97,12 +117,16 @@ fn moto() -> &'static str {
                     }
                     std::thread::sleep(Duration::from_millis(100));
                 };
-                let failed = ready.is_err();
-                let _ = tx.send(ready);
-                if failed {
+                if ready.is_err() {
                     let _ = child.wait();
+                    let _ = tx.send(ready);
                     return;
                 }
+                // A normal exit kills and reaps moto at once; PR_SET_PDEATHSIG covers any other end.
+                *MOTO_CHILD.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
+                #[cfg(target_os = "linux")]
+                pdeathsig::at_exit(stop_moto);
+                let _ = tx.send(ready);
                 loop {
                     std::thread::park();
                 }

@@ -15,7 +15,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
 pub async fn run(ctx: &Context, args: DoctorArgs) -> Result<u8, Failure> {
     let tags = identity::resolve(&args.agent).await?;
-    let patterns = Pattern::all(if args.expect.is_empty() { std::slice::from_ref(&args.default_expect) } else { &args.expect });
+    let given = crate::cli::or_env_list(&args.expect, "DDSKY_EXPECT");
+    let patterns = Pattern::all(if given.is_empty() { std::slice::from_ref(&args.default_expect) } else { &given });
     let mut facts = Facts {
         docker: Err(String::new()),
         cgroup_v2: std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),

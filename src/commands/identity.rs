@@ -23,7 +23,7 @@ pub async fn resolve(args: &AgentArgs) -> Result<TagSet, Failure> {
             Err(why) => warnings.push(format!("SKYPILOT_CLUSTER_INFO is not usable ({why}); the cluster, cloud, region and zone tags are left out")),
         }
     }
-    let request = TagRequest { env: args.env.clone(), service: args.service.clone(), extra: args.tags.clone() };
+    let request = TagRequest { env: args.env.clone(), service: args.service.clone(), extra: crate::cli::or_env_list(&args.tags, "DDSKY_TAGS") };
     let tags = tags::build(&request, &identity).map_err(|e| Failure::Usage(e.to_string()))?;
     warnings.iter().chain(&tags.warnings).for_each(|w| tracing::warn!("{w}"));
     Ok(tags)

@@ -66,8 +66,10 @@ pub enum Failure {
     Agent(#[from] AgentError),
     #[error("a container named {name} exists that ddsky did not create (image {image}); ddsky leaves it alone: remove it yourself, choose another --name, or pass {flag} to let ddsky replace it")]
     Foreign { name: String, image: String, flag: &'static str },
-    #[error("the agent container {name} {what} during start-up{code}; its last log lines follow; fix the cause (often the API key or a mount) and run `ddsky up` again", code = exit_code.map(|c| format!(" (exit code {c})")).unwrap_or_default())]
-    AgentExited { name: String, what: &'static str, exit_code: Option<i64>, last_lines: Vec<String> },
+    #[error("the agent container {name} {what} during start-up{code}{gone}; its last log lines follow; fix the cause (often the key, the hostname or a mount) and run `ddsky up` again",
+        code = exit_code.map(|c| format!(" (exit code {c})")).unwrap_or_default(),
+        gone = if *removed { " and was removed" } else { "" })]
+    AgentExited { name: String, what: &'static str, exit_code: Option<i64>, last_lines: Vec<String>, removed: bool },
     #[error("the agent container {name} disappeared while ddsky was waiting for it (removed by someone else?); run `ddsky up` again")]
     AgentGone { name: String },
     #[error("the agent {name} is not healthy after {waited}: unhealthy components: {components}; {hint}")]

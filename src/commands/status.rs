@@ -41,7 +41,7 @@ struct StatusReport {
 }
 
 pub async fn run(ctx: &Context, args: StatusArgs) -> Result<u8, Failure> {
-    let patterns = discovery::Pattern::all(&args.expect);
+    let patterns = discovery::Pattern::all(&crate::cli::or_env_list(&args.expect, "DDSKY_EXPECT"));
     let engine = ctx.engine().await?;
     let Some(info) = engine.inspect(&ctx.name).await? else {
         let running = engine.running_containers().await?;

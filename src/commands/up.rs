@@ -89,12 +89,20 @@ pub async fn run(ctx: &Context, args: UpArgs) -> Result<u8, Failure> {
         Some(engine) if !args.dry_run => engine,
         engine => return dry_run(ctx, engine.as_ref(), &args, &tags, &found, &spec).await,
     };
-    let patterns = expectations(&args.expect, &placement);
+    let patterns = expectations(&crate::cli::or_env_list(&args.expect, "DDSKY_EXPECT"), &placement);
     let (action, id) = converge(ctx, &engine, &spec, &args).await?;
     let agent = AgentClient::new(engine.clone(), id.clone());
     let deadline = Instant::now() + args.timeout;
     let started = Instant::now();
-    let health = wait_healthy(ctx, &engine, &agent, &id, deadline, action == Action::None).await?;
+    let health = match wait_healthy(ctx, &engine, &agent, &id, deadline, action == Action::None).await {
+        // An agent this run created that cannot even start would crash-loop forever under
+        // unless-stopped: remove it (its last words are in the error) rather than leave it behind.
+        Err(Failure::AgentExited { name, what, exit_code, last_lines, .. }) if matches!(action, Action::Create | Action::Recreate) => {
+            let removed = engine.remove(&id).await.is_ok();
+            return Err(Failure::AgentExited { name, what, exit_code, last_lines, removed });
+        }
+        other => other?,
+    };
     tracing::info!("agent {} healthy after {}", ctx.name, humantime::format_duration(round(started.elapsed())));
 
     let report = discovery::wait(&engine, &agent, &id, &patterns, deadline, WaitFor::MatchedOnly, &ctx.interrupt).await?;
@@ -255,6 +263,10 @@ async fn converge(ctx: &Context, engine: &Engine, spec: &AgentSpec, args: &UpArg
             ctx.interrupt.run(tokio::time::sleep(pause)).await?;
         }
         let existing = engine.inspect(&spec.name).await?;
+        // Refuse a foreign container before anything else happens, a pull included.
+        if let Decision::Foreign { image } = reconcile::decide(existing.as_ref(), &spec.hash, args.replace, false) {
+            return Err(Failure::Foreign { name: spec.name.clone(), image, flag: "--replace" });
+        }
         let mut image_changed = false;
         if args.pull == PullPolicy::Always && !image_checked {
             ensure_image(ctx, engine, image, args.pull).await?;
@@ -348,7 +360,7 @@ async fn wait_healthy(ctx: &Context, engine: &Engine, agent: &AgentClient, id: &
         if exited {
             let what = if info.state.restarting || info.state.restart_count > restarts_before { "keeps exiting" } else { "stopped" };
             let last_lines = engine.last_log_lines(id, AGENT_LOG_LINES).await;
-            return Err(Failure::AgentExited { name: ctx.name.clone(), what, exit_code: info.state.exit_code, last_lines });
+            return Err(Failure::AgentExited { name: ctx.name.clone(), what, exit_code: info.state.exit_code, last_lines, removed: false });
         }
         let report = match agent.health().await {
             Ok(r) => r,

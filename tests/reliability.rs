@@ -1,0 +1,221 @@
+//! Faults, hostile input and ownership: what a busy GPU cluster throws at ddsky. Each test is one row
+//! of the README's reliability table.
+
+mod common;
+
+use common::*;
+use std::ffi::OsString;
+use std::net::TcpListener;
+use std::os::unix::ffi::OsStringExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[test]
+fn a_docker_host_that_never_answers_fails_fast_with_the_address() {
+    let s = Scope::new("blackhole");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let _hold = std::thread::spawn(move || {
+        let mut held = vec![];
+        for conn in listener.incoming().take(8) {
+            held.push(conn);
+        }
+    });
+    let host = format!("tcp://127.0.0.1:{port}");
+    let out = run(s.up().env("DOCKER_HOST", &host));
+    out.expect_code(1).assert_no_secret(&[]);
+    assert!(out.stderr.contains(&host) && out.stderr.contains("no answer"), "{out}");
+    assert!(out.stderr.contains("--docker-host"), "names the fix: {out}");
+    assert!(out.elapsed < Duration::from_secs(4), "bounded, not hanging: {:?}", out.elapsed);
+}
+
+#[test]
+fn an_agent_killed_mid_wait_is_reported_not_waited_on() {
+    let s = Scope::new("killed");
+    let child = s
+        .up()
+        .args(["--agent-env", "STANDIN_UNHEALTHY_SECS=120", "--expect", "none-such", "--timeout", "90s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pid = 0;
+    assert!(eventually(Duration::from_secs(20), || {
+        pid = inspect(&s.agent).and_then(|c| c["State"]["Pid"].as_i64()).unwrap_or(0);
+        pid > 0
+    }));
+    std::thread::sleep(Duration::from_millis(500));
+    let start = Instant::now();
+    Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("during start-up"), "{stderr}");
+    assert!(start.elapsed() < Duration::from_secs(30), "reported, not waited on for the 90 s timeout");
+}
+
+#[test]
+fn an_agent_removed_behind_our_back_is_recreated_by_the_next_up() {
+    let s = Scope::new("removed");
+    run(s.up().args(["--expect", "none-such"])).expect_code(0);
+    docker(&["rm", "-f", &s.agent]).expect_code(0);
+    let again = run(s.up().args(["--expect", "none-such", "--format", "json"]));
+    again.expect_code(0);
+    assert_eq!(again.json()["action"], "create");
+    assert_eq!(inspect(&s.agent).unwrap()["State"]["Running"], true);
+}
+
+#[test]
+fn an_agent_that_exits_on_start_is_reported_with_its_last_lines_and_not_left_crash_looping() {
+    let s = Scope::new("exits");
+    let out = run(s.up().args(["--agent-env", "STANDIN_NO_HOSTNAME=1", "--expect", "none-such"]));
+    out.expect_code(1).assert_no_secret(&[]);
+    assert!(out.stderr.contains("during start-up") && out.stderr.contains("was removed"), "{out}");
+    assert!(out.stderr.contains("unable to reliably determine the host name"), "the agent's own words: {out}");
+    assert!(inspect(&s.agent).is_none(), "no crash-looping container left behind");
+}
+
+#[test]
+fn unwritable_stdout_and_stderr_do_not_crash_ddsky() {
+    let s = Scope::new("devfull");
+    run(s.up().args(["--expect", "none-such"])).expect_code(0);
+    for args in [&["status"][..], &["up", "--image", AGENT_IMAGE, "--expect", "none-such"], &["doctor"], &["--name", "ddskyt-absent-x", "status"]] {
+        let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let full2 = full.try_clone().unwrap();
+        let mut cmd = s.ddsky();
+        cmd.env("DD_API_KEY", KEY).args(args).args(s.port_args().iter().filter(|_| args[0] == "up")).stdout(full).stderr(full2);
+        let status = cmd.status().unwrap();
+        let code = status.code().unwrap_or(-1);
+        assert!([0, 1, 5].contains(&code), "{args:?} exited {code} (101 would be a panic)");
+    }
+}
+
+/// `up --dry-run --format json` with one `--tag` (or env), returning the DD_TAGS it would set.
+fn dry_run_tags(s: &Scope, cmd: &mut Command) -> (Run, Vec<String>) {
+    cmd.args(["--dry-run", "--format", "json", "--expect", "none-such"]);
+    let out = run(cmd);
+    if out.code != 0 {
+        return (out, vec![]);
+    }
+    let env = out.json()["container"]["Env"].clone();
+    let dd_tags = env.as_array().unwrap().iter().filter_map(|e| e.as_str()).find_map(|e| e.strip_prefix("DD_TAGS=")).unwrap().to_owned();
+    let _ = s;
+    (out, dd_tags.split(' ').map(String::from).collect())
+}
+
+#[test]
+fn hostile_tags_are_normalised_or_refused_never_passed_through() {
+    let s = Scope::new("hostiletags");
+    let long = format!("team:{}", "x".repeat(10_000));
+    let cases: [(&str, Option<&str>); 8] = [
+        ("team:a b", Some("team:a_b")),
+        ("team:a,b", Some("team:a_b")),
+        ("team:\"quoted\"", Some("team:_quoted_")),
+        ("team:line\nbreak", Some("team:line_break")),
+        ("team:Ünïcödé", Some("team:ünïcödé")),
+        ("team:$(rm -rf /)", Some("team:__rm_-rf_/_")),
+        ("@@@:!!!", None),
+        ("novalue", None),
+    ];
+    for (tag, expected) in cases {
+        let mut cmd = s.up();
+        cmd.args(["--tag", tag]);
+        let (out, tags) = dry_run_tags(&s, &mut cmd);
+        match expected {
+            Some(want) => {
+                out.expect_code(0);
+                assert!(tags.contains(&want.to_string()), "{tag:?} -> {tags:?}");
+                assert!(tags.iter().all(|t| !t.contains([' ', ',', '"', '\n'])), "{tags:?}");
+            }
+            None => {
+                out.expect_code(2);
+                assert_eq!(out.stderr.trim().lines().count(), 1, "{out}");
+            }
+        }
+    }
+    let mut cmd = s.up();
+    cmd.args(["--tag", &long]);
+    let (out, tags) = dry_run_tags(&s, &mut cmd);
+    out.expect_code(0);
+    let team = tags.iter().find(|t| t.starts_with("team:")).unwrap();
+    assert_eq!(team.chars().count(), 200, "cut to Datadog's limit");
+    assert!(out.stderr.contains("cut to 200 characters"));
+    // The env twin is split on spaces; a flag value never is.
+    let mut from_env = s.up();
+    from_env.env("DDSKY_TAGS", "team:ml  owner:alice");
+    let (out, tags) = dry_run_tags(&s, &mut from_env);
+    out.expect_code(0);
+    assert!(tags.contains(&"team:ml".to_string()) && tags.contains(&"owner:alice".to_string()), "{tags:?}");
+    assert!(inspect(&s.agent).is_none(), "dry runs create nothing");
+}
+
+#[test]
+fn environment_variables_with_invalid_utf8_are_normalised() {
+    let s = Scope::new("badutf8");
+    let mut cmd = s.up();
+    cmd.env("METTA_RUN_ID", OsString::from_vec(b"run\xff\xfe1".to_vec()));
+    let (out, tags) = dry_run_tags(&s, &mut cmd);
+    out.expect_code(0);
+    assert!(tags.contains(&"metta_run_id:run__1".to_string()), "{tags:?}");
+    assert!(out.stderr.contains("METTA_RUN_ID is not valid UTF-8"), "{out}");
+
+    let mut bad_key = s.up();
+    bad_key.env("DD_API_KEY", OsString::from_vec(b"\xff0123456789abcdef0123456789abcde".to_vec())).args(["--no-aws"]);
+    let out = run(&mut bad_key);
+    out.expect_code(0);
+    assert!(out.stdout.contains("DD_API_KEY is not used"), "{out}");
+    assert!(inspect(&s.agent).is_none());
+}
+
+#[test]
+fn hostile_image_references_and_names_are_usage_errors() {
+    let s = Scope::new("hostileimage");
+    for image in ["$(rm -rf /)", "../../etc/passwd", "agent;reboot", "a b", "Datadog/Agent:7", "agent:", "-agent"] {
+        let out = run(s.up().arg(format!("--image={image}")));
+        out.expect_code(2);
+        assert!(out.stderr.contains("not valid"), "{image}: {out}");
+    }
+    for name in ["dd/agent", "../x", "a", "dd agent", "-x"] {
+        let out = run(s.up().arg(format!("--name={name}")));
+        out.expect_code(2);
+        assert!(out.stderr.contains("container name"), "{name}: {out}");
+    }
+    for host in ["ftp://x", "ssh://root@host", "/var/run/docker.sock"] {
+        run(s.up().env("DOCKER_HOST", host)).expect_code(2);
+    }
+    let none = docker(&["ps", "-aq", "--filter", &format!("name={}", s.prefix)]);
+    assert!(none.stdout.trim().is_empty(), "nothing created");
+}
+
+#[test]
+fn a_foreign_container_is_never_touched_whatever_its_labels_and_flags() {
+    let s = Scope::new("ownership");
+    for (i, labels) in [&[][..], &["io.ddsky.managed-by=someone-else"], &["io.ddsky.spec-hash=0000"], &["managed-by=ddsky"]].iter().enumerate() {
+        let name = s.name(&format!("foreign{i}"));
+        let mut args = vec!["run", "-d", "--name", &name];
+        for l in labels.iter() {
+            args.extend(["--label", l]);
+        }
+        args.push(JOB_IMAGE);
+        docker(&args).expect_code(0);
+        let before = inspect(&name).unwrap();
+
+        let attempts: [(&[&str], i32); 6] = [
+            (&["up", "--image", AGENT_IMAGE], 1),
+            (&["up", "--image", AGENT_IMAGE, "--dry-run"], 1),
+            (&["up", "--image", AGENT_IMAGE, "--tag", "other:tags"], 1),
+            (&["down"], 1),
+            (&["down", "--timeout", "1s"], 1),
+            (&["status"], 3),
+        ];
+        for (cmd_args, code) in attempts {
+            let out = run(s.ddsky().env("DD_API_KEY", KEY).args(["--name", &name]).args(cmd_args));
+            assert!(out.code == code || (cmd_args[0] == "status" && out.code != 0), "{cmd_args:?}: {out}");
+        }
+        let after = inspect(&name).expect("still there");
+        assert_eq!(after["Id"], before["Id"]);
+        assert_eq!(after["State"]["StartedAt"], before["State"]["StartedAt"], "never restarted");
+        assert_eq!(after["State"]["Running"], true, "never stopped");
+        assert_eq!(after["Config"]["Labels"], before["Config"]["Labels"], "never modified");
+    }
+}
