@@ -116,6 +116,6 @@ impl AgentClient {
 
 fn failed(command: &'static str, out: &ExecOutput) -> AgentError {
     let text = if out.stderr.trim().is_empty() { &out.stdout } else { &out.stderr };
-    let detail = agent_output::strip_ansi(text).lines().map(str::trim).filter(|l| !l.is_empty()).last().unwrap_or("no output").chars().take(300).collect();
+    let detail = agent_output::strip_ansi(text).lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("no output").chars().take(300).collect();
     AgentError::Failed { command, code: out.exit_code, detail }
 }

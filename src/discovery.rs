@@ -13,6 +13,10 @@ use std::pin::Pin;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// While a matching container is not yet listed, ask the agent at least this often: the agent lists a
+/// container about a second after it starts, and each look costs one exec (tens of ms of daemon work).
+const MAX_POLL_INTERVAL: Duration = Duration::from_millis(250);
+
 /// Ids shorter than this are not matched as prefixes: "a" would match a sixteenth of all containers.
 const MIN_ID_PREFIX: usize = 4;
 
@@ -173,7 +177,7 @@ pub async fn wait(
             })
             .await?;
         if poll_soon {
-            backoff = (backoff * 3 / 2).min(Duration::from_secs(1));
+            backoff = (backoff * 3 / 2).min(MAX_POLL_INTERVAL);
         }
     }
 }

@@ -57,6 +57,9 @@ pub struct PortFacts {
     pub dogstatsd: Option<Result<(), String>>,
 }
 
+/// What the agent discovered of the expected containers, and every container's tags.
+pub type Discovered = (DiscoveryReport, BTreeMap<String, Vec<String>>);
+
 /// Everything doctor observed. `None` means "not asked", because something it depends on failed.
 #[derive(Debug, Clone)]
 pub struct Facts {
@@ -70,7 +73,7 @@ pub struct Facts {
     /// The tags `ddsky up` would set now.
     pub wanted_tags: Vec<String>,
     pub ports: PortFacts,
-    pub expected: Option<Result<(DiscoveryReport, BTreeMap<String, Vec<String>>), String>>,
+    pub expected: Option<Result<Discovered, String>>,
 }
 
 /// Mount points inside the agent that Datadog's recipe needs, and what each is for.
@@ -375,7 +378,7 @@ mod tests {
 
     fn healthy_facts() -> Facts {
         let job = RunningContainer { id: JOB.repeat(32), name: "job".into(), image: "metta:latest".into() };
-        let report = discover(&Pattern::all(&["metta".into()]), &[job.clone()], &HashSet::from([job.id.clone()]), "");
+        let report = discover(&Pattern::all(&["metta".into()]), std::slice::from_ref(&job), &HashSet::from([job.id.clone()]), "");
         Facts {
             docker: Ok(DockerFacts { host: "unix:///var/run/docker.sock".into(), api_version: "1.41".into(), server_version: Some("20.10.24".into()) }),
             cgroup_v2: true,

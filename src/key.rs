@@ -234,7 +234,7 @@ mod tests {
         let key = test_key(KEY);
         assert_eq!(format!("{key}"), REDACTED);
         assert_eq!(format!("{key:?}"), REDACTED);
-        assert_eq!(format!("{:?}", FoundKey { key: key.clone(), source: KeySource::Env }).contains(KEY), false);
+        assert!(!format!("{:?}", FoundKey { key: key.clone(), source: KeySource::Env }).contains(KEY));
         assert_eq!(key.ending(), "bcdef");
         assert_ne!(key.digest(), KEY);
         assert_eq!(key.digest().len(), 64);

@@ -114,3 +114,18 @@ fn describe_error(e: &SdkError<GetSecretValueError>) -> String {
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or(s).chars().take(300).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_fit_in_the_time_bound() {
+        let retry = retry_within(None, Duration::from_secs(3));
+        assert_eq!(retry.max_attempts(), 3);
+        assert_eq!(retry.max_backoff(), Duration::from_millis(375));
+        let configured = RetryConfig::standard().with_max_attempts(5).with_max_backoff(Duration::from_millis(100));
+        let retry = retry_within(Some(&configured), Duration::from_secs(10));
+        assert_eq!((retry.max_attempts(), retry.max_backoff()), (5, Duration::from_millis(100)));
+    }
+}
