@@ -1050,6 +1050,17 @@ Name: ghost\n\
         )
     }
 
+    /// Container A as both workload-list forms describe it.
+    fn myapp() -> WorkloadContainer {
+        WorkloadContainer {
+            id: ID_A.to_owned(),
+            name: Some("myapp".to_owned()),
+            image_name: Some("nginx".to_owned()),
+            image_tag: Some("latest".to_owned()),
+            running: Some(true),
+        }
+    }
+
     #[test]
     fn workload_text_only_counts_container_entities() {
         let containers = parse_workload_list_text(&workload_text());
@@ -1059,13 +1070,7 @@ Name: ghost\n\
 
         assert_eq!(
             by_id(&containers, ID_A),
-            &WorkloadContainer {
-                id: ID_A.to_owned(),
-                name: Some("myapp".to_owned()),
-                image_name: Some("nginx".to_owned()),
-                image_tag: Some("latest".to_owned()),
-                running: Some(true),
-            }
+            &myapp()
         );
         let b = by_id(&containers, ID_B);
         assert_eq!(b.name.as_deref(), Some("sky-job-1"));
@@ -1134,13 +1139,7 @@ Name: ghost\n\
         assert_eq!(ids(&containers), expected);
         assert_eq!(
             by_id(&containers, ID_A),
-            &WorkloadContainer {
-                id: ID_A.to_owned(),
-                name: Some("myapp".to_owned()),
-                image_name: Some("nginx".to_owned()),
-                image_tag: Some("latest".to_owned()),
-                running: Some(true),
-            }
+            &myapp()
         );
         let b = by_id(&containers, ID_B);
         assert_eq!(
