@@ -152,6 +152,7 @@ fn the_job_container_is_discovered_by_up_and_status() {
     let agent_entry = containers.iter().find(|c| c["name"] == s.agent.as_str()).expect("agent listed");
     assert_eq!(agent_entry["is_agent"], true);
     assert_eq!(report["agent"]["state"], "running");
+    assert!(report["agent"]["uptime_seconds"].as_u64().is_some_and(|s| s < 600), "{report}");
     assert_eq!(report["expected"][0]["discovered"], true);
 
     let text = run(s.ddsky().args(["status", "--expect", &job]));

@@ -18,6 +18,8 @@ struct AgentView {
     state: String,
     health: Option<String>,
     started_at: Option<String>,
+    /// Seconds since the container started, when it is running.
+    uptime_seconds: Option<u64>,
     restarts: i64,
     version: Option<String>,
     host_tags: Vec<String>,
@@ -136,10 +138,17 @@ fn agent_view(info: &ContainerInfo, version: Option<String>, host_tags: Vec<Stri
         state: info.state.status.clone(),
         health: info.state.health.clone(),
         started_at: info.state.started_at.clone(),
+        uptime_seconds: info.state.started_at.as_deref().filter(|_| info.state.running).and_then(uptime),
         restarts: info.state.restart_count,
         version,
         host_tags,
     }
+}
+
+/// Time since Docker's RFC 3339 `StartedAt`.
+fn uptime(started_at: &str) -> Option<u64> {
+    let started = humantime::parse_rfc3339(started_at).ok()?;
+    std::time::SystemTime::now().duration_since(started).ok().map(|d| d.as_secs())
 }
 
 fn containers(running: &[RunningContainer], agent_id: &str, discovered: &HashSet<String>, tags: &BTreeMap<String, Vec<String>>) -> Vec<ContainerView> {
@@ -175,8 +184,8 @@ fn text(ctx: &Context, r: &StatusReport) -> String {
                 a.image,
                 a.version.as_deref().unwrap_or("unknown"),
             ));
-            if let Some(started) = &a.started_at {
-                lines.push(format!("started: {started}"));
+            if let Some(up) = a.uptime_seconds {
+                lines.push(format!("up {}", humantime::format_duration(std::time::Duration::from_secs(up))));
             }
             lines.push(format!("host tags: {}", if a.host_tags.is_empty() { "(none reported)".to_owned() } else { a.host_tags.join(" ") }));
         }
