@@ -31,7 +31,7 @@ const APP_KEY: &str = "0123456789abcdef0123456789abcdef01234567";
 // moto's server, once per test binary
 
 #[cfg(target_os = "linux")]
-mod pdeathsig {
+mod process_guard {
     use std::os::raw::{c_int, c_ulong};
     extern "C" {
         fn prctl(option: c_int, ...) -> c_int;
@@ -94,7 +94,7 @@ fn moto() -> &'static str {
                     .stdout(log_file.try_clone().expect("clone log"))
                     .stderr(log_file);
                 #[cfg(target_os = "linux")]
-                pdeathsig::kill_with_parent(&mut cmd);
+                process_guard::kill_with_parent(&mut cmd);
                 let mut child = match cmd.spawn() {
                     Ok(c) => c,
                     Err(e) => {
@@ -125,7 +125,7 @@ fn moto() -> &'static str {
                 // A normal exit kills and reaps moto at once; PR_SET_PDEATHSIG covers any other end.
                 *MOTO_CHILD.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
                 #[cfg(target_os = "linux")]
-                pdeathsig::at_exit(stop_moto);
+                process_guard::at_exit(stop_moto);
                 let _ = tx.send(ready);
                 loop {
                     std::thread::park();
@@ -385,7 +385,6 @@ fn a_binary_secret_gives_the_key() {
 fn a_missing_secret_skips_and_says_why() {
     let s = Scope::new("missing");
     let id = secret_id(&s, "no-such-secret");
-    moto();
     let out = run(&mut up(&s, moto(), &id));
     let line = assert_skipped(&s, &out, &[]);
     assert!(line.contains(&format!("secret {id} in us-east-1: ResourceNotFoundException")), "{out}");

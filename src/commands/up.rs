@@ -40,6 +40,8 @@ pub async fn run(ctx: &Context, args: UpArgs) -> Result<u8, Failure> {
 
     let found = match ctx.interrupt.run(find_key(&args)).await? {
         KeyLookup::Found { found, notes } => {
+            // A key taken out of a JSON or binary secret is known only now.
+            crate::redact::register(found.key.expose());
             notes.iter().for_each(|n| tracing::info!("{n}"));
             found
         }
