@@ -21,7 +21,12 @@ pub struct AwsSecretStore {
 
 impl SecretStore for AwsSecretStore {
     async fn fetch(&self, secret_id: &str) -> SecretAnswer {
-        let region_hint = self.region.clone().unwrap_or_else(|| "the configured region".to_owned());
+        // If the time runs out before the SDK resolved the region, name the likeliest one.
+        let region_hint = self
+            .region
+            .clone()
+            .or_else(|| ["AWS_REGION", "AWS_DEFAULT_REGION"].iter().find_map(|v| std::env::var(v).ok().filter(|r| !r.is_empty())))
+            .unwrap_or_else(|| "the configured region".to_owned());
         let place = |region: &str| format!("secret {secret_id} in {region}");
         // LOG_SENSITIVE_BODIES=true makes the SDK log the response body, the secret included, before
         // ddsky has the value to redact: the SDK's logs are off for the lookup then.
