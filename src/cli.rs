@@ -171,6 +171,10 @@ pub struct UpArgs {
     #[arg(long = "expect", value_name = "PATTERN")]
     pub expect: Vec<String>,
 
+    /// Return once the container runs, without waiting for health or discovery.
+    #[arg(long, env = "DDSKY_NO_WAIT", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_wait: bool,
+
     /// Resolve everything and print the plan; change nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -13,9 +13,11 @@ use std::pin::Pin;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// While a matching container is not yet listed, ask the agent at least this often: the agent lists a
-/// container about a second after it starts, and each look costs one exec (tens of ms of daemon work).
-const MAX_POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// While a matching container is not yet listed, how often to ask the agent: each look costs one
+/// exec (tens of ms of daemon work), and the agent lists a container about a second after it starts.
+const FAST_POLL_INTERVAL: Duration = Duration::from_millis(100);
+const FAST_POLL_FOR: Duration = Duration::from_secs(5);
+const SLOW_POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Ids shorter than this are not matched as prefixes: "a" would match a sixteenth of all containers.
 const MIN_ID_PREFIX: usize = 4;
@@ -141,7 +143,16 @@ pub enum WaitError {
     Interrupted(#[from] Interrupted),
 }
 
-/// Re-checks until done or `deadline`, then returns the last report (the caller judges it).
+/// One look at the host and the agent.
+#[derive(Debug, Clone, Default)]
+pub struct Look {
+    pub running: Vec<RunningContainer>,
+    /// What the agent lists; `None` when nothing expected was running, so the agent was not asked.
+    pub discovered: Option<HashSet<String>>,
+    pub report: DiscoveryReport,
+}
+
+/// Re-checks until done or `deadline`, then returns the last look (the caller judges it).
 pub async fn wait(
     engine: &Engine,
     agent: &AgentClient,
@@ -150,24 +161,32 @@ pub async fn wait(
     deadline: Instant,
     mode: WaitFor,
     interrupt: &Interrupt,
-) -> Result<DiscoveryReport, WaitError> {
+) -> Result<Look, WaitError> {
     // Subscribe before the first look so a container starting in between is not missed.
     let mut events: Pin<Box<dyn Stream<Item = ContainerEvent> + Send>> = Box::pin(engine.container_events());
-    let mut backoff = Duration::from_millis(100);
+    let mut first_pending: Option<Instant> = None;
     loop {
-        let report = check_once(engine, agent, agent_id, patterns).await?;
+        let look = check_once(engine, agent, agent_id, patterns).await?;
         let done = match mode {
-            WaitFor::MatchedOnly => report.matched_are_discovered(),
-            WaitFor::EveryPattern => report.all_discovered(),
+            WaitFor::MatchedOnly => look.report.matched_are_discovered(),
+            WaitFor::EveryPattern => look.report.all_discovered(),
         };
         if done || Instant::now() >= deadline {
-            return Ok(report);
+            return Ok(look);
         }
-        // Undiscovered matches: the agent will list them soon, so ask again shortly. Otherwise nothing
-        // can change until a container starts: sleep on the event stream.
-        let poll_soon = report.undiscovered().next().is_some();
-        let wake = if poll_soon { (Instant::now() + backoff).min(deadline) } else { deadline };
-        tracing::debug!(?backoff, poll_soon, "waiting for discovery");
+        // Undiscovered matches: the agent lists a new container about a second after it starts, so
+        // ask often for a few seconds, then less often. Otherwise nothing can change until a
+        // container starts: sleep on the event stream, which costs nothing.
+        let poll_soon = look.report.undiscovered().next().is_some();
+        let interval = match first_pending.get_or_insert_with(Instant::now).elapsed() {
+            waited if waited < FAST_POLL_FOR => FAST_POLL_INTERVAL,
+            _ => SLOW_POLL_INTERVAL,
+        };
+        if !poll_soon {
+            first_pending = None;
+        }
+        let wake = if poll_soon { (Instant::now() + interval).min(deadline) } else { deadline };
+        tracing::debug!(?interval, poll_soon, "waiting for discovery");
         interrupt
             .run(async {
                 tokio::select! {
@@ -176,21 +195,19 @@ pub async fn wait(
                 }
             })
             .await?;
-        if poll_soon {
-            backoff = (backoff * 3 / 2).min(MAX_POLL_INTERVAL);
-        }
     }
 }
 
 /// One look: the running containers, and (only if any is expected) what the agent lists.
-pub async fn check_once(engine: &Engine, agent: &AgentClient, agent_id: &str, patterns: &[Pattern]) -> Result<DiscoveryReport, WaitError> {
+pub async fn check_once(engine: &Engine, agent: &AgentClient, agent_id: &str, patterns: &[Pattern]) -> Result<Look, WaitError> {
     let running = engine.running_containers().await?;
-    let mut report = evaluate(patterns, &running, &HashSet::new(), agent_id);
-    if report.has_matches() {
-        let discovered: HashSet<String> = agent.workload_containers().await?.into_iter().map(|c| c.id).collect();
-        report = evaluate(patterns, &running, &discovered, agent_id);
+    let report = evaluate(patterns, &running, &HashSet::new(), agent_id);
+    if !report.has_matches() {
+        return Ok(Look { running, discovered: None, report });
     }
-    Ok(report)
+    let discovered: HashSet<String> = agent.workload_containers().await?.into_iter().map(|c| c.id).collect();
+    let report = evaluate(patterns, &running, &discovered, agent_id);
+    Ok(Look { running, discovered: Some(discovered), report })
 }
 
 #[cfg(test)]

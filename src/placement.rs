@@ -88,6 +88,12 @@ pub enum Placement {
 
 /// Where ddsky runs, from what it could read. Kubernetes wins; then any container evidence
 /// (see the module docs); else the host.
+/// Whether ddsky runs in a container it can name: then it is really in one (a VM image may carry a
+/// stray /.dockerenv) and `self` can be matched.
+pub fn knows_own_container(placement: &Placement) -> bool {
+    matches!(placement, Placement::Container { own_id: Some(_), .. } | Placement::Container { id_hint: Some(_), .. })
+}
+
 pub fn detect(s: &Surroundings) -> Placement {
     if s.kubernetes {
         return Placement::Kubernetes;

@@ -301,3 +301,14 @@ fn bad_input_is_a_usage_error_naming_the_fix() {
     bad_name.expect_code(2);
     assert!(inspect(&s.agent).is_none());
 }
+
+#[test]
+fn no_wait_returns_once_the_container_runs() {
+    let s = Scope::new("nowait");
+    let out = run(s.up().args(["--no-wait", "--agent-env", "STANDIN_UNHEALTHY_SECS=60", "--format", "json"]));
+    out.expect_code(0);
+    let report = out.json();
+    assert_eq!(report["action"], "create");
+    assert!(report["healthy"].is_null(), "{report}");
+    assert_eq!(inspect(&s.agent).unwrap()["State"]["Running"], true);
+}

@@ -40,7 +40,7 @@ pub async fn run(ctx: &Context, args: DoctorArgs) -> Result<u8, Failure> {
                     agent.health(),
                     agent.status(),
                     async {
-                        let report = discovery::check_once(&engine, &agent, &info.id, &patterns).await.map_err(|e| e.to_string())?;
+                        let report = discovery::check_once(&engine, &agent, &info.id, &patterns).await.map_err(|e| e.to_string())?.report;
                         let tags = agent.container_tags().await.unwrap_or_default();
                         Ok::<_, String>((report, tags))
                     },

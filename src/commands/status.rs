@@ -68,23 +68,40 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<u8, Failure> {
         return Ok(exit::UNHEALTHY);
     }
 
-    if let Some(wait) = args.wait {
-        let deadline = Instant::now() + wait;
-        discovery::wait(&engine, &agent, &info.id, &patterns, deadline, WaitFor::EveryPattern, &ctx.interrupt).await?;
-    }
+    // With --wait, the agent's version and host tags (which do not change meanwhile) are read while
+    // waiting, and the wait's last look is reused: after discovery only the tags are left to ask.
+    let (look, early_status) = match args.wait {
+        Some(wait) => {
+            let deadline = Instant::now() + wait;
+            let (look, status) = tokio::join!(
+                discovery::wait(&engine, &agent, &info.id, &patterns, deadline, WaitFor::EveryPattern, &ctx.interrupt),
+                agent.status(),
+            );
+            (Some(look?).filter(|l| l.discovered.is_some()), Some(status))
+        }
+        None => (None, None),
+    };
 
     // One round of questions, asked at once: each exec costs the daemon tens of milliseconds.
     let trust_docker = matches!(info.state.health.as_deref(), Some("healthy" | "unhealthy"));
-    let (running, workload, tags, status, health) = tokio::join!(
-        engine.running_containers(),
-        agent.workload_containers(),
+    let (fresh, tags, late_status, health) = tokio::join!(
+        async {
+            match look {
+                Some(l) => Ok((l.running, Ok(l.discovered.unwrap_or_default()))),
+                None => {
+                    let (running, workload) = tokio::join!(engine.running_containers(), agent.workload_containers());
+                    running.map(|r| (r, workload.map(|w| w.into_iter().map(|c| c.id).collect::<HashSet<_>>())))
+                }
+            }
+        },
         agent.container_tags(),
-        agent.status(),
+        async { if early_status.is_none() { Some(agent.status().await) } else { None } },
         async { if trust_docker { None } else { Some(agent.health().await) } },
     );
-    let running = running?;
+    let status = early_status.or(late_status).expect("status is asked either while waiting or now");
+    let (running, workload) = fresh?;
     let discovered: HashSet<String> = match workload {
-        Ok(list) => list.into_iter().map(|c| c.id).collect(),
+        Ok(ids) => ids,
         Err(e) => {
             tracing::warn!("cannot list what the agent discovered: {e}");
             HashSet::new()

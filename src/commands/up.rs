@@ -6,7 +6,7 @@ use crate::agent_output::HealthReport;
 use super::identity;
 use crate::cli::{Gpus, PullPolicy, UpArgs};
 use crate::discovery::{self, DiscoveryReport, Pattern, WaitFor};
-use crate::engine::{CreateOutcome, Engine, EngineError, DEFAULT_DOCKER_HOST};
+use crate::engine::{ContainerInfo, CreateOutcome, Engine, EngineError, DEFAULT_DOCKER_HOST};
 use crate::exit;
 use crate::key::{self, FoundKey, KeyLookup, SecretLookup};
 use crate::progress::PullReporter;
@@ -27,18 +27,24 @@ const RECREATE_GRACE: Duration = Duration::from_secs(30);
 /// rounds with a growing pause settle it within a few seconds.
 const CONVERGE_ATTEMPTS: u32 = 12;
 const AGENT_LOG_LINES: usize = 20;
+/// The real agent takes ~15 s to pass `agent health`; each try is one exec (tens of ms of daemon
+/// work), so tries start at 200 ms apart and settle at this.
+const MAX_HEALTH_INTERVAL: Duration = Duration::from_millis(500);
 
 pub async fn run(ctx: &Context, args: UpArgs) -> Result<u8, Failure> {
     spec::validate_image_reference(&args.image).map_err(Failure::Usage)?;
     let extra_env = args.agent_env.iter().map(|e| spec::parse_agent_env(e)).collect::<Result<Vec<_>, _>>().map_err(Failure::Usage)?;
-    let tags = identity::resolve(&args.agent).await?;
+    // The job's identity (which may ask git), the key (which may ask AWS) and Docker are independent:
+    // ask all three at once. What each answer means is decided below, in order.
+    let (tags, key, engine) = tokio::join!(identity::resolve(&args.agent), ctx.interrupt.run(find_key(&args)), ctx.engine());
+    let tags = tags?;
     let placement = placement::detect(&placement::read_surroundings());
     if placement == Placement::Kubernetes {
         let why = "running on Kubernetes (KUBERNETES_SERVICE_HOST is set): there the Datadog Helm chart or Operator runs the agent as a DaemonSet; ddsky does nothing";
         return skip(ctx, &args, &tags, vec![why.to_owned()], false);
     }
 
-    let found = match ctx.interrupt.run(find_key(&args)).await? {
+    let found = match key? {
         KeyLookup::Found { found, notes } => {
             // A key taken out of a JSON or binary secret is known only now.
             crate::redact::register(found.key.expose());
@@ -48,7 +54,7 @@ pub async fn run(ctx: &Context, args: UpArgs) -> Result<u8, Failure> {
         KeyLookup::Missing { reasons } => return skip(ctx, &args, &tags, reasons, args.key.require_key),
     };
 
-    let engine = match ctx.engine().await {
+    let engine = match engine {
         Ok(engine) => Some(engine),
         Err(e) if args.dry_run => {
             tracing::info!("{e}");
@@ -66,11 +72,16 @@ pub async fn run(ctx: &Context, args: UpArgs) -> Result<u8, Failure> {
         }
         Err(e) => return Err(e),
     };
+    let nvidiactl = Path::new("/dev/nvidiactl").exists();
+    // On the host, /dev/nvidiactl is the answer (a registered runtime without a loaded driver could
+    // not start the agent anyway). Inside a container the host's devices may be hidden, so the
+    // daemon's runtimes are asked, which costs a `GET /info`.
+    let ask_daemon = !nvidiactl && (args.gpus == Gpus::All || (args.gpus == Gpus::Auto && placement::knows_own_container(&placement)));
     let nvidia_runtime = match &engine {
-        Some(engine) => engine.has_nvidia_runtime().await?,
-        None => false,
+        Some(engine) if ask_daemon => engine.has_nvidia_runtime().await?,
+        _ => false,
     };
-    let gpus = placement::gpu_decision(gpu_mode(args.gpus), nvidia_runtime, Path::new("/dev/nvidiactl").exists()).map_err(Failure::Gpu)?;
+    let gpus = placement::gpu_decision(gpu_mode(args.gpus), nvidia_runtime, nvidiactl).map_err(Failure::Gpu)?;
 
     let settings = AgentSettings {
         name: ctx.name.clone(),
@@ -92,11 +103,16 @@ pub async fn run(ctx: &Context, args: UpArgs) -> Result<u8, Failure> {
         engine => return dry_run(ctx, engine.as_ref(), &args, &tags, &found, &spec).await,
     };
     let patterns = expectations(&crate::cli::or_env_list(&args.expect, "DDSKY_EXPECT"), &placement);
-    let (action, id) = converge(ctx, &engine, &spec, &args).await?;
+    let (action, id, known) = converge(ctx, &engine, &spec, &args).await?;
+    if args.no_wait {
+        let summary = UpSummary { action, name: &ctx.name, id: &id, image: &args.image, tags: &tags.tags, api_key: KeySummary::of(&found), healthy: None, expected: &DiscoveryReport::default() };
+        crate::output::emit(ctx.format, &summary, || up_text(&summary));
+        return Ok(exit::OK);
+    }
     let agent = AgentClient::new(engine.clone(), id.clone());
     let deadline = Instant::now() + args.timeout;
     let started = Instant::now();
-    let health = match wait_healthy(ctx, &engine, &agent, &id, deadline, action == Action::None).await {
+    let health = match wait_healthy(ctx, &engine, &agent, &id, deadline, known).await {
         // An agent this run created that cannot even start would crash-loop forever under
         // unless-stopped: remove it (its last words are in the error) rather than leave it behind.
         Err(Failure::AgentExited { name, what, exit_code, last_lines, .. }) if matches!(action, Action::Create | Action::Recreate) => {
@@ -107,7 +123,7 @@ pub async fn run(ctx: &Context, args: UpArgs) -> Result<u8, Failure> {
     };
     tracing::info!("agent {} healthy after {}", ctx.name, humantime::format_duration(round(started.elapsed())));
 
-    let report = discovery::wait(&engine, &agent, &id, &patterns, deadline, WaitFor::MatchedOnly, &ctx.interrupt).await?;
+    let report = discovery::wait(&engine, &agent, &id, &patterns, deadline, WaitFor::MatchedOnly, &ctx.interrupt).await?.report;
     let code = if report.matched_are_discovered() { exit::OK } else { exit::NOT_DISCOVERED };
 
     let summary = UpSummary {
@@ -117,7 +133,7 @@ pub async fn run(ctx: &Context, args: UpArgs) -> Result<u8, Failure> {
         image: &args.image,
         tags: &tags.tags,
         api_key: KeySummary::of(&found),
-        healthy: health.healthy,
+        healthy: Some(health.healthy),
         expected: &report,
     };
     crate::output::emit(ctx.format, &summary, || up_text(&summary));
@@ -136,8 +152,7 @@ fn gpu_mode(gpus: Gpus) -> GpuMode {
 /// one it can name (a stray /.dockerenv on a VM image must not add a pattern nobody can satisfy).
 /// `self` becomes that container's id; asked for where it cannot be known, it is dropped with a warning.
 fn expectations(given: &[String], placement: &Placement) -> Vec<Pattern> {
-    let knows_itself = matches!(placement, Placement::Container { own_id: Some(_), .. } | Placement::Container { id_hint: Some(_), .. });
-    let defaults: Vec<String> = if knows_itself { vec!["metta".into(), "self".into()] } else { vec!["metta".into()] };
+    let defaults: Vec<String> = if placement::knows_own_container(placement) { vec!["metta".into(), "self".into()] } else { vec!["metta".into()] };
     let texts = if given.is_empty() { &defaults } else { given };
     texts
         .iter()
@@ -256,7 +271,9 @@ impl LowercaseAction for String {
 }
 
 /// Brings the container to the spec; returns what was done and the container id.
-async fn converge(ctx: &Context, engine: &Engine, spec: &AgentSpec, args: &UpArgs) -> Result<(Action, String), Failure> {
+/// Brings the container to the spec; returns what was done, the container id, and for a no-op the
+/// container as just inspected (so the health wait need not ask again).
+async fn converge(ctx: &Context, engine: &Engine, spec: &AgentSpec, args: &UpArgs) -> Result<(Action, String, Option<ContainerInfo>), Failure> {
     let image = &args.image;
     let mut image_checked = false;
     for attempt in 0..CONVERGE_ATTEMPTS {
@@ -285,12 +302,12 @@ async fn converge(ctx: &Context, engine: &Engine, spec: &AgentSpec, args: &UpArg
         match (action, existing) {
             (Action::None, Some(c)) => {
                 tracing::info!("agent {} is {why}", spec.name);
-                return Ok((Action::None, c.id));
+                return Ok((Action::None, c.id.clone(), Some(c)));
             }
             (Action::Start, Some(c)) => {
                 tracing::info!("starting agent {}: {why}", spec.name);
                 engine.start(&c.id).await?;
-                return Ok((Action::Start, c.id));
+                return Ok((Action::Start, c.id, None));
             }
             (Action::Create | Action::Recreate, existing) => {
                 if !image_checked {
@@ -305,7 +322,7 @@ async fn converge(ctx: &Context, engine: &Engine, spec: &AgentSpec, args: &UpArg
                 }
                 if let Some(id) = create_and_start(engine, spec).await? {
                     tracing::info!("agent {} {} ({})", spec.name, if action == Action::Create { "created" } else { "recreated" }, short(&id));
-                    return Ok((action, id));
+                    return Ok((action, id, None));
                 }
                 tracing::debug!("another ddsky created {} first; looking again", spec.name);
             }
@@ -347,12 +364,16 @@ async fn ensure_image(ctx: &Context, engine: &Engine, image: &str, policy: PullP
     }
 }
 
-/// Waits until `agent health` passes. A no-op `up` trusts Docker's own health status, which costs no exec.
-async fn wait_healthy(ctx: &Context, engine: &Engine, agent: &AgentClient, id: &str, deadline: Instant, trust_docker: bool) -> Result<HealthReport, Failure> {
-    let first = engine.inspect(id).await?.ok_or_else(|| Failure::AgentGone { name: ctx.name.clone() })?;
-    if trust_docker && first.state.health.as_deref() == Some("healthy") {
+/// Waits until `agent health` passes. A no-op `up` (`unchanged`: the container as converge saw it)
+/// trusts Docker's own health status, which costs no exec.
+async fn wait_healthy(ctx: &Context, engine: &Engine, agent: &AgentClient, id: &str, deadline: Instant, unchanged: Option<ContainerInfo>) -> Result<HealthReport, Failure> {
+    if unchanged.as_ref().is_some_and(|c| c.state.health.as_deref() == Some("healthy")) {
         return Ok(HealthReport { healthy: true, ..Default::default() });
     }
+    let first = match unchanged {
+        Some(c) => c,
+        None => engine.inspect(id).await?.ok_or_else(|| Failure::AgentGone { name: ctx.name.clone() })?,
+    };
     let restarts_before = first.state.restart_count;
     let started = Instant::now();
     let mut backoff = Duration::from_millis(200);
@@ -385,7 +406,7 @@ async fn wait_healthy(ctx: &Context, engine: &Engine, agent: &AgentClient, id: &
         }
         tracing::debug!(unhealthy = ?report.unhealthy_components, "agent not healthy yet");
         ctx.interrupt.run(tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())))).await?;
-        backoff = (backoff * 3 / 2).min(Duration::from_secs(1));
+        backoff = (backoff * 3 / 2).min(MAX_HEALTH_INTERVAL);
     }
 }
 
@@ -405,7 +426,8 @@ struct UpSummary<'a> {
     image: &'a str,
     tags: &'a [String],
     api_key: KeySummary,
-    healthy: bool,
+    /// `null` with --no-wait.
+    healthy: Option<bool>,
     #[serde(flatten)]
     expected: &'a DiscoveryReport,
 }
@@ -417,8 +439,13 @@ fn up_text(s: &UpSummary<'_>) -> String {
         Action::Start => "started",
         Action::None | Action::Skip => "already up",
     };
+    let health = match s.healthy {
+        Some(true) => "healthy",
+        Some(false) => "not healthy",
+        None => "not waiting for health (--no-wait; check with `ddsky status`)",
+    };
     let mut lines = vec![
-        format!("agent {} {verb} ({}, image {}), healthy", s.name, short(s.id), s.image),
+        format!("agent {} {verb} ({}, image {}), {health}", s.name, short(s.id), s.image),
         format!("tags: {}", s.tags.join(" ")),
         format!("api key: from {}, ending {}", s.api_key.source, s.api_key.ending),
     ];
