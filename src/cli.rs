@@ -158,7 +158,7 @@ pub struct UpArgs {
     pub pull: PullPolicy,
 
     /// Remove a container of the same name that ddsky did not create.
-    #[arg(long)]
+    #[arg(long, env = "DDSKY_REPLACE", value_parser = clap::builder::BoolishValueParser::new())]
     pub replace: bool,
 
     /// How long to wait for the agent to be healthy and the job discovered.

@@ -123,7 +123,10 @@ fn wait_exit(mut child: Child, within: Duration) -> (Option<i32>, Duration) {
     let start = Instant::now();
     while start.elapsed() < within {
         if let Some(status) = child.try_wait().unwrap() {
-            return (status.code(), start.elapsed());
+            // A signal that lands before ddsky installed its handlers ends it by the default action;
+            // a shell reports that as 128 + the signal, like ddsky's own 130/143.
+            use std::os::unix::process::ExitStatusExt;
+            return (status.code().or(status.signal().map(|s| 128 + s)), start.elapsed());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -150,6 +153,30 @@ fn sigint_and_sigterm_while_waiting_exit_130_and_143_promptly_leaving_a_whole_ag
         assert!(took < Duration::from_secs(1), "SIG{sig} took {took:?}");
         let c = inspect(&s.agent).expect("the agent was fully created before the signal");
         assert_eq!(c["State"]["Running"], true);
+    }
+}
+
+#[test]
+fn a_signal_at_any_moment_of_up_leaves_no_half_created_container() {
+    // Sweep the signal across key lookup, connect, create, start and the health wait.
+    for (i, delay_ms) in [0u64, 40, 80, 120, 160, 240, 400].into_iter().enumerate() {
+        let sig = if i % 2 == 0 { "INT" } else { "TERM" };
+        let s = Scope::new(&format!("sigsweep{i}"));
+        let child = s
+            .up()
+            .args(["--agent-env", "STANDIN_UNHEALTHY_SECS=120", "--expect", "none-such"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        signal(&child, sig);
+        let (status, took) = wait_exit(child, Duration::from_secs(5));
+        assert!(matches!(status, Some(130 | 143)), "SIG{sig} after {delay_ms} ms: {status:?}");
+        assert!(took < Duration::from_secs(1), "SIG{sig} after {delay_ms} ms took {took:?}");
+        if let Some(c) = inspect(&s.agent) {
+            assert_eq!(c["State"]["Status"], "running", "after {delay_ms} ms: a container exists only whole and started");
+        }
     }
 }
 

@@ -124,6 +124,27 @@ fn env_file_feeds_docker_run() {
 }
 
 #[test]
+fn git_ref_falls_back_to_the_checked_out_commit() {
+    let s = Scope::new("gitref");
+    let dir = std::env::temp_dir().join(format!("{}-repo", s.prefix));
+    std::fs::create_dir_all(&dir).unwrap();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git").args(args).current_dir(&dir).output().unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    git(&["init", "-q"]);
+    git(&["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "--allow-empty", "-m", "x"]);
+    let head = git(&["rev-parse", "HEAD"]);
+    let out = run(s.ddsky().current_dir(&dir).args(["env", "--format", "json"]));
+    let without_env = out.json();
+    let with_env = run(s.ddsky().current_dir(&dir).env("METTA_GIT_REF", "f".repeat(40)).args(["env", "--format", "json"])).json();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(without_env["DD_VERSION"], head.as_str(), "{out}");
+    assert_eq!(with_env["DD_VERSION"], "f".repeat(40).as_str(), "METTA_GIT_REF wins");
+}
+
+#[test]
 fn malformed_cluster_info_warns_and_keeps_the_other_tags() {
     let s = Scope::new("clusterinfo");
     let out = run(s.ddsky().env("SKYPILOT_CLUSTER_INFO", "{not json").env("METTA_RUN_ID", "r1").args(["env", "--format", "json"]));
