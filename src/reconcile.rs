@@ -19,6 +19,19 @@ pub enum Action {
     Skip,
 }
 
+impl Action {
+    /// The action as a verb for text output.
+    pub fn verb(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Recreate => "recreate",
+            Action::Start => "start",
+            Action::None => "leave as is",
+            Action::Skip => "skip",
+        }
+    }
+}
+
 /// Why the existing container is being replaced, for the user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {

@@ -242,8 +242,8 @@ async fn dry_run(ctx: &Context, engine: Option<&Engine>, args: &UpArgs, tags: &T
     crate::output::emit(ctx.format, &plan, || {
         let body = serde_json::to_string_pretty(&plan.container).unwrap_or_default();
         format!(
-            "dry run: would {action:?} agent {name} ({reason})\nimage: {image}\ntags: {tags}\napi key: from {source}, ending {ending}\ncontainer:\n{body}",
-            action = plan.action,
+            "dry run: would {action} agent {name} ({reason})\nimage: {image}\ntags: {tags}\napi key: from {source}, ending {ending}\ncontainer:\n{body}",
+            action = plan.action.verb(),
             name = plan.name,
             reason = plan.reason,
             image = plan.image,
@@ -251,26 +251,10 @@ async fn dry_run(ctx: &Context, engine: Option<&Engine>, args: &UpArgs, tags: &T
             source = plan.api_key.source,
             ending = plan.api_key.ending,
         )
-        .to_lowercase_action()
     });
     Ok(exit::OK)
 }
 
-trait LowercaseAction {
-    fn to_lowercase_action(self) -> String;
-}
-
-impl LowercaseAction for String {
-    /// `{:?}` of Action is capitalised; the text output uses the same words as the JSON.
-    fn to_lowercase_action(self) -> String {
-        match self.split_once(" agent ") {
-            Some((head, tail)) => format!("{} agent {tail}", head.to_lowercase()),
-            None => self,
-        }
-    }
-}
-
-/// Brings the container to the spec; returns what was done and the container id.
 /// Brings the container to the spec; returns what was done, the container id, and for a no-op the
 /// container as just inspected (so the health wait need not ask again).
 async fn converge(ctx: &Context, engine: &Engine, spec: &AgentSpec, args: &UpArgs) -> Result<(Action, String, Option<ContainerInfo>), Failure> {
