@@ -62,11 +62,13 @@ fn run(cli: cli::Cli) -> u8 {
         match outcome {
             Ok(code) => code,
             Err(failure) => {
-                for line in failure.details() {
+                let code = failure.exit_code();
+                let details = failure.details().to_vec();
+                logging::fail(&anyhow::Error::new(failure), code);
+                for line in details {
                     output::error_line(&format!("  | {line}"));
                 }
-                let code = failure.exit_code();
-                logging::fail(&anyhow::Error::new(failure), code)
+                code
             }
         }
     })
