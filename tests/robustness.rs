@@ -181,8 +181,14 @@ fn a_signal_at_any_moment_of_up_leaves_no_half_created_container() {
 }
 
 #[test]
-fn sigint_during_a_pull_exits_130_and_creates_nothing() {
-    let s = Scope::new("sigpull");
+fn sigint_and_sigterm_during_a_pull_exit_130_and_143_and_create_nothing() {
+    for (sig, code) in [("INT", 130), ("TERM", 143)] {
+        signal_during_a_pull(sig, code);
+    }
+}
+
+fn signal_during_a_pull(sig: &str, code: i32) {
+    let s = Scope::new(&format!("sigpull{sig}"));
     // A "registry" that accepts connections and never answers: the pull hangs.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -200,9 +206,9 @@ fn sigint_during_a_pull_exits_130_and_creates_nothing() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    signal(&child, "INT");
+    signal(&child, sig);
     let (status, took) = wait_exit(child, Duration::from_secs(5));
-    assert_eq!(status, Some(130));
+    assert_eq!(status, Some(code), "SIG{sig}");
     assert!(took < Duration::from_secs(1), "took {took:?}");
     assert!(inspect(&s.agent).is_none(), "nothing created");
 }
