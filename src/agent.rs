@@ -14,9 +14,16 @@ pub enum AgentError {
     #[error(transparent)]
     Exec(#[from] EngineError),
     #[error("the agent's answer to `agent {command}` could not be read: {source}")]
-    Output { command: &'static str, source: OutputError },
+    Output {
+        command: &'static str,
+        source: OutputError,
+    },
     #[error("`agent {command}` failed (exit {code}): {detail}")]
-    Failed { command: &'static str, code: i64, detail: String },
+    Failed {
+        command: &'static str,
+        code: i64,
+        detail: String,
+    },
 }
 
 /// Whether this agent understands `--json` on a command: learnt once, then remembered.
@@ -32,7 +39,8 @@ impl JsonSupport {
     }
 
     fn set(&self, yes: bool) {
-        self.0.store(if yes { Self::YES } else { Self::NO }, Ordering::Relaxed);
+        self.0
+            .store(if yes { Self::YES } else { Self::NO }, Ordering::Relaxed);
     }
 }
 
@@ -45,7 +53,12 @@ pub struct AgentClient {
 
 impl AgentClient {
     pub fn new(engine: Engine, container: impl Into<String>) -> Self {
-        AgentClient { engine, container: container.into(), json_workload: JsonSupport::default(), json_tagger: JsonSupport::default() }
+        AgentClient {
+            engine,
+            container: container.into(),
+            json_workload: JsonSupport::default(),
+            json_tagger: JsonSupport::default(),
+        }
     }
 
     async fn run(&self, args: &[&str], env: &[&str]) -> Result<ExecOutput, EngineError> {
@@ -57,7 +70,11 @@ impl AgentClient {
     /// `agent health`: exit 0 means healthy.
     pub async fn health(&self) -> Result<HealthReport, AgentError> {
         let out = self.run(&["health"], &[]).await?;
-        Ok(agent_output::parse_health(out.exit_code, &out.stdout, &out.stderr))
+        Ok(agent_output::parse_health(
+            out.exit_code,
+            &out.stdout,
+            &out.stderr,
+        ))
     }
 
     /// The containers the agent has discovered (`agent workload-list`, JSON when the agent has it).
@@ -67,7 +84,12 @@ impl AgentClient {
             let out = self.run(&[COMMAND, "--json"], &QUIET_ENV).await?;
             if out.exit_code == 0 {
                 self.json_workload.set(true);
-                return agent_output::parse_workload_list_json(&out.stdout).map_err(|source| AgentError::Output { command: COMMAND, source });
+                return agent_output::parse_workload_list_json(&out.stdout).map_err(|source| {
+                    AgentError::Output {
+                        command: COMMAND,
+                        source,
+                    }
+                });
             }
             if !agent_output::json_flag_unsupported(&out.stdout, &out.stderr) {
                 return Err(failed(COMMAND, &out));
@@ -89,7 +111,12 @@ impl AgentClient {
             let out = self.run(&[COMMAND, "--json"], &QUIET_ENV).await?;
             if out.exit_code == 0 {
                 self.json_tagger.set(true);
-                return agent_output::parse_tagger_list_json(&out.stdout).map_err(|source| AgentError::Output { command: COMMAND, source });
+                return agent_output::parse_tagger_list_json(&out.stdout).map_err(|source| {
+                    AgentError::Output {
+                        command: COMMAND,
+                        source,
+                    }
+                });
             }
             if !agent_output::json_flag_unsupported(&out.stdout, &out.stderr) {
                 return Err(failed(COMMAND, &out));
@@ -110,12 +137,30 @@ impl AgentClient {
         if out.exit_code != 0 {
             return Err(failed(COMMAND, &out));
         }
-        agent_output::parse_status_json(&out.stdout).map_err(|source| AgentError::Output { command: COMMAND, source })
+        agent_output::parse_status_json(&out.stdout).map_err(|source| AgentError::Output {
+            command: COMMAND,
+            source,
+        })
     }
 }
 
 fn failed(command: &'static str, out: &ExecOutput) -> AgentError {
-    let text = if out.stderr.trim().is_empty() { &out.stdout } else { &out.stderr };
-    let detail = agent_output::strip_ansi(text).lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("no output").chars().take(300).collect();
-    AgentError::Failed { command, code: out.exit_code, detail }
+    let text = if out.stderr.trim().is_empty() {
+        &out.stdout
+    } else {
+        &out.stderr
+    };
+    let detail = agent_output::strip_ansi(text)
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .unwrap_or("no output")
+        .chars()
+        .take(300)
+        .collect();
+    AgentError::Failed {
+        command,
+        code: out.exit_code,
+        detail,
+    }
 }

@@ -1068,10 +1068,7 @@ Name: ghost\n\
         expected.sort_unstable();
         assert_eq!(ids(&containers), expected);
 
-        assert_eq!(
-            by_id(&containers, ID_A),
-            &myapp()
-        );
+        assert_eq!(by_id(&containers, ID_A), &myapp());
         let b = by_id(&containers, ID_B);
         assert_eq!(b.name.as_deref(), Some("sky-job-1"));
         assert_eq!(
@@ -1137,10 +1134,7 @@ Name: ghost\n\
         let mut expected = vec![ID_A, ID_B];
         expected.sort_unstable();
         assert_eq!(ids(&containers), expected);
-        assert_eq!(
-            by_id(&containers, ID_A),
-            &myapp()
-        );
+        assert_eq!(by_id(&containers, ID_A), &myapp());
         let b = by_id(&containers, ID_B);
         assert_eq!(
             (b.name.as_deref(), b.image_name.as_deref()),

@@ -84,7 +84,9 @@ pub fn or_env_list(given: &[String], var: &str) -> Vec<String> {
     if !given.is_empty() {
         return given.to_vec();
     }
-    crate::output::env_var(var).map(|v| v.split_whitespace().map(str::to_owned).collect()).unwrap_or_default()
+    crate::output::env_var(var)
+        .map(|v| v.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default()
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -276,7 +278,8 @@ mod tests {
     #[test]
     fn global_flags_go_before_or_after_the_command() {
         let a = Cli::try_parse_from(["ddsky", "--name", "x1", "status"]).unwrap();
-        let b = Cli::try_parse_from(["ddsky", "status", "--name", "x1", "--format", "json"]).unwrap();
+        let b =
+            Cli::try_parse_from(["ddsky", "status", "--name", "x1", "--format", "json"]).unwrap();
         assert_eq!(a.global.name, "x1");
         assert_eq!(b.global.name, "x1");
         assert_eq!(b.global.format, Format::Json);
@@ -285,8 +288,13 @@ mod tests {
     #[test]
     fn up_defaults() {
         let cli = Cli::try_parse_from(["ddsky", "up"]).unwrap();
-        let Command::Up(up) = cli.command else { panic!() };
-        assert!(up.expect.is_empty(), "the default is applied by up, which knows where it runs");
+        let Command::Up(up) = cli.command else {
+            panic!()
+        };
+        assert!(
+            up.expect.is_empty(),
+            "the default is applied by up, which knows where it runs"
+        );
         assert_eq!(up.gpus, Gpus::Auto);
         assert_eq!(up.timeout, Duration::from_secs(180));
         assert_eq!(up.image, "datadog/agent:7");

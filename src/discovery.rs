@@ -39,7 +39,9 @@ pub fn matches(pattern: &str, container: &RunningContainer) -> bool {
     let is_id_prefix = pattern.len() >= MIN_ID_PREFIX
         && pattern.chars().all(|c| c.is_ascii_hexdigit())
         && container.id.starts_with(&pattern.to_ascii_lowercase());
-    is_id_prefix || container.name == pattern.trim_start_matches('/') || image_repository(&container.image) == pattern
+    is_id_prefix
+        || container.name == pattern.trim_start_matches('/')
+        || image_repository(&container.image) == pattern
 }
 
 /// What the user wrote (`label`, e.g. `self`) and what is matched (`needle`, e.g. the container id).
@@ -51,7 +53,10 @@ pub struct Pattern {
 
 impl Pattern {
     pub fn new(text: &str) -> Self {
-        Pattern { label: text.to_owned(), needle: text.to_owned() }
+        Pattern {
+            label: text.to_owned(),
+            needle: text.to_owned(),
+        }
     }
 
     pub fn all(texts: &[String]) -> Vec<Pattern> {
@@ -83,7 +88,9 @@ pub struct DiscoveryReport {
 impl DiscoveryReport {
     /// Every matching container is discovered (patterns with no match yet are not waited for).
     pub fn matched_are_discovered(&self) -> bool {
-        self.expected.iter().all(|e| e.matches.iter().all(|m| m.discovered))
+        self.expected
+            .iter()
+            .all(|e| e.matches.iter().all(|m| m.discovered))
     }
 
     /// Every pattern has a match and all are discovered.
@@ -97,28 +104,48 @@ impl DiscoveryReport {
 
     /// Patterns that no running container matches.
     pub fn unmatched(&self) -> impl Iterator<Item = &str> {
-        self.expected.iter().filter(|e| e.matches.is_empty()).map(|e| e.pattern.as_str())
+        self.expected
+            .iter()
+            .filter(|e| e.matches.is_empty())
+            .map(|e| e.pattern.as_str())
     }
 
     /// Matching containers the agent does not list.
     pub fn undiscovered(&self) -> impl Iterator<Item = &MatchedContainer> {
-        self.expected.iter().flat_map(|e| e.matches.iter()).filter(|m| !m.discovered)
+        self.expected
+            .iter()
+            .flat_map(|e| e.matches.iter())
+            .filter(|m| !m.discovered)
     }
 }
 
 /// Matches every pattern against the running containers (the agent's own excluded) and marks which
 /// ones the agent discovered.
-pub fn evaluate(patterns: &[Pattern], running: &[RunningContainer], discovered: &HashSet<String>, agent_id: &str) -> DiscoveryReport {
+pub fn evaluate(
+    patterns: &[Pattern],
+    running: &[RunningContainer],
+    discovered: &HashSet<String>,
+    agent_id: &str,
+) -> DiscoveryReport {
     let expected = patterns
         .iter()
         .map(|pattern| {
             let matches: Vec<MatchedContainer> = running
                 .iter()
                 .filter(|c| c.id != agent_id && matches(&pattern.needle, c))
-                .map(|c| MatchedContainer { id: c.id.clone(), name: c.name.clone(), image: c.image.clone(), discovered: discovered.contains(&c.id) })
+                .map(|c| MatchedContainer {
+                    id: c.id.clone(),
+                    name: c.name.clone(),
+                    image: c.image.clone(),
+                    discovered: discovered.contains(&c.id),
+                })
                 .collect();
             let discovered = !matches.is_empty() && matches.iter().all(|m| m.discovered);
-            Expectation { pattern: pattern.label.clone(), matches, discovered }
+            Expectation {
+                pattern: pattern.label.clone(),
+                matches,
+                discovered,
+            }
         })
         .collect();
     DiscoveryReport { expected }
@@ -163,7 +190,8 @@ pub async fn wait(
     interrupt: &Interrupt,
 ) -> Result<Look, WaitError> {
     // Subscribe before the first look so a container starting in between is not missed.
-    let mut events: Pin<Box<dyn Stream<Item = ContainerEvent> + Send>> = Box::pin(engine.container_events());
+    let mut events: Pin<Box<dyn Stream<Item = ContainerEvent> + Send>> =
+        Box::pin(engine.container_events());
     let mut first_pending: Option<Instant> = None;
     loop {
         let look = check_once(engine, agent, agent_id, patterns).await?;
@@ -185,7 +213,11 @@ pub async fn wait(
         if !poll_soon {
             first_pending = None;
         }
-        let wake = if poll_soon { (Instant::now() + interval).min(deadline) } else { deadline };
+        let wake = if poll_soon {
+            (Instant::now() + interval).min(deadline)
+        } else {
+            deadline
+        };
         tracing::debug!(?interval, poll_soon, "waiting for discovery");
         interrupt
             .run(async {
@@ -199,15 +231,33 @@ pub async fn wait(
 }
 
 /// One look: the running containers, and (only if any is expected) what the agent lists.
-pub async fn check_once(engine: &Engine, agent: &AgentClient, agent_id: &str, patterns: &[Pattern]) -> Result<Look, WaitError> {
+pub async fn check_once(
+    engine: &Engine,
+    agent: &AgentClient,
+    agent_id: &str,
+    patterns: &[Pattern],
+) -> Result<Look, WaitError> {
     let running = engine.running_containers().await?;
     let report = evaluate(patterns, &running, &HashSet::new(), agent_id);
     if !report.has_matches() {
-        return Ok(Look { running, discovered: None, report });
+        return Ok(Look {
+            running,
+            discovered: None,
+            report,
+        });
     }
-    let discovered: HashSet<String> = agent.workload_containers().await?.into_iter().map(|c| c.id).collect();
+    let discovered: HashSet<String> = agent
+        .workload_containers()
+        .await?
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
     let report = evaluate(patterns, &running, &discovered, agent_id);
-    Ok(Look { running, discovered: Some(discovered), report })
+    Ok(Look {
+        running,
+        discovered: Some(discovered),
+        report,
+    })
 }
 
 #[cfg(test)]
@@ -215,12 +265,19 @@ mod tests {
     use super::*;
 
     fn c(id: &str, name: &str, image: &str) -> RunningContainer {
-        RunningContainer { id: id.repeat(64 / id.len()), name: name.into(), image: image.into() }
+        RunningContainer {
+            id: id.repeat(64 / id.len()),
+            name: name.into(),
+            image: image.into(),
+        }
     }
 
     #[test]
     fn image_repository_is_the_last_component_without_tag() {
-        assert_eq!(image_repository("751442549699.dkr.ecr.us-east-1.amazonaws.com/metta:latest"), "metta");
+        assert_eq!(
+            image_repository("751442549699.dkr.ecr.us-east-1.amazonaws.com/metta:latest"),
+            "metta"
+        );
         assert_eq!(image_repository("metta"), "metta");
         assert_eq!(image_repository("127.0.0.1:5000/team/metta:v1"), "metta");
         assert_eq!(image_repository("metta@sha256:abcd"), "metta");
@@ -229,7 +286,11 @@ mod tests {
 
     #[test]
     fn matches_by_image_name_or_id_prefix() {
-        let job = c("ab", "sky_container", "751442549699.dkr.ecr.us-east-1.amazonaws.com/metta:latest");
+        let job = c(
+            "ab",
+            "sky_container",
+            "751442549699.dkr.ecr.us-east-1.amazonaws.com/metta:latest",
+        );
         assert!(matches("metta", &job));
         assert!(matches("sky_container", &job));
         assert!(matches("abab", &job));
@@ -243,14 +304,35 @@ mod tests {
 
     #[test]
     fn report_excludes_the_agent_and_marks_discovery() {
-        let running = [c("aa", "dd-agent", "datadog/agent:7"), c("bb", "job", "metta:latest"), c("cc", "job2", "metta:latest")];
+        let running = [
+            c("aa", "dd-agent", "datadog/agent:7"),
+            c("bb", "job", "metta:latest"),
+            c("cc", "job2", "metta:latest"),
+        ];
         let discovered = HashSet::from([running[1].id.clone()]);
-        let report = evaluate(&Pattern::all(&["metta".into(), "agent".into(), "other".into()]), &running, &discovered, &running[0].id);
+        let report = evaluate(
+            &Pattern::all(&["metta".into(), "agent".into(), "other".into()]),
+            &running,
+            &discovered,
+            &running[0].id,
+        );
         assert_eq!(report.expected[0].matches.len(), 2);
-        assert!(!report.expected[0].discovered, "one of two is not discovered");
-        assert!(report.expected[1].matches.is_empty(), "the agent never counts as the job");
+        assert!(
+            !report.expected[0].discovered,
+            "one of two is not discovered"
+        );
+        assert!(
+            report.expected[1].matches.is_empty(),
+            "the agent never counts as the job"
+        );
         assert_eq!(report.unmatched().collect::<Vec<_>>(), ["agent", "other"]);
-        assert_eq!(report.undiscovered().map(|m| m.name.as_str()).collect::<Vec<_>>(), ["job2"]);
+        assert_eq!(
+            report
+                .undiscovered()
+                .map(|m| m.name.as_str())
+                .collect::<Vec<_>>(),
+            ["job2"]
+        );
         assert!(!report.matched_are_discovered());
         assert!(!report.all_discovered());
     }
@@ -258,7 +340,10 @@ mod tests {
     #[test]
     fn a_resolved_pattern_matches_by_needle_and_reports_its_label() {
         let running = [c("ab", "sky_container", "metta:latest")];
-        let me = Pattern { label: "self".into(), needle: running[0].id.clone() };
+        let me = Pattern {
+            label: "self".into(),
+            needle: running[0].id.clone(),
+        };
         let report = evaluate(&[me], &running, &HashSet::new(), "");
         assert_eq!(report.expected[0].pattern, "self");
         assert_eq!(report.expected[0].matches.len(), 1);

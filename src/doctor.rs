@@ -28,16 +28,36 @@ pub struct Check {
 
 impl Check {
     fn ok(name: &'static str, evidence: impl Into<String>) -> Self {
-        Check { name, verdict: Verdict::Ok, evidence: evidence.into(), fix: None }
+        Check {
+            name,
+            verdict: Verdict::Ok,
+            evidence: evidence.into(),
+            fix: None,
+        }
     }
     fn warn(name: &'static str, evidence: impl Into<String>, fix: impl Into<String>) -> Self {
-        Check { name, verdict: Verdict::Warn, evidence: evidence.into(), fix: Some(fix.into()) }
+        Check {
+            name,
+            verdict: Verdict::Warn,
+            evidence: evidence.into(),
+            fix: Some(fix.into()),
+        }
     }
     fn fail(name: &'static str, evidence: impl Into<String>, fix: impl Into<String>) -> Self {
-        Check { name, verdict: Verdict::Fail, evidence: evidence.into(), fix: Some(fix.into()) }
+        Check {
+            name,
+            verdict: Verdict::Fail,
+            evidence: evidence.into(),
+            fix: Some(fix.into()),
+        }
     }
     fn skipped(name: &'static str, because: &str) -> Self {
-        Check { name, verdict: Verdict::Skipped, evidence: format!("not checked: {because}"), fix: None }
+        Check {
+            name,
+            verdict: Verdict::Skipped,
+            evidence: format!("not checked: {because}"),
+            fix: None,
+        }
     }
 }
 
@@ -78,7 +98,10 @@ pub struct Facts {
 
 /// Mount points inside the agent that Datadog's recipe needs, and what each is for.
 const REQUIRED_MOUNTS: [(&str, &str); 5] = [
-    ("/var/run/docker.sock", "container discovery and the docker check"),
+    (
+        "/var/run/docker.sock",
+        "container discovery and the docker check",
+    ),
     ("/host/proc", "host and process metrics"),
     ("/host/sys/fs/cgroup", "container metrics"),
     ("/var/lib/docker/containers", "container logs"),
@@ -89,8 +112,15 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
     let mut checks = Vec::new();
     let docker = match &f.docker {
         Ok(d) => {
-            let server = d.server_version.as_deref().map(|v| format!(", Docker {v}")).unwrap_or_default();
-            checks.push(Check::ok("docker api", format!("{} answers, API {}{server}", d.host, d.api_version)));
+            let server = d
+                .server_version
+                .as_deref()
+                .map(|v| format!(", Docker {v}"))
+                .unwrap_or_default();
+            checks.push(Check::ok(
+                "docker api",
+                format!("{} answers, API {}{server}", d.host, d.api_version),
+            ));
             true
         }
         Err(e) => {
@@ -108,7 +138,11 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
     let running = agent.is_some_and(|a| a.state.running);
     checks.push(match (docker, agent) {
         (false, _) => Check::skipped("agent container", "the Docker API is unreachable"),
-        (true, None) => Check::fail("agent container", format!("no container named {}", f.agent_name), "run `ddsky up`"),
+        (true, None) => Check::fail(
+            "agent container",
+            format!("no container named {}", f.agent_name),
+            "run `ddsky up`",
+        ),
         (true, Some(a)) => agent_container(a),
     });
     checks.push(match agent {
@@ -124,11 +158,25 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
     checks.push(match (&f.health, running) {
         (_, false) => Check::skipped("agent health", not_running),
         (None, true) => Check::skipped("agent health", "`agent health` was not run"),
-        (Some(Err(e)), true) => Check::fail("agent health", format!("`agent health` could not run: {e}"), "see `ddsky logs`"),
-        (Some(Ok(h)), true) if h.healthy => Check::ok("agent health", format!("{} healthy components", h.healthy_components.len())),
+        (Some(Err(e)), true) => Check::fail(
+            "agent health",
+            format!("`agent health` could not run: {e}"),
+            "see `ddsky logs`",
+        ),
+        (Some(Ok(h)), true) if h.healthy => Check::ok(
+            "agent health",
+            format!("{} healthy components", h.healthy_components.len()),
+        ),
         (Some(Ok(h)), true) => Check::fail(
             "agent health",
-            format!("unhealthy: {}", if h.unhealthy_components.is_empty() { h.unreachable.clone().unwrap_or_default() } else { h.unhealthy_components.join(", ") }),
+            format!(
+                "unhealthy: {}",
+                if h.unhealthy_components.is_empty() {
+                    h.unreachable.clone().unwrap_or_default()
+                } else {
+                    h.unhealthy_components.join(", ")
+                }
+            ),
             crate::commands::unhealthy_hint(&h.unhealthy_components),
         ),
     });
@@ -149,7 +197,14 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
             checks.push(logs_and_ports(s, &f.ports));
         }
         Err(why) => {
-            for name in ["api key", "data accepted", "docker check", "hostname", "host tags", "logs and ports"] {
+            for name in [
+                "api key",
+                "data accepted",
+                "docker check",
+                "hostname",
+                "host tags",
+                "logs and ports",
+            ] {
                 checks.push(Check::skipped(name, why));
             }
         }
@@ -158,7 +213,11 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
     checks.push(match (&f.expected, running) {
         (_, false) => Check::skipped("expected containers", not_running),
         (None, true) => Check::skipped("expected containers", "discovery was not checked"),
-        (Some(Err(e)), true) => Check::fail("expected containers", format!("cannot list what the agent discovered: {e}"), "see `ddsky logs`"),
+        (Some(Err(e)), true) => Check::fail(
+            "expected containers",
+            format!("cannot list what the agent discovered: {e}"),
+            "see `ddsky logs`",
+        ),
         (Some(Ok((report, tags))), true) => expected(report, tags),
     });
     checks
@@ -167,12 +226,27 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
 fn agent_container(a: &ContainerInfo) -> Check {
     const NAME: &str = "agent container";
     let health = a.state.health.as_deref().unwrap_or("no health check");
-    let evidence = format!("{} ({}), {}, {health}, {} restarts, image {}", a.name, short(&a.id), a.state.status, a.state.restart_count, a.image);
+    let evidence = format!(
+        "{} ({}), {}, {health}, {} restarts, image {}",
+        a.name,
+        short(&a.id),
+        a.state.status,
+        a.state.restart_count,
+        a.image
+    );
     if !a.state.running {
-        return Check::fail(NAME, evidence, "run `ddsky up` to start it, and `ddsky logs` to see why it stopped");
+        return Check::fail(
+            NAME,
+            evidence,
+            "run `ddsky up` to start it, and `ddsky logs` to see why it stopped",
+        );
     }
     if !is_managed(a) {
-        return Check::warn(NAME, evidence, "not created by ddsky: `ddsky up --replace` puts ddsky's agent in its place");
+        return Check::warn(
+            NAME,
+            evidence,
+            "not created by ddsky: `ddsky up --replace` puts ddsky's agent in its place",
+        );
     }
     if a.state.restart_count > 0 {
         return Check::warn(NAME, evidence, "it restarted: see `ddsky logs` for why");
@@ -183,10 +257,21 @@ fn agent_container(a: &ContainerInfo) -> Check {
 fn namespaces(a: &ContainerInfo, cgroup_v2: bool) -> Check {
     const NAME: &str = "namespaces";
     let pid = a.pid_mode.as_deref().unwrap_or("private");
-    let cgroupns = a.cgroupns_mode.as_deref().filter(|m| !m.is_empty()).unwrap_or("default");
-    let evidence = format!("cgroup v{} host; agent pid namespace {pid}, cgroup namespace {cgroupns}", if cgroup_v2 { 2 } else { 1 });
+    let cgroupns = a
+        .cgroupns_mode
+        .as_deref()
+        .filter(|m| !m.is_empty())
+        .unwrap_or("default");
+    let evidence = format!(
+        "cgroup v{} host; agent pid namespace {pid}, cgroup namespace {cgroupns}",
+        if cgroup_v2 { 2 } else { 1 }
+    );
     if pid != "host" {
-        return Check::fail(NAME, evidence, "process and container metrics need the host PID namespace: `ddsky up --replace`");
+        return Check::fail(
+            NAME,
+            evidence,
+            "process and container metrics need the host PID namespace: `ddsky up --replace`",
+        );
     }
     if cgroup_v2 && cgroupns != "host" {
         return Check::fail(NAME, evidence, "on cgroup v2 the agent needs --cgroupns host for container metrics: `ddsky up --replace`");
@@ -204,7 +289,11 @@ fn mounts(a: &ContainerInfo) -> Check {
     if missing.is_empty() {
         Check::ok(NAME, "docker socket, /host/proc, /host/sys/fs/cgroup, container logs and run dir are mounted")
     } else {
-        let fix = if is_managed(a) { "`ddsky up` recreates the agent with every mount" } else { "`ddsky up --replace` recreates the agent with every mount" };
+        let fix = if is_managed(a) {
+            "`ddsky up` recreates the agent with every mount"
+        } else {
+            "`ddsky up --replace` recreates the agent with every mount"
+        };
         Check::fail(NAME, format!("missing: {}", missing.join(", ")), fix)
     }
 }
@@ -225,13 +314,25 @@ fn api_key(s: &AgentStatus) -> Check {
 fn data_accepted(s: &AgentStatus) -> Check {
     const NAME: &str = "data accepted";
     let t = &s.transactions;
-    let codes: Vec<String> = t.http_errors_by_code.iter().map(|(code, n)| format!("HTTP {code} x{n}")).collect();
+    let codes: Vec<String> = t
+        .http_errors_by_code
+        .iter()
+        .map(|(code, n)| format!("HTTP {code} x{n}"))
+        .collect();
     let evidence = format!(
         "{} payloads accepted, {} failed{}{}",
         t.success,
         t.errors,
-        if t.dropped_on_input > 0 { format!(", {} dropped", t.dropped_on_input) } else { String::new() },
-        if codes.is_empty() { String::new() } else { format!(" ({})", codes.join(", ")) }
+        if t.dropped_on_input > 0 {
+            format!(", {} dropped", t.dropped_on_input)
+        } else {
+            String::new()
+        },
+        if codes.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", codes.join(", "))
+        }
     );
     if t.success == 0 && (t.errors > 0 || t.http_errors > 0) {
         let fix = if t.http_errors_by_code.keys().any(|c| c == "403") {
@@ -243,7 +344,11 @@ fn data_accepted(s: &AgentStatus) -> Check {
     } else if t.success == 0 {
         Check::warn(NAME, evidence, "nothing sent yet: check again in a minute")
     } else if t.errors > 0 {
-        Check::warn(NAME, evidence, "some payloads fail: check the network path and `ddsky logs`")
+        Check::warn(
+            NAME,
+            evidence,
+            "some payloads fail: check the network path and `ddsky logs`",
+        )
     } else {
         Check::ok(NAME, evidence)
     }
@@ -268,7 +373,16 @@ fn docker_check(s: &AgentStatus) -> Check {
 fn hostname(s: &AgentStatus, on_ec2: bool) -> Check {
     const NAME: &str = "hostname";
     match s.hostname.as_deref().filter(|h| !h.is_empty()) {
-        Some(h) => Check::ok(NAME, format!("{h}{}", s.hostname_provider.as_deref().map(|p| format!(" (from {p})")).unwrap_or_default())),
+        Some(h) => Check::ok(
+            NAME,
+            format!(
+                "{h}{}",
+                s.hostname_provider
+                    .as_deref()
+                    .map(|p| format!(" (from {p})"))
+                    .unwrap_or_default()
+            ),
+        ),
         None => {
             let fix = if on_ec2 {
                 "on EC2 the agent reads the instance id from instance metadata: use the host network (the default), or set the IMDS hop limit to 2, or pass --agent-env DD_HOSTNAME=<name>"
@@ -282,11 +396,19 @@ fn hostname(s: &AgentStatus, on_ec2: bool) -> Check {
 
 fn host_tags(s: &AgentStatus, wanted: &[String]) -> Check {
     const NAME: &str = "host tags";
-    let missing: Vec<&str> = wanted.iter().filter(|t| !s.host_tags.contains(t)).map(String::as_str).collect();
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|t| !s.host_tags.contains(t))
+        .map(String::as_str)
+        .collect();
     if missing.is_empty() {
         Check::ok(NAME, format!("all {} tags present", wanted.len()))
     } else {
-        Check::fail(NAME, format!("missing or stale: {}", missing.join(" ")), "run `ddsky up` to give the agent this job's tags")
+        Check::fail(
+            NAME,
+            format!("missing or stale: {}", missing.join(" ")),
+            "run `ddsky up` to give the agent this job's tags",
+        )
     }
 }
 
@@ -298,7 +420,10 @@ fn logs_and_ports(s: &AgentStatus, p: &PortFacts) -> Check {
         Some(true) => fine.push("logs enabled".to_owned()),
         Some(false) | None => problems.push("log collection is off".to_owned()),
     }
-    for (what, port, result) in [("APM", p.apm_port, &p.apm), ("DogStatsD", p.dogstatsd_port, &p.dogstatsd)] {
+    for (what, port, result) in [
+        ("APM", p.apm_port, &p.apm),
+        ("DogStatsD", p.dogstatsd_port, &p.dogstatsd),
+    ] {
         match result {
             Some(Ok(())) => fine.push(format!("{what} answers on 127.0.0.1:{port}")),
             Some(Err(e)) => problems.push(format!("{what} on 127.0.0.1:{port}: {e}")),
@@ -320,16 +445,36 @@ fn expected(report: &DiscoveryReport, tags: &BTreeMap<String, Vec<String>>) -> C
     let mut lines = Vec::new();
     for m in report.expected.iter().flat_map(|e| e.matches.iter()) {
         let t = tags.get(&m.id).map(|t| t.join(" ")).unwrap_or_default();
-        let state = if m.discovered { "discovered" } else { "NOT discovered" };
-        lines.push(format!("{} ({}) {state}{}", m.name, short(&m.id), if t.is_empty() { String::new() } else { format!(", tags: {t}") }));
+        let state = if m.discovered {
+            "discovered"
+        } else {
+            "NOT discovered"
+        };
+        lines.push(format!(
+            "{} ({}) {state}{}",
+            m.name,
+            short(&m.id),
+            if t.is_empty() {
+                String::new()
+            } else {
+                format!(", tags: {t}")
+            }
+        ));
     }
     let unmatched: Vec<&str> = report.unmatched().collect();
     if !unmatched.is_empty() {
-        lines.push(format!("no running container matches {}", unmatched.join(", ")));
+        lines.push(format!(
+            "no running container matches {}",
+            unmatched.join(", ")
+        ));
     }
     let evidence = lines.join("; ");
     if report.undiscovered().next().is_some() {
-        Check::fail(NAME, evidence, "the agent does not see it: check the docker socket mount and `ddsky logs`")
+        Check::fail(
+            NAME,
+            evidence,
+            "the agent does not see it: check the docker socket mount and `ddsky logs`",
+        )
     } else if !unmatched.is_empty() {
         Check::warn(NAME, evidence, "start the job container, or fix the --expect pattern (id prefix, name or image repository)")
     } else {
@@ -370,40 +515,79 @@ mod tests {
                 error: None,
             },
             binds: vec![],
-            mounts: REQUIRED_MOUNTS.iter().map(|(m, _)| m.to_string()).chain(["/etc/passwd".to_string()]).collect(),
+            mounts: REQUIRED_MOUNTS
+                .iter()
+                .map(|(m, _)| m.to_string())
+                .chain(["/etc/passwd".to_string()])
+                .collect(),
             pid_mode: Some("host".into()),
             cgroupns_mode: Some("host".into()),
         }
     }
 
     fn healthy_facts() -> Facts {
-        let job = RunningContainer { id: JOB.repeat(32), name: "job".into(), image: "metta:latest".into() };
-        let report = discover(&Pattern::all(&["metta".into()]), std::slice::from_ref(&job), &HashSet::from([job.id.clone()]), "");
+        let job = RunningContainer {
+            id: JOB.repeat(32),
+            name: "job".into(),
+            image: "metta:latest".into(),
+        };
+        let report = discover(
+            &Pattern::all(&["metta".into()]),
+            std::slice::from_ref(&job),
+            &HashSet::from([job.id.clone()]),
+            "",
+        );
         Facts {
-            docker: Ok(DockerFacts { host: "unix:///var/run/docker.sock".into(), api_version: "1.41".into(), server_version: Some("20.10.24".into()) }),
+            docker: Ok(DockerFacts {
+                host: "unix:///var/run/docker.sock".into(),
+                api_version: "1.41".into(),
+                server_version: Some("20.10.24".into()),
+            }),
             cgroup_v2: true,
             on_ec2: false,
             agent_name: "dd-agent".into(),
             agent: Some(agent()),
-            health: Some(Ok(HealthReport { healthy: true, healthy_components: vec!["forwarder".into()], ..Default::default() })),
+            health: Some(Ok(HealthReport {
+                healthy: true,
+                healthy_components: vec!["forwarder".into()],
+                ..Default::default()
+            })),
             status: Some(Ok(AgentStatus {
                 version: Some("7.99.0".into()),
                 hostname: Some("i-0abc".into()),
                 hostname_provider: Some("aws".into()),
                 host_tags: vec!["env:production".into(), "metta_run_id:r1".into()],
-                api_key: ApiKeyState::Valid { ending: "bcdef".into() },
-                transactions: TransactionCounts { success: 3, ..Default::default() },
-                docker_check: Some(CheckRuns { total_runs: 2, total_errors: 0, last_error: None }),
+                api_key: ApiKeyState::Valid {
+                    ending: "bcdef".into(),
+                },
+                transactions: TransactionCounts {
+                    success: 3,
+                    ..Default::default()
+                },
+                docker_check: Some(CheckRuns {
+                    total_runs: 2,
+                    total_errors: 0,
+                    last_error: None,
+                }),
                 logs_enabled: Some(true),
             })),
             wanted_tags: vec!["env:production".into(), "metta_run_id:r1".into()],
-            ports: PortFacts { apm_port: 8126, apm: Some(Ok(())), dogstatsd_port: 8125, dogstatsd: Some(Ok(())) },
+            ports: PortFacts {
+                apm_port: 8126,
+                apm: Some(Ok(())),
+                dogstatsd_port: 8125,
+                dogstatsd: Some(Ok(())),
+            },
             expected: Some(Ok((report, BTreeMap::new()))),
         }
     }
 
     fn verdict(checks: &[Check], name: &str) -> Verdict {
-        checks.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no check {name}")).verdict
+        checks
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no check {name}"))
+            .verdict
     }
 
     fn status(f: &mut Facts) -> &mut AgentStatus {
@@ -421,18 +605,36 @@ mod tests {
 
     #[test]
     fn docker_unreachable_skips_everything_else() {
-        let f = Facts { docker: Err("cannot reach the Docker daemon".into()), ..healthy_facts() };
+        let f = Facts {
+            docker: Err("cannot reach the Docker daemon".into()),
+            ..healthy_facts()
+        };
         let checks = evaluate(&f);
         assert_eq!(checks[0].verdict, Verdict::Fail);
-        assert!(checks[1..].iter().all(|c| c.verdict == Verdict::Skipped), "{checks:?}");
+        assert!(
+            checks[1..].iter().all(|c| c.verdict == Verdict::Skipped),
+            "{checks:?}"
+        );
     }
 
     #[test]
     fn an_absent_agent_fails_and_its_checks_are_skipped_not_passed() {
-        let f = Facts { agent: None, health: None, status: None, expected: None, ..healthy_facts() };
+        let f = Facts {
+            agent: None,
+            health: None,
+            status: None,
+            expected: None,
+            ..healthy_facts()
+        };
         let checks = evaluate(&f);
         assert_eq!(verdict(&checks, "agent container"), Verdict::Fail);
-        for name in ["mounts", "agent health", "api key", "host tags", "expected containers"] {
+        for name in [
+            "mounts",
+            "agent health",
+            "api key",
+            "host tags",
+            "expected containers",
+        ] {
             assert_eq!(verdict(&checks, name), Verdict::Skipped, "{name}");
         }
     }
@@ -452,8 +654,15 @@ mod tests {
     #[test]
     fn a_missing_socket_mount_is_named() {
         let mut f = healthy_facts();
-        f.agent.as_mut().unwrap().mounts.retain(|m| m != "/var/run/docker.sock");
-        let c = evaluate(&f).into_iter().find(|c| c.name == "mounts").unwrap();
+        f.agent
+            .as_mut()
+            .unwrap()
+            .mounts
+            .retain(|m| m != "/var/run/docker.sock");
+        let c = evaluate(&f)
+            .into_iter()
+            .find(|c| c.name == "mounts")
+            .unwrap();
         assert_eq!(c.verdict, Verdict::Fail);
         assert!(c.evidence.contains("/var/run/docker.sock"), "{c:?}");
     }
@@ -472,29 +681,56 @@ mod tests {
     #[test]
     fn an_invalid_key_and_a_refusing_intake_fail() {
         let mut f = healthy_facts();
-        status(&mut f).api_key = ApiKeyState::Invalid { ending: "bcdef".into(), reason: "API Key invalid".into() };
-        status(&mut f).transactions = TransactionCounts { success: 0, errors: 4, http_errors: 4, http_errors_by_code: BTreeMap::from([("403".into(), 4)]), ..Default::default() };
+        status(&mut f).api_key = ApiKeyState::Invalid {
+            ending: "bcdef".into(),
+            reason: "API Key invalid".into(),
+        };
+        status(&mut f).transactions = TransactionCounts {
+            success: 0,
+            errors: 4,
+            http_errors: 4,
+            http_errors_by_code: BTreeMap::from([("403".into(), 4)]),
+            ..Default::default()
+        };
         let checks = evaluate(&f);
         assert_eq!(verdict(&checks, "api key"), Verdict::Fail);
         let data = checks.iter().find(|c| c.name == "data accepted").unwrap();
         assert_eq!(data.verdict, Verdict::Fail);
-        assert!(data.evidence.contains("HTTP 403 x4") && data.fix.as_deref().unwrap().contains("403"), "{data:?}");
+        assert!(
+            data.evidence.contains("HTTP 403 x4") && data.fix.as_deref().unwrap().contains("403"),
+            "{data:?}"
+        );
     }
 
     #[test]
     fn stale_host_tags_name_the_missing_ones() {
         let mut f = healthy_facts();
         f.wanted_tags.push("metta_run_id:r2".into());
-        let c = evaluate(&f).into_iter().find(|c| c.name == "host tags").unwrap();
+        let c = evaluate(&f)
+            .into_iter()
+            .find(|c| c.name == "host tags")
+            .unwrap();
         assert_eq!(c.verdict, Verdict::Fail);
-        assert!(c.evidence.contains("metta_run_id:r2") && c.fix.as_deref().unwrap().contains("ddsky up"));
+        assert!(
+            c.evidence.contains("metta_run_id:r2")
+                && c.fix.as_deref().unwrap().contains("ddsky up")
+        );
     }
 
     #[test]
     fn an_undiscovered_container_fails_and_a_missing_one_warns() {
         let mut f = healthy_facts();
-        let job = RunningContainer { id: JOB.repeat(32), name: "job".into(), image: "metta:latest".into() };
-        let undiscovered = discover(&Pattern::all(&["metta".into()]), &[job], &HashSet::new(), "");
+        let job = RunningContainer {
+            id: JOB.repeat(32),
+            name: "job".into(),
+            image: "metta:latest".into(),
+        };
+        let undiscovered = discover(
+            &Pattern::all(&["metta".into()]),
+            &[job],
+            &HashSet::new(),
+            "",
+        );
         f.expected = Some(Ok((undiscovered, BTreeMap::new())));
         assert_eq!(verdict(&evaluate(&f), "expected containers"), Verdict::Fail);
         let absent = discover(&Pattern::all(&["metta".into()]), &[], &HashSet::new(), "");
@@ -505,7 +741,11 @@ mod tests {
     #[test]
     fn docker_check_errors_and_missing_hostname_fail_with_the_ec2_hint() {
         let mut f = healthy_facts();
-        status(&mut f).docker_check = Some(CheckRuns { total_runs: 3, total_errors: 3, last_error: Some("No mountPoints were detected".into()) });
+        status(&mut f).docker_check = Some(CheckRuns {
+            total_runs: 3,
+            total_errors: 3,
+            last_error: Some("No mountPoints were detected".into()),
+        });
         status(&mut f).hostname = None;
         f.on_ec2 = true;
         let checks = evaluate(&f);
@@ -520,8 +760,14 @@ mod tests {
         let mut f = healthy_facts();
         f.ports.apm = Some(Err("nothing accepts connections".into()));
         status(&mut f).logs_enabled = Some(false);
-        let c = evaluate(&f).into_iter().find(|c| c.name == "logs and ports").unwrap();
+        let c = evaluate(&f)
+            .into_iter()
+            .find(|c| c.name == "logs and ports")
+            .unwrap();
         assert_eq!(c.verdict, Verdict::Fail);
-        assert!(c.evidence.contains("APM") && c.evidence.contains("log collection is off"), "{c:?}");
+        assert!(
+            c.evidence.contains("APM") && c.evidence.contains("log collection is off"),
+            "{c:?}"
+        );
     }
 }

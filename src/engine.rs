@@ -21,7 +21,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
 /// which has everything ddsky uses (cgroupns needs 1.41). Asking the daemon first (`GET /version`)
 /// costs ~10 ms of daemon work on every run, so negotiation happens only when a daemon refuses 1.41
 /// (Docker 29 raised its minimum to 1.44).
-const FIELD_API: ClientVersion = ClientVersion { major_version: 1, minor_version: 41 };
+const FIELD_API: ClientVersion = ClientVersion {
+    major_version: 1,
+    minor_version: 41,
+};
 /// Per-request timeout (seconds) for everything else; streams (pull, events, logs) are not bounded by it.
 const REQUEST_TIMEOUT_SECS: u64 = 120;
 
@@ -36,9 +39,17 @@ pub enum EngineError {
     #[error("image {image} is not present and --pull never was given; pull it first or drop --pull never")]
     ImageMissing { image: String },
     #[error("Docker refused to {action} container {name}: {cause}")]
-    Container { action: &'static str, name: String, cause: String },
+    Container {
+        action: &'static str,
+        name: String,
+        cause: String,
+    },
     #[error("running `{command}` in container {name} failed: {cause}")]
-    Exec { name: String, command: String, cause: String },
+    Exec {
+        name: String,
+        command: String,
+        cause: String,
+    },
     #[error("Docker request to {action} failed: {cause}")]
     Other { action: &'static str, cause: String },
 }
@@ -46,7 +57,10 @@ pub enum EngineError {
 /// Renders a bollard error without its Debug noise.
 fn cause(e: &BollardError) -> String {
     match e {
-        BollardError::DockerResponseServerError { status_code, message } => format!("{message} (HTTP {status_code})"),
+        BollardError::DockerResponseServerError {
+            status_code,
+            message,
+        } => format!("{message} (HTTP {status_code})"),
         other => other.to_string(),
     }
 }
@@ -122,7 +136,9 @@ pub struct PullProgress {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CreateOutcome {
-    Created { id: String },
+    Created {
+        id: String,
+    },
     /// Someone else created a container of that name first.
     NameTaken,
 }
@@ -137,7 +153,10 @@ pub struct ContainerEvent {
 impl Engine {
     /// Connects to `host` (DOCKER_HOST syntax) and negotiates the API version within 2 s.
     pub async fn connect(host: &str) -> Result<Self, EngineError> {
-        let unreachable = |cause: String| EngineError::Unreachable { host: host.to_owned(), cause };
+        let unreachable = |cause: String| EngineError::Unreachable {
+            host: host.to_owned(),
+            cause,
+        };
         let docker = if let Some(path) = host.strip_prefix("unix://") {
             if !std::path::Path::new(path).exists() {
                 return Err(unreachable(format!("no socket at {path}")));
@@ -146,7 +165,9 @@ impl Engine {
         } else if host.starts_with("tcp://") || host.starts_with("http://") {
             Docker::connect_with_http(host, REQUEST_TIMEOUT_SECS, &FIELD_API)
         } else {
-            return Err(EngineError::UnsupportedHost { host: host.to_owned() });
+            return Err(EngineError::UnsupportedHost {
+                host: host.to_owned(),
+            });
         }
         .map_err(|e| unreachable(cause(&e)))?;
         let answered = tokio::time::timeout(CONNECT_TIMEOUT, async {
@@ -160,10 +181,18 @@ impl Engine {
         let docker = match answered {
             Ok(Ok(d)) => d,
             Ok(Err(e)) => return Err(unreachable(describe_connect_error(&e))),
-            Err(_) => return Err(unreachable(format!("no answer within {}", humantime::format_duration(CONNECT_TIMEOUT)))),
+            Err(_) => {
+                return Err(unreachable(format!(
+                    "no answer within {}",
+                    humantime::format_duration(CONNECT_TIMEOUT)
+                )))
+            }
         };
         tracing::debug!(host, api = %docker.client_version(), "connected to Docker");
-        Ok(Engine { docker, host: host.to_owned() })
+        Ok(Engine {
+            docker,
+            host: host.to_owned(),
+        })
     }
 
     pub fn host(&self) -> &str {
@@ -177,7 +206,14 @@ impl Engine {
 
     /// The daemon's own version, e.g. 20.10.24.
     pub async fn server_version(&self) -> Result<String, EngineError> {
-        let v = self.docker.version().await.map_err(|e| EngineError::Other { action: "read the daemon version", cause: cause(&e) })?;
+        let v = self
+            .docker
+            .version()
+            .await
+            .map_err(|e| EngineError::Other {
+                action: "read the daemon version",
+                cause: cause(&e),
+            })?;
         Ok(v.version.unwrap_or_default())
     }
 
@@ -186,7 +222,11 @@ impl Engine {
         match self.docker.inspect_container(name, None).await {
             Ok(c) => Ok(Some(container_info(c))),
             Err(e) if status_of(&e) == Some(404) => Ok(None),
-            Err(e) => Err(EngineError::Container { action: "inspect", name: name.to_owned(), cause: cause(&e) }),
+            Err(e) => Err(EngineError::Container {
+                action: "inspect",
+                name: name.to_owned(),
+                cause: cause(&e),
+            }),
         }
     }
 
@@ -195,16 +235,29 @@ impl Engine {
         match self.docker.inspect_image(image).await {
             Ok(i) => Ok(Some(i.id.unwrap_or_default())),
             Err(e) if status_of(&e) == Some(404) => Ok(None),
-            Err(e) => Err(EngineError::Other { action: "inspect the image", cause: cause(&e) }),
+            Err(e) => Err(EngineError::Other {
+                action: "inspect the image",
+                cause: cause(&e),
+            }),
         }
     }
 
     /// Pulls `image`, reporting each progress message to `on_progress`.
-    pub async fn pull(&self, image: &str, mut on_progress: impl FnMut(PullProgress)) -> Result<(), EngineError> {
-        let options = CreateImageOptions { from_image: Some(image.to_owned()), ..Default::default() };
+    pub async fn pull(
+        &self,
+        image: &str,
+        mut on_progress: impl FnMut(PullProgress),
+    ) -> Result<(), EngineError> {
+        let options = CreateImageOptions {
+            from_image: Some(image.to_owned()),
+            ..Default::default()
+        };
         let mut stream = self.docker.create_image(Some(options), None, None);
         while let Some(item) = stream.next().await {
-            let info = item.map_err(|e| EngineError::Pull { image: image.to_owned(), cause: cause(&e) })?;
+            let info = item.map_err(|e| EngineError::Pull {
+                image: image.to_owned(),
+                cause: cause(&e),
+            })?;
             on_progress(PullProgress {
                 layer: info.id,
                 status: info.status.unwrap_or_default(),
@@ -216,16 +269,30 @@ impl Engine {
         // registries); only the image being there counts.
         match self.image_id(image).await? {
             Some(_) => Ok(()),
-            None => Err(EngineError::Pull { image: image.to_owned(), cause: "the pull ended but the image is not present".into() }),
+            None => Err(EngineError::Pull {
+                image: image.to_owned(),
+                cause: "the pull ended but the image is not present".into(),
+            }),
         }
     }
 
-    pub async fn create(&self, name: &str, body: ContainerCreateBody) -> Result<CreateOutcome, EngineError> {
-        let options = CreateContainerOptions { name: Some(name.to_owned()), platform: String::new() };
+    pub async fn create(
+        &self,
+        name: &str,
+        body: ContainerCreateBody,
+    ) -> Result<CreateOutcome, EngineError> {
+        let options = CreateContainerOptions {
+            name: Some(name.to_owned()),
+            platform: String::new(),
+        };
         match self.docker.create_container(Some(options), body).await {
             Ok(r) => Ok(CreateOutcome::Created { id: r.id }),
             Err(e) if status_of(&e) == Some(409) => Ok(CreateOutcome::NameTaken),
-            Err(e) => Err(EngineError::Container { action: "create", name: name.to_owned(), cause: cause(&e) }),
+            Err(e) => Err(EngineError::Container {
+                action: "create",
+                name: name.to_owned(),
+                cause: cause(&e),
+            }),
         }
     }
 
@@ -234,34 +301,68 @@ impl Engine {
             // 304: already started, which is what we wanted.
             Ok(()) => Ok(()),
             Err(e) if status_of(&e) == Some(304) => Ok(()),
-            Err(e) => Err(EngineError::Container { action: "start", name: id.to_owned(), cause: cause(&e) }),
+            Err(e) => Err(EngineError::Container {
+                action: "start",
+                name: id.to_owned(),
+                cause: cause(&e),
+            }),
         }
     }
 
     /// SIGTERM, then SIGKILL after `grace`. A container already stopped or gone is fine.
     pub async fn stop(&self, id: &str, grace: Duration) -> Result<(), EngineError> {
         let t = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
-        match self.docker.stop_container(id, Some(StopContainerOptions { signal: None, t: Some(t) })).await {
+        match self
+            .docker
+            .stop_container(
+                id,
+                Some(StopContainerOptions {
+                    signal: None,
+                    t: Some(t),
+                }),
+            )
+            .await
+        {
             Ok(()) => Ok(()),
             Err(e) if matches!(status_of(&e), Some(304 | 404)) => Ok(()),
-            Err(e) => Err(EngineError::Container { action: "stop", name: id.to_owned(), cause: cause(&e) }),
+            Err(e) => Err(EngineError::Container {
+                action: "stop",
+                name: id.to_owned(),
+                cause: cause(&e),
+            }),
         }
     }
 
     /// Removes the container (forcibly: callers stop it gracefully first). Already gone is fine.
     pub async fn remove(&self, id: &str) -> Result<(), EngineError> {
-        let options = RemoveContainerOptions { force: true, ..Default::default() };
+        let options = RemoveContainerOptions {
+            force: true,
+            ..Default::default()
+        };
         match self.docker.remove_container(id, Some(options)).await {
             Ok(()) => Ok(()),
             // 404: gone already; 409: removal already in progress (a racing `down`).
             Err(e) if matches!(status_of(&e), Some(404 | 409)) => Ok(()),
-            Err(e) => Err(EngineError::Container { action: "remove", name: id.to_owned(), cause: cause(&e) }),
+            Err(e) => Err(EngineError::Container {
+                action: "remove",
+                name: id.to_owned(),
+                cause: cause(&e),
+            }),
         }
     }
 
     /// Runs `cmd` in the container and collects its output and exit code.
-    pub async fn exec(&self, container: &str, cmd: &[&str], env: &[&str]) -> Result<ExecOutput, EngineError> {
-        let fail = |e: BollardError| EngineError::Exec { name: container.to_owned(), command: cmd.join(" "), cause: cause(&e) };
+    pub async fn exec(
+        &self,
+        container: &str,
+        cmd: &[&str],
+        env: &[&str],
+    ) -> Result<ExecOutput, EngineError> {
+        let fail = |e: BollardError| EngineError::Exec {
+            name: container.to_owned(),
+            command: cmd.join(" "),
+            cause: cause(&e),
+        };
         let created = self
             .docker
             .create_exec(
@@ -276,13 +377,24 @@ impl Engine {
             )
             .await
             .map_err(fail)?;
-        let options = StartExecOptions { detach: false, tty: false, output_capacity: Some(1 << 20) };
+        let options = StartExecOptions {
+            detach: false,
+            tty: false,
+            output_capacity: Some(1 << 20),
+        };
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
-        if let StartExecResults::Attached { mut output, .. } = self.docker.start_exec(&created.id, Some(options)).await.map_err(fail)? {
+        if let StartExecResults::Attached { mut output, .. } = self
+            .docker
+            .start_exec(&created.id, Some(options))
+            .await
+            .map_err(fail)?
+        {
             while let Some(chunk) = output.next().await {
                 match chunk.map_err(fail)? {
-                    bollard::container::LogOutput::StdErr { message } => stderr.extend_from_slice(&message),
+                    bollard::container::LogOutput::StdErr { message } => {
+                        stderr.extend_from_slice(&message)
+                    }
                     other => stdout.extend_from_slice(&other.into_bytes()),
                 }
             }
@@ -299,15 +411,30 @@ impl Engine {
     pub async fn running_containers(&self) -> Result<Vec<RunningContainer>, EngineError> {
         let list = self
             .docker
-            .list_containers(Some(ListContainersOptions { all: false, ..Default::default() }))
+            .list_containers(Some(ListContainersOptions {
+                all: false,
+                ..Default::default()
+            }))
             .await
-            .map_err(|e| EngineError::Other { action: "list containers", cause: cause(&e) })?;
+            .map_err(|e| EngineError::Other {
+                action: "list containers",
+                cause: cause(&e),
+            })?;
         Ok(list
             .into_iter()
             .filter_map(|c| {
                 let id = c.id?;
-                let name = c.names.unwrap_or_default().into_iter().next().unwrap_or_default();
-                Some(RunningContainer { id, name: name.trim_start_matches('/').to_owned(), image: c.image.unwrap_or_default() })
+                let name = c
+                    .names
+                    .unwrap_or_default()
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default();
+                Some(RunningContainer {
+                    id,
+                    name: name.trim_start_matches('/').to_owned(),
+                    image: c.image.unwrap_or_default(),
+                })
             })
             .collect())
     }
@@ -316,17 +443,40 @@ impl Engine {
     pub fn container_events(&self) -> impl Stream<Item = ContainerEvent> + Send + 'static {
         let filters = HashMap::from([
             ("type".to_owned(), vec!["container".to_owned()]),
-            ("event".to_owned(), vec!["start".into(), "die".into(), "destroy".into(), "health_status".into()]),
+            (
+                "event".to_owned(),
+                vec![
+                    "start".into(),
+                    "die".into(),
+                    "destroy".into(),
+                    "health_status".into(),
+                ],
+            ),
         ]);
-        let options = EventsOptions { since: None, until: None, filters: Some(filters) };
-        self.docker.events(Some(options)).filter_map(|e| async move {
-            let e = e.ok()?;
-            Some(ContainerEvent { id: e.actor?.id?, action: e.action.unwrap_or_default() })
-        })
+        let options = EventsOptions {
+            since: None,
+            until: None,
+            filters: Some(filters),
+        };
+        self.docker
+            .events(Some(options))
+            .filter_map(|e| async move {
+                let e = e.ok()?;
+                Some(ContainerEvent {
+                    id: e.actor?.id?,
+                    action: e.action.unwrap_or_default(),
+                })
+            })
     }
 
     /// The container's log lines (stdout and stderr), the last `tail` of them or all, optionally following.
-    pub fn logs(&self, id: &str, tail: Option<usize>, follow: bool, since_unix: Option<i32>) -> impl Stream<Item = Result<String, EngineError>> + Send + 'static {
+    pub fn logs(
+        &self,
+        id: &str,
+        tail: Option<usize>,
+        follow: bool,
+        since_unix: Option<i32>,
+    ) -> impl Stream<Item = Result<String, EngineError>> + Send + 'static {
         let options = LogsOptions {
             follow,
             stdout: true,
@@ -340,20 +490,35 @@ impl Engine {
         self.docker.logs(id, Some(options)).map(move |chunk| {
             chunk
                 .map(|c| String::from_utf8_lossy(&c.into_bytes()).into_owned())
-                .map_err(|e| EngineError::Container { action: "read the logs of", name: name.clone(), cause: cause(&e) })
+                .map_err(|e| EngineError::Container {
+                    action: "read the logs of",
+                    name: name.clone(),
+                    cause: cause(&e),
+                })
         })
     }
 
     /// The last `n` log lines, for error reports.
     pub async fn last_log_lines(&self, id: &str, n: usize) -> Vec<String> {
         let chunks: Vec<_> = self.logs(id, Some(n), false, None).collect().await;
-        chunks.into_iter().filter_map(Result::ok).flat_map(|c| c.lines().map(str::to_owned).collect::<Vec<_>>()).collect()
+        chunks
+            .into_iter()
+            .filter_map(Result::ok)
+            .flat_map(|c| c.lines().map(str::to_owned).collect::<Vec<_>>())
+            .collect()
     }
 
     /// Whether the daemon offers an NVIDIA runtime (nvidia-container-toolkit registered).
     pub async fn has_nvidia_runtime(&self) -> Result<bool, EngineError> {
-        let info = self.docker.info().await.map_err(|e| EngineError::Other { action: "read daemon info", cause: cause(&e) })?;
-        Ok(info.runtimes.unwrap_or_default().keys().any(|k| k.contains("nvidia")))
+        let info = self.docker.info().await.map_err(|e| EngineError::Other {
+            action: "read daemon info",
+            cause: cause(&e),
+        })?;
+        Ok(info
+            .runtimes
+            .unwrap_or_default()
+            .keys()
+            .any(|k| k.contains("nvidia")))
     }
 }
 
@@ -376,28 +541,48 @@ fn container_info(c: bollard::models::ContainerInspectResponse) -> ContainerInfo
     let config = c.config.unwrap_or_default();
     // An agent's env carries its key: whatever ddsky prints from here on must not repeat it.
     let key_prefix = format!("{}=", crate::spec::API_KEY_ENV);
-    for value in config.env.iter().flatten().filter_map(|e| e.strip_prefix(&key_prefix)) {
+    for value in config
+        .env
+        .iter()
+        .flatten()
+        .filter_map(|e| e.strip_prefix(&key_prefix))
+    {
         crate::redact::register(value);
     }
     let host = c.host_config.unwrap_or_default();
     ContainerInfo {
         id: c.id.unwrap_or_default(),
-        name: c.name.unwrap_or_default().trim_start_matches('/').to_owned(),
+        name: c
+            .name
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_owned(),
         image: config.image.unwrap_or_default(),
         image_id: c.image.unwrap_or_default(),
         labels: config.labels.unwrap_or_default(),
         state: ContainerState {
-            status: state.status.map_or_else(|| "unknown".to_owned(), |s| status_word(s).to_owned()),
+            status: state
+                .status
+                .map_or_else(|| "unknown".to_owned(), |s| status_word(s).to_owned()),
             running: state.running.unwrap_or(false),
             restarting: state.restarting.unwrap_or(false),
-            health: state.health.and_then(|h| h.status).and_then(health_word).map(str::to_owned),
+            health: state
+                .health
+                .and_then(|h| h.status)
+                .and_then(health_word)
+                .map(str::to_owned),
             restart_count: c.restart_count.unwrap_or(0),
             started_at: state.started_at,
             exit_code: state.exit_code,
             error: state.error.filter(|e| !e.is_empty()),
         },
         binds: host.binds.unwrap_or_default(),
-        mounts: c.mounts.unwrap_or_default().into_iter().filter_map(|m| m.destination).collect(),
+        mounts: c
+            .mounts
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| m.destination)
+            .collect(),
         pid_mode: host.pid_mode,
         cgroupns_mode: host.cgroupns_mode.map(|m| m.to_string()),
     }

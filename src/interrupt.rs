@@ -68,7 +68,10 @@ impl Interrupt {
     }
 
     /// Runs `fut` unless a signal arrives first.
-    pub async fn run<T>(&self, fut: impl std::future::Future<Output = T>) -> Result<T, Interrupted> {
+    pub async fn run<T>(
+        &self,
+        fut: impl std::future::Future<Output = T>,
+    ) -> Result<T, Interrupted> {
         tokio::select! {
             out = fut => Ok(out),
             s = self.signalled() => Err(Interrupted(s)),

@@ -57,7 +57,9 @@ pub enum ShapeProblem {
     InnerWhitespace,
     #[error("it is {len} characters long; a Datadog API key is 32 hexadecimal characters")]
     WrongLength { len: usize },
-    #[error("it has characters other than 0-9 and a-f; a Datadog API key is 32 hexadecimal characters")]
+    #[error(
+        "it has characters other than 0-9 and a-f; a Datadog API key is 32 hexadecimal characters"
+    )]
     NotHex,
 }
 
@@ -120,7 +122,9 @@ const JSON_KEY_FIELDS: [&str; 3] = ["apiKey", "api_key", "DD_API_KEY"];
 pub fn key_from_secret(payload: &SecretPayload) -> Result<String, SecretFormatError> {
     let text = match payload {
         SecretPayload::Text(t) => t.as_str(),
-        SecretPayload::Binary(b) => std::str::from_utf8(b).map_err(|_| SecretFormatError::BinaryNotText)?,
+        SecretPayload::Binary(b) => {
+            std::str::from_utf8(b).map_err(|_| SecretFormatError::BinaryNotText)?
+        }
     };
     let trimmed = text.trim();
     if trimmed.is_empty() {
@@ -130,8 +134,8 @@ pub fn key_from_secret(payload: &SecretPayload) -> Result<String, SecretFormatEr
         return Ok(trimmed.to_owned());
     }
     // serde_json's error names a position, never the content, so it is safe to report.
-    let value: serde_json::Value =
-        serde_json::from_str(trimmed).map_err(|e| SecretFormatError::MalformedJson(e.to_string()))?;
+    let value: serde_json::Value = serde_json::from_str(trimmed)
+        .map_err(|e| SecretFormatError::MalformedJson(e.to_string()))?;
     JSON_KEY_FIELDS
         .iter()
         .find_map(|field| value.get(field).and_then(|v| v.as_str()))
@@ -150,7 +154,9 @@ impl fmt::Display for KeySource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             KeySource::Env => f.write_str("env"),
-            KeySource::AwsSecretsManager { secret_id } => write!(f, "aws-secrets-manager:{secret_id}"),
+            KeySource::AwsSecretsManager { secret_id } => {
+                write!(f, "aws-secrets-manager:{secret_id}")
+            }
         }
     }
 }
@@ -190,12 +196,23 @@ pub struct SecretLookup<'a, S> {
 
 /// Runs the chain: `env_value` (DD_API_KEY) first, then the secret store, stopping at the first key
 /// of the right shape. Refused candidates are reported, never used.
-pub async fn lookup<S: SecretStore>(env_value: Option<&str>, secret: Option<SecretLookup<'_, S>>) -> KeyLookup {
+pub async fn lookup<S: SecretStore>(
+    env_value: Option<&str>,
+    secret: Option<SecretLookup<'_, S>>,
+) -> KeyLookup {
     let mut reasons = Vec::new();
     match env_value.map(str::trim).filter(|v| !v.is_empty()) {
         None => reasons.push("DD_API_KEY unset".to_owned()),
         Some(candidate) => match check_shape(candidate) {
-            Ok(key) => return KeyLookup::Found { found: FoundKey { key, source: KeySource::Env }, notes: reasons },
+            Ok(key) => {
+                return KeyLookup::Found {
+                    found: FoundKey {
+                        key,
+                        source: KeySource::Env,
+                    },
+                    notes: reasons,
+                }
+            }
             Err(problem) => reasons.push(format!("DD_API_KEY is not used: {problem}")),
         },
     }
@@ -205,11 +222,18 @@ pub async fn lookup<S: SecretStore>(env_value: Option<&str>, secret: Option<Secr
             let SecretAnswer { place, payload } = store.fetch(secret_id).await;
             let outcome = payload
                 .and_then(|payload| key_from_secret(&payload).map_err(|e| e.to_string()))
-                .and_then(|candidate| check_shape(&candidate).map_err(|p| format!("the key is not used: {p}")));
+                .and_then(|candidate| {
+                    check_shape(&candidate).map_err(|p| format!("the key is not used: {p}"))
+                });
             match outcome {
                 Ok(key) => {
-                    let source = KeySource::AwsSecretsManager { secret_id: secret_id.to_owned() };
-                    return KeyLookup::Found { found: FoundKey { key, source }, notes: reasons };
+                    let source = KeySource::AwsSecretsManager {
+                        secret_id: secret_id.to_owned(),
+                    };
+                    return KeyLookup::Found {
+                        found: FoundKey { key, source },
+                        notes: reasons,
+                    };
                 }
                 Err(why) => reasons.push(format!("{place}: {why}")),
             }
@@ -234,7 +258,14 @@ mod tests {
         let key = test_key(KEY);
         assert_eq!(format!("{key}"), REDACTED);
         assert_eq!(format!("{key:?}"), REDACTED);
-        assert!(!format!("{:?}", FoundKey { key: key.clone(), source: KeySource::Env }).contains(KEY));
+        assert!(!format!(
+            "{:?}",
+            FoundKey {
+                key: key.clone(),
+                source: KeySource::Env
+            }
+        )
+        .contains(KEY));
         assert_eq!(key.ending(), "bcdef");
         assert_ne!(key.digest(), KEY);
         assert_eq!(key.digest().len(), 64);
@@ -242,11 +273,26 @@ mod tests {
 
     #[test]
     fn shape_check_names_the_mistake() {
-        assert!(check_shape(&format!("  {KEY}\n")).is_ok(), "surrounding whitespace is trimmed");
-        assert_eq!(check_shape(&format!("\"{KEY}\"")), Err(ShapeProblem::Quotes));
-        assert_eq!(check_shape(&format!("{}\n{}", &KEY[..16], &KEY[16..])), Err(ShapeProblem::InnerWhitespace));
-        assert_eq!(check_shape(&"a".repeat(40)), Err(ShapeProblem::ApplicationKey));
-        assert_eq!(check_shape("abc"), Err(ShapeProblem::WrongLength { len: 3 }));
+        assert!(
+            check_shape(&format!("  {KEY}\n")).is_ok(),
+            "surrounding whitespace is trimmed"
+        );
+        assert_eq!(
+            check_shape(&format!("\"{KEY}\"")),
+            Err(ShapeProblem::Quotes)
+        );
+        assert_eq!(
+            check_shape(&format!("{}\n{}", &KEY[..16], &KEY[16..])),
+            Err(ShapeProblem::InnerWhitespace)
+        );
+        assert_eq!(
+            check_shape(&"a".repeat(40)),
+            Err(ShapeProblem::ApplicationKey)
+        );
+        assert_eq!(
+            check_shape("abc"),
+            Err(ShapeProblem::WrongLength { len: 3 })
+        );
         assert_eq!(check_shape(&"g".repeat(32)), Err(ShapeProblem::NotHex));
     }
 
@@ -263,39 +309,78 @@ mod tests {
         let text = |s: &str| SecretPayload::Text(s.to_owned());
         assert_eq!(key_from_secret(&text(KEY)).unwrap(), KEY);
         assert_eq!(key_from_secret(&text(&format!("{KEY}\n"))).unwrap(), KEY);
-        assert_eq!(key_from_secret(&text(&format!(r#"{{"apiKey":"{KEY}","apiKeyId":"x"}}"#))).unwrap(), KEY);
-        assert_eq!(key_from_secret(&text(&format!(r#"{{"api_key":"{KEY}"}}"#))).unwrap(), KEY);
-        assert_eq!(key_from_secret(&text(&format!(r#"{{"DD_API_KEY":"{KEY}"}}"#))).unwrap(), KEY);
-        assert_eq!(key_from_secret(&SecretPayload::Binary(KEY.as_bytes().to_vec())).unwrap(), KEY);
-        assert_eq!(key_from_secret(&text(r#"{"other":"x"}"#)), Err(SecretFormatError::NoKeyField));
-        assert_eq!(key_from_secret(&text(r#"{"apiKey": 5}"#)), Err(SecretFormatError::NoKeyField));
-        assert!(matches!(key_from_secret(&text(r#"{"apiKey": "#)), Err(SecretFormatError::MalformedJson(_))));
-        assert_eq!(key_from_secret(&SecretPayload::Binary(vec![0xff, 0xfe])), Err(SecretFormatError::BinaryNotText));
+        assert_eq!(
+            key_from_secret(&text(&format!(r#"{{"apiKey":"{KEY}","apiKeyId":"x"}}"#))).unwrap(),
+            KEY
+        );
+        assert_eq!(
+            key_from_secret(&text(&format!(r#"{{"api_key":"{KEY}"}}"#))).unwrap(),
+            KEY
+        );
+        assert_eq!(
+            key_from_secret(&text(&format!(r#"{{"DD_API_KEY":"{KEY}"}}"#))).unwrap(),
+            KEY
+        );
+        assert_eq!(
+            key_from_secret(&SecretPayload::Binary(KEY.as_bytes().to_vec())).unwrap(),
+            KEY
+        );
+        assert_eq!(
+            key_from_secret(&text(r#"{"other":"x"}"#)),
+            Err(SecretFormatError::NoKeyField)
+        );
+        assert_eq!(
+            key_from_secret(&text(r#"{"apiKey": 5}"#)),
+            Err(SecretFormatError::NoKeyField)
+        );
+        assert!(matches!(
+            key_from_secret(&text(r#"{"apiKey": "#)),
+            Err(SecretFormatError::MalformedJson(_))
+        ));
+        assert_eq!(
+            key_from_secret(&SecretPayload::Binary(vec![0xff, 0xfe])),
+            Err(SecretFormatError::BinaryNotText)
+        );
         assert_eq!(key_from_secret(&text("  ")), Err(SecretFormatError::Empty));
     }
 
     #[test]
     fn malformed_json_error_does_not_echo_the_secret() {
-        let err = key_from_secret(&SecretPayload::Text(format!(r#"{{"apiKey": "{KEY}""#))).unwrap_err();
+        let err =
+            key_from_secret(&SecretPayload::Text(format!(r#"{{"apiKey": "{KEY}""#))).unwrap_err();
         assert!(!err.to_string().contains(KEY));
     }
 
     struct FakeStore(Result<SecretPayload, String>);
     impl SecretStore for FakeStore {
         async fn fetch(&self, id: &str) -> SecretAnswer {
-            SecretAnswer { place: format!("secret {id} in test-region"), payload: self.0.clone() }
+            SecretAnswer {
+                place: format!("secret {id} in test-region"),
+                payload: self.0.clone(),
+            }
         }
     }
 
     fn block_on<F: Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
     }
 
     #[test]
     fn env_wins_over_the_secret() {
         let store = FakeStore(Ok(SecretPayload::Text("f".repeat(32))));
-        let got = block_on(lookup(Some(KEY), Some(SecretLookup { store: &store, secret_id: "s" })));
-        let KeyLookup::Found { found, .. } = got else { panic!("expected a key") };
+        let got = block_on(lookup(
+            Some(KEY),
+            Some(SecretLookup {
+                store: &store,
+                secret_id: "s",
+            }),
+        ));
+        let KeyLookup::Found { found, .. } = got else {
+            panic!("expected a key")
+        };
         assert_eq!(found.key.expose(), KEY);
         assert_eq!(found.source, KeySource::Env);
     }
@@ -303,16 +388,35 @@ mod tests {
     #[test]
     fn empty_env_falls_through_to_the_secret() {
         let store = FakeStore(Ok(SecretPayload::Text(KEY.to_owned())));
-        let got = block_on(lookup(Some("  "), Some(SecretLookup { store: &store, secret_id: "datadog/api-key" })));
-        let KeyLookup::Found { found, .. } = got else { panic!("expected a key") };
-        assert_eq!(found.source.to_string(), "aws-secrets-manager:datadog/api-key");
+        let got = block_on(lookup(
+            Some("  "),
+            Some(SecretLookup {
+                store: &store,
+                secret_id: "datadog/api-key",
+            }),
+        ));
+        let KeyLookup::Found { found, .. } = got else {
+            panic!("expected a key")
+        };
+        assert_eq!(
+            found.source.to_string(),
+            "aws-secrets-manager:datadog/api-key"
+        );
     }
 
     #[test]
     fn wrong_shaped_env_key_is_refused_and_the_chain_goes_on() {
         let store = FakeStore(Err("AccessDeniedException".into()));
-        let got = block_on(lookup(Some(&"a".repeat(40)), Some(SecretLookup { store: &store, secret_id: "s" })));
-        let KeyLookup::Missing { reasons } = got else { panic!("expected no key") };
+        let got = block_on(lookup(
+            Some(&"a".repeat(40)),
+            Some(SecretLookup {
+                store: &store,
+                secret_id: "s",
+            }),
+        ));
+        let KeyLookup::Missing { reasons } = got else {
+            panic!("expected no key")
+        };
         assert_eq!(reasons.len(), 2);
         assert!(reasons[0].contains("application key"), "{reasons:?}");
         assert_eq!(reasons[1], "secret s in test-region: AccessDeniedException");
@@ -321,15 +425,31 @@ mod tests {
     #[test]
     fn every_source_says_why() {
         let got = block_on(lookup::<FakeStore>(None, None));
-        let KeyLookup::Missing { reasons } = got else { panic!("expected no key") };
-        assert_eq!(reasons, ["DD_API_KEY unset", "AWS Secrets Manager not asked (--no-aws)"]);
+        let KeyLookup::Missing { reasons } = got else {
+            panic!("expected no key")
+        };
+        assert_eq!(
+            reasons,
+            [
+                "DD_API_KEY unset",
+                "AWS Secrets Manager not asked (--no-aws)"
+            ]
+        );
     }
 
     #[test]
     fn a_malformed_secret_is_reported() {
         let store = FakeStore(Ok(SecretPayload::Text("{oops".into())));
-        let got = block_on(lookup(None, Some(SecretLookup { store: &store, secret_id: "s" })));
-        let KeyLookup::Missing { reasons } = got else { panic!("expected no key") };
+        let got = block_on(lookup(
+            None,
+            Some(SecretLookup {
+                store: &store,
+                secret_id: "s",
+            }),
+        ));
+        let KeyLookup::Missing { reasons } = got else {
+            panic!("expected no key")
+        };
         assert!(reasons[1].contains("not valid JSON"), "{reasons:?}");
     }
 }

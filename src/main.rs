@@ -35,25 +35,51 @@ fn main() -> ExitCode {
 /// Help and version print as clap renders them; real usage errors become one line with exit 2.
 fn usage_error(e: clap::Error) -> u8 {
     use clap::error::ErrorKind;
-    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
         let _ = e.print();
-        return if e.use_stderr() { exit::USAGE } else { exit::OK };
+        return if e.use_stderr() {
+            exit::USAGE
+        } else {
+            exit::OK
+        };
     }
     let rendered = e.render().to_string();
-    let first = rendered.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("invalid arguments");
+    let first = rendered
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("invalid arguments");
     output::error_line(&format!("ddsky: {first} (see `ddsky --help`)"));
     exit::USAGE
 }
 
 fn run(cli: cli::Cli) -> u8 {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
-        Err(e) => return logging::fail(&anyhow::anyhow!("cannot start the async runtime: {e}"), exit::FAILURE),
+        Err(e) => {
+            return logging::fail(
+                &anyhow::anyhow!("cannot start the async runtime: {e}"),
+                exit::FAILURE,
+            )
+        }
     };
     runtime.block_on(async {
         let interrupt = match interrupt::Interrupt::install() {
             Ok(i) => i,
-            Err(e) => return logging::fail(&anyhow::anyhow!("cannot listen for signals: {e}"), exit::FAILURE),
+            Err(e) => {
+                return logging::fail(
+                    &anyhow::anyhow!("cannot listen for signals: {e}"),
+                    exit::FAILURE,
+                )
+            }
         };
         let outcome = match commands::Context::new(&cli.global, interrupt.clone()) {
             Ok(ctx) => commands::run(&ctx, cli.command).await,

@@ -9,7 +9,9 @@ use std::io::{self, IsTerminal, Write};
 pub fn emit<T: Serialize>(format: Format, json: &T, text: impl FnOnce() -> String) {
     let body = match format {
         Format::Text | Format::Shell | Format::EnvFile => text(),
-        Format::Json => serde_json::to_string_pretty(json).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")),
+        Format::Json => {
+            serde_json::to_string_pretty(json).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+        }
     };
     write_stdout(&body);
 }
@@ -18,7 +20,16 @@ pub fn emit<T: Serialize>(format: Format, json: &T, text: impl FnOnce() -> Strin
 pub fn write_stdout(body: &str) {
     let mut out = io::stdout().lock();
     let redacted = crate::redact::redact(body);
-    let result = out.write_all(redacted.as_bytes()).and_then(|()| if redacted.ends_with('\n') { Ok(()) } else { out.write_all(b"\n") }).and_then(|()| out.flush());
+    let result = out
+        .write_all(redacted.as_bytes())
+        .and_then(|()| {
+            if redacted.ends_with('\n') {
+                Ok(())
+            } else {
+                out.write_all(b"\n")
+            }
+        })
+        .and_then(|()| out.flush());
     if let Err(e) = result {
         if e.kind() != io::ErrorKind::BrokenPipe {
             tracing::warn!("cannot write the result to stdout: {e}");

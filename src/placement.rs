@@ -50,7 +50,9 @@ pub struct Surroundings {
 pub fn read_surroundings() -> Surroundings {
     fn text(path: &str) -> String {
         // Lossy: a mount path may hold bytes that are not UTF-8; the parts we look for are ASCII.
-        fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+        fs::read(path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
     }
     let mut hostname = text("/proc/sys/kernel/hostname").trim().to_owned();
     if hostname.is_empty() {
@@ -91,7 +93,16 @@ pub enum Placement {
 /// Whether ddsky runs in a container it can name: then it is really in one (a VM image may carry a
 /// stray /.dockerenv) and `self` can be matched.
 pub fn knows_own_container(placement: &Placement) -> bool {
-    matches!(placement, Placement::Container { own_id: Some(_), .. } | Placement::Container { id_hint: Some(_), .. })
+    matches!(
+        placement,
+        Placement::Container {
+            own_id: Some(_),
+            ..
+        } | Placement::Container {
+            id_hint: Some(_),
+            ..
+        }
+    )
 }
 
 pub fn detect(s: &Surroundings) -> Placement {
@@ -103,8 +114,11 @@ pub fn detect(s: &Surroundings) -> Placement {
     }
     let own_id = own_container_id(s);
     // A hint that contradicts the id found (`--hostname 0123456789ab`) would only mislead.
-    let id_hint =
-        hostname_id_hint(&s.hostname).filter(|hint| own_id.as_ref().is_none_or(|id| id.starts_with(hint.as_str())));
+    let id_hint = hostname_id_hint(&s.hostname).filter(|hint| {
+        own_id
+            .as_ref()
+            .is_none_or(|id| id.starts_with(hint.as_str()))
+    });
     Placement::Container { own_id, id_hint }
 }
 
@@ -195,7 +209,10 @@ fn id_from_mountinfo(mountinfo: &str) -> Option<String> {
 
 /// The cgroup paths of a `/proc/<pid>/cgroup` file (`hierarchy:controllers:path`, one a line).
 fn cgroup_paths(cgroup: &str) -> impl Iterator<Item = &str> {
-    cgroup.lines().filter_map(|line| line.splitn(3, ':').nth(2)).map(str::trim)
+    cgroup
+        .lines()
+        .filter_map(|line| line.splitn(3, ':').nth(2))
+        .map(str::trim)
 }
 
 /// Per-container cgroup directory names: `<prefix><64 hex>[.scope]`.
@@ -208,7 +225,10 @@ fn id_from_cgroup(cgroup: &str) -> Option<String> {
     cgroup_paths(cgroup).find_map(|path| {
         path.rsplit('/').find_map(|component| {
             let name = component.strip_suffix(".scope").unwrap_or(component);
-            let id = SCOPE_PREFIXES.iter().find_map(|prefix| name.strip_prefix(prefix)).unwrap_or(name);
+            let id = SCOPE_PREFIXES
+                .iter()
+                .find_map(|prefix| name.strip_prefix(prefix))
+                .unwrap_or(name);
             is_hex64(id).then(|| id.to_ascii_lowercase())
         })
     })
@@ -241,15 +261,21 @@ pub fn cluster_tags(cluster_info: &str) -> Result<Vec<(String, String)>, String>
     if text.is_empty() {
         return Ok(Vec::new());
     }
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| format!("SKYPILOT_CLUSTER_INFO is not valid JSON ({e})"))?;
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| format!("SKYPILOT_CLUSTER_INFO is not valid JSON ({e})"))?;
     let Value::Object(fields) = value else {
-        return Err(format!("SKYPILOT_CLUSTER_INFO is not a JSON object (it is {})", json_kind(&value)));
+        return Err(format!(
+            "SKYPILOT_CLUSTER_INFO is not a JSON object (it is {})",
+            json_kind(&value)
+        ));
     };
     let mut tags = Vec::new();
-    for (field, key) in
-        [("cluster_name", "skypilot_cluster"), ("cloud", "cloud"), ("region", "region"), ("zone", "zone")]
-    {
+    for (field, key) in [
+        ("cluster_name", "skypilot_cluster"),
+        ("cloud", "cloud"),
+        ("region", "region"),
+        ("zone", "zone"),
+    ] {
         let raw = match fields.get(field) {
             Some(Value::String(s)) => s.trim().to_owned(),
             Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
@@ -258,7 +284,11 @@ pub fn cluster_tags(cluster_info: &str) -> Result<Vec<(String, String)>, String>
         if raw.is_empty() {
             continue;
         }
-        let value = if key == "cloud" { raw.to_lowercase() } else { raw };
+        let value = if key == "cloud" {
+            raw.to_lowercase()
+        } else {
+            raw
+        };
         tags.push((key.to_owned(), value));
     }
     Ok(tags)
@@ -447,9 +477,25 @@ mod tests {
             hostname: "0123456789ab".into(),
             ..Surroundings::default()
         };
-        assert_eq!(detect(&s), Placement::Container { own_id: Some(ID.into()), id_hint: None });
-        let s = Surroundings { dockerenv: true, hostname: "0123456789ab".into(), ..Surroundings::default() };
-        assert_eq!(detect(&s), Placement::Container { own_id: None, id_hint: Some("0123456789ab".into()) });
+        assert_eq!(
+            detect(&s),
+            Placement::Container {
+                own_id: Some(ID.into()),
+                id_hint: None
+            }
+        );
+        let s = Surroundings {
+            dockerenv: true,
+            hostname: "0123456789ab".into(),
+            ..Surroundings::default()
+        };
+        assert_eq!(
+            detect(&s),
+            Placement::Container {
+                own_id: None,
+                id_hint: Some("0123456789ab".into())
+            }
+        );
     }
 
     #[test]
@@ -462,7 +508,11 @@ mod tests {
     #[test]
     fn host_daemon_units_do_not_count_as_containers() {
         // dockerd / containerd themselves, should ddsky ever read their cgroup.
-        let s = host("0::/system.slice/docker.service\n", "0::/system.slice/containerd.service\n", "");
+        let s = host(
+            "0::/system.slice/docker.service\n",
+            "0::/system.slice/containerd.service\n",
+            "",
+        );
         assert_eq!(detect(&s), Placement::Host);
     }
 
@@ -476,22 +526,47 @@ mod tests {
             hostname: "c2d66207092e".into(),
             ..Surroundings::default()
         };
-        assert_eq!(detect(&s), Placement::Container { own_id: Some(ID.into()), id_hint: Some("c2d66207092e".into()) });
+        assert_eq!(
+            detect(&s),
+            Placement::Container {
+                own_id: Some(ID.into()),
+                id_hint: Some("c2d66207092e".into())
+            }
+        );
         assert_eq!(container_evidence(&s).len(), 4);
     }
 
     #[test]
     fn cgroup_v1_docker_container_found_by_pid1_cgroup_alone() {
         // No marker file, mountinfo unreadable: the cgroups still say it.
-        let s = Surroundings { pid1_cgroup: V1_DOCKER_CGROUP.into(), ..Surroundings::default() };
-        assert_eq!(detect(&s), Placement::Container { own_id: Some(ID.into()), id_hint: None });
+        let s = Surroundings {
+            pid1_cgroup: V1_DOCKER_CGROUP.into(),
+            ..Surroundings::default()
+        };
+        assert_eq!(
+            detect(&s),
+            Placement::Container {
+                own_id: Some(ID.into()),
+                id_hint: None
+            }
+        );
     }
 
     #[test]
     fn cgroup_v1_systemd_driver() {
         let cg = format!("4:memory:/system.slice/docker-{ID2}.scope\n1:name=systemd:/system.slice/docker-{ID2}.scope\n0::/system.slice/docker-{ID2}.scope\n");
-        let s = Surroundings { pid1_cgroup: cg.clone(), self_cgroup: cg, ..Surroundings::default() };
-        assert_eq!(detect(&s), Placement::Container { own_id: Some(ID2.into()), id_hint: None });
+        let s = Surroundings {
+            pid1_cgroup: cg.clone(),
+            self_cgroup: cg,
+            ..Surroundings::default()
+        };
+        assert_eq!(
+            detect(&s),
+            Placement::Container {
+                own_id: Some(ID2.into()),
+                id_hint: None
+            }
+        );
     }
 
     #[test]
@@ -504,13 +579,23 @@ mod tests {
             hostname: "ip-172-31-5-10".into(),
             ..Surroundings::default()
         };
-        assert_eq!(detect(&s), Placement::Container { own_id: Some(ID2.into()), id_hint: None });
+        assert_eq!(
+            detect(&s),
+            Placement::Container {
+                own_id: Some(ID2.into()),
+                id_hint: None
+            }
+        );
     }
 
     #[test]
     fn cgroup_v2_host_cgroupns_systemd_driver() {
         let cg = format!("0::/system.slice/docker-{ID2}.scope\n");
-        let s = Surroundings { self_cgroup: cg.clone(), pid1_cgroup: cg, ..Surroundings::default() };
+        let s = Surroundings {
+            self_cgroup: cg.clone(),
+            pid1_cgroup: cg,
+            ..Surroundings::default()
+        };
         assert_eq!(own_container_id(&s).as_deref(), Some(ID2));
         assert!(matches!(detect(&s), Placement::Container { .. }));
     }
@@ -528,7 +613,10 @@ mod tests {
 
     #[test]
     fn nested_cgroup_path_gives_the_innermost_id() {
-        let s = Surroundings { self_cgroup: format!("0::/docker/{SANDBOX}/docker/{ID}\n"), ..Surroundings::default() };
+        let s = Surroundings {
+            self_cgroup: format!("0::/docker/{SANDBOX}/docker/{ID}\n"),
+            ..Surroundings::default()
+        };
         assert_eq!(own_container_id(&s).as_deref(), Some(ID));
     }
 
@@ -538,8 +626,18 @@ mod tests {
         let mi = format!(
             "412 390 259:3 /containers/{ID}/hostname /etc/hostname rw,relatime - xfs /dev/nvme1n1 rw,attr2,inode64\n"
         );
-        let s = Surroundings { pid1_cgroup: "0::/\n".into(), mountinfo: mi, ..Surroundings::default() };
-        assert_eq!(detect(&s), Placement::Container { own_id: Some(ID.into()), id_hint: None });
+        let s = Surroundings {
+            pid1_cgroup: "0::/\n".into(),
+            mountinfo: mi,
+            ..Surroundings::default()
+        };
+        assert_eq!(
+            detect(&s),
+            Placement::Container {
+                own_id: Some(ID.into()),
+                id_hint: None
+            }
+        );
     }
 
     #[test]
@@ -559,7 +657,13 @@ mod tests {
             hostname: "vm".into(),
             ..Surroundings::default()
         };
-        assert_eq!(detect(&s), Placement::Container { own_id: None, id_hint: None });
+        assert_eq!(
+            detect(&s),
+            Placement::Container {
+                own_id: None,
+                id_hint: None
+            }
+        );
         assert_eq!(container_evidence(&s), vec!["/.dockerenv exists"]);
     }
 
@@ -599,7 +703,13 @@ mod tests {
         assert_eq!(own_container_id(&s).as_deref(), Some(ID2));
         // Without the variable (a pod with the env stripped) it is still a container, with the right id.
         s.kubernetes = false;
-        assert_eq!(detect(&s), Placement::Container { own_id: Some(ID2.into()), id_hint: None });
+        assert_eq!(
+            detect(&s),
+            Placement::Container {
+                own_id: Some(ID2.into()),
+                id_hint: None
+            }
+        );
     }
 
     #[test]
@@ -617,8 +727,17 @@ mod tests {
 
     #[test]
     fn kubepods_cgroup_without_an_id_still_means_container() {
-        let s = Surroundings { pid1_cgroup: "0::/kubepods/besteffort/pod0c1d\n".into(), ..Surroundings::default() };
-        assert_eq!(detect(&s), Placement::Container { own_id: None, id_hint: None });
+        let s = Surroundings {
+            pid1_cgroup: "0::/kubepods/besteffort/pod0c1d\n".into(),
+            ..Surroundings::default()
+        };
+        assert_eq!(
+            detect(&s),
+            Placement::Container {
+                own_id: None,
+                id_hint: None
+            }
+        );
     }
 
     #[test]
@@ -634,25 +753,59 @@ mod tests {
             hostname: "c2d66207092e".into(),
             ..Surroundings::default()
         };
-        assert_eq!(detect(&s), Placement::Container { own_id: Some(ID.into()), id_hint: Some("c2d66207092e".into()) });
+        assert_eq!(
+            detect(&s),
+            Placement::Container {
+                own_id: Some(ID.into()),
+                id_hint: Some("c2d66207092e".into())
+            }
+        );
     }
 
     #[test]
     fn podman_rootless_and_cgroupfs() {
         let mi = format!("812 790 0:52 /run/user/1000/containers/overlay-containers/{ID2}/userdata/resolv.conf /etc/resolv.conf rw - tmpfs tmpfs rw\n");
         assert_eq!(id_from_mountinfo(&mi).as_deref(), Some(ID2));
-        let s =
-            Surroundings { pid1_cgroup: format!("3:memory:/libpod_parent/libpod-{ID2}\n"), ..Surroundings::default() };
-        assert_eq!(detect(&s), Placement::Container { own_id: Some(ID2.into()), id_hint: None });
-        let s = Surroundings { containerenv: true, pid1_cgroup: "0::/\n".into(), ..Surroundings::default() };
-        assert_eq!(detect(&s), Placement::Container { own_id: None, id_hint: None });
+        let s = Surroundings {
+            pid1_cgroup: format!("3:memory:/libpod_parent/libpod-{ID2}\n"),
+            ..Surroundings::default()
+        };
+        assert_eq!(
+            detect(&s),
+            Placement::Container {
+                own_id: Some(ID2.into()),
+                id_hint: None
+            }
+        );
+        let s = Surroundings {
+            containerenv: true,
+            pid1_cgroup: "0::/\n".into(),
+            ..Surroundings::default()
+        };
+        assert_eq!(
+            detect(&s),
+            Placement::Container {
+                own_id: None,
+                id_hint: None
+            }
+        );
     }
 
     #[test]
     fn lxc_containers_have_no_docker_id() {
         for cg in ["0::/lxc.payload.build01\n", "4:memory:/lxc/build01\n"] {
-            let s = Surroundings { pid1_cgroup: cg.into(), ..Surroundings::default() };
-            assert_eq!(detect(&s), Placement::Container { own_id: None, id_hint: None }, "{cg}");
+            let s = Surroundings {
+                pid1_cgroup: cg.into(),
+                ..Surroundings::default()
+            };
+            assert_eq!(
+                detect(&s),
+                Placement::Container {
+                    own_id: None,
+                    id_hint: None
+                },
+                "{cg}"
+            );
         }
     }
 
@@ -671,14 +824,27 @@ mod tests {
             assert_eq!(id_from_mountinfo(&bad), None, "{bad}");
         }
         assert_eq!(id_from_cgroup(&format!("0::/docker/{ID}0\n")), None);
-        assert_eq!(id_from_cgroup(&format!("0::/docker-{ID}.scope\n")).as_deref(), Some(ID));
+        assert_eq!(
+            id_from_cgroup(&format!("0::/docker-{ID}.scope\n")).as_deref(),
+            Some(ID)
+        );
     }
 
     #[test]
     fn hostname_hint_is_exactly_twelve_lowercase_hex() {
-        assert_eq!(hostname_id_hint("c2d66207092e\n").as_deref(), Some("c2d66207092e"));
-        for h in ["C2D66207092E", "c2d66207092", "c2d66207092e0", "ip-172-31-5-1", "", "g2d66207092e", "ü2d66207092e"]
-        {
+        assert_eq!(
+            hostname_id_hint("c2d66207092e\n").as_deref(),
+            Some("c2d66207092e")
+        );
+        for h in [
+            "C2D66207092E",
+            "c2d66207092",
+            "c2d66207092e0",
+            "ip-172-31-5-1",
+            "",
+            "g2d66207092e",
+            "ü2d66207092e",
+        ] {
             assert_eq!(hostname_id_hint(h), None, "{h}");
         }
     }
@@ -746,7 +912,9 @@ mod tests {
     // ---- SKYPILOT_CLUSTER_INFO -----------------------------------------------------------------
 
     fn tags(v: &[(&str, &str)]) -> Vec<(String, String)> {
-        v.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        v.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
@@ -769,30 +937,60 @@ mod tests {
         let info = r#"{"cluster_name": "sky-5f3a-alice", "cloud": "AWS", "region": "us-west-2", "zone": null, "python_path": "/opt/conda/bin/python3"}"#;
         assert_eq!(
             cluster_tags(info).unwrap(),
-            tags(&[("skypilot_cluster", "sky-5f3a-alice"), ("cloud", "aws"), ("region", "us-west-2")])
+            tags(&[
+                ("skypilot_cluster", "sky-5f3a-alice"),
+                ("cloud", "aws"),
+                ("region", "us-west-2")
+            ])
         );
     }
 
     #[test]
     fn cluster_info_missing_and_odd_fields_are_skipped() {
-        assert_eq!(cluster_tags(r#"{"cloud": "Kubernetes"}"#).unwrap(), tags(&[("cloud", "kubernetes")]));
+        assert_eq!(
+            cluster_tags(r#"{"cloud": "Kubernetes"}"#).unwrap(),
+            tags(&[("cloud", "kubernetes")])
+        );
         assert_eq!(cluster_tags("{}").unwrap(), vec![]);
         assert_eq!(
-            cluster_tags(r#"{"cluster_name": "  ", "cloud": ["AWS"], "region": {"name": "x"}, "zone": 3}"#).unwrap(),
+            cluster_tags(
+                r#"{"cluster_name": "  ", "cloud": ["AWS"], "region": {"name": "x"}, "zone": 3}"#
+            )
+            .unwrap(),
             tags(&[("zone", "3")])
         );
-        assert_eq!(cluster_tags(" \n").unwrap(), vec![], "set but empty counts as unset");
+        assert_eq!(
+            cluster_tags(" \n").unwrap(),
+            vec![],
+            "set but empty counts as unset"
+        );
     }
 
     #[test]
     fn cluster_info_malformed_is_an_error() {
-        for bad in [r#"{"cluster_name": "c""#, "cluster_name=c", "'{}'", r#"{"a":1}x"#] {
+        for bad in [
+            r#"{"cluster_name": "c""#,
+            "cluster_name=c",
+            "'{}'",
+            r#"{"a":1}x"#,
+        ] {
             let err = cluster_tags(bad).unwrap_err();
-            assert!(err.starts_with("SKYPILOT_CLUSTER_INFO is not valid JSON"), "{bad}: {err}");
+            assert!(
+                err.starts_with("SKYPILOT_CLUSTER_INFO is not valid JSON"),
+                "{bad}: {err}"
+            );
         }
-        for (bad, kind) in [("[]", "an array"), ("null", "null"), (r#""AWS""#, "a string"), ("42", "a number")] {
+        for (bad, kind) in [
+            ("[]", "an array"),
+            ("null", "null"),
+            (r#""AWS""#, "a string"),
+            ("42", "a number"),
+        ] {
             let err = cluster_tags(bad).unwrap_err();
-            assert!(err.contains("not a JSON object") && err.contains(kind), "{bad}: {err}");
+            assert!(
+                err.contains("not a JSON object") && err.contains(kind),
+                "{bad}: {err}"
+            );
         }
     }
 
@@ -820,7 +1018,10 @@ mod tests {
         assert_eq!(gpu_decision(GpuMode::All, true, true), Ok(true));
         let err = gpu_decision(GpuMode::All, false, false).unwrap_err();
         assert!(!err.contains('\n'), "one line: {err}");
-        assert!(err.contains("nvidia-container-toolkit") && err.contains("--gpus none"), "{err}");
+        assert!(
+            err.contains("nvidia-container-toolkit") && err.contains("--gpus none"),
+            "{err}"
+        );
     }
 
     #[test]

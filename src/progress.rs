@@ -24,7 +24,12 @@ impl PullReporter {
             bar.set_message(format!("pulling {image}"));
             bar
         });
-        PullReporter { image: image.to_owned(), bar, layers: HashMap::new(), last_status: HashMap::new() }
+        PullReporter {
+            image: image.to_owned(),
+            bar,
+            layers: HashMap::new(),
+            last_status: HashMap::new(),
+        }
     }
 
     pub fn update(&mut self, p: PullProgress) {
@@ -32,7 +37,13 @@ impl PullReporter {
         if let Some(bar) = &self.bar {
             if let (Some(cur), Some(total)) = (p.current, p.total) {
                 if p.status.starts_with("Downloading") {
-                    self.layers.insert(layer, (u64::try_from(cur).unwrap_or(0), u64::try_from(total).unwrap_or(0)));
+                    self.layers.insert(
+                        layer,
+                        (
+                            u64::try_from(cur).unwrap_or(0),
+                            u64::try_from(total).unwrap_or(0),
+                        ),
+                    );
                     bar.set_length(self.layers.values().map(|l| l.1).sum());
                     bar.set_position(self.layers.values().map(|l| l.0).sum());
                 }

@@ -37,7 +37,9 @@ impl Action {
 pub enum Decision {
     Act(Action, &'static str),
     /// A container of that name that ddsky did not create, and no --replace.
-    Foreign { image: String },
+    Foreign {
+        image: String,
+    },
 }
 
 pub fn is_managed(c: &ContainerInfo) -> bool {
@@ -45,19 +47,32 @@ pub fn is_managed(c: &ContainerInfo) -> bool {
 }
 
 /// `image_changed`: with `--pull always`, the pulled image differs from the one the container runs.
-pub fn decide(existing: Option<&ContainerInfo>, wanted_hash: &str, replace: bool, image_changed: bool) -> Decision {
+pub fn decide(
+    existing: Option<&ContainerInfo>,
+    wanted_hash: &str,
+    replace: bool,
+    image_changed: bool,
+) -> Decision {
     let Some(c) = existing else {
         return Decision::Act(Action::Create, "no agent container yet");
     };
     if !is_managed(c) {
         return if replace {
-            Decision::Act(Action::Recreate, "replacing a container ddsky did not create (--replace)")
+            Decision::Act(
+                Action::Recreate,
+                "replacing a container ddsky did not create (--replace)",
+            )
         } else {
-            Decision::Foreign { image: c.image.clone() }
+            Decision::Foreign {
+                image: c.image.clone(),
+            }
         };
     }
     if c.labels.get(LABEL_SPEC_HASH).map(String::as_str) != Some(wanted_hash) {
-        return Decision::Act(Action::Recreate, "its settings changed (tags, image, key or flags)");
+        return Decision::Act(
+            Action::Recreate,
+            "its settings changed (tags, image, key or flags)",
+        );
     }
     if image_changed {
         return Decision::Act(Action::Recreate, "a newer image was pulled");
@@ -117,26 +132,94 @@ mod tests {
     #[test]
     fn decisions() {
         assert_eq!(action(decide(None, "h", false, false)), Action::Create);
-        assert_eq!(action(decide(Some(&container(true, "h", "running")), "h", false, false)), Action::None);
-        assert_eq!(action(decide(Some(&container(true, "h", "restarting")), "h", false, false)), Action::None);
-        assert_eq!(action(decide(Some(&container(true, "h", "exited")), "h", false, false)), Action::Start);
-        assert_eq!(action(decide(Some(&container(true, "h", "created")), "h", false, false)), Action::Start);
-        assert_eq!(action(decide(Some(&container(true, "old", "running")), "h", false, false)), Action::Recreate);
-        assert_eq!(action(decide(Some(&container(true, "h", "running")), "h", false, true)), Action::Recreate);
-        assert_eq!(action(decide(Some(&container(true, "h", "dead")), "h", false, false)), Action::Recreate);
+        assert_eq!(
+            action(decide(
+                Some(&container(true, "h", "running")),
+                "h",
+                false,
+                false
+            )),
+            Action::None
+        );
+        assert_eq!(
+            action(decide(
+                Some(&container(true, "h", "restarting")),
+                "h",
+                false,
+                false
+            )),
+            Action::None
+        );
+        assert_eq!(
+            action(decide(
+                Some(&container(true, "h", "exited")),
+                "h",
+                false,
+                false
+            )),
+            Action::Start
+        );
+        assert_eq!(
+            action(decide(
+                Some(&container(true, "h", "created")),
+                "h",
+                false,
+                false
+            )),
+            Action::Start
+        );
+        assert_eq!(
+            action(decide(
+                Some(&container(true, "old", "running")),
+                "h",
+                false,
+                false
+            )),
+            Action::Recreate
+        );
+        assert_eq!(
+            action(decide(
+                Some(&container(true, "h", "running")),
+                "h",
+                false,
+                true
+            )),
+            Action::Recreate
+        );
+        assert_eq!(
+            action(decide(
+                Some(&container(true, "h", "dead")),
+                "h",
+                false,
+                false
+            )),
+            Action::Recreate
+        );
     }
 
     #[test]
     fn foreign_containers_are_left_alone_unless_replace() {
         let foreign = container(false, "", "running");
-        assert_eq!(decide(Some(&foreign), "h", false, false), Decision::Foreign { image: "datadog/agent:7".into() });
-        assert_eq!(action(decide(Some(&foreign), "h", true, false)), Action::Recreate);
+        assert_eq!(
+            decide(Some(&foreign), "h", false, false),
+            Decision::Foreign {
+                image: "datadog/agent:7".into()
+            }
+        );
+        assert_eq!(
+            action(decide(Some(&foreign), "h", true, false)),
+            Action::Recreate
+        );
     }
 
     #[test]
     fn a_managed_label_with_another_value_is_foreign() {
         let mut c = container(true, "h", "running");
-        c.labels.insert(LABEL_MANAGED_BY.into(), "someone-else".into());
-        assert!(matches!(decide(Some(&c), "h", false, false), Decision::Foreign { .. }));
+        c.labels
+            .insert(LABEL_MANAGED_BY.into(), "someone-else".into());
+        assert!(matches!(
+            decide(Some(&c), "h", false, false),
+            Decision::Foreign { .. }
+        ));
     }
 }

@@ -26,7 +26,9 @@ pub fn register(secret: &str) {
 /// `text` with every registered secret replaced.
 pub fn redact(text: &str) -> String {
     let secrets = SECRETS.read().unwrap_or_else(|e| e.into_inner());
-    secrets.iter().fold(text.to_owned(), |acc, s| acc.replace(s.as_str(), crate::key::REDACTED))
+    secrets.iter().fold(text.to_owned(), |acc, s| {
+        acc.replace(s.as_str(), crate::key::REDACTED)
+    })
 }
 
 /// A writer that redacts each write. tracing's fmt layer writes one whole event per call, so a
@@ -37,7 +39,9 @@ pub struct RedactingWriter<W>(pub W);
 
 impl<W: Write> Write for RedactingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let _ = self.0.write_all(redact(&String::from_utf8_lossy(buf)).as_bytes());
+        let _ = self
+            .0
+            .write_all(redact(&String::from_utf8_lossy(buf)).as_bytes());
         Ok(buf.len())
     }
 
@@ -55,10 +59,13 @@ mod tests {
     fn registered_secrets_are_replaced_everywhere() {
         register("feedfacefeedfacefeedfacefeedface");
         register("short");
-        let out = redact("a feedfacefeedfacefeedfacefeedface b feedfacefeedfacefeedfacefeedface short");
+        let out =
+            redact("a feedfacefeedfacefeedfacefeedface b feedfacefeedfacefeedfacefeedface short");
         assert_eq!(out, "a <redacted> b <redacted> short");
         let mut buf = Vec::new();
-        RedactingWriter(&mut buf).write_all(b"key=feedfacefeedfacefeedfacefeedface\n").unwrap();
+        RedactingWriter(&mut buf)
+            .write_all(b"key=feedfacefeedfacefeedfacefeedface\n")
+            .unwrap();
         assert_eq!(String::from_utf8(buf).unwrap(), "key=<redacted>\n");
     }
 }

@@ -25,7 +25,11 @@ impl SecretStore for AwsSecretStore {
         let region_hint = self
             .region
             .clone()
-            .or_else(|| ["AWS_REGION", "AWS_DEFAULT_REGION"].iter().find_map(|v| std::env::var(v).ok().filter(|r| !r.is_empty())))
+            .or_else(|| {
+                ["AWS_REGION", "AWS_DEFAULT_REGION"]
+                    .iter()
+                    .find_map(|v| std::env::var(v).ok().filter(|r| !r.is_empty()))
+            })
             .unwrap_or_else(|| "the configured region".to_owned());
         let place = |region: &str| format!("secret {secret_id} in {region}");
         // LOG_SENSITIVE_BODIES=true makes the SDK log the response body, the secret included, before
@@ -55,9 +59,16 @@ impl AwsSecretStore {
         let region = RegionProviderChain::first_try(self.region.clone().map(Region::new))
             .or_default_provider()
             .or_else(Region::from_static(FALLBACK_REGION));
-        let config = aws_config::defaults(BehaviorVersion::latest()).region(region).load().await;
-        let region = config.region().map_or_else(|| FALLBACK_REGION.to_owned(), ToString::to_string);
-        let service_config = aws_sdk_secretsmanager::config::Builder::from(&config).retry_config(retry_within(config.retry_config(), self.timeout)).build();
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .region(region)
+            .load()
+            .await;
+        let region = config
+            .region()
+            .map_or_else(|| FALLBACK_REGION.to_owned(), ToString::to_string);
+        let service_config = aws_sdk_secretsmanager::config::Builder::from(&config)
+            .retry_config(retry_within(config.retry_config(), self.timeout))
+            .build();
         let client = aws_sdk_secretsmanager::Client::from_conf(service_config);
         tracing::debug!(secret_id, %region, "asking AWS Secrets Manager for the API key");
         let result = client.get_secret_value().secret_id(secret_id).send().await;
@@ -65,7 +76,9 @@ impl AwsSecretStore {
             Ok(out) => match (out.secret_string(), out.secret_binary()) {
                 (Some(s), _) => Ok(SecretPayload::Text(s.to_owned())),
                 (None, Some(b)) => Ok(SecretPayload::Binary(b.as_ref().to_vec())),
-                (None, None) => Err("the secret has neither SecretString nor SecretBinary".to_owned()),
+                (None, None) => {
+                    Err("the secret has neither SecretString nor SecretBinary".to_owned())
+                }
             },
             Err(e) => Err(describe_error(&e)),
         };
@@ -108,9 +121,15 @@ fn describe_error(e: &SdkError<GetSecretValueError>) -> String {
     let detail = DisplayErrorContext(e).to_string();
     let lower = detail.to_lowercase();
     if lower.contains("credentials") {
-        format!("no AWS credentials ({}); attach an instance role or pass DD_API_KEY", first_line(&detail))
+        format!(
+            "no AWS credentials ({}); attach an instance role or pass DD_API_KEY",
+            first_line(&detail)
+        )
     } else if matches!(e, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)) {
-        format!("cannot reach the Secrets Manager endpoint ({})", first_line(&detail))
+        format!(
+            "cannot reach the Secrets Manager endpoint ({})",
+            first_line(&detail)
+        )
     } else {
         first_line(&detail)
     }
@@ -129,8 +148,13 @@ mod tests {
         let retry = retry_within(None, Duration::from_secs(3));
         assert_eq!(retry.max_attempts(), 3);
         assert_eq!(retry.max_backoff(), Duration::from_millis(375));
-        let configured = RetryConfig::standard().with_max_attempts(5).with_max_backoff(Duration::from_millis(100));
+        let configured = RetryConfig::standard()
+            .with_max_attempts(5)
+            .with_max_backoff(Duration::from_millis(100));
         let retry = retry_within(Some(&configured), Duration::from_secs(10));
-        assert_eq!((retry.max_attempts(), retry.max_backoff()), (5, Duration::from_millis(100)));
+        assert_eq!(
+            (retry.max_attempts(), retry.max_backoff()),
+            (5, Duration::from_millis(100))
+        );
     }
 }

@@ -5,8 +5,8 @@
 
 use crate::key::{hex, ApiKey, REDACTED};
 use bollard::models::{
-    ContainerCreateBody, DeviceRequest, HealthConfig, HostConfig, HostConfigCgroupnsModeEnum, HostConfigLogConfig,
-    PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, DeviceRequest, HealthConfig, HostConfig, HostConfigCgroupnsModeEnum,
+    HostConfigLogConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -110,8 +110,14 @@ pub fn agent_spec(settings: &AgentSettings, key: &ApiKey) -> AgentSpec {
         ("DD_APM_ENABLED".into(), "true".into()),
         ("DD_APM_NON_LOCAL_TRAFFIC".into(), "true".into()),
         ("DD_DOGSTATSD_NON_LOCAL_TRAFFIC".into(), "true".into()),
-        ("DD_PROCESS_CONFIG_PROCESS_COLLECTION_ENABLED".into(), "true".into()),
-        ("DD_CONTAINER_EXCLUDE".into(), format!("name:^{}$", regex_escape(&settings.name))),
+        (
+            "DD_PROCESS_CONFIG_PROCESS_COLLECTION_ENABLED".into(),
+            "true".into(),
+        ),
+        (
+            "DD_CONTAINER_EXCLUDE".into(),
+            format!("name:^{}$", regex_escape(&settings.name)),
+        ),
     ];
     // On the host network the ports are the agent's own listeners; on a bridge they are published.
     if settings.network == NetworkMode::Host {
@@ -119,7 +125,10 @@ pub fn agent_spec(settings: &AgentSettings, key: &ApiKey) -> AgentSpec {
             env.push(("DD_APM_RECEIVER_PORT".into(), settings.apm_port.to_string()));
         }
         if settings.dogstatsd_port != DEFAULT_DOGSTATSD_PORT {
-            env.push(("DD_DOGSTATSD_PORT".into(), settings.dogstatsd_port.to_string()));
+            env.push((
+                "DD_DOGSTATSD_PORT".into(),
+                settings.dogstatsd_port.to_string(),
+            ));
         }
     }
     if settings.gpus {
@@ -138,8 +147,16 @@ pub fn agent_spec(settings: &AgentSettings, key: &ApiKey) -> AgentSpec {
     let (network_mode, exposed_ports, port_bindings) = match settings.network {
         NetworkMode::Host => ("host", None, None),
         NetworkMode::Bridge => {
-            let bind = |port: u16| Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(port.to_string()) }]);
-            let bindings = HashMap::from([(apm.clone(), bind(settings.apm_port)), (dogstatsd.clone(), bind(settings.dogstatsd_port))]);
+            let bind = |port: u16| {
+                Some(vec![PortBinding {
+                    host_ip: Some("127.0.0.1".into()),
+                    host_port: Some(port.to_string()),
+                }])
+            };
+            let bindings = HashMap::from([
+                (apm.clone(), bind(settings.apm_port)),
+                (dogstatsd.clone(), bind(settings.dogstatsd_port)),
+            ]);
             ("bridge", Some(vec![apm, dogstatsd]), Some(bindings))
         }
     };
@@ -150,10 +167,16 @@ pub fn agent_spec(settings: &AgentSettings, key: &ApiKey) -> AgentSpec {
         cgroupns_mode: Some(HostConfigCgroupnsModeEnum::HOST),
         network_mode: Some(network_mode.into()),
         port_bindings,
-        restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::UNLESS_STOPPED), maximum_retry_count: None }),
+        restart_policy: Some(RestartPolicy {
+            name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+            maximum_retry_count: None,
+        }),
         log_config: Some(HostConfigLogConfig {
             typ: Some("json-file".into()),
-            config: Some(HashMap::from([("max-size".into(), "10m".into()), ("max-file".into(), "3".into())])),
+            config: Some(HashMap::from([
+                ("max-size".into(), "10m".into()),
+                ("max-file".into(), "3".into()),
+            ])),
         }),
         device_requests: settings.gpus.then(|| {
             vec![DeviceRequest {
@@ -179,8 +202,14 @@ pub fn agent_spec(settings: &AgentSettings, key: &ApiKey) -> AgentSpec {
         ..Default::default()
     };
     let hash = spec_hash(&body, key);
-    body.labels.get_or_insert_with(HashMap::new).insert(LABEL_SPEC_HASH.into(), hash.clone());
-    AgentSpec { name: settings.name.clone(), body, hash }
+    body.labels
+        .get_or_insert_with(HashMap::new)
+        .insert(LABEL_SPEC_HASH.into(), hash.clone());
+    AgentSpec {
+        name: settings.name.clone(),
+        body,
+        hash,
+    }
 }
 
 /// sha256 over the canonical JSON of the body, with the key replaced by its digest and without the
@@ -269,12 +298,20 @@ pub fn validate_container_name(name: &str) -> Result<(), String> {
 pub fn validate_image_reference(image: &str) -> Result<(), String> {
     let fix = "use a reference like datadog/agent:7 or registry:5000/datadog/agent:7";
     if image.is_empty() || image.len() > 512 {
-        return Err(format!("image reference {image:?} is empty or too long; {fix}"));
+        return Err(format!(
+            "image reference {image:?} is empty or too long; {fix}"
+        ));
     }
-    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | ':' | '@');
+    let allowed =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | ':' | '@');
     let (name, _digest) = image.split_once('@').unwrap_or((image, ""));
-    if repository_path(name).chars().any(|c| c.is_ascii_uppercase()) {
-        return Err(format!("image reference {image:?} is not valid: the repository name must be lowercase; {fix}"));
+    if repository_path(name)
+        .chars()
+        .any(|c| c.is_ascii_uppercase())
+    {
+        return Err(format!(
+            "image reference {image:?} is not valid: the repository name must be lowercase; {fix}"
+        ));
     }
     let valid = image.chars().all(allowed)
         && !image.contains("..")
@@ -304,10 +341,19 @@ fn repository_path(name: &str) -> &str {
 
 /// Parses `KEY=VALUE` for `--agent-env`; DD_API_KEY is refused there so the key has one way in.
 pub fn parse_agent_env(raw: &str) -> Result<(String, String), String> {
-    let (k, v) = raw.split_once('=').ok_or_else(|| format!("--agent-env {k:?} is not KEY=VALUE", k = raw.split('=').next().unwrap_or("")))?;
-    let valid_key = !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !k.starts_with(|c: char| c.is_ascii_digit());
+    let (k, v) = raw.split_once('=').ok_or_else(|| {
+        format!(
+            "--agent-env {k:?} is not KEY=VALUE",
+            k = raw.split('=').next().unwrap_or("")
+        )
+    })?;
+    let valid_key = !k.is_empty()
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !k.starts_with(|c: char| c.is_ascii_digit());
     if !valid_key {
-        return Err(format!("--agent-env {k:?}: the name must be letters, digits and _; pass it as KEY=VALUE"));
+        return Err(format!(
+            "--agent-env {k:?}: the name must be letters, digits and _; pass it as KEY=VALUE"
+        ));
     }
     if k == API_KEY_ENV {
         return Err("--agent-env DD_API_KEY is not accepted; give the key through DD_API_KEY or AWS Secrets Manager".into());
@@ -346,12 +392,21 @@ mod tests {
     fn follows_the_recipe() {
         let spec = agent_spec(&settings(), &test_key(KEY));
         let hc = spec.body.host_config.as_ref().unwrap();
-        assert_eq!(hc.binds.as_ref().unwrap(), &BINDS.map(String::from).to_vec());
+        assert_eq!(
+            hc.binds.as_ref().unwrap(),
+            &BINDS.map(String::from).to_vec()
+        );
         assert_eq!(hc.pid_mode.as_deref(), Some("host"));
         assert_eq!(hc.cgroupns_mode, Some(HostConfigCgroupnsModeEnum::HOST));
         assert_eq!(hc.network_mode.as_deref(), Some("host"));
-        assert_eq!(hc.restart_policy.as_ref().unwrap().name, Some(RestartPolicyNameEnum::UNLESS_STOPPED));
-        assert_eq!(hc.log_config.as_ref().unwrap().typ.as_deref(), Some("json-file"));
+        assert_eq!(
+            hc.restart_policy.as_ref().unwrap().name,
+            Some(RestartPolicyNameEnum::UNLESS_STOPPED)
+        );
+        assert_eq!(
+            hc.log_config.as_ref().unwrap().typ.as_deref(),
+            Some("json-file")
+        );
         assert!(hc.port_bindings.is_none() && hc.device_requests.is_none());
         let env = env_of(&spec);
         for expected in [
@@ -369,7 +424,9 @@ mod tests {
         ] {
             assert!(env.iter().any(|e| e == expected), "missing {expected}");
         }
-        assert!(!env.iter().any(|e| e.starts_with("DD_APM_RECEIVER_PORT") || e.starts_with("DD_GPU_ENABLED")));
+        assert!(!env
+            .iter()
+            .any(|e| e.starts_with("DD_APM_RECEIVER_PORT") || e.starts_with("DD_GPU_ENABLED")));
         let labels = spec.body.labels.as_ref().unwrap();
         assert_eq!(labels[LABEL_MANAGED_BY], MANAGED_BY_VALUE);
         assert_eq!(labels[LABEL_SPEC_HASH], spec.hash);
@@ -385,14 +442,25 @@ mod tests {
         let json = serde_json::to_value(spec.redacted_body()).unwrap();
         assert_eq!(json["HostConfig"]["PidMode"], "host");
         assert_eq!(json["HostConfig"]["CgroupnsMode"], "host");
-        assert_eq!(json["HostConfig"]["RestartPolicy"]["Name"], "unless-stopped");
-        assert!(json["Env"].as_array().unwrap().iter().any(|e| e == "DD_API_KEY=<redacted>"));
+        assert_eq!(
+            json["HostConfig"]["RestartPolicy"]["Name"],
+            "unless-stopped"
+        );
+        assert!(json["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "DD_API_KEY=<redacted>"));
         assert!(!json.to_string().contains(KEY));
     }
 
     #[test]
     fn bridge_publishes_on_loopback_only() {
-        let s = AgentSettings { network: NetworkMode::Bridge, apm_port: 18126, ..settings() };
+        let s = AgentSettings {
+            network: NetworkMode::Bridge,
+            apm_port: 18126,
+            ..settings()
+        };
         let spec = agent_spec(&s, &test_key(KEY));
         let hc = spec.body.host_config.as_ref().unwrap();
         assert_eq!(hc.network_mode.as_deref(), Some("bridge"));
@@ -400,13 +468,24 @@ mod tests {
         let apm = bindings["8126/tcp"].as_ref().unwrap();
         assert_eq!(apm[0].host_ip.as_deref(), Some("127.0.0.1"));
         assert_eq!(apm[0].host_port.as_deref(), Some("18126"));
-        assert_eq!(bindings["8125/udp"].as_ref().unwrap()[0].host_port.as_deref(), Some("8125"));
-        assert!(!env_of(&spec).iter().any(|e| e.starts_with("DD_APM_RECEIVER_PORT")));
+        assert_eq!(
+            bindings["8125/udp"].as_ref().unwrap()[0]
+                .host_port
+                .as_deref(),
+            Some("8125")
+        );
+        assert!(!env_of(&spec)
+            .iter()
+            .any(|e| e.starts_with("DD_APM_RECEIVER_PORT")));
     }
 
     #[test]
     fn host_network_moves_the_listeners_for_custom_ports() {
-        let s = AgentSettings { apm_port: 18126, dogstatsd_port: 18125, ..settings() };
+        let s = AgentSettings {
+            apm_port: 18126,
+            dogstatsd_port: 18125,
+            ..settings()
+        };
         let env = env_of(&agent_spec(&s, &test_key(KEY)));
         assert!(env.contains(&"DD_APM_RECEIVER_PORT=18126".to_string()));
         assert!(env.contains(&"DD_DOGSTATSD_PORT=18125".to_string()));
@@ -414,8 +493,21 @@ mod tests {
 
     #[test]
     fn gpus_request_every_device() {
-        let spec = agent_spec(&AgentSettings { gpus: true, ..settings() }, &test_key(KEY));
-        let req = &spec.body.host_config.as_ref().unwrap().device_requests.as_ref().unwrap()[0];
+        let spec = agent_spec(
+            &AgentSettings {
+                gpus: true,
+                ..settings()
+            },
+            &test_key(KEY),
+        );
+        let req = &spec
+            .body
+            .host_config
+            .as_ref()
+            .unwrap()
+            .device_requests
+            .as_ref()
+            .unwrap()[0];
         assert_eq!(req.count, Some(-1));
         assert_eq!(req.capabilities, Some(vec![vec!["gpu".to_string()]]));
         assert!(env_of(&spec).contains(&"DD_GPU_ENABLED=true".to_string()));
@@ -423,14 +515,28 @@ mod tests {
 
     #[test]
     fn extra_env_overrides_ddsky_defaults() {
-        let s = AgentSettings { extra_env: vec![("DD_SITE".into(), "datadoghq.eu".into())], ..settings() };
+        let s = AgentSettings {
+            extra_env: vec![("DD_SITE".into(), "datadoghq.eu".into())],
+            ..settings()
+        };
         let env = env_of(&agent_spec(&s, &test_key(KEY)));
-        assert_eq!(env.iter().filter(|e| e.starts_with("DD_SITE=")).collect::<Vec<_>>(), ["DD_SITE=datadoghq.eu"]);
+        assert_eq!(
+            env.iter()
+                .filter(|e| e.starts_with("DD_SITE="))
+                .collect::<Vec<_>>(),
+            ["DD_SITE=datadoghq.eu"]
+        );
     }
 
     #[test]
     fn exclusion_regex_escapes_the_name() {
-        let env = env_of(&agent_spec(&AgentSettings { name: "dd.agent".into(), ..settings() }, &test_key(KEY)));
+        let env = env_of(&agent_spec(
+            &AgentSettings {
+                name: "dd.agent".into(),
+                ..settings()
+            },
+            &test_key(KEY),
+        ));
         assert!(env.contains(&r"DD_CONTAINER_EXCLUDE=name:^dd\.agent$".to_string()));
     }
 
@@ -438,54 +544,118 @@ mod tests {
     fn hash_is_stable_and_tracks_every_input() {
         let key = test_key(KEY);
         let base = agent_spec(&settings(), &key).hash;
-        assert_eq!(base, agent_spec(&settings(), &key).hash, "same input, same hash");
+        assert_eq!(
+            base,
+            agent_spec(&settings(), &key).hash,
+            "same input, same hash"
+        );
         let variants = [
-            AgentSettings { tags: vec!["env:production".into()], ..settings() },
-            AgentSettings { image: "datadog/agent:7.70.0".into(), ..settings() },
-            AgentSettings { network: NetworkMode::Bridge, ..settings() },
-            AgentSettings { site: "datadoghq.eu".into(), ..settings() },
-            AgentSettings { gpus: true, ..settings() },
-            AgentSettings { apm_port: 9126, ..settings() },
-            AgentSettings { dd_url: Some("http://127.0.0.1:1".into()), ..settings() },
+            AgentSettings {
+                tags: vec!["env:production".into()],
+                ..settings()
+            },
+            AgentSettings {
+                image: "datadog/agent:7.70.0".into(),
+                ..settings()
+            },
+            AgentSettings {
+                network: NetworkMode::Bridge,
+                ..settings()
+            },
+            AgentSettings {
+                site: "datadoghq.eu".into(),
+                ..settings()
+            },
+            AgentSettings {
+                gpus: true,
+                ..settings()
+            },
+            AgentSettings {
+                apm_port: 9126,
+                ..settings()
+            },
+            AgentSettings {
+                dd_url: Some("http://127.0.0.1:1".into()),
+                ..settings()
+            },
         ];
         for v in variants {
             assert_ne!(agent_spec(&v, &key).hash, base, "{v:?}");
         }
-        assert_ne!(agent_spec(&settings(), &test_key(&"f".repeat(32))).hash, base, "a rotated key changes the hash");
+        assert_ne!(
+            agent_spec(&settings(), &test_key(&"f".repeat(32))).hash,
+            base,
+            "a rotated key changes the hash"
+        );
     }
 
     #[test]
     fn labels_never_hold_the_key() {
         let spec = agent_spec(&settings(), &test_key(KEY));
-        assert!(!serde_json::to_string(&spec.body.labels).unwrap().contains(KEY));
+        assert!(!serde_json::to_string(&spec.body.labels)
+            .unwrap()
+            .contains(KEY));
     }
 
     #[test]
     fn container_names() {
         assert!(validate_container_name("dd-agent").is_ok());
         assert!(validate_container_name("a.b_c-1").is_ok());
-        for bad in ["", "x", "/dd-agent", "dd/agent", "-dd", "dd agent", "dd$agent"] {
+        for bad in [
+            "",
+            "x",
+            "/dd-agent",
+            "dd/agent",
+            "-dd",
+            "dd agent",
+            "dd$agent",
+        ] {
             assert!(validate_container_name(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn image_references() {
-        for good in ["datadog/agent:7", "gcr.io/datadoghq/agent:7", "127.0.0.1:5000/datadog/agent:7", "agent@sha256:abc", "public.ecr.aws/datadog/agent"] {
+        for good in [
+            "datadog/agent:7",
+            "gcr.io/datadoghq/agent:7",
+            "127.0.0.1:5000/datadog/agent:7",
+            "agent@sha256:abc",
+            "public.ecr.aws/datadog/agent",
+        ] {
             assert!(validate_image_reference(good).is_ok(), "{good}");
         }
-        assert!(validate_image_reference("Registry.Example.com:5000/datadog/agent:Latest").is_ok(), "host and tag may have capitals");
-        for bad in ["", "$(rm -rf /)", "../agent", "datadog//agent", "agent:", "a b", "/agent", "agent;ls", "a/../b", "Datadog/Agent:7"] {
+        assert!(
+            validate_image_reference("Registry.Example.com:5000/datadog/agent:Latest").is_ok(),
+            "host and tag may have capitals"
+        );
+        for bad in [
+            "",
+            "$(rm -rf /)",
+            "../agent",
+            "datadog//agent",
+            "agent:",
+            "a b",
+            "/agent",
+            "agent;ls",
+            "a/../b",
+            "Datadog/Agent:7",
+        ] {
             assert!(validate_image_reference(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn agent_env_parsing() {
-        assert_eq!(parse_agent_env("DD_HOSTNAME=node-1").unwrap(), ("DD_HOSTNAME".into(), "node-1".into()));
+        assert_eq!(
+            parse_agent_env("DD_HOSTNAME=node-1").unwrap(),
+            ("DD_HOSTNAME".into(), "node-1".into())
+        );
         assert_eq!(parse_agent_env("A=b=c").unwrap().1, "b=c");
         assert!(parse_agent_env("NOVALUE").is_err());
         assert!(parse_agent_env("1A=x").is_err());
-        assert!(parse_agent_env("DD_API_KEY=x").unwrap_err().contains("not accepted"));
+        assert!(parse_agent_env("DD_API_KEY=x")
+            .unwrap_err()
+            .contains("not accepted"));
     }
 }

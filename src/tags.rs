@@ -28,7 +28,11 @@ impl JobIdentity {
     /// `run`, SKYPILOT_SETUP_NODE_RANK in `setup`; SKYPILOT_NUM_NODES may be unset on one node, in which
     /// case the IP lists are counted. Values that are not what they claim to be are dropped with a warning.
     pub fn from_env(var: impl Fn(&str) -> Option<String>, warnings: &mut Vec<String>) -> Self {
-        let get = |name: &str| var(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let get = |name: &str| {
+            var(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
 
         let node_rank = first_number(
             &[
@@ -37,15 +41,18 @@ impl JobIdentity {
             ],
             warnings,
         );
-        let num_nodes = first_number(&[("SKYPILOT_NUM_NODES", get("SKYPILOT_NUM_NODES"))], warnings)
-            .or_else(|| {
-                ["SKYPILOT_NODE_IPS", "SKYPILOT_SETUP_NODE_IPS"]
-                    .iter()
-                    .filter_map(|name| get(name))
-                    .map(|ips| ips.lines().filter(|l| !l.trim().is_empty()).count())
-                    .find(|&n| n > 0)
-                    .map(|n| n.to_string())
-            });
+        let num_nodes = first_number(
+            &[("SKYPILOT_NUM_NODES", get("SKYPILOT_NUM_NODES"))],
+            warnings,
+        )
+        .or_else(|| {
+            ["SKYPILOT_NODE_IPS", "SKYPILOT_SETUP_NODE_IPS"]
+                .iter()
+                .filter_map(|name| get(name))
+                .map(|ips| ips.lines().filter(|l| !l.trim().is_empty()).count())
+                .find(|&n| n > 0)
+                .map(|n| n.to_string())
+        });
 
         JobIdentity {
             metta_run_id: get("METTA_RUN_ID"),
@@ -58,12 +65,17 @@ impl JobIdentity {
     }
 }
 
-fn first_number(candidates: &[(&str, Option<String>)], warnings: &mut Vec<String>) -> Option<String> {
+fn first_number(
+    candidates: &[(&str, Option<String>)],
+    warnings: &mut Vec<String>,
+) -> Option<String> {
     for (name, value) in candidates {
         let Some(value) = value else { continue };
         match value.parse::<u32>() {
             Ok(n) => return Some(n.to_string()),
-            Err(_) => warnings.push(format!("{name}={value:?} is not a whole number; its tag is left out")),
+            Err(_) => warnings.push(format!(
+                "{name}={value:?} is not a whole number; its tag is left out"
+            )),
         }
     }
     None
@@ -88,7 +100,9 @@ pub struct TagSet {
 impl TagSet {
     /// The first value of `key`, as normalised.
     pub fn value_of(&self, key: &str) -> Option<&str> {
-        self.tags.iter().find_map(|t| t.split_once(':').filter(|(k, _)| *k == key).map(|(_, v)| v))
+        self.tags
+            .iter()
+            .find_map(|t| t.split_once(':').filter(|(k, _)| *k == key).map(|(_, v)| v))
     }
 }
 
@@ -116,18 +130,25 @@ pub fn build(request: &TagRequest, identity: &JobIdentity) -> Result<TagSet, Tag
     ];
     let cluster_pairs = identity.cluster.iter().map(|(k, v)| (k.as_str(), Some(v)));
     for (key, value) in identity_pairs.into_iter().chain(cluster_pairs) {
-        let Some(value) = value.map(|v| v.trim()).filter(|v| !v.is_empty()) else { continue };
+        let Some(value) = value.map(|v| v.trim()).filter(|v| !v.is_empty()) else {
+            continue;
+        };
         let raw = format!("{key}:{value}");
         push_normalized(&mut set, &raw)?;
     }
     for raw in &request.extra {
-        let (key, value) = raw.split_once(':').ok_or_else(|| TagError::NotKeyValue { raw: raw.clone() })?;
+        let (key, value) = raw
+            .split_once(':')
+            .ok_or_else(|| TagError::NotKeyValue { raw: raw.clone() })?;
         if value.trim().is_empty() || key.trim().is_empty() {
             return Err(TagError::NotKeyValue { raw: raw.clone() });
         }
         let key_lower = key.trim().to_lowercase();
         if FLAG_OWNED_KEYS.contains(&key_lower.as_str()) {
-            return Err(TagError::FlagOwned { raw: raw.clone(), key: key_lower });
+            return Err(TagError::FlagOwned {
+                raw: raw.clone(),
+                key: key_lower,
+            });
         }
         push_normalized(&mut set, raw)?;
     }
@@ -136,13 +157,20 @@ pub fn build(request: &TagRequest, identity: &JobIdentity) -> Result<TagSet, Tag
 
 fn push_normalized(set: &mut TagSet, raw: &str) -> Result<(), TagError> {
     let normalized = normalize(raw);
-    let tag = normalized.tag.ok_or_else(|| TagError::NothingLeft { raw: raw.to_owned() })?;
+    let tag = normalized.tag.ok_or_else(|| TagError::NothingLeft {
+        raw: raw.to_owned(),
+    })?;
     if !normalized.changes.is_empty() {
         set.warnings.push(format!(
             "tag {:?} became {:?} ({})",
             shorten(raw),
             shorten(&tag),
-            normalized.changes.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            normalized
+                .changes
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     if !set.tags.contains(&tag) {
@@ -175,7 +203,9 @@ impl fmt::Display for TagChange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             TagChange::Lowercased => "lowercased",
-            TagChange::IllegalCharacters => "characters other than letters, digits and _ - : . / became _",
+            TagChange::IllegalCharacters => {
+                "characters other than letters, digits and _ - : . / became _"
+            }
             TagChange::LeadingNonLetters => "a tag must start with a letter",
             TagChange::TrailingColons => "a tag must not end with ':'",
             TagChange::Truncated => "cut to 200 characters",
@@ -227,7 +257,10 @@ pub fn normalize(raw: &str) -> Normalized {
         note(TagChange::TrailingColons, &mut changes);
         out.truncate(out.trim_end_matches(':').len());
     }
-    Normalized { tag: (!out.is_empty()).then_some(out), changes }
+    Normalized {
+        tag: (!out.is_empty()).then_some(out),
+        changes,
+    }
 }
 
 #[cfg(test)]
@@ -236,12 +269,19 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| map.get(k).cloned()
     }
 
     fn request() -> TagRequest {
-        TagRequest { env: "production".into(), service: "skypilot-worker".into(), extra: vec![] }
+        TagRequest {
+            env: "production".into(),
+            service: "skypilot-worker".into(),
+            extra: vec![],
+        }
     }
 
     #[test]
@@ -250,7 +290,10 @@ mod tests {
         let id = JobIdentity::from_env(
             env(&[
                 ("METTA_RUN_ID", "alice.20250829.141502"),
-                ("SKYPILOT_TASK_ID", "sky-2023-07-06-21-18-31-563597_myclus_1"),
+                (
+                    "SKYPILOT_TASK_ID",
+                    "sky-2023-07-06-21-18-31-563597_myclus_1",
+                ),
                 ("SKYPILOT_NODE_RANK", "1"),
                 ("SKYPILOT_NUM_NODES", "4"),
                 ("METTA_GIT_REF", "0123456789abcdef0123456789abcdef01234567"),
@@ -271,14 +314,16 @@ mod tests {
             ]
         );
         assert!(w.is_empty() && set.warnings.is_empty());
-        
     }
 
     #[test]
     fn setup_phase_uses_setup_rank_and_counts_ips() {
         let mut w = vec![];
         let id = JobIdentity::from_env(
-            env(&[("SKYPILOT_SETUP_NODE_RANK", "2"), ("SKYPILOT_SETUP_NODE_IPS", "10.0.0.1\n10.0.0.2\n10.0.0.3\n")]),
+            env(&[
+                ("SKYPILOT_SETUP_NODE_RANK", "2"),
+                ("SKYPILOT_SETUP_NODE_IPS", "10.0.0.1\n10.0.0.2\n10.0.0.3\n"),
+            ]),
             &mut w,
         );
         assert_eq!(id.node_rank.as_deref(), Some("2"));
@@ -289,7 +334,11 @@ mod tests {
     fn run_phase_rank_wins_over_setup_rank() {
         let mut w = vec![];
         let id = JobIdentity::from_env(
-            env(&[("SKYPILOT_NODE_RANK", "0"), ("SKYPILOT_SETUP_NODE_RANK", "3"), ("SKYPILOT_NODE_IPS", "a\nb")]),
+            env(&[
+                ("SKYPILOT_NODE_RANK", "0"),
+                ("SKYPILOT_SETUP_NODE_RANK", "3"),
+                ("SKYPILOT_NODE_IPS", "a\nb"),
+            ]),
             &mut w,
         );
         assert_eq!(id.node_rank.as_deref(), Some("0"));
@@ -299,7 +348,10 @@ mod tests {
     #[test]
     fn num_nodes_variable_wins_over_ip_count() {
         let mut w = vec![];
-        let id = JobIdentity::from_env(env(&[("SKYPILOT_NUM_NODES", "8"), ("SKYPILOT_NODE_IPS", "a")]), &mut w);
+        let id = JobIdentity::from_env(
+            env(&[("SKYPILOT_NUM_NODES", "8"), ("SKYPILOT_NODE_IPS", "a")]),
+            &mut w,
+        );
         assert_eq!(id.num_nodes.as_deref(), Some("8"));
     }
 
@@ -308,20 +360,32 @@ mod tests {
         let mut w = vec![];
         let id = JobIdentity::from_env(env(&[]), &mut w);
         assert_eq!(id, JobIdentity::default());
-        assert_eq!(build(&request(), &id).unwrap().tags, ["env:production", "service:skypilot-worker"]);
+        assert_eq!(
+            build(&request(), &id).unwrap().tags,
+            ["env:production", "service:skypilot-worker"]
+        );
     }
 
     #[test]
     fn empty_and_blank_values_count_as_missing() {
         let mut w = vec![];
-        let id = JobIdentity::from_env(env(&[("METTA_RUN_ID", "  "), ("SKYPILOT_NODE_RANK", "")]), &mut w);
+        let id = JobIdentity::from_env(
+            env(&[("METTA_RUN_ID", "  "), ("SKYPILOT_NODE_RANK", "")]),
+            &mut w,
+        );
         assert_eq!(id, JobIdentity::default());
     }
 
     #[test]
     fn non_numeric_rank_is_dropped_with_a_warning_and_falls_back() {
         let mut w = vec![];
-        let id = JobIdentity::from_env(env(&[("SKYPILOT_NODE_RANK", "first"), ("SKYPILOT_SETUP_NODE_RANK", "1")]), &mut w);
+        let id = JobIdentity::from_env(
+            env(&[
+                ("SKYPILOT_NODE_RANK", "first"),
+                ("SKYPILOT_SETUP_NODE_RANK", "1"),
+            ]),
+            &mut w,
+        );
         assert_eq!(id.node_rank.as_deref(), Some("1"));
         assert_eq!(w.len(), 1);
         assert!(w[0].contains("SKYPILOT_NODE_RANK"));
@@ -340,7 +404,10 @@ mod tests {
 
     #[test]
     fn commas_never_split_and_spaces_never_survive() {
-        let r = TagRequest { extra: vec!["team:a,b c".into()], ..request() };
+        let r = TagRequest {
+            extra: vec!["team:a,b c".into()],
+            ..request()
+        };
         let set = build(&r, &JobIdentity::default()).unwrap();
         assert_eq!(set.value_of("team"), Some("a_b_c"));
         assert!(set.tags.iter().all(|t| !t.contains(' ')));
@@ -363,7 +430,13 @@ mod tests {
 
     #[test]
     fn cluster_tags_follow_the_identity() {
-        let id = JobIdentity { cluster: vec![("cloud".into(), "AWS".into()), ("region".into(), "us-east-1".into())], ..Default::default() };
+        let id = JobIdentity {
+            cluster: vec![
+                ("cloud".into(), "AWS".into()),
+                ("region".into(), "us-east-1".into()),
+            ],
+            ..Default::default()
+        };
         let set = build(&request(), &id).unwrap();
         assert_eq!(set.tags[2..], ["cloud:aws", "region:us-east-1"]);
     }
@@ -371,28 +444,55 @@ mod tests {
     #[test]
     fn extra_tags_must_be_key_value() {
         for bad in ["novalue", "key:", ":value", "  :  "] {
-            let r = TagRequest { extra: vec![bad.into()], ..request() };
-            assert!(matches!(build(&r, &JobIdentity::default()), Err(TagError::NotKeyValue { .. })), "{bad}");
+            let r = TagRequest {
+                extra: vec![bad.into()],
+                ..request()
+            };
+            assert!(
+                matches!(
+                    build(&r, &JobIdentity::default()),
+                    Err(TagError::NotKeyValue { .. })
+                ),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn extra_tag_of_only_illegal_characters_is_an_error() {
-        let r = TagRequest { extra: vec!["@@@:!!!".into()], ..request() };
+        let r = TagRequest {
+            extra: vec!["@@@:!!!".into()],
+            ..request()
+        };
         // "@@@:!!!" -> "___:___" -> no letter at all -> nothing left.
-        assert!(matches!(build(&r, &JobIdentity::default()), Err(TagError::NothingLeft { .. })));
+        assert!(matches!(
+            build(&r, &JobIdentity::default()),
+            Err(TagError::NothingLeft { .. })
+        ));
     }
 
     #[test]
     fn env_and_service_belong_to_their_flags() {
-        let r = TagRequest { extra: vec!["ENV:staging".into()], ..request() };
-        assert!(matches!(build(&r, &JobIdentity::default()), Err(TagError::FlagOwned { .. })));
+        let r = TagRequest {
+            extra: vec!["ENV:staging".into()],
+            ..request()
+        };
+        assert!(matches!(
+            build(&r, &JobIdentity::default()),
+            Err(TagError::FlagOwned { .. })
+        ));
     }
 
     #[test]
     fn duplicate_tags_are_kept_once() {
-        let r = TagRequest { extra: vec!["team:ml".into(), "Team:ML".into()], ..request() };
+        let r = TagRequest {
+            extra: vec!["team:ml".into(), "Team:ML".into()],
+            ..request()
+        };
         let set = build(&r, &JobIdentity::default()).unwrap();
-        assert_eq!(set.tags.iter().filter(|t| t.starts_with("team:")).count(), 1);
+        assert_eq!(
+            set.tags.iter().filter(|t| t.starts_with("team:")).count(),
+            1
+        );
     }
 }

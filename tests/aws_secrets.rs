@@ -148,30 +148,61 @@ struct Secrets {
 
 impl Secrets {
     fn new() -> Self {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
         let conf = aws_sdk_secretsmanager::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
             .endpoint_url(moto())
-            .credentials_provider(Credentials::new("testing", "testing", None, None, "ddsky-tests"))
+            .credentials_provider(Credentials::new(
+                "testing",
+                "testing",
+                None,
+                None,
+                "ddsky-tests",
+            ))
             .build();
         let client = aws_sdk_secretsmanager::Client::from_conf(conf);
         Secrets { rt, client }
     }
 
     fn create_text(&self, id: &str, value: &str) {
-        self.rt.block_on(self.client.create_secret().name(id).secret_string(value).send()).unwrap_or_else(|e| panic!("create {id}: {e:?}"));
+        self.rt
+            .block_on(
+                self.client
+                    .create_secret()
+                    .name(id)
+                    .secret_string(value)
+                    .send(),
+            )
+            .unwrap_or_else(|e| panic!("create {id}: {e:?}"));
     }
 
     fn create_binary(&self, id: &str, value: &[u8]) {
         self.rt
-            .block_on(self.client.create_secret().name(id).secret_binary(Blob::new(value)).send())
+            .block_on(
+                self.client
+                    .create_secret()
+                    .name(id)
+                    .secret_binary(Blob::new(value))
+                    .send(),
+            )
             .unwrap_or_else(|e| panic!("create {id}: {e:?}"));
     }
 
     /// A new current version, as a rotation leaves it.
     fn put_text(&self, id: &str, value: &str) {
-        self.rt.block_on(self.client.put_secret_value().secret_id(id).secret_string(value).send()).unwrap_or_else(|e| panic!("put {id}: {e:?}"));
+        self.rt
+            .block_on(
+                self.client
+                    .put_secret_value()
+                    .secret_id(id)
+                    .secret_string(value)
+                    .send(),
+            )
+            .unwrap_or_else(|e| panic!("put {id}: {e:?}"));
     }
 }
 
@@ -206,7 +237,11 @@ impl HangingEndpoint {
                 }
             })
         };
-        HangingEndpoint { url, stop, thread: Some(thread) }
+        HangingEndpoint {
+            url,
+            stop,
+            thread: Some(thread),
+        }
     }
 }
 
@@ -231,16 +266,31 @@ fn closed_endpoint() -> String {
 /// the leak scans see all of it.
 fn ddsky(s: &Scope, endpoint: &str) -> Command {
     let mut cmd = s.ddsky();
-    cmd.env_remove("DD_API_KEY").env("AWS_ENDPOINT_URL_SECRETS_MANAGER", endpoint).env("RUST_LOG", "trace");
+    cmd.env_remove("DD_API_KEY")
+        .env("AWS_ENDPOINT_URL_SECRETS_MANAGER", endpoint)
+        .env("RUST_LOG", "trace");
     cmd
 }
 
 /// `ddsky up` on the scope's ports, the key from `secret_id` at `endpoint`.
 fn up(s: &Scope, endpoint: &str, secret_id: &str) -> Command {
     let mut cmd = ddsky(s, endpoint);
-    cmd.args(["up", "--image", AGENT_IMAGE, "--timeout", "60s", "--expect", "none-such", "--secret-id", secret_id])
-        .args(["--secret-timeout", &format!("{}s", SECRET_TIMEOUT.as_secs())])
-        .args(s.port_args());
+    cmd.args([
+        "up",
+        "--image",
+        AGENT_IMAGE,
+        "--timeout",
+        "60s",
+        "--expect",
+        "none-such",
+        "--secret-id",
+        secret_id,
+    ])
+    .args([
+        "--secret-timeout",
+        &format!("{}s", SECRET_TIMEOUT.as_secs()),
+    ])
+    .args(s.port_args());
     cmd
 }
 
@@ -262,11 +312,21 @@ fn assert_nothing_created(s: &Scope) {
 /// A skip: exit 0, one line on stdout naming every source, nothing created, within the secret timeout.
 fn assert_skipped(s: &Scope, run: &Run, secrets: &[&str]) -> String {
     run.expect_code(0).assert_no_secret(secrets);
-    assert!(run.elapsed < SECRET_TIMEOUT + SLACK, "took {:?}, more than --secret-timeout {SECRET_TIMEOUT:?} + {SLACK:?}\n{run}", run.elapsed);
+    assert!(
+        run.elapsed < SECRET_TIMEOUT + SLACK,
+        "took {:?}, more than --secret-timeout {SECRET_TIMEOUT:?} + {SLACK:?}\n{run}",
+        run.elapsed
+    );
     let line = run.stdout.trim_end();
     assert_eq!(line.lines().count(), 1, "one line on stdout:\n{run}");
-    assert!(line.starts_with("monitoring skipped, nothing created"), "{run}");
-    assert!(line.contains("DD_API_KEY unset; secret "), "one reason per source: {run}");
+    assert!(
+        line.starts_with("monitoring skipped, nothing created"),
+        "{run}"
+    );
+    assert!(
+        line.contains("DD_API_KEY unset; secret "),
+        "one reason per source: {run}"
+    );
     assert_nothing_created(s);
     line.to_owned()
 }
@@ -279,7 +339,11 @@ fn full_cycle_from_secret(s: &Scope, id: &str, key: &str, secrets: &[&str]) {
     dry.expect_code(0).assert_no_secret(secrets);
     let plan = dry.json();
     assert_eq!(plan["action"], "create", "{dry}");
-    assert_eq!(plan["api_key"]["source"], format!("aws-secrets-manager:{id}"), "{dry}");
+    assert_eq!(
+        plan["api_key"]["source"],
+        format!("aws-secrets-manager:{id}"),
+        "{dry}"
+    );
     assert_eq!(plan["api_key"]["ending"], ending(key), "{dry}");
     assert!(inspect(&s.agent).is_none(), "a dry run creates nothing");
 
@@ -288,19 +352,34 @@ fn full_cycle_from_secret(s: &Scope, id: &str, key: &str, secrets: &[&str]) {
     let summary = started.json();
     assert_eq!(summary["action"], "create", "{started}");
     assert_eq!(summary["healthy"], true, "{started}");
-    assert_eq!(summary["api_key"]["source"], format!("aws-secrets-manager:{id}"));
+    assert_eq!(
+        summary["api_key"]["source"],
+        format!("aws-secrets-manager:{id}")
+    );
     assert_eq!(summary["api_key"]["ending"], ending(key));
 
     let c = inspect(&s.agent).expect("the agent container exists");
     assert_eq!(c["State"]["Running"], true);
     let env = env_of(&c);
-    assert!(env.contains(&format!("DD_API_KEY={key}")), "the agent got the key from the secret");
-    assert_eq!(env.iter().filter(|e| e.starts_with("DD_API_KEY=")).count(), 1);
+    assert!(
+        env.contains(&format!("DD_API_KEY={key}")),
+        "the agent got the key from the secret"
+    );
+    assert_eq!(
+        env.iter().filter(|e| e.starts_with("DD_API_KEY=")).count(),
+        1
+    );
 
     // Text output too: it names the source and the ending only.
     let again = run(&mut up(s, m, id));
     again.expect_code(0).assert_no_secret(secrets);
-    assert!(again.stdout.contains(&format!("api key: from aws-secrets-manager:{id}, ending {}", ending(key))), "{again}");
+    assert!(
+        again.stdout.contains(&format!(
+            "api key: from aws-secrets-manager:{id}, ending {}",
+            ending(key)
+        )),
+        "{again}"
+    );
 
     for args in [&["status"][..], &["status", "--format", "json"], &["down"]] {
         let out = run(ddsky(s, m).args(args));
@@ -319,30 +398,58 @@ fn the_env_key_wins_over_the_secret() {
     let id = secret_id(&s, "api-key");
     secrets.create_text(&id, OTHER_KEY);
 
-    let dry = run(up(&s, moto(), &id).env("DD_API_KEY", KEY).args(["--dry-run", "--format", "json"]));
+    let dry =
+        run(up(&s, moto(), &id)
+            .env("DD_API_KEY", KEY)
+            .args(["--dry-run", "--format", "json"]));
     dry.expect_code(0).assert_no_secret(&[]);
     assert_eq!(dry.json()["api_key"]["source"], "env", "{dry}");
     assert_eq!(dry.json()["api_key"]["ending"], ending(KEY));
 
     // Surrounding whitespace is trimmed; the env key is the one the agent gets.
-    let started = run(up(&s, moto(), &id).env("DD_API_KEY", format!("  {KEY}\n")).args(["--format", "json"]));
+    let started = run(up(&s, moto(), &id)
+        .env("DD_API_KEY", format!("  {KEY}\n"))
+        .args(["--format", "json"]));
     started.expect_code(0).assert_no_secret(&[]);
     assert_eq!(started.json()["api_key"]["source"], "env");
     let env = env_of(&inspect(&s.agent).expect("agent"));
-    assert!(env.contains(&format!("DD_API_KEY={KEY}")), "the env key is used");
-    assert!(!env.iter().any(|e| e.contains(OTHER_KEY)), "the secret is not used");
+    assert!(
+        env.contains(&format!("DD_API_KEY={KEY}")),
+        "the env key is used"
+    );
+    assert!(
+        !env.iter().any(|e| e.contains(OTHER_KEY)),
+        "the secret is not used"
+    );
 
     // With DD_API_KEY set AWS is not asked at all: a hanging endpoint costs nothing.
     let hanging = HangingEndpoint::start();
-    let fast = run(up(&s, &hanging.url, &id).env("DD_API_KEY", KEY).args(["--secret-timeout", "30s", "--dry-run", "--format", "json"]));
+    let fast = run(up(&s, &hanging.url, &id).env("DD_API_KEY", KEY).args([
+        "--secret-timeout",
+        "30s",
+        "--dry-run",
+        "--format",
+        "json",
+    ]));
     fast.expect_code(0).assert_no_secret(&[]);
     assert_eq!(fast.json()["api_key"]["source"], "env");
-    assert!(fast.elapsed < Duration::from_secs(10), "AWS was asked although DD_API_KEY is set: {:?}", fast.elapsed);
+    assert!(
+        fast.elapsed < Duration::from_secs(10),
+        "AWS was asked although DD_API_KEY is set: {:?}",
+        fast.elapsed
+    );
 
     // An empty DD_API_KEY counts as unset: the secret is used.
-    let empty = run(up(&s, moto(), &id).env("DD_API_KEY", "  ").args(["--dry-run", "--format", "json"]));
+    let empty =
+        run(up(&s, moto(), &id)
+            .env("DD_API_KEY", "  ")
+            .args(["--dry-run", "--format", "json"]));
     empty.expect_code(0).assert_no_secret(&[]);
-    assert_eq!(empty.json()["api_key"]["source"], format!("aws-secrets-manager:{id}"), "{empty}");
+    assert_eq!(
+        empty.json()["api_key"]["source"],
+        format!("aws-secrets-manager:{id}"),
+        "{empty}"
+    );
     assert_eq!(empty.json()["api_key"]["ending"], ending(OTHER_KEY));
 }
 
@@ -359,7 +466,9 @@ fn a_json_secret_gives_its_api_key_field() {
     let s = Scope::new("jsonapiKey");
     let id = secret_id(&s, "partner");
     // AWS's Datadog partner secret.
-    let value = format!(r#"{{"apiKey": "{OTHER_KEY}", "apiKeyId": "2f1e6c4d-0000-4000-8000-000000000000"}}"#);
+    let value = format!(
+        r#"{{"apiKey": "{OTHER_KEY}", "apiKeyId": "2f1e6c4d-0000-4000-8000-000000000000"}}"#
+    );
     Secrets::new().create_text(&id, &value);
     full_cycle_from_secret(&s, &id, OTHER_KEY, &[&value]);
 }
@@ -387,7 +496,12 @@ fn a_missing_secret_skips_and_says_why() {
     let id = secret_id(&s, "no-such-secret");
     let out = run(&mut up(&s, moto(), &id));
     let line = assert_skipped(&s, &out, &[]);
-    assert!(line.contains(&format!("secret {id} in us-east-1: ResourceNotFoundException")), "{out}");
+    assert!(
+        line.contains(&format!(
+            "secret {id} in us-east-1: ResourceNotFoundException"
+        )),
+        "{out}"
+    );
 
     // The same in JSON: action skip, one reason per source.
     let json = run(up(&s, moto(), &id).args(["--format", "json"]));
@@ -398,12 +512,21 @@ fn a_missing_secret_skips_and_says_why() {
     let reasons = plan["reasons"].as_array().expect("reasons");
     assert_eq!(reasons.len(), 2, "{json}");
     assert_eq!(reasons[0], "DD_API_KEY unset");
-    assert!(reasons[1].as_str().unwrap().contains("ResourceNotFoundException"), "{json}");
+    assert!(
+        reasons[1]
+            .as_str()
+            .unwrap()
+            .contains("ResourceNotFoundException"),
+        "{json}"
+    );
     assert_nothing_created(&s);
 
     // A dry run skips the same way.
     let dry = run(up(&s, moto(), &id).arg("--dry-run"));
-    assert!(assert_skipped(&s, &dry, &[]).contains("ResourceNotFoundException"), "{dry}");
+    assert!(
+        assert_skipped(&s, &dry, &[]).contains("ResourceNotFoundException"),
+        "{dry}"
+    );
 }
 
 #[test]
@@ -412,7 +535,12 @@ fn an_unreachable_endpoint_skips_and_says_why() {
     let endpoint = closed_endpoint();
     let out = run(&mut up(&s, &endpoint, "datadog/api-key"));
     let line = assert_skipped(&s, &out, &[]);
-    assert!(line.contains("secret datadog/api-key in us-east-1: cannot reach the Secrets Manager endpoint"), "{out}");
+    assert!(
+        line.contains(
+            "secret datadog/api-key in us-east-1: cannot reach the Secrets Manager endpoint"
+        ),
+        "{out}"
+    );
 }
 
 #[test]
@@ -421,7 +549,11 @@ fn a_hanging_endpoint_skips_within_the_secret_timeout() {
     let hanging = HangingEndpoint::start();
     let out = run(&mut up(&s, &hanging.url, "datadog/api-key"));
     let line = assert_skipped(&s, &out, &[]);
-    assert!(out.elapsed >= SECRET_TIMEOUT - Duration::from_millis(200), "it did wait for the answer: {:?}", out.elapsed);
+    assert!(
+        out.elapsed >= SECRET_TIMEOUT - Duration::from_millis(200),
+        "it did wait for the answer: {:?}",
+        out.elapsed
+    );
     assert!(line.contains("no answer within 3s"), "{out}");
 }
 
@@ -433,13 +565,21 @@ fn a_malformed_json_secret_skips_and_says_why() {
     Secrets::new().create_text(&id, &value);
     let out = run(&mut up(&s, moto(), &id));
     let line = assert_skipped(&s, &out, &[&value]);
-    assert!(line.contains(&format!("secret {id} in us-east-1: the secret is JSON but not valid JSON")), "{out}");
+    assert!(
+        line.contains(&format!(
+            "secret {id} in us-east-1: the secret is JSON but not valid JSON"
+        )),
+        "{out}"
+    );
 
     // JSON without a key field is reported too.
     let id2 = secret_id(&s, "no-field");
     Secrets::new().create_text(&id2, r#"{"apiKeyId": "2f1e6c4d"}"#);
     let out = run(&mut up(&s, moto(), &id2));
-    assert!(assert_skipped(&s, &out, &[]).contains("no apiKey, api_key or DD_API_KEY string field"), "{out}");
+    assert!(
+        assert_skipped(&s, &out, &[]).contains("no apiKey, api_key or DD_API_KEY string field"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -449,7 +589,11 @@ fn require_key_turns_a_skip_into_exit_1() {
     let out = run(up(&s, moto(), &id).arg("--require-key"));
     out.expect_code(1).assert_no_secret(&[]);
     assert!(out.elapsed < SECRET_TIMEOUT + SLACK, "{:?}", out.elapsed);
-    assert!(out.stderr.contains("no Datadog API key and --require-key was given"), "{out}");
+    assert!(
+        out.stderr
+            .contains("no Datadog API key and --require-key was given"),
+        "{out}"
+    );
     assert!(out.stderr.contains("ResourceNotFoundException"), "{out}");
     assert_nothing_created(&s);
 
@@ -460,7 +604,10 @@ fn require_key_turns_a_skip_into_exit_1() {
     Secrets::new().create_text(&id, KEY);
     let found = run(up(&s, moto(), &id).args(["--require-key", "--dry-run", "--format", "json"]));
     found.expect_code(0).assert_no_secret(&[]);
-    assert_eq!(found.json()["api_key"]["source"], format!("aws-secrets-manager:{id}"));
+    assert_eq!(
+        found.json()["api_key"]["source"],
+        format!("aws-secrets-manager:{id}")
+    );
 }
 
 #[test]
@@ -481,18 +628,37 @@ fn a_wrong_shaped_key_is_refused_with_the_hint() {
     secrets.create_text(&quoted, &value);
     let out = run(&mut up(&s, moto(), &quoted));
     let line = assert_skipped(&s, &out, &[&value]);
-    assert!(line.contains("the key is not used: it contains quotes; store the bare key without quotes"), "{out}");
+    assert!(
+        line.contains("the key is not used: it contains quotes; store the bare key without quotes"),
+        "{out}"
+    );
 
     // A wrong-shaped DD_API_KEY is refused and the chain goes on to the secret.
     let good = secret_id(&s, "good");
     secrets.create_text(&good, KEY);
-    let out = run(up(&s, moto(), &good).env("DD_API_KEY", APP_KEY).args(["--format", "json"]));
+    let out = run(up(&s, moto(), &good)
+        .env("DD_API_KEY", APP_KEY)
+        .args(["--format", "json"]));
     out.expect_code(0).assert_no_secret(&[APP_KEY]);
-    assert_eq!(out.json()["api_key"]["source"], format!("aws-secrets-manager:{good}"), "{out}");
-    assert!(out.stderr.contains("DD_API_KEY is not used: it is 40 characters long, like an application key"), "{out}");
+    assert_eq!(
+        out.json()["api_key"]["source"],
+        format!("aws-secrets-manager:{good}"),
+        "{out}"
+    );
+    assert!(
+        out.stderr
+            .contains("DD_API_KEY is not used: it is 40 characters long, like an application key"),
+        "{out}"
+    );
     let env = env_of(&inspect(&s.agent).expect("agent"));
-    assert!(env.contains(&format!("DD_API_KEY={KEY}")), "the secret's key is used");
-    assert!(!env.iter().any(|e| e.contains(APP_KEY)), "the application key is not used");
+    assert!(
+        env.contains(&format!("DD_API_KEY={KEY}")),
+        "the secret's key is used"
+    );
+    assert!(
+        !env.iter().any(|e| e.contains(APP_KEY)),
+        "the application key is not used"
+    );
 }
 
 #[test]
@@ -505,11 +671,18 @@ fn a_rotated_secret_recreates_the_agent() {
     let first = run(up(&s, moto(), &id).args(["--format", "json"]));
     first.expect_code(0).assert_no_secret(&[]);
     assert_eq!(first.json()["action"], "create", "{first}");
-    let first_id = inspect(&s.agent).expect("agent")["Id"].as_str().unwrap().to_owned();
+    let first_id = inspect(&s.agent).expect("agent")["Id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     let same = run(up(&s, moto(), &id).args(["--format", "json"]));
     same.expect_code(0).assert_no_secret(&[]);
-    assert_eq!(same.json()["action"], "none", "the same key changes nothing: {same}");
+    assert_eq!(
+        same.json()["action"],
+        "none",
+        "the same key changes nothing: {same}"
+    );
 
     secrets.put_text(&id, OTHER_KEY);
     let dry = run(up(&s, moto(), &id).args(["--dry-run", "--format", "json"]));
@@ -524,7 +697,10 @@ fn a_rotated_secret_recreates_the_agent() {
     let c = inspect(&s.agent).expect("agent");
     assert_ne!(c["Id"], first_id.as_str(), "a new container");
     let env = env_of(&c);
-    assert!(env.contains(&format!("DD_API_KEY={OTHER_KEY}")), "the new key");
+    assert!(
+        env.contains(&format!("DD_API_KEY={OTHER_KEY}")),
+        "the new key"
+    );
     assert!(!env.iter().any(|e| e.contains(KEY)), "not the old key");
     let all = docker(&["ps", "-aq", "--filter", &format!("name=^/{}$", s.agent)]);
     assert_eq!(all.stdout.lines().count(), 1, "the old agent is gone");
@@ -538,9 +714,16 @@ fn base64(bytes: &[u8]) -> String {
     const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
         for i in 0..4 {
-            out.push(if i <= chunk.len() { ABC[(n >> (18 - 6 * i)) as usize & 63] as char } else { '=' });
+            out.push(if i <= chunk.len() {
+                ABC[(n >> (18 - 6 * i)) as usize & 63] as char
+            } else {
+                '='
+            });
         }
     }
     out
@@ -563,10 +746,20 @@ fn the_key_stays_hidden_even_when_the_sdk_may_log_sensitive_bodies() {
     assert_eq!(base64(b"ab"), "YWI=");
 
     for (id, key) in [(&plain, KEY), (&json, OTHER_KEY), (&binary, OTHER_KEY)] {
-        let out = run(up(&s, moto(), id).env("LOG_SENSITIVE_BODIES", "true").args(["--dry-run", "--format", "json"]));
-        out.expect_code(0).assert_no_secret(&[&json_value, &encoded]);
-        assert_eq!(out.json()["api_key"]["source"], format!("aws-secrets-manager:{id}"), "{out}");
+        let out = run(up(&s, moto(), id)
+            .env("LOG_SENSITIVE_BODIES", "true")
+            .args(["--dry-run", "--format", "json"]));
+        out.expect_code(0)
+            .assert_no_secret(&[&json_value, &encoded]);
+        assert_eq!(
+            out.json()["api_key"]["source"],
+            format!("aws-secrets-manager:{id}"),
+            "{out}"
+        );
         assert_eq!(out.json()["api_key"]["ending"], ending(key));
-        assert!(out.stderr.contains("LOG_SENSITIVE_BODIES is set"), "the user is told why the SDK is quiet: {out}");
+        assert!(
+            out.stderr.contains("LOG_SENSITIVE_BODIES is set"),
+            "the user is told why the SDK is quiet: {out}"
+        );
     }
 }

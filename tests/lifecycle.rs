@@ -6,7 +6,13 @@ use common::*;
 use std::time::Duration;
 
 fn strs(v: &serde_json::Value) -> Vec<String> {
-    v.as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect()).unwrap_or_default()
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[test]
@@ -15,7 +21,10 @@ fn up_creates_exactly_the_recipe_and_a_second_up_is_a_no_op() {
     let first = run(s
         .up()
         .env("METTA_RUN_ID", "Alice.Run 1")
-        .env("SKYPILOT_TASK_ID", "sky-2023-07-06-21-18-31-563597_myclus_1")
+        .env(
+            "SKYPILOT_TASK_ID",
+            "sky-2023-07-06-21-18-31-563597_myclus_1",
+        )
         .env("SKYPILOT_SETUP_NODE_RANK", "1")
         .env("SKYPILOT_SETUP_NODE_IPS", "10.0.0.1\n10.0.0.2")
         .env("METTA_GIT_REF", "0123456789abcdef0123456789abcdef01234567")
@@ -24,7 +33,10 @@ fn up_creates_exactly_the_recipe_and_a_second_up_is_a_no_op() {
     let plan = first.json();
     assert_eq!(plan["action"], "create");
     assert_eq!(plan["healthy"], true);
-    assert!(first.stderr.contains("became"), "the normalised run id is reported: {first}");
+    assert!(
+        first.stderr.contains("became"),
+        "the normalised run id is reported: {first}"
+    );
 
     let c = inspect(&s.agent).expect("agent container exists");
     let host = &c["HostConfig"];
@@ -65,22 +77,46 @@ fn up_creates_exactly_the_recipe_and_a_second_up_is_a_no_op() {
     }
     let labels = &c["Config"]["Labels"];
     assert_eq!(labels["io.ddsky.managed-by"], "ddsky");
-    assert_eq!(labels["io.ddsky.spec-hash"].as_str().map(str::len), Some(64));
-    assert!(!labels.to_string().contains(KEY), "the key is not in any label");
-    assert_eq!(strs(&c["Config"]["Healthcheck"]["Test"]), ["CMD", "agent", "health"]);
+    assert_eq!(
+        labels["io.ddsky.spec-hash"].as_str().map(str::len),
+        Some(64)
+    );
+    assert!(
+        !labels.to_string().contains(KEY),
+        "the key is not in any label"
+    );
+    assert_eq!(
+        strs(&c["Config"]["Healthcheck"]["Test"]),
+        ["CMD", "agent", "health"]
+    );
 
     // The agent really got the tags as separate host tags.
     let status = run(s.ddsky().args(["status", "--format", "json"]));
     status.expect_code(0).assert_no_secret(&[]);
-    assert_eq!(strs(&status.json()["agent"]["host_tags"]), tags.split(' ').collect::<Vec<_>>());
+    assert_eq!(
+        strs(&status.json()["agent"]["host_tags"]),
+        tags.split(' ').collect::<Vec<_>>()
+    );
 
     let id = c["Id"].as_str().unwrap().to_owned();
-    let second = run(s.up().env("METTA_RUN_ID", "Alice.Run 1").env("SKYPILOT_TASK_ID", "sky-2023-07-06-21-18-31-563597_myclus_1")
-        .env("SKYPILOT_SETUP_NODE_RANK", "1").env("SKYPILOT_SETUP_NODE_IPS", "10.0.0.1\n10.0.0.2")
-        .env("METTA_GIT_REF", "0123456789abcdef0123456789abcdef01234567").args(["--expect", "no-such-job", "--format", "json"]));
+    let second = run(s
+        .up()
+        .env("METTA_RUN_ID", "Alice.Run 1")
+        .env(
+            "SKYPILOT_TASK_ID",
+            "sky-2023-07-06-21-18-31-563597_myclus_1",
+        )
+        .env("SKYPILOT_SETUP_NODE_RANK", "1")
+        .env("SKYPILOT_SETUP_NODE_IPS", "10.0.0.1\n10.0.0.2")
+        .env("METTA_GIT_REF", "0123456789abcdef0123456789abcdef01234567")
+        .args(["--expect", "no-such-job", "--format", "json"]));
     second.expect_code(0);
     assert_eq!(second.json()["action"], "none");
-    assert_eq!(inspect(&s.agent).unwrap()["Id"], id.as_str(), "same container");
+    assert_eq!(
+        inspect(&s.agent).unwrap()["Id"],
+        id.as_str(),
+        "same container"
+    );
 }
 
 #[test]
@@ -89,17 +125,33 @@ fn a_changed_tag_recreates_and_a_stopped_agent_is_started() {
     run(s.up().args(["--tag", "team:a", "--expect", "none-such"])).expect_code(0);
     let first_id = inspect(&s.agent).unwrap()["Id"].clone();
 
-    let changed = run(s.up().args(["--tag", "team:b", "--expect", "none-such", "--format", "json"]));
+    let changed = run(s.up().args([
+        "--tag",
+        "team:b",
+        "--expect",
+        "none-such",
+        "--format",
+        "json",
+    ]));
     changed.expect_code(0);
     assert_eq!(changed.json()["action"], "recreate");
     let c = inspect(&s.agent).unwrap();
     assert_ne!(c["Id"], first_id, "a new container");
-    assert!(env_of(&c).iter().any(|e| e.starts_with("DD_TAGS=") && e.ends_with("team:b")));
+    assert!(env_of(&c)
+        .iter()
+        .any(|e| e.starts_with("DD_TAGS=") && e.ends_with("team:b")));
     let all = docker(&["ps", "-aq", "--filter", &format!("name=^/{}$", s.agent)]);
     assert_eq!(all.stdout.lines().count(), 1, "the old one is gone");
 
     docker(&["stop", "-t", "5", &s.agent]).expect_code(0);
-    let started = run(s.up().args(["--tag", "team:b", "--expect", "none-such", "--format", "json"]));
+    let started = run(s.up().args([
+        "--tag",
+        "team:b",
+        "--expect",
+        "none-such",
+        "--format",
+        "json",
+    ]));
     started.expect_code(0);
     assert_eq!(started.json()["action"], "start");
     assert_eq!(inspect(&s.agent).unwrap()["State"]["Running"], true);
@@ -114,7 +166,10 @@ fn a_foreign_container_of_that_name_is_left_untouched() {
 
     let up = run(s.up().args(["--expect", "none-such"]));
     up.expect_code(1).assert_no_secret(&[]);
-    assert!(up.stderr.contains("did not create") && up.stderr.contains("--replace"), "{up}");
+    assert!(
+        up.stderr.contains("did not create") && up.stderr.contains("--replace"),
+        "{up}"
+    );
     let down = run(s.ddsky().arg("down"));
     down.expect_code(1);
     assert!(down.stderr.contains("--force"), "{down}");
@@ -123,10 +178,15 @@ fn a_foreign_container_of_that_name_is_left_untouched() {
     assert_eq!(c["State"]["Running"], true);
     assert_eq!(c["Config"]["Image"], JOB_IMAGE);
 
-    let replaced = run(s.up().args(["--replace", "--expect", "none-such", "--format", "json"]));
+    let replaced = run(s
+        .up()
+        .args(["--replace", "--expect", "none-such", "--format", "json"]));
     replaced.expect_code(0);
     assert_eq!(replaced.json()["action"], "recreate");
-    assert_eq!(inspect(&s.agent).unwrap()["Config"]["Labels"]["io.ddsky.managed-by"], "ddsky");
+    assert_eq!(
+        inspect(&s.agent).unwrap()["Config"]["Labels"]["io.ddsky.managed-by"],
+        "ddsky"
+    );
 }
 
 #[test]
@@ -141,23 +201,43 @@ fn the_job_container_is_discovered_by_up_and_status() {
     assert_eq!(expected["discovered"], true, "{up}");
     assert_eq!(expected["matches"][0]["id"], job_id.as_str());
 
-    let status = run(s.ddsky().args(["status", "--expect", &job, "--format", "json"]));
+    let status = run(s
+        .ddsky()
+        .args(["status", "--expect", &job, "--format", "json"]));
     status.expect_code(0);
     let report = status.json();
     let containers = report["containers"].as_array().unwrap();
-    let entry = containers.iter().find(|c| c["id"] == job_id.as_str()).expect("job listed");
+    let entry = containers
+        .iter()
+        .find(|c| c["id"] == job_id.as_str())
+        .expect("job listed");
     assert_eq!(entry["discovered"], true);
     assert_eq!(entry["is_agent"], false);
-    assert!(strs(&entry["tags"]).contains(&format!("container_name:{job}")), "{entry}");
-    let agent_entry = containers.iter().find(|c| c["name"] == s.agent.as_str()).expect("agent listed");
+    assert!(
+        strs(&entry["tags"]).contains(&format!("container_name:{job}")),
+        "{entry}"
+    );
+    let agent_entry = containers
+        .iter()
+        .find(|c| c["name"] == s.agent.as_str())
+        .expect("agent listed");
     assert_eq!(agent_entry["is_agent"], true);
     assert_eq!(report["agent"]["state"], "running");
-    assert!(report["agent"]["uptime_seconds"].as_u64().is_some_and(|s| s < 600), "{report}");
+    assert!(
+        report["agent"]["uptime_seconds"]
+            .as_u64()
+            .is_some_and(|s| s < 600),
+        "{report}"
+    );
     assert_eq!(report["expected"][0]["discovered"], true);
 
     let text = run(s.ddsky().args(["status", "--expect", &job]));
     text.expect_code(0);
-    assert!(text.stdout.contains(&format!("{job} ({JOB_IMAGE}): discovered")), "{text}");
+    assert!(
+        text.stdout
+            .contains(&format!("{job} ({JOB_IMAGE}): discovered")),
+        "{text}"
+    );
 }
 
 #[test]
@@ -168,7 +248,12 @@ fn the_default_expectation_finds_a_metta_image_by_repository() {
     up.expect_code(0);
     let report = up.json();
     assert_eq!(report["expected"][0]["pattern"], "metta");
-    let ids: Vec<&str> = report["expected"][0]["matches"].as_array().unwrap().iter().filter_map(|m| m["id"].as_str()).collect();
+    let ids: Vec<&str> = report["expected"][0]["matches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
     assert!(ids.contains(&job_id.as_str()), "{report}");
 }
 
@@ -178,7 +263,10 @@ fn a_container_started_later_is_waited_for_and_a_stopped_one_disappears() {
     let job = s.name("late");
     let up = run(s.up().args(["--expect", &job]));
     up.expect_code(0);
-    assert!(up.stdout.contains("will discover it when it starts"), "{up}");
+    assert!(
+        up.stdout.contains("will discover it when it starts"),
+        "{up}"
+    );
 
     let starter = {
         let job = job.clone();
@@ -187,7 +275,9 @@ fn a_container_started_later_is_waited_for_and_a_stopped_one_disappears() {
             docker(&["run", "-d", "--name", &job, JOB_IMAGE]).expect_code(0);
         })
     };
-    let waited = run(s.ddsky().args(["status", "--expect", &job, "--wait", "45s", "--format", "json"]));
+    let waited = run(s.ddsky().args([
+        "status", "--expect", &job, "--wait", "45s", "--format", "json",
+    ]));
     starter.join().unwrap();
     waited.expect_code(0);
     assert_eq!(waited.json()["expected"][0]["discovered"], true, "{waited}");
@@ -195,7 +285,11 @@ fn a_container_started_later_is_waited_for_and_a_stopped_one_disappears() {
     docker(&["stop", "-t", "1", &job]).expect_code(0);
     let gone = eventually(Duration::from_secs(20), || {
         let st = run(s.ddsky().args(["status", "--format", "json"])).json();
-        !st["containers"].as_array().unwrap().iter().any(|c| c["name"] == job.as_str())
+        !st["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == job.as_str())
     });
     assert!(gone, "a stopped container is no longer listed");
     let not_found = run(s.ddsky().args(["status", "--expect", &job, "--wait", "1s"]));
@@ -223,9 +317,14 @@ fn no_key_exits_0_and_creates_nothing() {
     cmd.args(["up", "--image", AGENT_IMAGE, "--no-aws"]);
     let out = run(&mut cmd);
     out.expect_code(0);
-    assert!(out.stdout.contains("monitoring skipped") && out.stdout.contains("DD_API_KEY unset"), "{out}");
+    assert!(
+        out.stdout.contains("monitoring skipped") && out.stdout.contains("DD_API_KEY unset"),
+        "{out}"
+    );
     assert!(inspect(&s.agent).is_none());
-    let strict = run(s.ddsky().args(["up", "--image", AGENT_IMAGE, "--no-aws", "--require-key"]));
+    let strict = run(s
+        .ddsky()
+        .args(["up", "--image", AGENT_IMAGE, "--no-aws", "--require-key"]));
     strict.expect_code(1);
     assert!(inspect(&s.agent).is_none());
 }
@@ -237,9 +336,15 @@ fn an_unpullable_image_is_a_clear_error_and_nothing_is_created() {
     let image = "127.0.0.1:9/datadog/agent:7";
     let out = run(s.up().args(["--image", image]));
     out.expect_code(1).assert_no_secret(&[]);
-    assert!(out.stderr.contains(&format!("pulling image {image} failed")), "{out}");
+    assert!(
+        out.stderr
+            .contains(&format!("pulling image {image} failed")),
+        "{out}"
+    );
     assert!(inspect(&s.agent).is_none(), "nothing created");
-    let never = run(s.up().args(["--image", "ddsky-test/absent:1", "--pull", "never"]));
+    let never = run(s
+        .up()
+        .args(["--image", "ddsky-test/absent:1", "--pull", "never"]));
     never.expect_code(1);
     assert!(never.stderr.contains("--pull never"), "{never}");
 }
@@ -247,9 +352,19 @@ fn an_unpullable_image_is_a_clear_error_and_nothing_is_created() {
 #[test]
 fn an_agent_that_stays_unhealthy_times_out_with_exit_3_and_the_components() {
     let s = Scope::new("unhealthy");
-    let out = run(s.up().args(["--agent-env", "STANDIN_UNHEALTHY_SECS=120", "--timeout", "3s", "--expect", "none-such"]));
+    let out = run(s.up().args([
+        "--agent-env",
+        "STANDIN_UNHEALTHY_SECS=120",
+        "--timeout",
+        "3s",
+        "--expect",
+        "none-such",
+    ]));
     out.expect_code(3).assert_no_secret(&[]);
-    assert!(out.stderr.contains("not healthy after") && out.stderr.contains("forwarder"), "{out}");
+    assert!(
+        out.stderr.contains("not healthy after") && out.stderr.contains("forwarder"),
+        "{out}"
+    );
     assert!(out.stderr.contains("API key"), "the forwarder hint: {out}");
     run(s.ddsky().arg("status")).expect_code(3);
 }
@@ -260,16 +375,38 @@ fn the_key_appears_in_no_output_at_any_verbosity() {
     let job = s.name("job");
     s.run_job("job");
     let mut outputs = vec![];
-    for extra in [&["-vv"][..], &["--format", "json"], &["--dry-run", "--format", "json"], &["--dry-run"]] {
-        outputs.push(run(s.up().env("RUST_LOG", "trace").args(["--expect", &job]).args(extra)));
+    for extra in [
+        &["-vv"][..],
+        &["--format", "json"],
+        &["--dry-run", "--format", "json"],
+        &["--dry-run"],
+    ] {
+        outputs.push(run(s
+            .up()
+            .env("RUST_LOG", "trace")
+            .args(["--expect", &job])
+            .args(extra)));
     }
-    outputs.push(run(s.ddsky().env("RUST_LOG", "trace").args(["status", "-vv", "--expect", &job])));
-    outputs.push(run(s.ddsky().env("RUST_LOG", "trace").args(["status", "--format", "json"])));
-    outputs.push(run(s.ddsky().env("RUST_LOG", "trace").args(["down", "-vv"])));
+    outputs.push(run(s
+        .ddsky()
+        .env("RUST_LOG", "trace")
+        .args(["status", "-vv", "--expect", &job])));
+    outputs.push(run(s
+        .ddsky()
+        .env("RUST_LOG", "trace")
+        .args(["status", "--format", "json"])));
+    outputs.push(run(s
+        .ddsky()
+        .env("RUST_LOG", "trace")
+        .args(["down", "-vv"])));
     for out in &outputs {
         out.assert_no_secret(&[]);
     }
-    assert!(outputs[0].stderr.lines().count() > 10, "trace logging was on: {}", outputs[0]);
+    assert!(
+        outputs[0].stderr.lines().count() > 10,
+        "trace logging was on: {}",
+        outputs[0]
+    );
 }
 
 #[test]
@@ -277,8 +414,15 @@ fn docker_unreachable_fails_fast_with_the_address() {
     let s = Scope::new("nodocker");
     let out = run(s.up().env("DOCKER_HOST", "unix:///nonexistent/docker.sock"));
     out.expect_code(1);
-    assert!(out.stderr.contains("unix:///nonexistent/docker.sock"), "{out}");
-    assert!(out.elapsed < Duration::from_secs(5), "took {:?}", out.elapsed);
+    assert!(
+        out.stderr.contains("unix:///nonexistent/docker.sock"),
+        "{out}"
+    );
+    assert!(
+        out.elapsed < Duration::from_secs(5),
+        "took {:?}",
+        out.elapsed
+    );
     let bad_scheme = run(s.ddsky().env("DOCKER_HOST", "ftp://x").arg("status"));
     bad_scheme.expect_code(2);
 }
@@ -305,7 +449,13 @@ fn bad_input_is_a_usage_error_naming_the_fix() {
 #[test]
 fn no_wait_returns_once_the_container_runs() {
     let s = Scope::new("nowait");
-    let out = run(s.up().args(["--no-wait", "--agent-env", "STANDIN_UNHEALTHY_SECS=60", "--format", "json"]));
+    let out = run(s.up().args([
+        "--no-wait",
+        "--agent-env",
+        "STANDIN_UNHEALTHY_SECS=60",
+        "--format",
+        "json",
+    ]));
     out.expect_code(0);
     let report = out.json();
     assert_eq!(report["action"], "create");

@@ -24,9 +24,16 @@ fn a_docker_host_that_never_answers_fails_fast_with_the_address() {
     let host = format!("tcp://127.0.0.1:{port}");
     let out = run(s.up().env("DOCKER_HOST", &host));
     out.expect_code(1).assert_no_secret(&[]);
-    assert!(out.stderr.contains(&host) && out.stderr.contains("no answer"), "{out}");
+    assert!(
+        out.stderr.contains(&host) && out.stderr.contains("no answer"),
+        "{out}"
+    );
     assert!(out.stderr.contains("--docker-host"), "names the fix: {out}");
-    assert!(out.elapsed < Duration::from_secs(4), "bounded, not hanging: {:?}", out.elapsed);
+    assert!(
+        out.elapsed < Duration::from_secs(4),
+        "bounded, not hanging: {:?}",
+        out.elapsed
+    );
 }
 
 #[test]
@@ -34,24 +41,39 @@ fn an_agent_killed_mid_wait_is_reported_not_waited_on() {
     let s = Scope::new("killed");
     let child = s
         .up()
-        .args(["--agent-env", "STANDIN_UNHEALTHY_SECS=120", "--expect", "none-such", "--timeout", "90s"])
+        .args([
+            "--agent-env",
+            "STANDIN_UNHEALTHY_SECS=120",
+            "--expect",
+            "none-such",
+            "--timeout",
+            "90s",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut pid = 0;
     assert!(eventually(Duration::from_secs(20), || {
-        pid = inspect(&s.agent).and_then(|c| c["State"]["Pid"].as_i64()).unwrap_or(0);
+        pid = inspect(&s.agent)
+            .and_then(|c| c["State"]["Pid"].as_i64())
+            .unwrap_or(0);
         pid > 0
     }));
     std::thread::sleep(Duration::from_millis(500));
     let start = Instant::now();
-    Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("during start-up"), "{stderr}");
-    assert!(start.elapsed() < Duration::from_secs(30), "reported, not waited on for the 90 s timeout");
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "reported, not waited on for the 90 s timeout"
+    );
 }
 
 #[test]
@@ -68,25 +90,55 @@ fn an_agent_removed_behind_our_back_is_recreated_by_the_next_up() {
 #[test]
 fn an_agent_that_exits_on_start_is_reported_with_its_last_lines_and_not_left_crash_looping() {
     let s = Scope::new("exits");
-    let out = run(s.up().args(["--agent-env", "STANDIN_NO_HOSTNAME=1", "--expect", "none-such"]));
+    let out = run(s.up().args([
+        "--agent-env",
+        "STANDIN_NO_HOSTNAME=1",
+        "--expect",
+        "none-such",
+    ]));
     out.expect_code(1).assert_no_secret(&[]);
-    assert!(out.stderr.contains("during start-up") && out.stderr.contains("was removed"), "{out}");
-    assert!(out.stderr.contains("unable to reliably determine the host name"), "the agent's own words: {out}");
-    assert!(inspect(&s.agent).is_none(), "no crash-looping container left behind");
+    assert!(
+        out.stderr.contains("during start-up") && out.stderr.contains("was removed"),
+        "{out}"
+    );
+    assert!(
+        out.stderr
+            .contains("unable to reliably determine the host name"),
+        "the agent's own words: {out}"
+    );
+    assert!(
+        inspect(&s.agent).is_none(),
+        "no crash-looping container left behind"
+    );
 }
 
 #[test]
 fn unwritable_stdout_and_stderr_do_not_crash_ddsky() {
     let s = Scope::new("devfull");
     run(s.up().args(["--expect", "none-such"])).expect_code(0);
-    for args in [&["status"][..], &["up", "--image", AGENT_IMAGE, "--expect", "none-such"], &["doctor"], &["--name", "ddskyt-absent-x", "status"]] {
-        let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    for args in [
+        &["status"][..],
+        &["up", "--image", AGENT_IMAGE, "--expect", "none-such"],
+        &["doctor"],
+        &["--name", "ddskyt-absent-x", "status"],
+    ] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
         let full2 = full.try_clone().unwrap();
         let mut cmd = s.ddsky();
-        cmd.env("DD_API_KEY", KEY).args(args).args(s.port_args().iter().filter(|_| args[0] == "up")).stdout(full).stderr(full2);
+        cmd.env("DD_API_KEY", KEY)
+            .args(args)
+            .args(s.port_args().iter().filter(|_| args[0] == "up"))
+            .stdout(full)
+            .stderr(full2);
         let status = cmd.status().unwrap();
         let code = status.code().unwrap_or(-1);
-        assert!([0, 1, 5].contains(&code), "{args:?} exited {code} (101 would be a panic)");
+        assert!(
+            [0, 1, 5].contains(&code),
+            "{args:?} exited {code} (101 would be a panic)"
+        );
     }
 }
 
@@ -98,7 +150,14 @@ fn dry_run_tags(s: &Scope, cmd: &mut Command) -> (Run, Vec<String>) {
         return (out, vec![]);
     }
     let env = out.json()["container"]["Env"].clone();
-    let dd_tags = env.as_array().unwrap().iter().filter_map(|e| e.as_str()).find_map(|e| e.strip_prefix("DD_TAGS=")).unwrap().to_owned();
+    let dd_tags = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.as_str())
+        .find_map(|e| e.strip_prefix("DD_TAGS="))
+        .unwrap()
+        .to_owned();
     let _ = s;
     (out, dd_tags.split(' ').map(String::from).collect())
 }
@@ -125,7 +184,10 @@ fn hostile_tags_are_normalised_or_refused_never_passed_through() {
             Some(want) => {
                 out.expect_code(0);
                 assert!(tags.contains(&want.to_string()), "{tag:?} -> {tags:?}");
-                assert!(tags.iter().all(|t| !t.contains([' ', ',', '"', '\n'])), "{tags:?}");
+                assert!(
+                    tags.iter().all(|t| !t.contains([' ', ',', '"', '\n'])),
+                    "{tags:?}"
+                );
             }
             None => {
                 out.expect_code(2);
@@ -145,7 +207,10 @@ fn hostile_tags_are_normalised_or_refused_never_passed_through() {
     from_env.env("DDSKY_TAGS", "team:ml  owner:alice");
     let (out, tags) = dry_run_tags(&s, &mut from_env);
     out.expect_code(0);
-    assert!(tags.contains(&"team:ml".to_string()) && tags.contains(&"owner:alice".to_string()), "{tags:?}");
+    assert!(
+        tags.contains(&"team:ml".to_string()) && tags.contains(&"owner:alice".to_string()),
+        "{tags:?}"
+    );
     assert!(inspect(&s.agent).is_none(), "dry runs create nothing");
 }
 
@@ -156,11 +221,22 @@ fn environment_variables_with_invalid_utf8_are_normalised() {
     cmd.env("METTA_RUN_ID", OsString::from_vec(b"run\xff\xfe1".to_vec()));
     let (out, tags) = dry_run_tags(&s, &mut cmd);
     out.expect_code(0);
-    assert!(tags.contains(&"metta_run_id:run__1".to_string()), "{tags:?}");
-    assert!(out.stderr.contains("METTA_RUN_ID is not valid UTF-8"), "{out}");
+    assert!(
+        tags.contains(&"metta_run_id:run__1".to_string()),
+        "{tags:?}"
+    );
+    assert!(
+        out.stderr.contains("METTA_RUN_ID is not valid UTF-8"),
+        "{out}"
+    );
 
     let mut bad_key = s.up();
-    bad_key.env("DD_API_KEY", OsString::from_vec(b"\xff0123456789abcdef0123456789abcde".to_vec())).args(["--no-aws"]);
+    bad_key
+        .env(
+            "DD_API_KEY",
+            OsString::from_vec(b"\xff0123456789abcdef0123456789abcde".to_vec()),
+        )
+        .args(["--no-aws"]);
     let out = run(&mut bad_key);
     out.expect_code(0);
     assert!(out.stdout.contains("DD_API_KEY is not used"), "{out}");
@@ -170,7 +246,15 @@ fn environment_variables_with_invalid_utf8_are_normalised() {
 #[test]
 fn hostile_image_references_and_names_are_usage_errors() {
     let s = Scope::new("hostileimage");
-    for image in ["$(rm -rf /)", "../../etc/passwd", "agent;reboot", "a b", "Datadog/Agent:7", "agent:", "-agent"] {
+    for image in [
+        "$(rm -rf /)",
+        "../../etc/passwd",
+        "agent;reboot",
+        "a b",
+        "Datadog/Agent:7",
+        "agent:",
+        "-agent",
+    ] {
         let out = run(s.up().arg(format!("--image={image}")));
         out.expect_code(2);
         assert!(out.stderr.contains("not valid"), "{image}: {out}");
@@ -190,7 +274,15 @@ fn hostile_image_references_and_names_are_usage_errors() {
 #[test]
 fn a_foreign_container_is_never_touched_whatever_its_labels_and_flags() {
     let s = Scope::new("ownership");
-    for (i, labels) in [&[][..], &["io.ddsky.managed-by=someone-else"], &["io.ddsky.spec-hash=0000"], &["managed-by=ddsky"]].iter().enumerate() {
+    for (i, labels) in [
+        &[][..],
+        &["io.ddsky.managed-by=someone-else"],
+        &["io.ddsky.spec-hash=0000"],
+        &["managed-by=ddsky"],
+    ]
+    .iter()
+    .enumerate()
+    {
         let name = s.name(&format!("foreign{i}"));
         let mut args = vec!["run", "-d", "--name", &name];
         for l in labels.iter() {
@@ -209,13 +301,26 @@ fn a_foreign_container_is_never_touched_whatever_its_labels_and_flags() {
             (&["status"], 3),
         ];
         for (cmd_args, code) in attempts {
-            let out = run(s.ddsky().env("DD_API_KEY", KEY).args(["--name", &name]).args(cmd_args));
-            assert!(out.code == code || (cmd_args[0] == "status" && out.code != 0), "{cmd_args:?}: {out}");
+            let out = run(s
+                .ddsky()
+                .env("DD_API_KEY", KEY)
+                .args(["--name", &name])
+                .args(cmd_args));
+            assert!(
+                out.code == code || (cmd_args[0] == "status" && out.code != 0),
+                "{cmd_args:?}: {out}"
+            );
         }
         let after = inspect(&name).expect("still there");
         assert_eq!(after["Id"], before["Id"]);
-        assert_eq!(after["State"]["StartedAt"], before["State"]["StartedAt"], "never restarted");
+        assert_eq!(
+            after["State"]["StartedAt"], before["State"]["StartedAt"],
+            "never restarted"
+        );
         assert_eq!(after["State"]["Running"], true, "never stopped");
-        assert_eq!(after["Config"]["Labels"], before["Config"]["Labels"], "never modified");
+        assert_eq!(
+            after["Config"]["Labels"], before["Config"]["Labels"],
+            "never modified"
+        );
     }
 }

@@ -30,8 +30,12 @@ impl Registry {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("docker-registry is installed (apt-get install docker-registry; .ci/run does it)");
-        let up = eventually(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+            .expect(
+                "docker-registry is installed (apt-get install docker-registry; .ci/run does it)",
+            );
+        let up = eventually(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
         assert!(up, "registry did not start");
         Registry { child, port, dir }
     }
@@ -54,14 +58,36 @@ fn a_missing_image_is_pulled_from_the_registry_then_used() {
     docker(&["push", &image]).expect_code(0);
     docker(&["rmi", &image]).expect_code(0);
 
-    let up = run(s.up().args(["--image", &image, "--expect", "none-such", "--format", "json"]));
+    let up = run(s.up().args([
+        "--image",
+        &image,
+        "--expect",
+        "none-such",
+        "--format",
+        "json",
+    ]));
     up.expect_code(0).assert_no_secret(&[]);
     assert_eq!(up.json()["action"], "create");
-    assert!(up.stderr.contains(&format!("pulling {image}")), "plain progress lines off a terminal: {up}");
-    assert_eq!(inspect(&s.agent).unwrap()["Config"]["Image"], image.as_str());
+    assert!(
+        up.stderr.contains(&format!("pulling {image}")),
+        "plain progress lines off a terminal: {up}"
+    );
+    assert_eq!(
+        inspect(&s.agent).unwrap()["Config"]["Image"],
+        image.as_str()
+    );
 
     // --pull always on an unchanged image keeps the container.
-    let again = run(s.up().args(["--image", &image, "--expect", "none-such", "--pull", "always", "--format", "json"]));
+    let again = run(s.up().args([
+        "--image",
+        &image,
+        "--expect",
+        "none-such",
+        "--pull",
+        "always",
+        "--format",
+        "json",
+    ]));
     again.expect_code(0);
     assert_eq!(again.json()["action"], "none");
 
@@ -73,11 +99,22 @@ fn a_missing_image_is_pulled_from_the_registry_then_used() {
 fn concurrent_ups_end_with_exactly_one_agent_and_all_succeed() {
     let s = Scope::new("concurrent");
     let children: Vec<Child> = (0..8)
-        .map(|_| s.up().args(["--expect", "none-such"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
+        .map(|_| {
+            s.up()
+                .args(["--expect", "none-such"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
         .collect();
     for child in children {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let all = docker(&["ps", "-aq", "--filter", &format!("name=^/{}$", s.agent)]);
     assert_eq!(all.stdout.lines().count(), 1, "exactly one agent");
@@ -85,23 +122,48 @@ fn concurrent_ups_end_with_exactly_one_agent_and_all_succeed() {
 
     // A changed spec raced by several ups still ends with one, up-to-date agent.
     let children: Vec<Child> = (0..4)
-        .map(|_| s.up().args(["--expect", "none-such", "--tag", "round:two"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
+        .map(|_| {
+            s.up()
+                .args(["--expect", "none-such", "--tag", "round:two"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
         .collect();
     for child in children {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let all = docker(&["ps", "-aq", "--filter", &format!("name=^/{}$", s.agent)]);
     assert_eq!(all.stdout.lines().count(), 1);
-    assert!(env_of(&inspect(&s.agent).unwrap()).iter().any(|e| e.ends_with("round:two")));
+    assert!(env_of(&inspect(&s.agent).unwrap())
+        .iter()
+        .any(|e| e.ends_with("round:two")));
 }
 
 #[test]
 fn up_racing_down_ends_fully_there_or_fully_gone() {
     let s = Scope::new("updown");
     run(s.up().args(["--expect", "none-such"])).expect_code(0);
-    let up = s.up().args(["--expect", "none-such", "--tag", "x:y"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let down = s.ddsky().args(["down", "--timeout", "5s"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let up = s
+        .up()
+        .args(["--expect", "none-such", "--tag", "x:y"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let down = s
+        .ddsky()
+        .args(["down", "--timeout", "5s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let _ = up.wait_with_output().unwrap();
     let _ = down.wait_with_output().unwrap();
     match inspect(&s.agent) {
@@ -116,7 +178,10 @@ fn up_racing_down_ends_fully_there_or_fully_gone() {
 }
 
 fn signal(child: &Child, sig: &str) {
-    Command::new("kill").args([&format!("-{sig}"), &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .unwrap();
 }
 
 fn wait_exit(mut child: Child, within: Duration) -> (Option<i32>, Duration) {
@@ -126,7 +191,10 @@ fn wait_exit(mut child: Child, within: Duration) -> (Option<i32>, Duration) {
             // A signal that lands before ddsky installed its handlers ends it by the default action;
             // a shell reports that as 128 + the signal, like ddsky's own 130/143.
             use std::os::unix::process::ExitStatusExt;
-            return (status.code().or(status.signal().map(|s| 128 + s)), start.elapsed());
+            return (
+                status.code().or(status.signal().map(|s| 128 + s)),
+                start.elapsed(),
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -140,12 +208,21 @@ fn sigint_and_sigterm_while_waiting_exit_130_and_143_promptly_leaving_a_whole_ag
         let s = Scope::new(&format!("sig{sig}"));
         let child = s
             .up()
-            .args(["--agent-env", "STANDIN_UNHEALTHY_SECS=120", "--expect", "none-such"])
+            .args([
+                "--agent-env",
+                "STANDIN_UNHEALTHY_SECS=120",
+                "--expect",
+                "none-such",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        assert!(eventually(Duration::from_secs(20), || inspect(&s.agent).is_some_and(|c| c["State"]["Running"] == true)), "agent started");
+        assert!(
+            eventually(Duration::from_secs(20), || inspect(&s.agent)
+                .is_some_and(|c| c["State"]["Running"] == true)),
+            "agent started"
+        );
         std::thread::sleep(Duration::from_millis(300));
         signal(&child, sig);
         let (status, took) = wait_exit(child, Duration::from_secs(5));
@@ -164,7 +241,12 @@ fn a_signal_at_any_moment_of_up_leaves_no_half_created_container() {
         let s = Scope::new(&format!("sigsweep{i}"));
         let child = s
             .up()
-            .args(["--agent-env", "STANDIN_UNHEALTHY_SECS=120", "--expect", "none-such"])
+            .args([
+                "--agent-env",
+                "STANDIN_UNHEALTHY_SECS=120",
+                "--expect",
+                "none-such",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -172,10 +254,19 @@ fn a_signal_at_any_moment_of_up_leaves_no_half_created_container() {
         std::thread::sleep(Duration::from_millis(delay_ms));
         signal(&child, sig);
         let (status, took) = wait_exit(child, Duration::from_secs(5));
-        assert!(matches!(status, Some(130 | 143)), "SIG{sig} after {delay_ms} ms: {status:?}");
-        assert!(took < Duration::from_secs(1), "SIG{sig} after {delay_ms} ms took {took:?}");
+        assert!(
+            matches!(status, Some(130 | 143)),
+            "SIG{sig} after {delay_ms} ms: {status:?}"
+        );
+        assert!(
+            took < Duration::from_secs(1),
+            "SIG{sig} after {delay_ms} ms took {took:?}"
+        );
         if let Some(c) = inspect(&s.agent) {
-            assert_eq!(c["State"]["Status"], "running", "after {delay_ms} ms: a container exists only whole and started");
+            assert_eq!(
+                c["State"]["Status"], "running",
+                "after {delay_ms} ms: a container exists only whole and started"
+            );
         }
     }
 }
@@ -200,7 +291,12 @@ fn signal_during_a_pull(sig: &str, code: i32) {
     });
     let child = s
         .up()
-        .args(["--image", &format!("127.0.0.1:{port}/datadog/agent:7"), "--expect", "none-such"])
+        .args([
+            "--image",
+            &format!("127.0.0.1:{port}/datadog/agent:7"),
+            "--expect",
+            "none-such",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -218,8 +314,17 @@ fn status_into_a_closed_pipe_is_not_an_error() {
     let s = Scope::new("pipe");
     run(s.up().args(["--expect", "none-such"])).expect_code(0);
     let bin = ddsky_bin();
-    let out = run(Command::new("bash")
-        .args(["-c", &format!("set -o pipefail; DDSKY_NAME={} {} status | true", s.agent, bin.display())]));
+    let out = run(Command::new("bash").args([
+        "-c",
+        &format!(
+            "set -o pipefail; DDSKY_NAME={} {} status | true",
+            s.agent,
+            bin.display()
+        ),
+    ]));
     out.expect_code(0);
-    assert!(!out.stderr.contains("panicked") && !out.stderr.contains("Broken pipe"), "{out}");
+    assert!(
+        !out.stderr.contains("panicked") && !out.stderr.contains("Broken pipe"),
+        "{out}"
+    );
 }

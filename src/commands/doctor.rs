@@ -16,7 +16,11 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 pub async fn run(ctx: &Context, args: DoctorArgs) -> Result<u8, Failure> {
     let tags = identity::resolve(&args.agent).await?;
     let given = crate::cli::or_env_list(&args.expect, "DDSKY_EXPECT");
-    let patterns = Pattern::all(if given.is_empty() { std::slice::from_ref(&args.default_expect) } else { &given });
+    let patterns = Pattern::all(if given.is_empty() {
+        std::slice::from_ref(&args.default_expect)
+    } else {
+        &given
+    });
     let mut facts = Facts {
         docker: Err(String::new()),
         cgroup_v2: std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
@@ -26,13 +30,21 @@ pub async fn run(ctx: &Context, args: DoctorArgs) -> Result<u8, Failure> {
         health: None,
         status: None,
         wanted_tags: tags.tags,
-        ports: PortFacts { apm_port: args.agent.apm_port, dogstatsd_port: args.agent.dogstatsd_port, ..Default::default() },
+        ports: PortFacts {
+            apm_port: args.agent.apm_port,
+            dogstatsd_port: args.agent.dogstatsd_port,
+            ..Default::default()
+        },
         expected: None,
     };
     match ctx.interrupt.run(Engine::connect(&ctx.docker_host)).await? {
         Err(e) => facts.docker = Err(e.to_string()),
         Ok(engine) => {
-            facts.docker = Ok(DockerFacts { host: engine.host().to_owned(), api_version: engine.api_version(), server_version: engine.server_version().await.ok() });
+            facts.docker = Ok(DockerFacts {
+                host: engine.host().to_owned(),
+                api_version: engine.api_version(),
+                server_version: engine.server_version().await.ok(),
+            });
             facts.agent = engine.inspect(&ctx.name).await?;
             if let Some(info) = facts.agent.as_ref().filter(|a| a.state.running) {
                 let agent = AgentClient::new(engine.clone(), info.id.clone());
@@ -40,7 +52,10 @@ pub async fn run(ctx: &Context, args: DoctorArgs) -> Result<u8, Failure> {
                     agent.health(),
                     agent.status(),
                     async {
-                        let report = discovery::check_once(&engine, &agent, &info.id, &patterns).await.map_err(|e| e.to_string())?.report;
+                        let report = discovery::check_once(&engine, &agent, &info.id, &patterns)
+                            .await
+                            .map_err(|e| e.to_string())?
+                            .report;
                         let tags = agent.container_tags().await.unwrap_or_default();
                         Ok::<_, String>((report, tags))
                     },
@@ -57,7 +72,10 @@ pub async fn run(ctx: &Context, args: DoctorArgs) -> Result<u8, Failure> {
     }
     let checks = doctor::evaluate(&facts);
     let failed = checks.iter().any(|c| c.verdict == Verdict::Fail);
-    let report = DoctorReport { ok: !failed, checks: &checks };
+    let report = DoctorReport {
+        ok: !failed,
+        checks: &checks,
+    };
     crate::output::emit(ctx.format, &report, || text(&checks));
     Ok(if failed { exit::FAILURE } else { exit::OK })
 }
@@ -87,12 +105,22 @@ fn text(checks: &[Check]) -> String {
 
 /// EC2 (Nitro and Xen) as the machine tells it, without asking instance metadata.
 fn on_ec2() -> bool {
-    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default().to_lowercase();
-    read("/sys/devices/virtual/dmi/id/board_vendor").contains("amazon") || read("/sys/hypervisor/uuid").starts_with("ec2")
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .to_lowercase()
+    };
+    read("/sys/devices/virtual/dmi/id/board_vendor").contains("amazon")
+        || read("/sys/hypervisor/uuid").starts_with("ec2")
 }
 
 async fn probe_tcp(port: u16) -> Result<(), String> {
-    match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(("127.0.0.1", port))).await {
+    match tokio::time::timeout(
+        PROBE_TIMEOUT,
+        tokio::net::TcpStream::connect(("127.0.0.1", port)),
+    )
+    .await
+    {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(format!("nothing accepts connections ({e})")),
         Err(_) => Err("no answer".into()),
@@ -102,9 +130,17 @@ async fn probe_tcp(port: u16) -> Result<(), String> {
 /// UDP has no handshake: a closed loopback port answers with ICMP "port unreachable", which a
 /// connected socket reports on the next receive; silence means something is listening.
 async fn probe_udp(port: u16) -> Result<(), String> {
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
-    socket.connect(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
-    socket.send(b"ddsky.doctor.probe:1|c|#source:ddsky").await.map_err(|e| e.to_string())?;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    socket
+        .connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    socket
+        .send(b"ddsky.doctor.probe:1|c|#source:ddsky")
+        .await
+        .map_err(|e| e.to_string())?;
     let mut buf = [0u8; 16];
     match tokio::time::timeout(Duration::from_millis(200), socket.recv(&mut buf)).await {
         Ok(Err(e)) => Err(format!("nothing listens ({e})")),

@@ -17,17 +17,41 @@ struct DownReport<'a> {
 pub async fn run(ctx: &Context, args: DownArgs) -> Result<u8, Failure> {
     let engine = ctx.engine().await?;
     let Some(info) = engine.inspect(&ctx.name).await? else {
-        let report = DownReport { name: &ctx.name, result: "absent", id: None };
-        crate::output::emit(ctx.format, &report, || format!("no agent container named {}; nothing to do", ctx.name));
+        let report = DownReport {
+            name: &ctx.name,
+            result: "absent",
+            id: None,
+        };
+        crate::output::emit(ctx.format, &report, || {
+            format!("no agent container named {}; nothing to do", ctx.name)
+        });
         return Ok(exit::OK);
     };
     if !is_managed(&info) && !args.force {
-        return Err(Failure::Foreign { name: ctx.name.clone(), image: info.image, flag: "--force" });
+        return Err(Failure::Foreign {
+            name: ctx.name.clone(),
+            image: info.image,
+            flag: "--force",
+        });
     }
-    tracing::info!("stopping agent {} (up to {} before it is killed)", ctx.name, humantime::format_duration(args.timeout));
+    tracing::info!(
+        "stopping agent {} (up to {} before it is killed)",
+        ctx.name,
+        humantime::format_duration(args.timeout)
+    );
     engine.stop(&info.id, args.timeout).await?;
     engine.remove(&info.id).await?;
-    let report = DownReport { name: &ctx.name, result: "removed", id: Some(info.id.clone()) };
-    crate::output::emit(ctx.format, &report, || format!("agent {} ({}) stopped and removed", ctx.name, short(&info.id)));
+    let report = DownReport {
+        name: &ctx.name,
+        result: "removed",
+        id: Some(info.id.clone()),
+    };
+    crate::output::emit(ctx.format, &report, || {
+        format!(
+            "agent {} ({}) stopped and removed",
+            ctx.name,
+            short(&info.id)
+        )
+    });
     Ok(exit::OK)
 }

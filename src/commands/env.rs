@@ -10,9 +10,20 @@ pub async fn run(ctx: &Context, args: EnvArgs) -> Result<u8, Failure> {
     let tags = identity::resolve(&args.agent).await?;
     let vars = job_env(&args, &tags.tags);
     let body = match ctx.format {
-        Format::Json => serde_json::to_string_pretty(&vars.iter().cloned().collect::<BTreeMap<_, _>>()).unwrap_or_default(),
-        Format::EnvFile => vars.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("\n"),
-        Format::Text | Format::Shell => vars.iter().map(|(k, v)| format!("export {k}={}", shell_quote(v))).collect::<Vec<_>>().join("\n"),
+        Format::Json => {
+            serde_json::to_string_pretty(&vars.iter().cloned().collect::<BTreeMap<_, _>>())
+                .unwrap_or_default()
+        }
+        Format::EnvFile => vars
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Format::Text | Format::Shell => vars
+            .iter()
+            .map(|(k, v)| format!("export {k}={}", shell_quote(v)))
+            .collect::<Vec<_>>()
+            .join("\n"),
     };
     crate::output::write_stdout(&body);
     Ok(exit::OK)
@@ -22,18 +33,38 @@ pub async fn run(ctx: &Context, args: EnvArgs) -> Result<u8, Failure> {
 /// network directly, on a bridge through the ports published on 127.0.0.1 (SkyPilot's job container
 /// uses --net=host). env and service travel as DD_ENV/DD_SERVICE, so DD_TAGS carries the rest.
 fn job_env(args: &EnvArgs, tags: &[String]) -> Vec<(String, String)> {
-    let value_of = |key: &str| tags.iter().find_map(|t| t.strip_prefix(key).and_then(|r| r.strip_prefix(':'))).map(str::to_owned);
+    let value_of = |key: &str| {
+        tags.iter()
+            .find_map(|t| t.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
+            .map(str::to_owned)
+    };
     let mut vars = vec![
         ("DD_AGENT_HOST".to_owned(), "localhost".to_owned()),
-        ("DD_TRACE_AGENT_PORT".to_owned(), args.agent.apm_port.to_string()),
-        ("DD_DOGSTATSD_PORT".to_owned(), args.agent.dogstatsd_port.to_string()),
-        ("DD_ENV".to_owned(), value_of("env").unwrap_or_else(|| args.agent.env.clone())),
-        ("DD_SERVICE".to_owned(), value_of("service").unwrap_or_else(|| args.agent.service.clone())),
+        (
+            "DD_TRACE_AGENT_PORT".to_owned(),
+            args.agent.apm_port.to_string(),
+        ),
+        (
+            "DD_DOGSTATSD_PORT".to_owned(),
+            args.agent.dogstatsd_port.to_string(),
+        ),
+        (
+            "DD_ENV".to_owned(),
+            value_of("env").unwrap_or_else(|| args.agent.env.clone()),
+        ),
+        (
+            "DD_SERVICE".to_owned(),
+            value_of("service").unwrap_or_else(|| args.agent.service.clone()),
+        ),
     ];
     if let Some(version) = value_of("git_ref") {
         vars.push(("DD_VERSION".to_owned(), version));
     }
-    let rest: Vec<&str> = tags.iter().map(String::as_str).filter(|t| !t.starts_with("env:") && !t.starts_with("service:")).collect();
+    let rest: Vec<&str> = tags
+        .iter()
+        .map(String::as_str)
+        .filter(|t| !t.starts_with("env:") && !t.starts_with("service:"))
+        .collect();
     vars.push(("DD_TAGS".to_owned(), rest.join(" ")));
     vars
 }
@@ -64,7 +95,13 @@ mod tests {
 
     #[test]
     fn job_env_carries_ports_identity_and_version() {
-        let tags = ["env:production", "service:skypilot-worker", "metta_run_id:a.1", "git_ref:abc"].map(String::from);
+        let tags = [
+            "env:production",
+            "service:skypilot-worker",
+            "metta_run_id:a.1",
+            "git_ref:abc",
+        ]
+        .map(String::from);
         let vars: BTreeMap<_, _> = job_env(&args(), &tags).into_iter().collect();
         assert_eq!(vars["DD_AGENT_HOST"], "localhost");
         assert_eq!(vars["DD_TRACE_AGENT_PORT"], "8126");
@@ -77,7 +114,9 @@ mod tests {
 
     #[test]
     fn no_git_ref_means_no_version() {
-        let vars: BTreeMap<_, _> = job_env(&args(), &["env:production".to_string()]).into_iter().collect();
+        let vars: BTreeMap<_, _> = job_env(&args(), &["env:production".to_string()])
+            .into_iter()
+            .collect();
         assert!(!vars.contains_key("DD_VERSION"));
     }
 

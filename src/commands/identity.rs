@@ -17,25 +17,41 @@ pub async fn resolve(args: &AgentArgs) -> Result<TagSet, Failure> {
     if identity.git_ref.is_none() {
         identity.git_ref = git_head().await;
     }
-    if let Some(info) = crate::output::env_var("SKYPILOT_CLUSTER_INFO").filter(|v| !v.trim().is_empty()) {
+    if let Some(info) =
+        crate::output::env_var("SKYPILOT_CLUSTER_INFO").filter(|v| !v.trim().is_empty())
+    {
         match placement::cluster_tags(&info) {
             Ok(pairs) => identity.cluster = pairs,
             Err(why) => warnings.push(format!("SKYPILOT_CLUSTER_INFO is not usable ({why}); the cluster, cloud, region and zone tags are left out")),
         }
     }
-    let request = TagRequest { env: args.env.clone(), service: args.service.clone(), extra: crate::cli::or_env_list(&args.tags, "DDSKY_TAGS") };
+    let request = TagRequest {
+        env: args.env.clone(),
+        service: args.service.clone(),
+        extra: crate::cli::or_env_list(&args.tags, "DDSKY_TAGS"),
+    };
     let tags = tags::build(&request, &identity).map_err(|e| Failure::Usage(e.to_string()))?;
-    warnings.iter().chain(&tags.warnings).for_each(|w| tracing::warn!("{w}"));
+    warnings
+        .iter()
+        .chain(&tags.warnings)
+        .for_each(|w| tracing::warn!("{w}"));
     Ok(tags)
 }
 
 /// The commit checked out in the working directory, if git is there and answers quickly.
 async fn git_head() -> Option<String> {
     let mut cmd = tokio::process::Command::new("git");
-    cmd.args(["rev-parse", "HEAD"]).stdin(std::process::Stdio::null()).stderr(std::process::Stdio::null()).kill_on_drop(true);
-    let out = tokio::time::timeout(GIT_TIMEOUT, cmd.output()).await.ok()?.ok()?;
+    cmd.args(["rev-parse", "HEAD"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(GIT_TIMEOUT, cmd.output())
+        .await
+        .ok()?
+        .ok()?;
     let head = String::from_utf8(out.stdout).ok()?.trim().to_owned();
-    let is_sha = out.status.success() && head.len() == 40 && head.chars().all(|c| c.is_ascii_hexdigit());
+    let is_sha =
+        out.status.success() && head.len() == 40 && head.chars().all(|c| c.is_ascii_hexdigit());
     if is_sha {
         tracing::debug!("git_ref from `git rev-parse HEAD`: {head}");
     }

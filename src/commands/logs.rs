@@ -9,11 +9,16 @@ use std::io::Write;
 pub async fn run(ctx: &Context, args: LogsArgs) -> Result<u8, Failure> {
     let engine = ctx.engine().await?;
     let Some(info) = engine.inspect(&ctx.name).await? else {
-        crate::output::error_line(&format!("ddsky: no agent container named {}; start it with `ddsky up`", ctx.name));
+        crate::output::error_line(&format!(
+            "ddsky: no agent container named {}; start it with `ddsky up`",
+            ctx.name
+        ));
         return Ok(exit::NO_AGENT);
     };
     let since = args.since.map(|d| {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         i32::try_from(now.saturating_sub(d).as_secs()).unwrap_or(0)
     });
     let mut stream = Box::pin(engine.logs(&info.id, args.tail, args.follow, since));
@@ -26,7 +31,10 @@ pub async fn run(ctx: &Context, args: LogsArgs) -> Result<u8, Failure> {
         };
         let Some(chunk) = next else { break };
         let text = crate::redact::redact(&chunk?);
-        if let Err(e) = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        if let Err(e) = stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush())
+        {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
                 break;
             }

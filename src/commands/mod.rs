@@ -27,22 +27,41 @@ pub struct Context {
 impl Context {
     pub fn new(global: &GlobalArgs, interrupt: Interrupt) -> Result<Self, Failure> {
         crate::spec::validate_container_name(&global.name).map_err(Failure::Usage)?;
-        let docker_host = global.docker_host.clone().filter(|h| !h.trim().is_empty()).unwrap_or_else(|| DEFAULT_DOCKER_HOST.to_owned());
-        if !["unix://", "tcp://", "http://"].iter().any(|s| docker_host.starts_with(s)) {
-            return Err(Failure::Engine(EngineError::UnsupportedHost { host: docker_host }));
+        let docker_host = global
+            .docker_host
+            .clone()
+            .filter(|h| !h.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_DOCKER_HOST.to_owned());
+        if !["unix://", "tcp://", "http://"]
+            .iter()
+            .any(|s| docker_host.starts_with(s))
+        {
+            return Err(Failure::Engine(EngineError::UnsupportedHost {
+                host: docker_host,
+            }));
         }
-        Ok(Context { name: global.name.clone(), docker_host, format: global.format, interrupt })
+        Ok(Context {
+            name: global.name.clone(),
+            docker_host,
+            format: global.format,
+            interrupt,
+        })
     }
 
     pub async fn engine(&self) -> Result<Engine, Failure> {
-        Ok(self.interrupt.run(Engine::connect(&self.docker_host)).await??)
+        Ok(self
+            .interrupt
+            .run(Engine::connect(&self.docker_host))
+            .await??)
     }
 }
 
 pub async fn run(ctx: &Context, command: Command) -> Result<u8, Failure> {
     let env_only = matches!(ctx.format, Format::Shell | Format::EnvFile);
     if env_only && !matches!(command, Command::Env(_)) {
-        return Err(Failure::Usage("--format shell and env-file are for `ddsky env`; use text or json".into()));
+        return Err(Failure::Usage(
+            "--format shell and env-file are for `ddsky env`; use text or json".into(),
+        ));
     }
     match command {
         Command::Env(args) => env::run(ctx, args).await,
@@ -65,15 +84,30 @@ pub enum Failure {
     #[error(transparent)]
     Agent(#[from] AgentError),
     #[error("a container named {name} exists that ddsky did not create (image {image}); ddsky leaves it alone: remove it yourself, choose another --name, or pass {flag} to let ddsky replace it")]
-    Foreign { name: String, image: String, flag: &'static str },
+    Foreign {
+        name: String,
+        image: String,
+        flag: &'static str,
+    },
     #[error("the agent container {name} {what} during start-up{code}{gone}; its last log lines follow; fix the cause (often the key, the hostname or a mount) and run `ddsky up` again",
         code = exit_code.map(|c| format!(" (exit code {c})")).unwrap_or_default(),
         gone = if *removed { " and was removed" } else { "" })]
-    AgentExited { name: String, what: &'static str, exit_code: Option<i64>, last_lines: Vec<String>, removed: bool },
+    AgentExited {
+        name: String,
+        what: &'static str,
+        exit_code: Option<i64>,
+        last_lines: Vec<String>,
+        removed: bool,
+    },
     #[error("the agent container {name} disappeared while ddsky was waiting for it (removed by someone else?); run `ddsky up` again")]
     AgentGone { name: String },
     #[error("the agent {name} is not healthy after {waited}: unhealthy components: {components}; {hint}")]
-    Unhealthy { name: String, waited: String, components: String, hint: String },
+    Unhealthy {
+        name: String,
+        waited: String,
+        components: String,
+        hint: String,
+    },
     #[error("{0}")]
     Gpu(String),
     #[error("no Datadog API key and --require-key was given: {reasons}")]
@@ -99,9 +133,13 @@ impl Failure {
             Failure::Engine(EngineError::UnsupportedHost { .. }) => exit::USAGE,
             Failure::Unhealthy { .. } => exit::UNHEALTHY,
             Failure::Interrupted(Interrupted(signal)) => signal.exit_code(),
-            Failure::Engine(_) | Failure::Agent(_) | Failure::Gpu(_) | Failure::Foreign { .. } | Failure::AgentExited { .. } | Failure::AgentGone { .. } | Failure::KeyRequired { .. } => {
-                exit::FAILURE
-            }
+            Failure::Engine(_)
+            | Failure::Agent(_)
+            | Failure::Gpu(_)
+            | Failure::Foreign { .. }
+            | Failure::AgentExited { .. }
+            | Failure::AgentGone { .. }
+            | Failure::KeyRequired { .. } => exit::FAILURE,
         }
     }
 

@@ -74,7 +74,15 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<u8, Failure> {
         Some(wait) => {
             let deadline = Instant::now() + wait;
             let (look, status) = tokio::join!(
-                discovery::wait(&engine, &agent, &info.id, &patterns, deadline, WaitFor::EveryPattern, &ctx.interrupt),
+                discovery::wait(
+                    &engine,
+                    &agent,
+                    &info.id,
+                    &patterns,
+                    deadline,
+                    WaitFor::EveryPattern,
+                    &ctx.interrupt
+                ),
                 agent.status(),
             );
             (Some(look?).filter(|l| l.discovered.is_some()), Some(status))
@@ -89,16 +97,36 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<u8, Failure> {
             match look {
                 Some(l) => Ok((l.running, Ok(l.discovered.unwrap_or_default()))),
                 None => {
-                    let (running, workload) = tokio::join!(engine.running_containers(), agent.workload_containers());
-                    running.map(|r| (r, workload.map(|w| w.into_iter().map(|c| c.id).collect::<HashSet<_>>())))
+                    let (running, workload) =
+                        tokio::join!(engine.running_containers(), agent.workload_containers());
+                    running.map(|r| {
+                        (
+                            r,
+                            workload.map(|w| w.into_iter().map(|c| c.id).collect::<HashSet<_>>()),
+                        )
+                    })
                 }
             }
         },
         agent.container_tags(),
-        async { if early_status.is_none() { Some(agent.status().await) } else { None } },
-        async { if trust_docker { None } else { Some(agent.health().await) } },
+        async {
+            if early_status.is_none() {
+                Some(agent.status().await)
+            } else {
+                None
+            }
+        },
+        async {
+            if trust_docker {
+                None
+            } else {
+                Some(agent.health().await)
+            }
+        },
     );
-    let status = early_status.or(late_status).expect("status is asked either while waiting or now");
+    let status = early_status
+        .or(late_status)
+        .expect("status is asked either while waiting or now");
     let (running, workload) = fresh?;
     let discovered: HashSet<String> = match workload {
         Ok(ids) => ids,
@@ -155,7 +183,12 @@ fn agent_view(info: &ContainerInfo, version: Option<String>, host_tags: Vec<Stri
         state: info.state.status.clone(),
         health: info.state.health.clone(),
         started_at: info.state.started_at.clone(),
-        uptime_seconds: info.state.started_at.as_deref().filter(|_| info.state.running).and_then(uptime),
+        uptime_seconds: info
+            .state
+            .started_at
+            .as_deref()
+            .filter(|_| info.state.running)
+            .and_then(uptime),
         restarts: info.state.restart_count,
         version,
         host_tags,
@@ -165,10 +198,18 @@ fn agent_view(info: &ContainerInfo, version: Option<String>, host_tags: Vec<Stri
 /// Time since Docker's RFC 3339 `StartedAt`.
 fn uptime(started_at: &str) -> Option<u64> {
     let started = humantime::parse_rfc3339(started_at).ok()?;
-    std::time::SystemTime::now().duration_since(started).ok().map(|d| d.as_secs())
+    std::time::SystemTime::now()
+        .duration_since(started)
+        .ok()
+        .map(|d| d.as_secs())
 }
 
-fn containers(running: &[RunningContainer], agent_id: &str, discovered: &HashSet<String>, tags: &BTreeMap<String, Vec<String>>) -> Vec<ContainerView> {
+fn containers(
+    running: &[RunningContainer],
+    agent_id: &str,
+    discovered: &HashSet<String>,
+    tags: &BTreeMap<String, Vec<String>>,
+) -> Vec<ContainerView> {
     running
         .iter()
         .map(|c| ContainerView {
@@ -189,22 +230,38 @@ fn print(ctx: &Context, report: &StatusReport) {
 fn text(ctx: &Context, r: &StatusReport) -> String {
     let mut lines = Vec::new();
     match &r.agent {
-        None => lines.push(format!("agent: no container named {} (start it with `ddsky up`)", ctx.name)),
+        None => lines.push(format!(
+            "agent: no container named {} (start it with `ddsky up`)",
+            ctx.name
+        )),
         Some(a) => {
             lines.push(format!(
                 "agent: {} ({}) {}{}, restarts {}, image {}, version {}",
                 a.name,
                 short(&a.id),
                 a.state,
-                a.health.as_deref().map(|h| format!(" ({h})")).unwrap_or_default(),
+                a.health
+                    .as_deref()
+                    .map(|h| format!(" ({h})"))
+                    .unwrap_or_default(),
                 a.restarts,
                 a.image,
                 a.version.as_deref().unwrap_or("unknown"),
             ));
             if let Some(up) = a.uptime_seconds {
-                lines.push(format!("up {}", humantime::format_duration(std::time::Duration::from_secs(up))));
+                lines.push(format!(
+                    "up {}",
+                    humantime::format_duration(std::time::Duration::from_secs(up))
+                ));
             }
-            lines.push(format!("host tags: {}", if a.host_tags.is_empty() { "(none reported)".to_owned() } else { a.host_tags.join(" ") }));
+            lines.push(format!(
+                "host tags: {}",
+                if a.host_tags.is_empty() {
+                    "(none reported)".to_owned()
+                } else {
+                    a.host_tags.join(" ")
+                }
+            ));
         }
     }
     lines.push(format!("containers ({} running):", r.containers.len()));
@@ -216,7 +273,12 @@ fn text(ctx: &Context, r: &StatusReport) -> String {
         } else {
             "NOT discovered"
         };
-        lines.push(format!("  {} {} ({}): {state}", short(&c.id), c.name, c.image));
+        lines.push(format!(
+            "  {} {} ({}): {state}",
+            short(&c.id),
+            c.name,
+            c.image
+        ));
         if !c.tags.is_empty() {
             lines.push(format!("      tags: {}", c.tags.join(" ")));
         }
@@ -227,7 +289,11 @@ fn text(ctx: &Context, r: &StatusReport) -> String {
         } else if e.matches.is_empty() {
             "no running container matches".to_owned()
         } else {
-            format!("{} of {} matching containers discovered", e.matches.iter().filter(|m| m.discovered).count(), e.matches.len())
+            format!(
+                "{} of {} matching containers discovered",
+                e.matches.iter().filter(|m| m.discovered).count(),
+                e.matches.len()
+            )
         };
         lines.push(format!("expected {:?}: {verdict}", e.pattern));
     }

@@ -1,17 +1,17 @@
 //! `ddsky up`: key, tags, spec, converge the container, wait for health, check discovery.
 
+use super::identity;
 use super::{unhealthy_hint, Context, Failure};
 use crate::agent::AgentClient;
 use crate::agent_output::HealthReport;
-use super::identity;
 use crate::cli::{Gpus, PullPolicy, UpArgs};
 use crate::discovery::{self, DiscoveryReport, Pattern, WaitFor};
 use crate::engine::{ContainerInfo, CreateOutcome, Engine, EngineError, DEFAULT_DOCKER_HOST};
 use crate::exit;
 use crate::key::{self, FoundKey, KeyLookup, SecretLookup};
+use crate::placement::{self, GpuMode, Placement};
 use crate::progress::PullReporter;
 use crate::reconcile::{self, Action, Decision};
-use crate::placement::{self, GpuMode, Placement};
 use crate::secrets::AwsSecretStore;
 use crate::spec::{self, AgentSettings, AgentSpec};
 use crate::tags::TagSet;
@@ -33,10 +33,19 @@ const MAX_HEALTH_INTERVAL: Duration = Duration::from_millis(500);
 
 pub async fn run(ctx: &Context, args: UpArgs) -> Result<u8, Failure> {
     spec::validate_image_reference(&args.image).map_err(Failure::Usage)?;
-    let extra_env = args.agent_env.iter().map(|e| spec::parse_agent_env(e)).collect::<Result<Vec<_>, _>>().map_err(Failure::Usage)?;
+    let extra_env = args
+        .agent_env
+        .iter()
+        .map(|e| spec::parse_agent_env(e))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Failure::Usage)?;
     // The job's identity (which may ask git), the key (which may ask AWS) and Docker are independent:
     // ask all three at once. What each answer means is decided below, in order.
-    let (tags, key, engine) = tokio::join!(identity::resolve(&args.agent), ctx.interrupt.run(find_key(&args)), ctx.engine());
+    let (tags, key, engine) = tokio::join!(
+        identity::resolve(&args.agent),
+        ctx.interrupt.run(find_key(&args)),
+        ctx.engine()
+    );
     let tags = tags?;
     let placement = placement::detect(&placement::read_surroundings());
     if placement == Placement::Kubernetes {
@@ -51,7 +60,9 @@ pub async fn run(ctx: &Context, args: UpArgs) -> Result<u8, Failure> {
             notes.iter().for_each(|n| tracing::info!("{n}"));
             found
         }
-        KeyLookup::Missing { reasons } => return skip(ctx, &args, &tags, reasons, args.key.require_key),
+        KeyLookup::Missing { reasons } => {
+            return skip(ctx, &args, &tags, reasons, args.key.require_key)
+        }
     };
 
     let engine = match engine {
@@ -63,7 +74,9 @@ pub async fn run(ctx: &Context, args: UpArgs) -> Result<u8, Failure> {
         // In a container with no socket and no DOCKER_HOST: the task did not mount the socket. An
         // explicit --docker-host that does not answer is an error like anywhere else.
         Err(Failure::Engine(EngineError::Unreachable { .. }))
-            if matches!(placement, Placement::Container { .. }) && ctx.docker_host == DEFAULT_DOCKER_HOST && !Path::new(DEFAULT_SOCKET).exists() =>
+            if matches!(placement, Placement::Container { .. })
+                && ctx.docker_host == DEFAULT_DOCKER_HOST
+                && !Path::new(DEFAULT_SOCKET).exists() =>
         {
             let why = "ddsky runs inside a container that cannot reach the Docker socket; give the task \
                        `config: {docker: {run_options: [\"-v /var/run/docker.sock:/var/run/docker.sock\"]}}` (SkyPilot), \
@@ -76,12 +89,15 @@ pub async fn run(ctx: &Context, args: UpArgs) -> Result<u8, Failure> {
     // On the host, /dev/nvidiactl is the answer (a registered runtime without a loaded driver could
     // not start the agent anyway). Inside a container the host's devices may be hidden, so the
     // daemon's runtimes are asked, which costs a `GET /info`.
-    let ask_daemon = !nvidiactl && (args.gpus == Gpus::All || (args.gpus == Gpus::Auto && placement::knows_own_container(&placement)));
+    let ask_daemon = !nvidiactl
+        && (args.gpus == Gpus::All
+            || (args.gpus == Gpus::Auto && placement::knows_own_container(&placement)));
     let nvidia_runtime = match &engine {
         Some(engine) if ask_daemon => engine.has_nvidia_runtime().await?,
         _ => false,
     };
-    let gpus = placement::gpu_decision(gpu_mode(args.gpus), nvidia_runtime, nvidiactl).map_err(Failure::Gpu)?;
+    let gpus = placement::gpu_decision(gpu_mode(args.gpus), nvidia_runtime, nvidiactl)
+        .map_err(Failure::Gpu)?;
 
     let settings = AgentSettings {
         name: ctx.name.clone(),
@@ -102,10 +118,22 @@ pub async fn run(ctx: &Context, args: UpArgs) -> Result<u8, Failure> {
         Some(engine) if !args.dry_run => engine,
         engine => return dry_run(ctx, engine.as_ref(), &args, &tags, &found, &spec).await,
     };
-    let patterns = expectations(&crate::cli::or_env_list(&args.expect, "DDSKY_EXPECT"), &placement);
+    let patterns = expectations(
+        &crate::cli::or_env_list(&args.expect, "DDSKY_EXPECT"),
+        &placement,
+    );
     let (action, id, known) = converge(ctx, &engine, &spec, &args).await?;
     if args.no_wait {
-        let summary = UpSummary { action, name: &ctx.name, id: &id, image: &args.image, tags: &tags.tags, api_key: KeySummary::of(&found), healthy: None, expected: &DiscoveryReport::default() };
+        let summary = UpSummary {
+            action,
+            name: &ctx.name,
+            id: &id,
+            image: &args.image,
+            tags: &tags.tags,
+            api_key: KeySummary::of(&found),
+            healthy: None,
+            expected: &DiscoveryReport::default(),
+        };
         crate::output::emit(ctx.format, &summary, || up_text(&summary));
         return Ok(exit::OK);
     }
@@ -115,16 +143,46 @@ pub async fn run(ctx: &Context, args: UpArgs) -> Result<u8, Failure> {
     let health = match wait_healthy(ctx, &engine, &agent, &id, deadline, known).await {
         // An agent this run created that cannot even start would crash-loop forever under
         // unless-stopped: remove it (its last words are in the error) rather than leave it behind.
-        Err(Failure::AgentExited { name, what, exit_code, last_lines, .. }) if matches!(action, Action::Create | Action::Recreate) => {
+        Err(Failure::AgentExited {
+            name,
+            what,
+            exit_code,
+            last_lines,
+            ..
+        }) if matches!(action, Action::Create | Action::Recreate) => {
             let removed = engine.remove(&id).await.is_ok();
-            return Err(Failure::AgentExited { name, what, exit_code, last_lines, removed });
+            return Err(Failure::AgentExited {
+                name,
+                what,
+                exit_code,
+                last_lines,
+                removed,
+            });
         }
         other => other?,
     };
-    tracing::info!("agent {} healthy after {}", ctx.name, humantime::format_duration(round(started.elapsed())));
+    tracing::info!(
+        "agent {} healthy after {}",
+        ctx.name,
+        humantime::format_duration(round(started.elapsed()))
+    );
 
-    let report = discovery::wait(&engine, &agent, &id, &patterns, deadline, WaitFor::MatchedOnly, &ctx.interrupt).await?.report;
-    let code = if report.matched_are_discovered() { exit::OK } else { exit::NOT_DISCOVERED };
+    let report = discovery::wait(
+        &engine,
+        &agent,
+        &id,
+        &patterns,
+        deadline,
+        WaitFor::MatchedOnly,
+        &ctx.interrupt,
+    )
+    .await?
+    .report;
+    let code = if report.matched_are_discovered() {
+        exit::OK
+    } else {
+        exit::NOT_DISCOVERED
+    };
 
     let summary = UpSummary {
         action,
@@ -152,7 +210,11 @@ fn gpu_mode(gpus: Gpus) -> GpuMode {
 /// one it can name (a stray /.dockerenv on a VM image must not add a pattern nobody can satisfy).
 /// `self` becomes that container's id; asked for where it cannot be known, it is dropped with a warning.
 fn expectations(given: &[String], placement: &Placement) -> Vec<Pattern> {
-    let defaults: Vec<String> = if placement::knows_own_container(placement) { vec!["metta".into(), "self".into()] } else { vec!["metta".into()] };
+    let defaults: Vec<String> = if placement::knows_own_container(placement) {
+        vec!["metta".into(), "self".into()]
+    } else {
+        vec!["metta".into()]
+    };
     let texts = if given.is_empty() { &defaults } else { given };
     texts
         .iter()
@@ -178,20 +240,44 @@ fn expectations(given: &[String], placement: &Placement) -> Vec<Pattern> {
 
 async fn find_key(args: &UpArgs) -> KeyLookup {
     let env_key = crate::output::env_var(spec::API_KEY_ENV);
-    let store = AwsSecretStore { region: args.key.aws_region.clone(), timeout: args.key.secret_timeout };
-    let secret = (!args.key.no_aws).then(|| SecretLookup { store: &store, secret_id: &args.key.secret_id });
+    let store = AwsSecretStore {
+        region: args.key.aws_region.clone(),
+        timeout: args.key.secret_timeout,
+    };
+    let secret = (!args.key.no_aws).then(|| SecretLookup {
+        store: &store,
+        secret_id: &args.key.secret_id,
+    });
     key::lookup(env_key.as_deref(), secret).await
 }
 
 /// Monitoring is not possible here: say exactly why, create nothing, and succeed (a setup script
 /// must not fail for want of monitoring) unless the user asked for strictness.
-fn skip(ctx: &Context, args: &UpArgs, tags: &TagSet, reasons: Vec<String>, strict: bool) -> Result<u8, Failure> {
+fn skip(
+    ctx: &Context,
+    args: &UpArgs,
+    tags: &TagSet,
+    reasons: Vec<String>,
+    strict: bool,
+) -> Result<u8, Failure> {
     let reasons_line = reasons.join("; ");
     if strict {
-        return Err(Failure::KeyRequired { reasons: reasons_line });
+        return Err(Failure::KeyRequired {
+            reasons: reasons_line,
+        });
     }
-    let plan = SkipPlan { action: Action::Skip, name: &ctx.name, image: &args.image, tags: &tags.tags, api_key: None, container: None, reasons: &reasons };
-    crate::output::emit(ctx.format, &plan, || format!("monitoring skipped, nothing created: {reasons_line}"));
+    let plan = SkipPlan {
+        action: Action::Skip,
+        name: &ctx.name,
+        image: &args.image,
+        tags: &tags.tags,
+        api_key: None,
+        container: None,
+        reasons: &reasons,
+    };
+    crate::output::emit(ctx.format, &plan, || {
+        format!("monitoring skipped, nothing created: {reasons_line}")
+    });
     Ok(exit::OK)
 }
 
@@ -214,7 +300,10 @@ struct KeySummary {
 
 impl KeySummary {
     fn of(found: &FoundKey) -> Self {
-        KeySummary { source: found.source.to_string(), ending: found.key.ending().to_owned() }
+        KeySummary {
+            source: found.source.to_string(),
+            ending: found.key.ending().to_owned(),
+        }
     }
 }
 
@@ -230,15 +319,44 @@ struct DryRunPlan<'a> {
 }
 
 /// Works out what `up` would do without changing anything. Without a daemon, it assumes no agent.
-async fn dry_run(ctx: &Context, engine: Option<&Engine>, args: &UpArgs, tags: &TagSet, found: &FoundKey, spec: &AgentSpec) -> Result<u8, Failure> {
+async fn dry_run(
+    ctx: &Context,
+    engine: Option<&Engine>,
+    args: &UpArgs,
+    tags: &TagSet,
+    found: &FoundKey,
+    spec: &AgentSpec,
+) -> Result<u8, Failure> {
     let (action, reason) = match engine {
-        None => (Action::Create, "Docker is not reachable; assuming there is no agent yet".to_owned()),
-        Some(engine) => match reconcile::decide(engine.inspect(&ctx.name).await?.as_ref(), &spec.hash, args.replace, false) {
+        None => (
+            Action::Create,
+            "Docker is not reachable; assuming there is no agent yet".to_owned(),
+        ),
+        Some(engine) => match reconcile::decide(
+            engine.inspect(&ctx.name).await?.as_ref(),
+            &spec.hash,
+            args.replace,
+            false,
+        ) {
             Decision::Act(action, why) => (action, why.to_owned()),
-            Decision::Foreign { image } => return Err(Failure::Foreign { name: ctx.name.clone(), image, flag: "--replace" }),
+            Decision::Foreign { image } => {
+                return Err(Failure::Foreign {
+                    name: ctx.name.clone(),
+                    image,
+                    flag: "--replace",
+                })
+            }
         },
     };
-    let plan = DryRunPlan { action, reason, name: &ctx.name, image: &args.image, tags: &tags.tags, api_key: KeySummary::of(found), container: spec.redacted_body() };
+    let plan = DryRunPlan {
+        action,
+        reason,
+        name: &ctx.name,
+        image: &args.image,
+        tags: &tags.tags,
+        api_key: KeySummary::of(found),
+        container: spec.redacted_body(),
+    };
     crate::output::emit(ctx.format, &plan, || {
         let body = serde_json::to_string_pretty(&plan.container).unwrap_or_default();
         format!(
@@ -257,7 +375,12 @@ async fn dry_run(ctx: &Context, engine: Option<&Engine>, args: &UpArgs, tags: &T
 
 /// Brings the container to the spec; returns what was done, the container id, and for a no-op the
 /// container as just inspected (so the health wait need not ask again).
-async fn converge(ctx: &Context, engine: &Engine, spec: &AgentSpec, args: &UpArgs) -> Result<(Action, String, Option<ContainerInfo>), Failure> {
+async fn converge(
+    ctx: &Context,
+    engine: &Engine,
+    spec: &AgentSpec,
+    args: &UpArgs,
+) -> Result<(Action, String, Option<ContainerInfo>), Failure> {
     let image = &args.image;
     let mut image_checked = false;
     for attempt in 0..CONVERGE_ATTEMPTS {
@@ -267,8 +390,14 @@ async fn converge(ctx: &Context, engine: &Engine, spec: &AgentSpec, args: &UpArg
         }
         let existing = engine.inspect(&spec.name).await?;
         // Refuse a foreign container before anything else happens, a pull included.
-        if let Decision::Foreign { image } = reconcile::decide(existing.as_ref(), &spec.hash, args.replace, false) {
-            return Err(Failure::Foreign { name: spec.name.clone(), image, flag: "--replace" });
+        if let Decision::Foreign { image } =
+            reconcile::decide(existing.as_ref(), &spec.hash, args.replace, false)
+        {
+            return Err(Failure::Foreign {
+                name: spec.name.clone(),
+                image,
+                flag: "--replace",
+            });
         }
         let mut image_changed = false;
         if args.pull == PullPolicy::Always && !image_checked {
@@ -278,10 +407,17 @@ async fn converge(ctx: &Context, engine: &Engine, spec: &AgentSpec, args: &UpArg
                 image_changed = c.image_id != id;
             }
         }
-        let (action, why) = match reconcile::decide(existing.as_ref(), &spec.hash, args.replace, image_changed) {
-            Decision::Foreign { image } => return Err(Failure::Foreign { name: spec.name.clone(), image, flag: "--replace" }),
-            Decision::Act(action, why) => (action, why),
-        };
+        let (action, why) =
+            match reconcile::decide(existing.as_ref(), &spec.hash, args.replace, image_changed) {
+                Decision::Foreign { image } => {
+                    return Err(Failure::Foreign {
+                        name: spec.name.clone(),
+                        image,
+                        flag: "--replace",
+                    })
+                }
+                Decision::Act(action, why) => (action, why),
+            };
         tracing::debug!(?action, why, "deciding what to do");
         match (action, existing) {
             (Action::None, Some(c)) => {
@@ -305,7 +441,16 @@ async fn converge(ctx: &Context, engine: &Engine, spec: &AgentSpec, args: &UpArg
                     engine.remove(&old.id).await?;
                 }
                 if let Some(id) = create_and_start(engine, spec).await? {
-                    tracing::info!("agent {} {} ({})", spec.name, if action == Action::Create { "created" } else { "recreated" }, short(&id));
+                    tracing::info!(
+                        "agent {} {} ({})",
+                        spec.name,
+                        if action == Action::Create {
+                            "created"
+                        } else {
+                            "recreated"
+                        },
+                        short(&id)
+                    );
                     return Ok((action, id, None));
                 }
                 tracing::debug!("another ddsky created {} first; looking again", spec.name);
@@ -314,7 +459,11 @@ async fn converge(ctx: &Context, engine: &Engine, spec: &AgentSpec, args: &UpArg
             _ => {}
         }
     }
-    Err(Failure::Engine(EngineError::Container { action: "settle", name: spec.name.clone(), cause: "it kept changing under concurrent ddsky runs; run `ddsky up` again".into() }))
+    Err(Failure::Engine(EngineError::Container {
+        action: "settle",
+        name: spec.name.clone(),
+        cause: "it kept changing under concurrent ddsky runs; run `ddsky up` again".into(),
+    }))
 }
 
 /// Creates and starts the container as one step: if start fails, the new container is removed again
@@ -333,15 +482,26 @@ async fn create_and_start(engine: &Engine, spec: &AgentSpec) -> Result<Option<St
     Ok(Some(id))
 }
 
-async fn ensure_image(ctx: &Context, engine: &Engine, image: &str, policy: PullPolicy) -> Result<(), Failure> {
+async fn ensure_image(
+    ctx: &Context,
+    engine: &Engine,
+    image: &str,
+    policy: PullPolicy,
+) -> Result<(), Failure> {
     let present = engine.image_id(image).await?.is_some();
     match (policy, present) {
-        (PullPolicy::Never, false) => Err(EngineError::ImageMissing { image: image.to_owned() }.into()),
+        (PullPolicy::Never, false) => Err(EngineError::ImageMissing {
+            image: image.to_owned(),
+        }
+        .into()),
         (PullPolicy::Never | PullPolicy::Missing, true) => Ok(()),
         (PullPolicy::Missing | PullPolicy::Always, _) => {
             tracing::info!("pulling {image}");
             let mut reporter = PullReporter::new(image, crate::output::stderr_is_terminal());
-            let result = ctx.interrupt.run(engine.pull(image, |p| reporter.update(p))).await;
+            let result = ctx
+                .interrupt
+                .run(engine.pull(image, |p| reporter.update(p)))
+                .await;
             reporter.finish();
             Ok(result??)
         }
@@ -350,24 +510,59 @@ async fn ensure_image(ctx: &Context, engine: &Engine, image: &str, policy: PullP
 
 /// Waits until `agent health` passes. A no-op `up` (`unchanged`: the container as converge saw it)
 /// trusts Docker's own health status, which costs no exec.
-async fn wait_healthy(ctx: &Context, engine: &Engine, agent: &AgentClient, id: &str, deadline: Instant, unchanged: Option<ContainerInfo>) -> Result<HealthReport, Failure> {
-    if unchanged.as_ref().is_some_and(|c| c.state.health.as_deref() == Some("healthy")) {
-        return Ok(HealthReport { healthy: true, ..Default::default() });
+async fn wait_healthy(
+    ctx: &Context,
+    engine: &Engine,
+    agent: &AgentClient,
+    id: &str,
+    deadline: Instant,
+    unchanged: Option<ContainerInfo>,
+) -> Result<HealthReport, Failure> {
+    if unchanged
+        .as_ref()
+        .is_some_and(|c| c.state.health.as_deref() == Some("healthy"))
+    {
+        return Ok(HealthReport {
+            healthy: true,
+            ..Default::default()
+        });
     }
     let first = match unchanged {
         Some(c) => c,
-        None => engine.inspect(id).await?.ok_or_else(|| Failure::AgentGone { name: ctx.name.clone() })?,
+        None => engine
+            .inspect(id)
+            .await?
+            .ok_or_else(|| Failure::AgentGone {
+                name: ctx.name.clone(),
+            })?,
     };
     let restarts_before = first.state.restart_count;
     let started = Instant::now();
     let mut backoff = Duration::from_millis(200);
     loop {
-        let info = engine.inspect(id).await?.ok_or_else(|| Failure::AgentGone { name: ctx.name.clone() })?;
-        let exited = !info.state.running || info.state.restarting || info.state.restart_count > restarts_before;
+        let info = engine
+            .inspect(id)
+            .await?
+            .ok_or_else(|| Failure::AgentGone {
+                name: ctx.name.clone(),
+            })?;
+        let exited = !info.state.running
+            || info.state.restarting
+            || info.state.restart_count > restarts_before;
         if exited {
-            let what = if info.state.restarting || info.state.restart_count > restarts_before { "keeps exiting" } else { "stopped" };
+            let what = if info.state.restarting || info.state.restart_count > restarts_before {
+                "keeps exiting"
+            } else {
+                "stopped"
+            };
             let last_lines = engine.last_log_lines(id, AGENT_LOG_LINES).await;
-            return Err(Failure::AgentExited { name: ctx.name.clone(), what, exit_code: info.state.exit_code, last_lines, removed: false });
+            return Err(Failure::AgentExited {
+                name: ctx.name.clone(),
+                what,
+                exit_code: info.state.exit_code,
+                last_lines,
+                removed: false,
+            });
         }
         let report = match agent.health().await {
             Ok(r) => r,
@@ -384,12 +579,23 @@ async fn wait_healthy(ctx: &Context, engine: &Engine, agent: &AgentClient, id: &
             return Err(Failure::Unhealthy {
                 name: ctx.name.clone(),
                 waited: humantime::format_duration(round(started.elapsed())).to_string(),
-                components: if report.unhealthy_components.is_empty() { report.unreachable.clone().unwrap_or_else(|| "none reported".into()) } else { report.unhealthy_components.join(", ") },
+                components: if report.unhealthy_components.is_empty() {
+                    report
+                        .unreachable
+                        .clone()
+                        .unwrap_or_else(|| "none reported".into())
+                } else {
+                    report.unhealthy_components.join(", ")
+                },
                 hint: unhealthy_hint(&report.unhealthy_components),
             });
         }
         tracing::debug!(unhealthy = ?report.unhealthy_components, "agent not healthy yet");
-        ctx.interrupt.run(tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())))).await?;
+        ctx.interrupt
+            .run(tokio::time::sleep(
+                backoff.min(deadline.saturating_duration_since(Instant::now())),
+            ))
+            .await?;
         backoff = (backoff * 3 / 2).min(MAX_HEALTH_INTERVAL);
     }
 }
@@ -429,13 +635,30 @@ fn up_text(s: &UpSummary<'_>) -> String {
         None => "not waiting for health (--no-wait; check with `ddsky status`)",
     };
     let mut lines = vec![
-        format!("agent {} {verb} ({}, image {}), {health}", s.name, short(s.id), s.image),
+        format!(
+            "agent {} {verb} ({}, image {}), {health}",
+            s.name,
+            short(s.id),
+            s.image
+        ),
         format!("tags: {}", s.tags.join(" ")),
-        format!("api key: from {}, ending {}", s.api_key.source, s.api_key.ending),
+        format!(
+            "api key: from {}, ending {}",
+            s.api_key.source, s.api_key.ending
+        ),
     ];
     for m in s.expected.expected.iter().flat_map(|e| e.matches.iter()) {
-        let state = if m.discovered { "discovered" } else { "NOT discovered" };
-        lines.push(format!("container {} ({}, {}) {state}", m.name, short(&m.id), m.image));
+        let state = if m.discovered {
+            "discovered"
+        } else {
+            "NOT discovered"
+        };
+        lines.push(format!(
+            "container {} ({}, {}) {state}",
+            m.name,
+            short(&m.id),
+            m.image
+        ));
     }
     for pattern in s.expected.unmatched() {
         lines.push(format!(
@@ -444,7 +667,10 @@ fn up_text(s: &UpSummary<'_>) -> String {
     }
     if !s.expected.matched_are_discovered() {
         let pending: Vec<&str> = s.expected.undiscovered().map(|m| m.name.as_str()).collect();
-        lines.push(format!("not discovered in time: {}; see `ddsky status`", pending.join(", ")));
+        lines.push(format!(
+            "not discovered in time: {}; see `ddsky status`",
+            pending.join(", ")
+        ));
     }
     lines.join("\n")
 }

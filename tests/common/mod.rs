@@ -24,7 +24,10 @@ pub fn repo() -> &'static Path {
 pub fn ensure_images() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let out = Command::new("bash").arg(repo().join("docker/build-test-images.sh")).output().expect("bash runs");
+        let out = Command::new("bash")
+            .arg(repo().join("docker/build-test-images.sh"))
+            .output()
+            .expect("bash runs");
         assert!(
             out.status.success(),
             "docker/build-test-images.sh failed:\n{}\n{}",
@@ -54,25 +57,43 @@ impl Run {
     }
 
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
     }
 
     /// Fails the test if the key (or any given secret) appears anywhere in the output.
     pub fn assert_no_secret(&self, secrets: &[&str]) {
         for s in secrets.iter().chain([&KEY, &OTHER_KEY]) {
-            assert!(!self.stdout.contains(s) && !self.stderr.contains(s), "secret leaked:\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+            assert!(
+                !self.stdout.contains(s) && !self.stderr.contains(s),
+                "secret leaked:\nstdout:\n{}\nstderr:\n{}",
+                self.stdout,
+                self.stderr
+            );
         }
     }
 
     pub fn expect_code(&self, code: i32) -> &Self {
-        assert_eq!(self.code, code, "unexpected exit code\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "unexpected exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 }
 
 impl std::fmt::Display for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit {}\nstdout:\n{}\nstderr:\n{}", self.code, self.stdout, self.stderr)
+        write!(
+            f,
+            "exit {}\nstdout:\n{}\nstderr:\n{}",
+            self.code, self.stdout, self.stderr
+        )
     }
 }
 
@@ -105,9 +126,18 @@ impl Scope {
     pub fn new(test: &str) -> Self {
         ensure_images();
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let short: String = test.chars().filter(|c| c.is_ascii_alphanumeric()).take(20).collect();
+        let short: String = test
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(20)
+            .collect();
         let prefix = format!("ddskyt-{}-{n}-{short}", std::process::id());
-        let scope = Scope { agent: format!("{prefix}-agent"), prefix, apm_port: free_port(), dogstatsd_port: free_port() };
+        let scope = Scope {
+            agent: format!("{prefix}-agent"),
+            prefix,
+            apm_port: free_port(),
+            dogstatsd_port: free_port(),
+        };
         scope.cleanup();
         scope
     }
@@ -122,7 +152,10 @@ impl Scope {
         let mut cmd = Command::new(ddsky_bin());
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+            .env(
+                "HOME",
+                std::env::var("HOME").unwrap_or_else(|_| "/root".into()),
+            )
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
@@ -143,18 +176,41 @@ impl Scope {
     /// `ddsky up` against the stand-in on this scope's ports, with the test key.
     pub fn up(&self) -> Command {
         let mut cmd = self.ddsky();
-        cmd.env("DD_API_KEY", KEY).args(["up", "--image", AGENT_IMAGE, "--timeout", "60s", "--secret-timeout", "2s"]).args(self.port_args());
+        cmd.env("DD_API_KEY", KEY)
+            .args([
+                "up",
+                "--image",
+                AGENT_IMAGE,
+                "--timeout",
+                "60s",
+                "--secret-timeout",
+                "2s",
+            ])
+            .args(self.port_args());
         cmd
     }
 
     pub fn port_args(&self) -> [String; 4] {
-        ["--apm-port".into(), self.apm_port.to_string(), "--dogstatsd-port".into(), self.dogstatsd_port.to_string()]
+        [
+            "--apm-port".into(),
+            self.apm_port.to_string(),
+            "--dogstatsd-port".into(),
+            self.dogstatsd_port.to_string(),
+        ]
     }
 
     /// Starts a stand-in job container named `<prefix>-<suffix>`; returns its id.
     pub fn run_job(&self, suffix: &str) -> String {
         let name = self.name(suffix);
-        let out = docker(&["run", "-d", "--name", &name, "--label", &format!("ddsky-test={}", self.prefix), JOB_IMAGE]);
+        let out = docker(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--label",
+            &format!("ddsky-test={}", self.prefix),
+            JOB_IMAGE,
+        ]);
         assert_eq!(out.code, 0, "docker run {name}: {out}");
         out.stdout.trim().to_owned()
     }
@@ -192,11 +248,22 @@ pub fn inspect(name: &str) -> Option<Value> {
     if out.code != 0 {
         return None;
     }
-    serde_json::from_str::<Value>(&out.stdout).ok()?.as_array()?.first().cloned()
+    serde_json::from_str::<Value>(&out.stdout)
+        .ok()?
+        .as_array()?
+        .first()
+        .cloned()
 }
 
 pub fn env_of(container: &Value) -> Vec<String> {
-    container["Config"]["Env"].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect()).unwrap_or_default()
+    container["Config"]["Env"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Polls `cond` until true or the timeout passes (test helper only; the product never sleeps fixed).

@@ -35,7 +35,8 @@ pub fn run() -> i32 {
     // that cannot reach EC2 instance metadata; STANDIN_NO_HOSTNAME=1 stands for that host.
     let no_hostname = std::env::var("STANDIN_NO_HOSTNAME").is_ok_and(|v| v == "1");
     if no_hostname && std::env::var("DD_HOSTNAME").map_or(true, |h| h.trim().is_empty()) {
-        let msg = "Error while getting hostname, exiting: unable to reliably determine the host name. \
+        let msg =
+            "Error while getting hostname, exiting: unable to reliably determine the host name. \
                    You can define one in the agent config file or in your hosts file";
         logline::error(RUN_SOURCE, msg);
         eprintln!("Error: {msg}");
