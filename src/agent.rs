@@ -79,55 +79,53 @@ impl AgentClient {
 
     /// The containers the agent has discovered (`agent workload-list`, JSON when the agent has it).
     pub async fn workload_containers(&self) -> Result<Vec<WorkloadContainer>, AgentError> {
-        const COMMAND: &str = "workload-list";
-        if self.json_workload.get() != JsonSupport::NO {
-            let out = self.run(&[COMMAND, "--json"], &QUIET_ENV).await?;
-            if out.exit_code == 0 {
-                self.json_workload.set(true);
-                return agent_output::parse_workload_list_json(&out.stdout).map_err(|source| {
-                    AgentError::Output {
-                        command: COMMAND,
-                        source,
-                    }
-                });
-            }
-            if !agent_output::json_flag_unsupported(&out.stdout, &out.stderr) {
-                return Err(failed(COMMAND, &out));
-            }
-            tracing::debug!("this agent has no `workload-list --json`; reading the text form");
-            self.json_workload.set(false);
-        }
-        let out = self.run(&[COMMAND], &[]).await?;
-        if out.exit_code != 0 {
-            return Err(failed(COMMAND, &out));
-        }
-        Ok(agent_output::parse_workload_list_text(&out.stdout))
+        self.json_or_text(
+            "workload-list",
+            &self.json_workload,
+            agent_output::parse_workload_list_json,
+            agent_output::parse_workload_list_text,
+        )
+        .await
     }
 
     /// Tags per container id (`agent tagger-list`, JSON when the agent has it).
     pub async fn container_tags(&self) -> Result<BTreeMap<String, Vec<String>>, AgentError> {
-        const COMMAND: &str = "tagger-list";
-        if self.json_tagger.get() != JsonSupport::NO {
-            let out = self.run(&[COMMAND, "--json"], &QUIET_ENV).await?;
+        self.json_or_text(
+            "tagger-list",
+            &self.json_tagger,
+            agent_output::parse_tagger_list_json,
+            agent_output::parse_tagger_list_text,
+        )
+        .await
+    }
+
+    /// Runs `agent <command> --json` unless this agent is known not to have it, and falls back to the
+    /// text form (remembering that) when the agent answers `unknown flag: --json`.
+    async fn json_or_text<T>(
+        &self,
+        command: &'static str,
+        support: &JsonSupport,
+        parse_json: fn(&str) -> Result<T, OutputError>,
+        parse_text: fn(&str) -> T,
+    ) -> Result<T, AgentError> {
+        if support.get() != JsonSupport::NO {
+            let out = self.run(&[command, "--json"], &QUIET_ENV).await?;
             if out.exit_code == 0 {
-                self.json_tagger.set(true);
-                return agent_output::parse_tagger_list_json(&out.stdout).map_err(|source| {
-                    AgentError::Output {
-                        command: COMMAND,
-                        source,
-                    }
-                });
+                support.set(true);
+                return parse_json(&out.stdout)
+                    .map_err(|source| AgentError::Output { command, source });
             }
             if !agent_output::json_flag_unsupported(&out.stdout, &out.stderr) {
-                return Err(failed(COMMAND, &out));
+                return Err(failed(command, &out));
             }
-            self.json_tagger.set(false);
+            tracing::debug!("this agent has no `{command} --json`; reading the text form");
+            support.set(false);
         }
-        let out = self.run(&[COMMAND], &[]).await?;
+        let out = self.run(&[command], &[]).await?;
         if out.exit_code != 0 {
-            return Err(failed(COMMAND, &out));
+            return Err(failed(command, &out));
         }
-        Ok(agent_output::parse_tagger_list_text(&out.stdout))
+        Ok(parse_text(&out.stdout))
     }
 
     /// `agent status --json`: version, host tags, key and forwarder state.

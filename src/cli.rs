@@ -1,5 +1,6 @@
 //! The command line: clap types only. `commands` turns these into core settings.
 
+use crate::placement::GpuMode;
 use crate::spec::NetworkMode;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use std::time::Duration;
@@ -121,15 +122,6 @@ pub struct AgentArgs {
     pub dogstatsd_port: u16,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Gpus {
-    /// All GPUs when the host has NVIDIA support (an nvidia runtime or /dev/nvidiactl), else none.
-    Auto,
-    /// All GPUs; an error when the host has no NVIDIA support.
-    All,
-    None,
-}
-
 #[derive(Debug, Args)]
 pub struct UpArgs {
     #[command(flatten)]
@@ -144,8 +136,8 @@ pub struct UpArgs {
     pub site: String,
 
     /// GPU monitoring: request the host's NVIDIA GPUs for the agent and set DD_GPU_ENABLED.
-    #[arg(long, env = "DDSKY_GPUS", value_enum, default_value_t = Gpus::Auto)]
-    pub gpus: Gpus,
+    #[arg(long, env = "DDSKY_GPUS", value_enum, default_value_t = GpuMode::Auto)]
+    pub gpus: GpuMode,
 
     /// Intake URL override for proxies and private intakes (the agent's DD_DD_URL).
     #[arg(long, env = "DD_DD_URL", value_name = "URL")]
@@ -295,7 +287,7 @@ mod tests {
             up.expect.is_empty(),
             "the default is applied by up, which knows where it runs"
         );
-        assert_eq!(up.gpus, Gpus::Auto);
+        assert_eq!(up.gpus, GpuMode::Auto);
         assert_eq!(up.timeout, Duration::from_secs(180));
         assert_eq!(up.image, "datadog/agent:7");
         assert_eq!(up.agent.network, NetworkMode::Host);

@@ -3,7 +3,7 @@
 
 use crate::agent_output::{AgentStatus, ApiKeyState, HealthReport};
 use crate::discovery::DiscoveryReport;
-use crate::engine::ContainerInfo;
+use crate::engine::{short_id, ContainerInfo};
 use crate::reconcile::is_managed;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -229,7 +229,7 @@ fn agent_container(a: &ContainerInfo) -> Check {
     let evidence = format!(
         "{} ({}), {}, {health}, {} restarts, image {}",
         a.name,
-        short(&a.id),
+        short_id(&a.id),
         a.state.status,
         a.state.restart_count,
         a.image
@@ -453,7 +453,7 @@ fn expected(report: &DiscoveryReport, tags: &BTreeMap<String, Vec<String>>) -> C
         lines.push(format!(
             "{} ({}) {state}{}",
             m.name,
-            short(&m.id),
+            short_id(&m.id),
             if t.is_empty() {
                 String::new()
             } else {
@@ -480,10 +480,6 @@ fn expected(report: &DiscoveryReport, tags: &BTreeMap<String, Vec<String>>) -> C
     } else {
         Check::ok(NAME, evidence)
     }
-}
-
-fn short(id: &str) -> &str {
-    id.get(..12).unwrap_or(id)
 }
 
 #[cfg(test)]

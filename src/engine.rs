@@ -72,6 +72,11 @@ fn status_of(e: &BollardError) -> Option<u16> {
     }
 }
 
+/// The 12-character form Docker prints.
+pub fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
 /// A connected, version-negotiated Docker client.
 #[derive(Clone)]
 pub struct Engine {

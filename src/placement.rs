@@ -308,7 +308,7 @@ fn json_kind(v: &Value) -> &'static str {
 /// `--gpus auto|all|none`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum GpuMode {
-    /// All GPUs when the host has NVIDIA support, else none.
+    /// All GPUs when the host has NVIDIA support (an nvidia runtime or /dev/nvidiactl), else none.
     #[default]
     Auto,
     /// All GPUs; an error when the host has no NVIDIA support.

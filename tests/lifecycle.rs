@@ -15,12 +15,10 @@ fn strs(v: &serde_json::Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-#[test]
-fn up_creates_exactly_the_recipe_and_a_second_up_is_a_no_op() {
-    let s = Scope::new("recipe");
-    let first = run(s
-        .up()
-        .env("METTA_RUN_ID", "Alice.Run 1")
+/// `up` as SkyPilot's setup phase runs it on node 1 of 2 of a Metta job.
+fn setup_phase_up(s: &Scope) -> std::process::Command {
+    let mut cmd = s.up();
+    cmd.env("METTA_RUN_ID", "Alice.Run 1")
         .env(
             "SKYPILOT_TASK_ID",
             "sky-2023-07-06-21-18-31-563597_myclus_1",
@@ -28,7 +26,14 @@ fn up_creates_exactly_the_recipe_and_a_second_up_is_a_no_op() {
         .env("SKYPILOT_SETUP_NODE_RANK", "1")
         .env("SKYPILOT_SETUP_NODE_IPS", "10.0.0.1\n10.0.0.2")
         .env("METTA_GIT_REF", "0123456789abcdef0123456789abcdef01234567")
-        .args(["--expect", "no-such-job", "--format", "json"]));
+        .args(["--expect", "no-such-job", "--format", "json"]);
+    cmd
+}
+
+#[test]
+fn up_creates_exactly_the_recipe_and_a_second_up_is_a_no_op() {
+    let s = Scope::new("recipe");
+    let first = run(&mut setup_phase_up(&s));
     first.expect_code(0).assert_no_secret(&[]);
     let plan = first.json();
     assert_eq!(plan["action"], "create");
@@ -99,17 +104,7 @@ fn up_creates_exactly_the_recipe_and_a_second_up_is_a_no_op() {
     );
 
     let id = c["Id"].as_str().unwrap().to_owned();
-    let second = run(s
-        .up()
-        .env("METTA_RUN_ID", "Alice.Run 1")
-        .env(
-            "SKYPILOT_TASK_ID",
-            "sky-2023-07-06-21-18-31-563597_myclus_1",
-        )
-        .env("SKYPILOT_SETUP_NODE_RANK", "1")
-        .env("SKYPILOT_SETUP_NODE_IPS", "10.0.0.1\n10.0.0.2")
-        .env("METTA_GIT_REF", "0123456789abcdef0123456789abcdef01234567")
-        .args(["--expect", "no-such-job", "--format", "json"]));
+    let second = run(&mut setup_phase_up(&s));
     second.expect_code(0);
     assert_eq!(second.json()["action"], "none");
     assert_eq!(

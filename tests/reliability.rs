@@ -7,7 +7,7 @@ use common::*;
 use std::ffi::OsString;
 use std::net::TcpListener;
 use std::os::unix::ffi::OsStringExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -39,20 +39,7 @@ fn a_docker_host_that_never_answers_fails_fast_with_the_address() {
 #[test]
 fn an_agent_killed_mid_wait_is_reported_not_waited_on() {
     let s = Scope::new("killed");
-    let child = s
-        .up()
-        .args([
-            "--agent-env",
-            "STANDIN_UNHEALTHY_SECS=120",
-            "--expect",
-            "none-such",
-            "--timeout",
-            "90s",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = s.spawn_waiting_up(&["--timeout", "90s"]);
     let mut pid = 0;
     assert!(eventually(Duration::from_secs(20), || {
         pid = inspect(&s.agent)

@@ -95,13 +95,12 @@ fn a_missing_image_is_pulled_from_the_registry_then_used() {
     docker(&["rmi", &image]);
 }
 
-#[test]
-fn concurrent_ups_end_with_exactly_one_agent_and_all_succeed() {
-    let s = Scope::new("concurrent");
-    let children: Vec<Child> = (0..8)
+/// Starts `n` `ddsky up` at once and checks that every one succeeds.
+fn ups_at_once(s: &Scope, n: usize, args: &[&str]) {
+    let children: Vec<Child> = (0..n)
         .map(|_| {
             s.up()
-                .args(["--expect", "none-such"])
+                .args(args)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -116,29 +115,18 @@ fn concurrent_ups_end_with_exactly_one_agent_and_all_succeed() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+#[test]
+fn concurrent_ups_end_with_exactly_one_agent_and_all_succeed() {
+    let s = Scope::new("concurrent");
+    ups_at_once(&s, 8, &["--expect", "none-such"]);
     let all = docker(&["ps", "-aq", "--filter", &format!("name=^/{}$", s.agent)]);
     assert_eq!(all.stdout.lines().count(), 1, "exactly one agent");
     assert_eq!(inspect(&s.agent).unwrap()["State"]["Running"], true);
 
     // A changed spec raced by several ups still ends with one, up-to-date agent.
-    let children: Vec<Child> = (0..4)
-        .map(|_| {
-            s.up()
-                .args(["--expect", "none-such", "--tag", "round:two"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for child in children {
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    ups_at_once(&s, 4, &["--expect", "none-such", "--tag", "round:two"]);
     let all = docker(&["ps", "-aq", "--filter", &format!("name=^/{}$", s.agent)]);
     assert_eq!(all.stdout.lines().count(), 1);
     assert!(env_of(&inspect(&s.agent).unwrap())
@@ -206,18 +194,7 @@ fn wait_exit(mut child: Child, within: Duration) -> (Option<i32>, Duration) {
 fn sigint_and_sigterm_while_waiting_exit_130_and_143_promptly_leaving_a_whole_agent() {
     for (sig, code) in [("INT", 130), ("TERM", 143)] {
         let s = Scope::new(&format!("sig{sig}"));
-        let child = s
-            .up()
-            .args([
-                "--agent-env",
-                "STANDIN_UNHEALTHY_SECS=120",
-                "--expect",
-                "none-such",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let child = s.spawn_waiting_up(&[]);
         assert!(
             eventually(Duration::from_secs(20), || inspect(&s.agent)
                 .is_some_and(|c| c["State"]["Running"] == true)),
@@ -239,18 +216,7 @@ fn a_signal_at_any_moment_of_up_leaves_no_half_created_container() {
     for (i, delay_ms) in [0u64, 40, 80, 120, 160, 240, 400].into_iter().enumerate() {
         let sig = if i % 2 == 0 { "INT" } else { "TERM" };
         let s = Scope::new(&format!("sigsweep{i}"));
-        let child = s
-            .up()
-            .args([
-                "--agent-env",
-                "STANDIN_UNHEALTHY_SECS=120",
-                "--expect",
-                "none-such",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let child = s.spawn_waiting_up(&[]);
         std::thread::sleep(Duration::from_millis(delay_ms));
         signal(&child, sig);
         let (status, took) = wait_exit(child, Duration::from_secs(5));

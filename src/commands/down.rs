@@ -1,7 +1,8 @@
 //! `ddsky down`: graceful teardown of ddsky's own agent.
 
-use super::{up::short, Context, Failure};
+use super::{Context, Failure};
 use crate::cli::DownArgs;
+use crate::engine::short_id;
 use crate::exit;
 use crate::reconcile::is_managed;
 use serde::Serialize;
@@ -50,7 +51,7 @@ pub async fn run(ctx: &Context, args: DownArgs) -> Result<u8, Failure> {
         format!(
             "agent {} ({}) stopped and removed",
             ctx.name,
-            short(&info.id)
+            short_id(&info.id)
         )
     });
     Ok(exit::OK)

@@ -1,10 +1,10 @@
 //! `ddsky status`: the agent container, what it discovered, and what it has not.
 
-use super::{up::short, Context, Failure};
+use super::{Context, Failure};
 use crate::agent::AgentClient;
 use crate::cli::StatusArgs;
 use crate::discovery::{self, DiscoveryReport, WaitFor};
-use crate::engine::{ContainerInfo, RunningContainer};
+use crate::engine::{short_id, ContainerInfo, RunningContainer};
 use crate::exit;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
@@ -238,7 +238,7 @@ fn text(ctx: &Context, r: &StatusReport) -> String {
             lines.push(format!(
                 "agent: {} ({}) {}{}, restarts {}, image {}, version {}",
                 a.name,
-                short(&a.id),
+                short_id(&a.id),
                 a.state,
                 a.health
                     .as_deref()
@@ -275,7 +275,7 @@ fn text(ctx: &Context, r: &StatusReport) -> String {
         };
         lines.push(format!(
             "  {} {} ({}): {state}",
-            short(&c.id),
+            short_id(&c.id),
             c.name,
             c.image
         ));

@@ -4,9 +4,11 @@ use super::identity;
 use super::{unhealthy_hint, Context, Failure};
 use crate::agent::AgentClient;
 use crate::agent_output::HealthReport;
-use crate::cli::{Gpus, PullPolicy, UpArgs};
+use crate::cli::{PullPolicy, UpArgs};
 use crate::discovery::{self, DiscoveryReport, Pattern, WaitFor};
-use crate::engine::{ContainerInfo, CreateOutcome, Engine, EngineError, DEFAULT_DOCKER_HOST};
+use crate::engine::{
+    short_id, ContainerInfo, CreateOutcome, Engine, EngineError, DEFAULT_DOCKER_HOST,
+};
 use crate::exit;
 use crate::key::{self, FoundKey, KeyLookup, SecretLookup};
 use crate::placement::{self, GpuMode, Placement};
@@ -90,14 +92,14 @@ pub async fn run(ctx: &Context, args: UpArgs) -> Result<u8, Failure> {
     // not start the agent anyway). Inside a container the host's devices may be hidden, so the
     // daemon's runtimes are asked, which costs a `GET /info`.
     let ask_daemon = !nvidiactl
-        && (args.gpus == Gpus::All
-            || (args.gpus == Gpus::Auto && placement::knows_own_container(&placement)));
+        && (args.gpus == GpuMode::All
+            || (args.gpus == GpuMode::Auto && placement::knows_own_container(&placement)));
     let nvidia_runtime = match &engine {
         Some(engine) if ask_daemon => engine.has_nvidia_runtime().await?,
         _ => false,
     };
-    let gpus = placement::gpu_decision(gpu_mode(args.gpus), nvidia_runtime, nvidiactl)
-        .map_err(Failure::Gpu)?;
+    let gpus =
+        placement::gpu_decision(args.gpus, nvidia_runtime, nvidiactl).map_err(Failure::Gpu)?;
 
     let settings = AgentSettings {
         name: ctx.name.clone(),
@@ -123,24 +125,47 @@ pub async fn run(ctx: &Context, args: UpArgs) -> Result<u8, Failure> {
         &placement,
     );
     let (action, id, known) = converge(ctx, &engine, &spec, &args).await?;
-    if args.no_wait {
-        let summary = UpSummary {
-            action,
-            name: &ctx.name,
-            id: &id,
-            image: &args.image,
-            tags: &tags.tags,
-            api_key: KeySummary::of(&found),
-            healthy: None,
-            expected: &DiscoveryReport::default(),
-        };
-        crate::output::emit(ctx.format, &summary, || up_text(&summary));
-        return Ok(exit::OK);
-    }
-    let agent = AgentClient::new(engine.clone(), id.clone());
+    let (healthy, report) = if args.no_wait {
+        (None, DiscoveryReport::default())
+    } else {
+        let (healthy, report) =
+            wait_for_agent(ctx, &engine, action, &id, known, &patterns, &args).await?;
+        (Some(healthy), report)
+    };
+    let code = if report.matched_are_discovered() {
+        exit::OK
+    } else {
+        exit::NOT_DISCOVERED
+    };
+
+    let summary = UpSummary {
+        action,
+        name: &ctx.name,
+        id: &id,
+        image: &args.image,
+        tags: &tags.tags,
+        api_key: KeySummary::of(&found),
+        healthy,
+        expected: &report,
+    };
+    crate::output::emit(ctx.format, &summary, || up_text(&summary));
+    Ok(code)
+}
+
+/// Waits until the agent is healthy, then until it lists the expected containers that run.
+async fn wait_for_agent(
+    ctx: &Context,
+    engine: &Engine,
+    action: Action,
+    id: &str,
+    known: Option<ContainerInfo>,
+    patterns: &[Pattern],
+    args: &UpArgs,
+) -> Result<(bool, DiscoveryReport), Failure> {
+    let agent = AgentClient::new(engine.clone(), id.to_owned());
     let deadline = Instant::now() + args.timeout;
     let started = Instant::now();
-    let health = match wait_healthy(ctx, &engine, &agent, &id, deadline, known).await {
+    let health = match wait_healthy(ctx, engine, &agent, id, deadline, known).await {
         // An agent this run created that cannot even start would crash-loop forever under
         // unless-stopped: remove it (its last words are in the error) rather than leave it behind.
         Err(Failure::AgentExited {
@@ -150,7 +175,7 @@ pub async fn run(ctx: &Context, args: UpArgs) -> Result<u8, Failure> {
             last_lines,
             ..
         }) if matches!(action, Action::Create | Action::Recreate) => {
-            let removed = engine.remove(&id).await.is_ok();
+            let removed = engine.remove(id).await.is_ok();
             return Err(Failure::AgentExited {
                 name,
                 what,
@@ -168,42 +193,17 @@ pub async fn run(ctx: &Context, args: UpArgs) -> Result<u8, Failure> {
     );
 
     let report = discovery::wait(
-        &engine,
+        engine,
         &agent,
-        &id,
-        &patterns,
+        id,
+        patterns,
         deadline,
         WaitFor::MatchedOnly,
         &ctx.interrupt,
     )
     .await?
     .report;
-    let code = if report.matched_are_discovered() {
-        exit::OK
-    } else {
-        exit::NOT_DISCOVERED
-    };
-
-    let summary = UpSummary {
-        action,
-        name: &ctx.name,
-        id: &id,
-        image: &args.image,
-        tags: &tags.tags,
-        api_key: KeySummary::of(&found),
-        healthy: Some(health.healthy),
-        expected: &report,
-    };
-    crate::output::emit(ctx.format, &summary, || up_text(&summary));
-    Ok(code)
-}
-
-fn gpu_mode(gpus: Gpus) -> GpuMode {
-    match gpus {
-        Gpus::Auto => GpuMode::Auto,
-        Gpus::All => GpuMode::All,
-        Gpus::None => GpuMode::None,
-    }
+    Ok((health.healthy, report))
 }
 
 /// The user's patterns, or the default: the Metta job, plus ddsky's own container when ddsky runs in
@@ -449,7 +449,7 @@ async fn converge(
                         } else {
                             "recreated"
                         },
-                        short(&id)
+                        short_id(&id)
                     );
                     return Ok((action, id, None));
                 }
@@ -604,10 +604,6 @@ fn round(d: Duration) -> Duration {
     Duration::from_millis(d.as_millis() as u64 / 100 * 100)
 }
 
-pub(super) fn short(id: &str) -> &str {
-    id.get(..12).unwrap_or(id)
-}
-
 #[derive(Serialize)]
 struct UpSummary<'a> {
     action: Action,
@@ -638,7 +634,7 @@ fn up_text(s: &UpSummary<'_>) -> String {
         format!(
             "agent {} {verb} ({}, image {}), {health}",
             s.name,
-            short(s.id),
+            short_id(s.id),
             s.image
         ),
         format!("tags: {}", s.tags.join(" ")),
@@ -656,7 +652,7 @@ fn up_text(s: &UpSummary<'_>) -> String {
         lines.push(format!(
             "container {} ({}, {}) {state}",
             m.name,
-            short(&m.id),
+            short_id(&m.id),
             m.image
         ));
     }

@@ -190,6 +190,23 @@ impl Scope {
         cmd
     }
 
+    /// `ddsky up` in the background against a stand-in that stays unhealthy for two minutes, so the
+    /// command is certainly still waiting when the test acts on it.
+    pub fn spawn_waiting_up(&self, extra: &[&str]) -> std::process::Child {
+        self.up()
+            .args([
+                "--agent-env",
+                "STANDIN_UNHEALTHY_SECS=120",
+                "--expect",
+                "none-such",
+            ])
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("ddsky starts")
+    }
+
     pub fn port_args(&self) -> [String; 4] {
         [
             "--apm-port".into(),
