@@ -1,7 +1,8 @@
 # Stand-in for datadog/agent:7 (test fixture; see docker/standin). Built FROM scratch by
 # docker/build-test-images.sh, which prepares rootfs/: the static `agent` binary at /usr/bin/agent,
 # /opt/datadog-agent/bin/agent/agent and /probe.sh (symlinks to it; as probe.sh it answers like
-# `agent health`), plus the empty directories the daemon writes to.
+# `agent health`), plus the empty directories the daemon writes to, and (except in the -noshell
+# variant) a static busybox as /bin/sh, mktemp, cat and rm.
 FROM scratch
 COPY rootfs/ /
 ENV PATH=/usr/bin:/bin

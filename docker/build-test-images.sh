@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the test images ddsky-test/agent:7 and ddsky-test/metta:latest from the static binaries
 # of the ddsky-standin crate (docker/standin), and ddsky-test/ddsky:latest from the static release
-# build of ddsky itself. Nothing is pulled (FROM scratch).
+# build of ddsky itself. Nothing is pulled (FROM scratch). The agent image gets Debian's static
+# busybox as its `sh`, as the real image has one; ddsky-test/agent-noshell:7 is the same without.
 #
 # Safe to call from inside `cargo test` (own target dir: target/test-images), from any cwd, and
 # concurrently (flock). Quiet on success; on failure prints the build log to stderr, exits 1.
@@ -12,8 +13,15 @@ repo=$(cd -- "$script_dir/.." && pwd)
 target_dir="$repo/target/test-images"
 triple=x86_64-unknown-linux-gnu
 agent_tag=ddsky-test/agent:7
+agent_noshell_tag=ddsky-test/agent-noshell:7
 metta_tag=ddsky-test/metta:latest
 ddsky_tag=ddsky-test/ddsky:latest
+
+busybox=/bin/busybox
+if [ ! -x "$busybox" ] || ldd "$busybox" >/dev/null 2>&1; then
+  echo "build-test-images.sh: needs a static $busybox: apt-get install busybox-static" >&2
+  exit 1
+fi
 
 mkdir -p "$target_dir"
 exec 9>"$repo/target/test-images.lock"
@@ -61,6 +69,10 @@ cp "$bin_dir/agent" "$rootfs/usr/bin/agent"
 ln -s /usr/bin/agent "$rootfs/opt/datadog-agent/bin/agent/agent"
 ln -s /usr/bin/agent "$rootfs/probe.sh"
 cp "$script_dir/agent.Dockerfile" "$work/agent/Dockerfile"
+build_image "$agent_noshell_tag" "$work/agent"
+# The tools ddsky's one-exec batch uses (see src/batch.rs), as the real image's Ubuntu base has them.
+cp "$busybox" "$rootfs/bin/busybox"
+for tool in sh mktemp cat rm; do ln -s busybox "$rootfs/bin/$tool"; done
 build_image "$agent_tag" "$work/agent"
 
 # Job image.

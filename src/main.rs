@@ -2,6 +2,7 @@
 
 mod agent;
 mod agent_output;
+mod batch;
 mod cli;
 mod commands;
 mod discovery;

@@ -457,3 +457,88 @@ fn no_wait_returns_once_the_container_runs() {
     assert!(report["healthy"].is_null(), "{report}");
     assert_eq!(inspect(&s.agent).unwrap()["State"]["Running"], true);
 }
+
+/// The commands Docker ran in `container` between `since` and now (its health probes excluded).
+fn execs_since(container: &str, since: &str) -> Vec<String> {
+    let until = unix_now();
+    let events = docker(&[
+        "events",
+        "--since",
+        since,
+        "--until",
+        &until,
+        "--filter",
+        &format!("container={container}"),
+        "--filter",
+        "event=exec_create",
+        "--format",
+        "{{json .Action}}",
+    ]);
+    assert_eq!(events.code, 0, "{events}");
+    events
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<String>(l).unwrap())
+        .map(|a| a.trim_start_matches("exec_create: ").to_owned())
+        .filter(|c| !c.starts_with("/probe.sh"))
+        .collect()
+}
+
+fn unix_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    format!("{}.{:09}", now.as_secs(), now.subsec_nanos())
+}
+
+#[test]
+fn status_asks_the_agent_in_one_exec_and_still_answers_without_a_shell() {
+    let mut reports = Vec::new();
+    for (image, label) in [(AGENT_IMAGE, "shell"), (AGENT_NOSHELL_IMAGE, "noshell")] {
+        let s = Scope::new(&format!("batch{label}"));
+        let job_id = s.run_job("metta");
+        let job = s.name("metta");
+        run(s.up().args(["--image", image, "--expect", &job])).expect_code(0);
+
+        let since = unix_now();
+        let status = run(s
+            .ddsky()
+            .args(["status", "--expect", &job, "--format", "json"]));
+        status.expect_code(0);
+        let execs = execs_since(&s.agent, &since);
+        let report = status.json();
+        let entry = report["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == job_id.as_str())
+            .cloned()
+            .expect("job listed");
+        assert_eq!(entry["discovered"], true, "{label}: {report}");
+        assert!(
+            strs(&entry["tags"]).contains(&format!("container_name:{job}")),
+            "{label}: {entry}"
+        );
+        assert!(report["agent"]["version"].is_string(), "{label}: {report}");
+        assert!(
+            strs(&report["agent"]["host_tags"]).contains(&"env:production".to_owned()),
+            "{label}: {report}"
+        );
+
+        let agent_execs = execs.iter().filter(|c| c.starts_with("agent ")).count();
+        let shell_execs = execs.iter().filter(|c| c.starts_with("sh -c")).count();
+        if image == AGENT_IMAGE {
+            assert_eq!((shell_execs, agent_execs), (1, 0), "{execs:#?}");
+        } else {
+            // The one batch attempt fails on the missing shell; each question is then its own exec.
+            assert!(shell_execs <= 1, "{execs:#?}");
+            assert!(agent_execs >= 3, "{execs:#?}");
+        }
+        reports.push((entry["tags"].clone(), report["agent"]["host_tags"].clone()));
+    }
+    assert_eq!(
+        strs(&reports[0].1),
+        strs(&reports[1].1),
+        "the same host tags either way"
+    );
+}

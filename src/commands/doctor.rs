@@ -2,13 +2,14 @@
 //! and lets `crate::doctor` judge them.
 
 use super::{identity, Context, Failure};
-use crate::agent::AgentClient;
+use crate::agent::{AgentClient, Questions};
 use crate::cli::DoctorArgs;
 use crate::discovery::{self, Pattern};
 use crate::doctor::{self, Check, DockerFacts, Facts, PortFacts, Verdict};
 use crate::engine::Engine;
 use crate::exit;
 use serde::Serialize;
+use std::collections::HashSet;
 use std::time::Duration;
 
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
@@ -48,22 +49,32 @@ pub async fn run(ctx: &Context, args: DoctorArgs) -> Result<u8, Failure> {
             facts.agent = engine.inspect(&ctx.name).await?;
             if let Some(info) = facts.agent.as_ref().filter(|a| a.state.running) {
                 let agent = AgentClient::new(engine.clone(), info.id.clone());
-                let (health, status, expected, apm, dogstatsd) = tokio::join!(
-                    agent.health(),
-                    agent.status(),
-                    async {
-                        let report = discovery::check_once(&engine, &agent, &info.id, &patterns)
-                            .await
-                            .map_err(|e| e.to_string())?
-                            .report;
-                        let tags = agent.container_tags().await.unwrap_or_default();
-                        Ok::<_, String>((report, tags))
-                    },
+                let questions = Questions {
+                    workload: true,
+                    tags: true,
+                    status: true,
+                    health: true,
+                };
+                let (running, answers, apm, dogstatsd) = tokio::join!(
+                    engine.running_containers(),
+                    agent.ask(questions),
                     probe_tcp(args.agent.apm_port),
                     probe_udp(args.agent.dogstatsd_port),
                 );
-                facts.health = Some(health.map_err(|e| e.to_string()));
-                facts.status = Some(status.map_err(|e| e.to_string()));
+                let asked = "asked above";
+                let expected = running.map_err(|e| e.to_string()).and_then(|running| {
+                    let discovered: HashSet<String> = answers
+                        .workload
+                        .expect(asked)
+                        .map_err(|e| e.to_string())?
+                        .into_iter()
+                        .map(|c| c.id)
+                        .collect();
+                    let report = discovery::evaluate(&patterns, &running, &discovered, &info.id);
+                    Ok((report, answers.tags.expect(asked).unwrap_or_default()))
+                });
+                facts.health = Some(answers.health.expect(asked).map_err(|e| e.to_string()));
+                facts.status = Some(answers.status.expect(asked).map_err(|e| e.to_string()));
                 facts.expected = Some(expected);
                 facts.ports.apm = Some(apm);
                 facts.ports.dogstatsd = Some(dogstatsd);

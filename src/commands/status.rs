@@ -1,7 +1,7 @@
 //! `ddsky status`: the agent container, what it discovered, and what it has not.
 
 use super::{Context, Failure};
-use crate::agent::AgentClient;
+use crate::agent::{AgentClient, Questions};
 use crate::cli::StatusArgs;
 use crate::discovery::{self, DiscoveryReport, WaitFor};
 use crate::engine::{short_id, ContainerInfo, RunningContainer};
@@ -90,55 +90,48 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<u8, Failure> {
         None => (None, None),
     };
 
-    // One round of questions, asked at once: each exec costs the daemon tens of milliseconds.
+    // Everything else in one round: one exec into the agent (see `AgentClient::ask`) beside one
+    // container listing, each skipped when the wait already answered it.
     let trust_docker = matches!(info.state.health.as_deref(), Some("healthy" | "unhealthy"));
-    let (fresh, tags, late_status, health) = tokio::join!(
+    let (seen_running, seen_discovered) = look
+        .map(|l| (l.running, l.discovered.unwrap_or_default()))
+        .unzip();
+    let questions = Questions {
+        workload: seen_discovered.is_none(),
+        tags: true,
+        status: early_status.is_none(),
+        health: !trust_docker,
+    };
+    let (running, answers) = tokio::join!(
         async {
-            match look {
-                Some(l) => Ok((l.running, Ok(l.discovered.unwrap_or_default()))),
-                None => {
-                    let (running, workload) =
-                        tokio::join!(engine.running_containers(), agent.workload_containers());
-                    running.map(|r| {
-                        (
-                            r,
-                            workload.map(|w| w.into_iter().map(|c| c.id).collect::<HashSet<_>>()),
-                        )
-                    })
-                }
+            match seen_running {
+                Some(running) => Ok(running),
+                None => engine.running_containers().await,
             }
         },
-        agent.container_tags(),
-        async {
-            if early_status.is_none() {
-                Some(agent.status().await)
-            } else {
-                None
-            }
-        },
-        async {
-            if trust_docker {
-                None
-            } else {
-                Some(agent.health().await)
-            }
-        },
+        agent.ask(questions),
     );
-    let status = early_status
-        .or(late_status)
-        .expect("status is asked either while waiting or now");
-    let (running, workload) = fresh?;
-    let discovered: HashSet<String> = match workload {
-        Ok(ids) => ids,
-        Err(e) => {
+    let running = running?;
+    let discovered: HashSet<String> = match (seen_discovered, answers.workload) {
+        (Some(ids), _) => ids,
+        (None, Some(Ok(workload))) => workload.into_iter().map(|c| c.id).collect(),
+        (None, Some(Err(e))) => {
             tracing::warn!("cannot list what the agent discovered: {e}");
             HashSet::new()
         }
+        (None, None) => unreachable!("the workload is asked when the wait did not answer it"),
     };
-    let tags = tags.unwrap_or_else(|e| {
-        tracing::warn!("cannot read the agent's tags: {e}");
-        BTreeMap::new()
-    });
+    let tags = match answers.tags {
+        Some(Ok(tags)) => tags,
+        Some(Err(e)) => {
+            tracing::warn!("cannot read the agent's tags: {e}");
+            BTreeMap::new()
+        }
+        None => unreachable!("tags are always asked"),
+    };
+    let status = early_status
+        .or(answers.status)
+        .expect("status is asked either while waiting or now");
     let (version, host_tags) = match status {
         Ok(s) => (s.version, s.host_tags),
         Err(e) => {
@@ -146,7 +139,7 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<u8, Failure> {
             (None, vec![])
         }
     };
-    let healthy = match health {
+    let healthy = match answers.health {
         None => info.state.health.as_deref() == Some("healthy"),
         Some(Ok(h)) => h.healthy,
         Some(Err(e)) => {

@@ -11,6 +11,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub const AGENT_IMAGE: &str = "ddsky-test/agent:7";
+/// The same stand-in without a shell, as a minimal agent image could be.
+pub const AGENT_NOSHELL_IMAGE: &str = "ddsky-test/agent-noshell:7";
 pub const JOB_IMAGE: &str = "ddsky-test/metta:latest";
 /// A key of the right shape (32 hex). Every test scans output for it.
 pub const KEY: &str = "c0ffee0123456789abcdef0123456789";
