@@ -15,7 +15,8 @@
 # times of 4 to 20 s; 3 status at 10/100/300 job containers vs docker ps + one exec of
 # workload-list; 4 discovery latency and CPU while waiting; 5 peak RSS and binary size.
 # Takes about 5 minutes on 2 cores (starting and removing 300 containers is most of it).
-# Needs hyperfine, jq and GNU time: `apt-get install -y hyperfine jq time` (Debian bookworm+).
+# Needs hyperfine, jq, GNU time and (for the stand-in's shell) a static busybox:
+# `apt-get install -y hyperfine jq time busybox-static` (Debian bookworm+).
 # Reports, does not judge: exits 0 whether targets are met or not (MISSED marks a missed one);
 # exits 1 only when it cannot run at all.
 set -uo pipefail
@@ -31,6 +32,8 @@ command -v hyperfine >/dev/null || missing+=("hyperfine (apt-get install -y hype
 command -v jq >/dev/null || missing+=("jq (apt-get install -y jq)")
 [ -x /usr/bin/time ] || missing+=("GNU time at /usr/bin/time (apt-get install -y time)")
 command -v docker >/dev/null || missing+=("docker (the CLI, for the baselines)")
+docker image inspect ddsky-test/agent:7 >/dev/null 2>&1 || [ -x /bin/busybox ] ||
+  missing+=("a static busybox for the stand-in image (apt-get install -y busybox-static)")
 if [ ${#missing[@]} -gt 0 ]; then
   printf 'bench.sh: missing %s\n' "${missing[@]}" >&2
   exit 1
