@@ -5,7 +5,8 @@
 //! the container, each into its own files, and are printed one after another between marker lines
 //! that carry a per-run nonce, so no output can be mistaken for a marker. Building the script and
 //! splitting its output are pure; the caller runs it and falls back to one exec per command when the
-//! container has no shell.
+//! container has no shell. The official image has one (its health check, `/probe.sh`, is a script),
+//! and `mktemp`, `cat` and `rm`, the only tools the script calls.
 
 use crate::engine::ExecOutput;
 
