@@ -231,7 +231,7 @@ pub async fn wait(
 }
 
 /// One look: the running containers, and (only if any is expected) what the agent lists.
-pub async fn check_once(
+async fn check_once(
     engine: &Engine,
     agent: &AgentClient,
     agent_id: &str,
