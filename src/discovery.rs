@@ -72,6 +72,15 @@ pub struct MatchedContainer {
     pub discovered: bool,
 }
 
+/// How every command words whether the agent lists a container.
+pub fn discovered_word(discovered: bool) -> &'static str {
+    if discovered {
+        "discovered"
+    } else {
+        "NOT discovered"
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Expectation {
     pub pattern: String,

@@ -2,7 +2,7 @@
 //! comes out, each with its evidence and, when not ok, the fix. Pure; `commands::doctor` gathers.
 
 use crate::agent_output::{AgentStatus, ApiKeyState, HealthReport};
-use crate::discovery::DiscoveryReport;
+use crate::discovery::{self, DiscoveryReport};
 use crate::engine::{short_id, ContainerInfo};
 use crate::reconcile::is_managed;
 use serde::Serialize;
@@ -445,11 +445,7 @@ fn expected(report: &DiscoveryReport, tags: &BTreeMap<String, Vec<String>>) -> C
     let mut lines = Vec::new();
     for m in report.expected.iter().flat_map(|e| e.matches.iter()) {
         let t = tags.get(&m.id).map(|t| t.join(" ")).unwrap_or_default();
-        let state = if m.discovered {
-            "discovered"
-        } else {
-            "NOT discovered"
-        };
+        let state = discovery::discovered_word(m.discovered);
         lines.push(format!(
             "{} ({}) {state}{}",
             m.name,

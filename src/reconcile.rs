@@ -132,69 +132,24 @@ mod tests {
     #[test]
     fn decisions() {
         assert_eq!(action(decide(None, "h", false, false)), Action::Create);
-        assert_eq!(
-            action(decide(
-                Some(&container(true, "h", "running")),
-                "h",
-                false,
-                false
-            )),
-            Action::None
-        );
-        assert_eq!(
-            action(decide(
-                Some(&container(true, "h", "restarting")),
-                "h",
-                false,
-                false
-            )),
-            Action::None
-        );
-        assert_eq!(
-            action(decide(
-                Some(&container(true, "h", "exited")),
-                "h",
-                false,
-                false
-            )),
-            Action::Start
-        );
-        assert_eq!(
-            action(decide(
-                Some(&container(true, "h", "created")),
-                "h",
-                false,
-                false
-            )),
-            Action::Start
-        );
-        assert_eq!(
-            action(decide(
-                Some(&container(true, "old", "running")),
-                "h",
-                false,
-                false
-            )),
-            Action::Recreate
-        );
-        assert_eq!(
-            action(decide(
-                Some(&container(true, "h", "running")),
-                "h",
-                false,
-                true
-            )),
-            Action::Recreate
-        );
-        assert_eq!(
-            action(decide(
-                Some(&container(true, "h", "dead")),
-                "h",
-                false,
-                false
-            )),
-            Action::Recreate
-        );
+        // (hash label, state, --recreate) of a ddsky container against the wanted hash "h".
+        let cases = [
+            ("h", "running", false, Action::None),
+            ("h", "restarting", false, Action::None),
+            ("h", "exited", false, Action::Start),
+            ("h", "created", false, Action::Start),
+            ("old", "running", false, Action::Recreate),
+            ("h", "running", true, Action::Recreate),
+            ("h", "dead", false, Action::Recreate),
+        ];
+        for (hash, state, recreate, expected) in cases {
+            let existing = container(true, hash, state);
+            assert_eq!(
+                action(decide(Some(&existing), "h", false, recreate)),
+                expected,
+                "{hash} {state} recreate={recreate}"
+            );
+        }
     }
 
     #[test]

@@ -261,10 +261,8 @@ fn text(ctx: &Context, r: &StatusReport) -> String {
     for c in &r.containers {
         let state = if c.is_agent {
             "the agent itself"
-        } else if c.discovered {
-            "discovered"
         } else {
-            "NOT discovered"
+            discovery::discovered_word(c.discovered)
         };
         lines.push(format!(
             "  {} {} ({}): {state}",

@@ -644,11 +644,7 @@ fn up_text(s: &UpSummary<'_>) -> String {
         ),
     ];
     for m in s.expected.expected.iter().flat_map(|e| e.matches.iter()) {
-        let state = if m.discovered {
-            "discovered"
-        } else {
-            "NOT discovered"
-        };
+        let state = discovery::discovered_word(m.discovered);
         lines.push(format!(
             "container {} ({}, {}) {state}",
             m.name,
