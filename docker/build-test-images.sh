@@ -4,18 +4,21 @@
 # build of ddsky itself. Nothing is pulled (FROM scratch). The agent image gets Debian's static
 # busybox as its `sh`, as the real image has one; ddsky-test/agent-noshell:7 is the same without.
 #
-# Safe to call from inside `cargo test` (own target dir: target/test-images), from any cwd, and
-# concurrently (flock). Quiet on success; on failure prints the build log to stderr, exits 1.
+# Safe to call from inside `cargo test` (own target dir: <CARGO_TARGET_DIR or target>/test-images),
+# from any cwd, and concurrently (flock). DDSKY_TEST_IMAGES renames the `ddsky-test` namespace, so
+# two checkouts testing against one daemon keep their own images. Quiet on success; on failure
+# prints the build log to stderr, exits 1.
 set -euo pipefail
 
 script_dir=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd -- "$script_dir/.." && pwd)
-target_dir="$repo/target/test-images"
+target_dir="${CARGO_TARGET_DIR:-$repo/target}/test-images"
 triple=x86_64-unknown-linux-gnu
-agent_tag=ddsky-test/agent:7
-agent_noshell_tag=ddsky-test/agent-noshell:7
-metta_tag=ddsky-test/metta:latest
-ddsky_tag=ddsky-test/ddsky:latest
+ns=${DDSKY_TEST_IMAGES:-ddsky-test}
+agent_tag=$ns/agent:7
+agent_noshell_tag=$ns/agent-noshell:7
+metta_tag=$ns/metta:latest
+ddsky_tag=$ns/ddsky:latest
 
 busybox=/bin/busybox
 if [ ! -x "$busybox" ] || ldd "$busybox" >/dev/null 2>&1; then
@@ -24,7 +27,7 @@ if [ ! -x "$busybox" ] || ldd "$busybox" >/dev/null 2>&1; then
 fi
 
 mkdir -p "$target_dir"
-exec 9>"$repo/target/test-images.lock"
+exec 9>"$target_dir.lock"
 flock 9
 
 work=$(mktemp -d "$target_dir/build.XXXXXX")

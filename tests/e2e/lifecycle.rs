@@ -1,8 +1,6 @@
 //! `ddsky up`, `status` and `down` against the real Docker daemon and the stand-in agent.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 
 fn strs(v: &serde_json::Value) -> Vec<String> {
@@ -155,7 +153,7 @@ fn a_changed_tag_recreates_and_a_stopped_agent_is_started() {
 #[test]
 fn a_foreign_container_of_that_name_is_left_untouched() {
     let s = Scope::new("foreign");
-    let created = docker(&["run", "-d", "--name", &s.agent, JOB_IMAGE]);
+    let created = docker(&["run", "-d", "--name", &s.agent, job_image()]);
     created.expect_code(0);
     let id = created.stdout.trim().to_owned();
 
@@ -171,7 +169,7 @@ fn a_foreign_container_of_that_name_is_left_untouched() {
     let c = inspect(&s.agent).expect("still there");
     assert_eq!(c["Id"], id.as_str());
     assert_eq!(c["State"]["Running"], true);
-    assert_eq!(c["Config"]["Image"], JOB_IMAGE);
+    assert_eq!(c["Config"]["Image"], job_image());
 
     let replaced = run(s
         .up()
@@ -230,7 +228,7 @@ fn the_job_container_is_discovered_by_up_and_status() {
     text.expect_code(0);
     assert!(
         text.stdout
-            .contains(&format!("{job} ({JOB_IMAGE}): discovered")),
+            .contains(&format!("{job} ({}): discovered", job_image())),
         "{text}"
     );
 }
@@ -267,7 +265,7 @@ fn a_container_started_later_is_waited_for_and_a_stopped_one_disappears() {
         let job = job.clone();
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_secs(2));
-            docker(&["run", "-d", "--name", &job, JOB_IMAGE]).expect_code(0);
+            docker(&["run", "-d", "--name", &job, job_image()]).expect_code(0);
         })
     };
     let waited = run(s.ddsky().args([
@@ -309,7 +307,7 @@ fn down_removes_the_agent_and_is_idempotent() {
 fn no_key_exits_0_and_creates_nothing() {
     let s = Scope::new("nokey");
     let mut cmd = s.ddsky();
-    cmd.args(["up", "--image", AGENT_IMAGE, "--no-aws"]);
+    cmd.args(["up", "--image", agent_image(), "--no-aws"]);
     let out = run(&mut cmd);
     out.expect_code(0);
     assert!(
@@ -319,7 +317,7 @@ fn no_key_exits_0_and_creates_nothing() {
     assert!(inspect(&s.agent).is_none());
     let strict = run(s
         .ddsky()
-        .args(["up", "--image", AGENT_IMAGE, "--no-aws", "--require-key"]));
+        .args(["up", "--image", agent_image(), "--no-aws", "--require-key"]));
     strict.expect_code(1);
     assert!(inspect(&s.agent).is_none());
 }
@@ -414,7 +412,7 @@ fn docker_unreachable_fails_fast_with_the_address() {
         "{out}"
     );
     assert!(
-        out.elapsed < Duration::from_secs(5),
+        out.elapsed < Duration::from_secs(20),
         "took {:?}",
         out.elapsed
     );
@@ -494,7 +492,7 @@ fn unix_now() -> String {
 #[test]
 fn status_asks_the_agent_in_one_exec_and_still_answers_without_a_shell() {
     let mut reports = Vec::new();
-    for (image, label) in [(AGENT_IMAGE, "shell"), (AGENT_NOSHELL_IMAGE, "noshell")] {
+    for (image, label) in [(agent_image(), "shell"), (agent_noshell_image(), "noshell")] {
         let s = Scope::new(&format!("batch{label}"));
         let job_id = s.run_job("metta");
         let job = s.name("metta");
@@ -527,7 +525,7 @@ fn status_asks_the_agent_in_one_exec_and_still_answers_without_a_shell() {
 
         let agent_execs = execs.iter().filter(|c| c.starts_with("agent ")).count();
         let shell_execs = execs.iter().filter(|c| c.starts_with("sh -c")).count();
-        if image == AGENT_IMAGE {
+        if image == agent_image() {
             assert_eq!((shell_execs, agent_execs), (1, 0), "{execs:#?}");
         } else {
             // The one batch attempt fails on the missing shell; each question is then its own exec.

@@ -1,8 +1,6 @@
 //! Pulls from a real registry, concurrent runs and signals, against the real daemon.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -54,7 +52,7 @@ fn a_missing_image_is_pulled_from_the_registry_then_used() {
     let s = Scope::new("pull");
     let registry = Registry::start(&s);
     let image = format!("127.0.0.1:{}/datadog/agent:7", registry.port);
-    docker(&["tag", AGENT_IMAGE, &image]).expect_code(0);
+    docker(&["tag", agent_image(), &image]).expect_code(0);
     docker(&["push", &image]).expect_code(0);
     docker(&["rmi", &image]).expect_code(0);
 
@@ -165,6 +163,10 @@ fn up_racing_down_ends_fully_there_or_fully_gone() {
     }
 }
 
+/// A signal ends ddsky at once rather than after the 60 s `--timeout` it was waiting out. The bound
+/// is generous for a loaded 2-core machine; benches/bench.sh measures the real figure.
+const PROMPTLY: Duration = Duration::from_secs(10);
+
 fn signal(child: &Child, sig: &str) {
     Command::new("kill")
         .args([&format!("-{sig}"), &child.id().to_string()])
@@ -202,9 +204,9 @@ fn sigint_and_sigterm_while_waiting_exit_130_and_143_promptly_leaving_a_whole_ag
         );
         std::thread::sleep(Duration::from_millis(300));
         signal(&child, sig);
-        let (status, took) = wait_exit(child, Duration::from_secs(5));
+        let (status, took) = wait_exit(child, Duration::from_secs(30));
         assert_eq!(status, Some(code), "SIG{sig}");
-        assert!(took < Duration::from_secs(1), "SIG{sig} took {took:?}");
+        assert!(took < PROMPTLY, "SIG{sig} took {took:?}");
         let c = inspect(&s.agent).expect("the agent was fully created before the signal");
         assert_eq!(c["State"]["Running"], true);
     }
@@ -219,13 +221,13 @@ fn a_signal_at_any_moment_of_up_leaves_no_half_created_container() {
         let child = s.spawn_waiting_up(&[]);
         std::thread::sleep(Duration::from_millis(delay_ms));
         signal(&child, sig);
-        let (status, took) = wait_exit(child, Duration::from_secs(5));
+        let (status, took) = wait_exit(child, Duration::from_secs(30));
         assert!(
             matches!(status, Some(130 | 143)),
             "SIG{sig} after {delay_ms} ms: {status:?}"
         );
         assert!(
-            took < Duration::from_secs(1),
+            took < PROMPTLY,
             "SIG{sig} after {delay_ms} ms took {took:?}"
         );
         if let Some(c) = inspect(&s.agent) {
@@ -269,9 +271,9 @@ fn signal_during_a_pull(sig: &str, code: i32) {
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     signal(&child, sig);
-    let (status, took) = wait_exit(child, Duration::from_secs(5));
+    let (status, took) = wait_exit(child, Duration::from_secs(30));
     assert_eq!(status, Some(code), "SIG{sig}");
-    assert!(took < Duration::from_secs(1), "took {took:?}");
+    assert!(took < PROMPTLY, "took {took:?}");
     assert!(inspect(&s.agent).is_none(), "nothing created");
 }
 

@@ -1,6 +1,5 @@
 //! Shared end-to-end test harness: builds the stand-in images once, runs the built `ddsky` with a
 //! clean, loopback-only environment, and removes every container a test made, even when it fails.
-#![allow(dead_code)]
 
 use serde_json::Value;
 use std::net::{TcpListener, UdpSocket};
@@ -10,10 +9,43 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-pub const AGENT_IMAGE: &str = "ddsky-test/agent:7";
+/// The repository namespace of the test images: `ddsky-test`, or DDSKY_TEST_IMAGES so that two
+/// checkouts testing against one daemon do not replace each other's images mid-run.
+pub fn image_namespace() -> &'static str {
+    static NS: OnceLock<String> = OnceLock::new();
+    NS.get_or_init(|| {
+        std::env::var("DDSKY_TEST_IMAGES")
+            .ok()
+            .filter(|ns| !ns.is_empty())
+            .unwrap_or_else(|| "ddsky-test".into())
+    })
+}
+
+/// `<namespace>/<name>`, made once per test image.
+macro_rules! test_image {
+    ($name:literal) => {{
+        static TAG: OnceLock<String> = OnceLock::new();
+        TAG.get_or_init(|| format!("{}/{}", image_namespace(), $name))
+            .as_str()
+    }};
+}
+
+/// The stand-in for `datadog/agent:7`.
+pub fn agent_image() -> &'static str {
+    test_image!("agent:7")
+}
 /// The same stand-in without a shell, as a minimal agent image could be.
-pub const AGENT_NOSHELL_IMAGE: &str = "ddsky-test/agent-noshell:7";
-pub const JOB_IMAGE: &str = "ddsky-test/metta:latest";
+pub fn agent_noshell_image() -> &'static str {
+    test_image!("agent-noshell:7")
+}
+/// The stand-in job (`metta:latest`).
+pub fn job_image() -> &'static str {
+    test_image!("metta:latest")
+}
+/// The static release build of ddsky alone.
+pub fn ddsky_image() -> &'static str {
+    test_image!("ddsky:latest")
+}
 /// A key of the right shape (32 hex). Every test scans output for it.
 pub const KEY: &str = "c0ffee0123456789abcdef0123456789";
 pub const OTHER_KEY: &str = "beef00112233445566778899aabbccdd";
@@ -28,6 +60,7 @@ pub fn ensure_images() {
     BUILT.get_or_init(|| {
         let out = Command::new("bash")
             .arg(repo().join("docker/build-test-images.sh"))
+            .env("DDSKY_TEST_IMAGES", image_namespace())
             .output()
             .expect("bash runs");
         assert!(
@@ -104,11 +137,38 @@ pub fn ddsky_bin() -> PathBuf {
 }
 
 /// A free port on loopback for both TCP and UDP (the stand-in binds both on the host network).
+///
+/// Ports come from 20000-32767, below Linux's ephemeral range (32768-60999), so no outgoing
+/// connection of any process can be handed the port between this check and the stand-in binding it,
+/// and this process never hands out the same port twice.
 pub fn free_port() -> u16 {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static GIVEN: OnceLock<Mutex<(u64, HashSet<u16>)>> = OnceLock::new();
+    let mut state = GIVEN
+        .get_or_init(|| {
+            let seed = u64::from(std::process::id())
+                ^ std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64);
+            Mutex::new((seed, HashSet::new()))
+        })
+        .lock()
+        .unwrap();
     loop {
-        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = tcp.local_addr().expect("addr").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        // xorshift: a different sequence in each test process, so two processes rarely try the same.
+        let (seed, given) = &mut *state;
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        let port = 20000 + (*seed % 12768) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
+            given.insert(port);
             return port;
         }
     }
@@ -182,7 +242,7 @@ impl Scope {
             .args([
                 "up",
                 "--image",
-                AGENT_IMAGE,
+                agent_image(),
                 "--timeout",
                 "60s",
                 "--secret-timeout",
@@ -228,7 +288,7 @@ impl Scope {
             &name,
             "--label",
             &format!("ddsky-test={}", self.prefix),
-            JOB_IMAGE,
+            job_image(),
         ]);
         assert_eq!(out.code, 0, "docker run {name}: {out}");
         out.stdout.trim().to_owned()

@@ -1,8 +1,6 @@
 //! `ddsky doctor` catches each failure by breaking exactly that thing; `ddsky logs` shows the agent's.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -118,7 +116,7 @@ fn agent_by_hand(s: &Scope, key: &str, skip_mount: Option<&str>) {
     ] {
         args.extend(["-e".into(), env]);
     }
-    args.push(AGENT_IMAGE.into());
+    args.push(agent_image().into());
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     docker(&refs).expect_code(0);
     assert!(eventually(Duration::from_secs(15), || docker(&[

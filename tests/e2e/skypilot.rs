@@ -1,11 +1,7 @@
 //! Where SkyPilot runs ddsky: inside the job container (with and without the Docker socket), on a host
 //! without GPUs, and feeding the job's environment through `ddsky env`.
 
-mod common;
-
-use common::*;
-
-const DDSKY_IMAGE: &str = "ddsky-test/ddsky:latest";
+use crate::common::*;
 
 /// `docker run` of the static ddsky in a job-like container named `<prefix>-job`.
 fn ddsky_in_container(s: &Scope, with_socket: bool, args: &[&str]) -> Run {
@@ -32,7 +28,7 @@ fn ddsky_in_container(s: &Scope, with_socket: bool, args: &[&str]) -> Run {
     ] {
         cmd.extend(["-e".into(), format!("{k}={v}")]);
     }
-    cmd.push(DDSKY_IMAGE.into());
+    cmd.push(ddsky_image().into());
     cmd.extend(args.iter().map(|a| a.to_string()));
     run(std::process::Command::new("docker").args(&cmd))
 }
@@ -44,7 +40,7 @@ fn inside_a_container_with_the_socket_it_starts_a_host_agent_and_is_discovered_a
     let mut args = vec![
         "up",
         "--image",
-        AGENT_IMAGE,
+        agent_image(),
         "--expect",
         "self",
         "--timeout",
@@ -71,7 +67,7 @@ fn inside_a_container_with_the_socket_it_starts_a_host_agent_and_is_discovered_a
 #[test]
 fn inside_a_container_without_the_socket_it_skips_with_the_fix() {
     let s = Scope::new("insidenosock");
-    let out = ddsky_in_container(&s, false, &["up", "--image", AGENT_IMAGE]);
+    let out = ddsky_in_container(&s, false, &["up", "--image", agent_image()]);
     out.expect_code(0).assert_no_secret(&[]);
     assert!(out.stdout.contains("monitoring skipped"), "{out}");
     assert!(
@@ -146,7 +142,7 @@ fn env_file_feeds_docker_run() {
         &name,
         "--env-file",
         file.to_str().unwrap(),
-        JOB_IMAGE,
+        job_image(),
     ])
     .expect_code(0);
     let _ = std::fs::remove_file(&file);

@@ -7,11 +7,9 @@
 //! to anything but loopback: ddsky's environment has instance metadata off, dummy credentials, every
 //! AWS endpoint on 127.0.0.1, and the tests' own SDK client is built with an explicit endpoint.
 
-mod common;
-
+use crate::common::*;
 use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_secretsmanager::primitives::Blob;
-use common::*;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -278,7 +276,7 @@ fn up(s: &Scope, endpoint: &str, secret_id: &str) -> Command {
     cmd.args([
         "up",
         "--image",
-        AGENT_IMAGE,
+        agent_image(),
         "--timeout",
         "60s",
         "--expect",

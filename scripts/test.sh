@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The README's test command: installs what a fresh machine of this project's kind lacks, says what it
+# installs, then runs every test (`cargo test --workspace`). Where it cannot install (not root, no
+# apt-get, no pip) it stops before compiling anything, with the one line that fixes it.
+#
+# Installs: Debian's busybox-static (the stand-in agent image's shell), docker-registry (pull tests),
+# util-linux (flock); PyPI's moto[server] (AWS tests); SkyPilot's loader in two virtual environments
+# under target/skypilot-venvs, made once and reused (the example task YAMLs are checked by it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { echo "scripts/test.sh: $*" >&2; }
+stop() { say "$*"; exit 1; }
+
+# The SkyPilot releases the examples are checked against: the README's floor and the newest.
+skypilot_versions=(0.10.5 0.14.1)
+venv_root=${DDSKY_SKYPILOT_VENVS:-$PWD/target/skypilot-venvs}
+
+command -v cargo >/dev/null || stop "no cargo on PATH: install Rust (https://rustup.rs), then run again"
+command -v python3 >/dev/null || stop "no python3 on PATH: apt-get install -y python3 python3-venv python3-pip"
+
+need_apt=()
+busybox_ok() { [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; }
+busybox_ok || need_apt+=(busybox-static)
+command -v docker-registry >/dev/null || need_apt+=(docker-registry)
+command -v docker >/dev/null || need_apt+=(docker.io)
+command -v flock >/dev/null || need_apt+=(util-linux)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  fix="apt-get install -y ${need_apt[*]}"
+  [ "$(id -u)" = 0 ] || stop "missing ${need_apt[*]}; as root: $fix"
+  command -v apt-get >/dev/null || stop "missing ${need_apt[*]} and no apt-get: install them with your package manager"
+  say "installing Debian packages: ${need_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+scripts_dir=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+export PATH="$scripts_dir:$PATH"
+if ! command -v moto_server >/dev/null; then
+  python3 -m pip --version >/dev/null 2>&1 || stop "no pip for python3: apt-get install -y python3-pip"
+  say "installing moto[server] from PyPI (the AWS Secrets Manager tests' server)"
+  python3 -m pip install --quiet 'moto[server]' ||
+    stop "could not install moto: python3 -m pip install 'moto[server]'"
+  command -v moto_server >/dev/null || stop "moto installed but moto_server is not on PATH (looked in $scripts_dir)"
+fi
+
+# SkyPilot's own loader, one venv per pinned release. 0.10.x imports greenlet without declaring it.
+for version in "${skypilot_versions[@]}"; do
+  venv="$venv_root/$version"
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import sky' 2>/dev/null; then
+    say "installing skypilot==$version from PyPI into $venv (once; reused by later runs)"
+    rm -rf "$venv"
+    python3 -m venv "$venv" || stop "cannot make a virtual environment: apt-get install -y python3-venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "skypilot==$version" greenlet ||
+      stop "could not install skypilot==$version into $venv"
+  fi
+done
+export DDSKY_SKYPILOT_VENVS="$venv_root"
+
+# The daemon is started before the session on this kind of machine; start one where none answers.
+if ! docker info >/dev/null 2>&1; then
+  [ "$(id -u)" = 0 ] || stop "the Docker daemon does not answer: start it (systemctl start docker), or add yourself to the docker group"
+  say "starting dockerd (log: /tmp/dockerd.log)"
+  (dockerd >/tmp/dockerd.log 2>&1 &)
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  docker info >/dev/null 2>&1 || stop "dockerd did not start: see /tmp/dockerd.log"
+fi
+
+exec cargo test --workspace "$@"

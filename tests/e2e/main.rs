@@ -1,0 +1,12 @@
+//! The end-to-end tests: the built `ddsky` against the real Docker daemon, the stand-in images, a
+//! registry and moto on loopback. One test binary, so the test images are built once per run and the
+//! shared harness in `common` is used by every module.
+
+mod common;
+
+mod aws_secrets;
+mod doctor;
+mod lifecycle;
+mod reliability;
+mod robustness;
+mod skypilot;
