@@ -203,7 +203,10 @@ pub async fn wait(
         Box::pin(engine.container_events());
     let mut first_pending: Option<Instant> = None;
     loop {
-        let look = check_once(engine, agent, agent_id, patterns).await?;
+        // An exec can take seconds on a busy node: a signal must not wait for it.
+        let look = interrupt
+            .run(check_once(engine, agent, agent_id, patterns))
+            .await??;
         let done = match mode {
             WaitFor::MatchedOnly => look.report.matched_are_discovered(),
             WaitFor::EveryPattern => look.report.all_discovered(),

@@ -27,6 +27,10 @@ const FIELD_API: ClientVersion = ClientVersion {
 };
 /// Per-request timeout (seconds) for everything else; streams (pull, events, logs) are not bounded by it.
 const REQUEST_TIMEOUT_SECS: u64 = 120;
+/// One exec's whole life. The agent's CLI answers in about a second; an exec whose container restarts
+/// under it can leave its output stream open forever (Docker 20.10), which would hold `up`, and
+/// SkyPilot's setup with it, past every deadline.
+const EXEC_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -358,6 +362,26 @@ impl Engine {
 
     /// Runs `cmd` in the container and collects its output and exit code.
     pub async fn exec(
+        &self,
+        container: &str,
+        cmd: &[&str],
+        env: &[&str],
+    ) -> Result<ExecOutput, EngineError> {
+        tokio::time::timeout(EXEC_TIMEOUT, self.exec_unbounded(container, cmd, env))
+            .await
+            .unwrap_or_else(|_| {
+                Err(EngineError::Exec {
+                    name: container.to_owned(),
+                    command: cmd.join(" "),
+                    cause: format!(
+                        "no answer within {} (the container may have restarted under it)",
+                        humantime::format_duration(EXEC_TIMEOUT)
+                    ),
+                })
+            })
+    }
+
+    async fn exec_unbounded(
         &self,
         container: &str,
         cmd: &[&str],

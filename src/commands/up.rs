@@ -564,7 +564,8 @@ async fn wait_healthy(
                 removed: false,
             });
         }
-        let report = match agent.health().await {
+        // A signal must not wait for an exec (one can hang while the container restarts).
+        let report = match ctx.interrupt.run(agent.health()).await? {
             Ok(r) => r,
             // The container may have died between the inspect and the exec: look again.
             Err(e) => {
