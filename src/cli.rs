@@ -33,7 +33,7 @@ pub struct GlobalArgs {
     pub docker_host: Option<String>,
 
     /// Output on stdout: human text, or one JSON document with a stable schema (see README);
-    /// `ddsky env` also takes shell (the text form) and env-file.
+    /// `ddsky env` also takes shell (the text form) and env-file; `ddsky k8s` prints YAML as text.
     #[arg(long, global = true, env = "DDSKY_FORMAT", value_enum, default_value_t = Format::Text)]
     pub format: Format,
 
@@ -70,6 +70,10 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// The agent container's logs.
     Logs(LogsArgs),
+    /// On Kubernetes: print the task's config.kubernetes.pod_config that gives the pods the job's tags
+    /// and the node agent's address (run it where you launch the task).
+    #[command(visible_alias = "kubernetes")]
+    K8s(K8sArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -202,6 +206,12 @@ pub struct KeyArgs {
 
 #[derive(Debug, Args)]
 pub struct EnvArgs {
+    #[command(flatten)]
+    pub agent: AgentArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct K8sArgs {
     #[command(flatten)]
     pub agent: AgentArgs,
 }

@@ -10,6 +10,7 @@ mod doctor;
 mod engine;
 mod exit;
 mod interrupt;
+mod k8s;
 mod key;
 mod logging;
 mod output;

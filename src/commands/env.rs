@@ -2,13 +2,22 @@
 //! with the job's tags (`docker run --env-file <(ddsky env --format env-file) ...`).
 
 use super::{identity, Context, Failure};
-use crate::cli::{EnvArgs, Format};
+use crate::cli::{AgentArgs, EnvArgs, Format};
 use crate::exit;
+use crate::k8s;
+use crate::placement::{self, Placement};
 use std::collections::BTreeMap;
 
 pub async fn run(ctx: &Context, args: EnvArgs) -> Result<u8, Failure> {
     let tags = identity::resolve(&args.agent).await?;
-    let vars = job_env(&args, &tags.tags);
+    let mut vars = job_env(&args.agent, &tags.tags);
+    // In a pod, the pod_config of `ddsky k8s` set the node agent's address (downward API) and the
+    // service tags: keep those, add the per-pod ones.
+    if placement::detect(&placement::read_surroundings()) == Placement::Kubernetes {
+        let mut warnings = Vec::new();
+        vars = k8s::inside_pod(vars, crate::output::env_var, &mut warnings);
+        warnings.iter().for_each(|w| tracing::warn!("{w}"));
+    }
     let body = match ctx.format {
         Format::Json => {
             serde_json::to_string_pretty(&vars.iter().cloned().collect::<BTreeMap<_, _>>())
@@ -32,7 +41,8 @@ pub async fn run(ctx: &Context, args: EnvArgs) -> Result<u8, Failure> {
 /// The job's side of the contract. Both network modes reach the agent at localhost: on the host
 /// network directly, on a bridge through the ports published on 127.0.0.1 (SkyPilot's job container
 /// uses --net=host). env and service travel as DD_ENV/DD_SERVICE, so DD_TAGS carries the rest.
-fn job_env(args: &EnvArgs, tags: &[String]) -> Vec<(String, String)> {
+/// `ddsky k8s` puts the same variables into the pods (DD_AGENT_HOST from the downward API instead).
+pub(super) fn job_env(args: &AgentArgs, tags: &[String]) -> Vec<(String, String)> {
     let value_of = |key: &str| {
         tags.iter()
             .find_map(|t| t.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
@@ -40,21 +50,18 @@ fn job_env(args: &EnvArgs, tags: &[String]) -> Vec<(String, String)> {
     };
     let mut vars = vec![
         ("DD_AGENT_HOST".to_owned(), "localhost".to_owned()),
-        (
-            "DD_TRACE_AGENT_PORT".to_owned(),
-            args.agent.apm_port.to_string(),
-        ),
+        ("DD_TRACE_AGENT_PORT".to_owned(), args.apm_port.to_string()),
         (
             "DD_DOGSTATSD_PORT".to_owned(),
-            args.agent.dogstatsd_port.to_string(),
+            args.dogstatsd_port.to_string(),
         ),
         (
             "DD_ENV".to_owned(),
-            value_of("env").unwrap_or_else(|| args.agent.env.clone()),
+            value_of("env").unwrap_or_else(|| args.env.clone()),
         ),
         (
             "DD_SERVICE".to_owned(),
-            value_of("service").unwrap_or_else(|| args.agent.service.clone()),
+            value_of("service").unwrap_or_else(|| args.service.clone()),
         ),
     ];
     if let Some(version) = value_of("git_ref") {
@@ -77,19 +84,16 @@ fn shell_quote(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::AgentArgs;
     use crate::spec::NetworkMode;
 
-    fn args() -> EnvArgs {
-        EnvArgs {
-            agent: AgentArgs {
-                env: "production".into(),
-                service: "skypilot-worker".into(),
-                tags: vec![],
-                network: NetworkMode::Host,
-                apm_port: 8126,
-                dogstatsd_port: 8125,
-            },
+    fn args() -> AgentArgs {
+        AgentArgs {
+            env: "production".into(),
+            service: "skypilot-worker".into(),
+            tags: vec![],
+            network: NetworkMode::Host,
+            apm_port: 8126,
+            dogstatsd_port: 8125,
         }
     }
 

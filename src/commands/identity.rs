@@ -1,4 +1,5 @@
-//! The job's identity and tags, shared by `up` (the agent's host tags) and `env` (the job's tracer env).
+//! The job's identity and tags, shared by `up` (the agent's host tags), `env` (the job's tracer env)
+//! and `k8s` (the pods' metadata and env).
 
 use super::Failure;
 use crate::cli::AgentArgs;
@@ -13,7 +14,14 @@ const GIT_TIMEOUT: Duration = Duration::from_secs(2);
 /// and warns about everything that was dropped or changed.
 pub async fn resolve(args: &AgentArgs) -> Result<TagSet, Failure> {
     let mut warnings = Vec::new();
-    let mut identity = JobIdentity::from_env(crate::output::env_var, &mut warnings);
+    let identity = read(&mut warnings).await;
+    tag(args, &identity, warnings)
+}
+
+/// The job's identity from the environment (and git, when METTA_GIT_REF is unset); what was not
+/// usable is said in `warnings`.
+pub async fn read(warnings: &mut Vec<String>) -> JobIdentity {
+    let mut identity = JobIdentity::from_env(crate::output::env_var, warnings);
     if identity.git_ref.is_none() {
         identity.git_ref = git_head().await;
     }
@@ -25,12 +33,22 @@ pub async fn resolve(args: &AgentArgs) -> Result<TagSet, Failure> {
             Err(why) => warnings.push(format!("SKYPILOT_CLUSTER_INFO is not usable ({why}); the cluster, cloud, region and zone tags are left out")),
         }
     }
+    identity
+}
+
+/// The tags of `identity` with the flags' env, service and extra tags, normalised; logs `warnings`
+/// and every change normalisation made.
+pub fn tag(
+    args: &AgentArgs,
+    identity: &JobIdentity,
+    warnings: Vec<String>,
+) -> Result<TagSet, Failure> {
     let request = TagRequest {
         env: args.env.clone(),
         service: args.service.clone(),
         extra: crate::cli::or_env_list(&args.tags, "DDSKY_TAGS"),
     };
-    let tags = tags::build(&request, &identity).map_err(|e| Failure::Usage(e.to_string()))?;
+    let tags = tags::build(&request, identity).map_err(|e| Failure::Usage(e.to_string()))?;
     warnings
         .iter()
         .chain(&tags.warnings)

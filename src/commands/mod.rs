@@ -5,6 +5,7 @@ mod doctor;
 mod down;
 mod env;
 mod identity;
+mod k8s;
 mod logs;
 mod status;
 mod up;
@@ -70,6 +71,7 @@ pub async fn run(ctx: &Context, command: Command) -> Result<u8, Failure> {
         Command::Up(args) => up::run(ctx, *args).await,
         Command::Status(args) => status::run(ctx, args).await,
         Command::Down(args) => down::run(ctx, args).await,
+        Command::K8s(args) => k8s::run(ctx, args).await,
     }
 }
 

@@ -51,7 +51,7 @@ pub async fn run(ctx: &Context, args: UpArgs) -> Result<u8, Failure> {
     let tags = tags?;
     let placement = placement::detect(&placement::read_surroundings());
     if placement == Placement::Kubernetes {
-        let why = "running on Kubernetes (KUBERNETES_SERVICE_HOST is set): there the Datadog Helm chart or Operator runs the agent as a DaemonSet; ddsky does nothing";
+        let why = "running on Kubernetes (KUBERNETES_SERVICE_HOST is set): there the Datadog Helm chart or Operator runs the agent as a DaemonSet, so ddsky starts none; give the pods the job's tags and the agent's address with `ddsky k8s` where you launch the task (its config.kubernetes.pod_config), and `ddsky env` in run";
         return skip(ctx, &args, &tags, vec![why.to_owned()], false);
     }
 

@@ -6,6 +6,7 @@ mod common;
 
 mod aws_secrets;
 mod doctor;
+mod k8s;
 mod lifecycle;
 mod reliability;
 mod robustness;
