@@ -353,6 +353,59 @@ impl Drop for Scope {
     }
 }
 
+/// Waits for a spawned command (its stdout and stderr piped) at most `limit`; past it the command is
+/// killed and reported as `exit -1` with a note on stderr, so that a hang fails the test instead of
+/// stalling the suite.
+pub fn wait_within(mut child: std::process::Child, limit: Duration) -> Run {
+    let start = Instant::now();
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let mut timed_out = false;
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status.code().unwrap_or(-1);
+        }
+        if start.elapsed() > limit {
+            timed_out = true;
+            let _ = child.kill();
+            let _ = child.wait();
+            break -1;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = stderr.join().unwrap_or_default();
+    if timed_out {
+        stderr.push_str(&format!(
+            "\n[test harness: still running after {limit:?}: killed]\n"
+        ));
+    }
+    Run {
+        code,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr,
+        elapsed: start.elapsed(),
+    }
+}
+
 pub fn run(cmd: &mut Command) -> Run {
     let start = Instant::now();
     let out = cmd.output().expect("command runs");

@@ -181,7 +181,7 @@ pub fn record(stats: &mut ForwarderStats, endpoint: Endpoint, outcome: &Outcome)
 pub enum Intake {
     /// `DD_DD_URL`.
     Http {
-        client: Client<HttpConnector, Full<Bytes>>,
+        client: Box<Client<HttpConnector, Full<Bytes>>>,
         base: String,
         api_key: String,
     },
@@ -196,7 +196,7 @@ impl Intake {
                 let mut connector = HttpConnector::new();
                 connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
                 Intake::Http {
-                    client: Client::builder(TokioExecutor::new()).build(connector),
+                    client: Box::new(Client::builder(TokioExecutor::new()).build(connector)),
                     base: base.trim_end_matches('/').to_string(),
                     api_key: api_key.to_string(),
                 }
