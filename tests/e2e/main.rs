@@ -11,3 +11,4 @@ mod lifecycle;
 mod reliability;
 mod robustness;
 mod skypilot;
+mod standin;
