@@ -5,6 +5,16 @@ use crate::common::*;
 
 /// `docker run` of the static ddsky in a job-like container named `<prefix>-job`.
 fn ddsky_in_container(s: &Scope, with_socket: bool, args: &[&str]) -> Run {
+    ddsky_in_container_with(s, with_socket, &[], args)
+}
+
+/// The same with extra `docker run` options (`--user`, `--group-add`).
+fn ddsky_in_container_with(
+    s: &Scope,
+    with_socket: bool,
+    docker_args: &[&str],
+    args: &[&str],
+) -> Run {
     let job = s.name("job");
     let mut cmd = vec![
         "run".to_owned(),
@@ -13,6 +23,7 @@ fn ddsky_in_container(s: &Scope, with_socket: bool, args: &[&str]) -> Run {
         job,
         "--net=host".into(),
     ];
+    cmd.extend(docker_args.iter().map(|a| a.to_string()));
     if with_socket {
         cmd.extend([
             "-v".into(),
@@ -249,4 +260,36 @@ fn the_skypilot_examples_parse() {
     }
     let snippet = repo().join("docker/skypilot/setup-snippet.sh");
     run(std::process::Command::new("bash").arg("-n").arg(&snippet)).expect_code(0);
+}
+
+#[test]
+fn a_non_root_job_image_is_told_the_socket_refused_it_and_how_to_fix_it() {
+    // A job image that runs as uid 1000 with the host's socket mounted (root:<docker group>, 660).
+    let s = Scope::new("nonroot");
+    let gid = std::fs::metadata("/var/run/docker.sock")
+        .map(|m| std::os::unix::fs::MetadataExt::gid(&m))
+        .expect("the daemon's socket is at /var/run/docker.sock");
+    let ports = s.port_args();
+    let mut args = vec!["up", "--image", agent_image(), "--timeout", "60s"];
+    args.extend(ports.iter().map(String::as_str));
+    let refused = ddsky_in_container_with(&s, true, &["--user", "1000"], &args);
+    refused.expect_code(1).assert_no_secret(&[]);
+    let fix = format!("--group-add {gid}");
+    assert!(
+        refused.stderr.contains("refused this user (uid 1000")
+            && refused.stderr.contains(&fix)
+            && refused.stderr.contains("run_options"),
+        "{refused}"
+    );
+    assert!(inspect(&s.agent).is_none(), "nothing created");
+    // The fix it gives works: the same user with the socket's group reaches the daemon.
+    let gid = gid.to_string();
+    let fixed = ddsky_in_container_with(
+        &s,
+        true,
+        &["--user", "1000", "--group-add", &gid],
+        &["status", "--format", "json"],
+    );
+    fixed.expect_code(5); // no agent container: the daemon answered
+    assert!(fixed.json()["agent"].is_null(), "{fixed}");
 }
