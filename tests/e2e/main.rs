@@ -11,3 +11,4 @@ mod reliability;
 mod robustness;
 mod skypilot;
 mod skypilot_loader;
+mod standin;
