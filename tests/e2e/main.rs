@@ -7,6 +7,7 @@ mod common;
 mod aws_secrets;
 mod doctor;
 mod lifecycle;
+mod rehearsal;
 mod reliability;
 mod robustness;
 mod skypilot;
