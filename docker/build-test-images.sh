@@ -89,3 +89,22 @@ mkdir -p "$work/ddsky"
 cp "$bin_dir/ddsky" "$work/ddsky/ddsky"
 cp "$script_dir/ddsky.Dockerfile" "$work/ddsky/Dockerfile"
 build_image "$ddsky_tag" "$work/ddsky"
+
+# SkyPilot runtime mode's job container, for the rehearsal test (tests/e2e/rehearsal.rs): a static
+# bash as /bin/bash, busybox for the tools the example's setup and run blocks call, and ddsky at
+# ~/.ddsky/ddsky, as the example task's file_mounts put it.
+skypilot_job_tag=$ns/skypilot-job:latest
+bash_static=/bin/bash-static
+if [ ! -x "$bash_static" ] || ldd "$bash_static" >/dev/null 2>&1; then
+  echo "build-test-images.sh: needs a static $bash_static: apt-get install bash-static" >&2
+  exit 1
+fi
+sky_rootfs="$work/skypilot-job/rootfs"
+mkdir -p "$sky_rootfs/bin" "$sky_rootfs/root/.ddsky" "$sky_rootfs/root/sky_workdir" "$sky_rootfs/tmp"
+chmod 1777 "$sky_rootfs/tmp"
+cp "$bash_static" "$sky_rootfs/bin/bash"
+cp "$busybox" "$sky_rootfs/bin/busybox"
+for tool in sh mkdir chmod mv rm timeout sleep cat ls; do ln -s busybox "$sky_rootfs/bin/$tool"; done
+cp "$bin_dir/ddsky" "$sky_rootfs/root/.ddsky/ddsky"
+cp "$script_dir/skypilot/job.Dockerfile" "$work/skypilot-job/Dockerfile"
+build_image "$skypilot_job_tag" "$work/skypilot-job"

@@ -3,9 +3,10 @@
 # installs, then runs every test (`cargo test --workspace`). Where it cannot install (not root, no
 # apt-get, no pip) it stops before compiling anything, with the one line that fixes it.
 #
-# Installs: Debian's busybox-static (the stand-in agent image's shell), docker-registry (pull tests),
-# util-linux (flock); PyPI's moto[server] (AWS tests); SkyPilot's loader in two virtual environments
-# under target/skypilot-venvs, made once and reused (the example task YAMLs are checked by it).
+# Installs: Debian's busybox-static (the stand-in agent image's shell), bash-static (the SkyPilot
+# rehearsal's job image), docker-registry (pull tests), util-linux (flock); PyPI's moto[server] (AWS
+# tests); SkyPilot's loader in two virtual environments under target/skypilot-venvs, made once and
+# reused (the example task YAMLs are checked by it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,8 @@ command -v python3 >/dev/null || stop "no python3 on PATH: apt-get install -y py
 need_apt=()
 busybox_ok() { [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; }
 busybox_ok || need_apt+=(busybox-static)
+bash_static_ok() { [ -x /bin/bash-static ] && ! ldd /bin/bash-static >/dev/null 2>&1; }
+bash_static_ok || need_apt+=(bash-static)
 command -v docker-registry >/dev/null || need_apt+=(docker-registry)
 command -v docker >/dev/null || need_apt+=(docker.io)
 command -v flock >/dev/null || need_apt+=(util-linux)

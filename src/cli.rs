@@ -147,7 +147,8 @@ pub struct UpArgs {
     #[arg(long, env = "DD_DD_URL", value_name = "URL")]
     pub dd_url: Option<String>,
 
-    /// Extra agent setting, KEY=VALUE (repeatable), e.g. DD_HOSTNAME=node-1.
+    /// Extra agent setting, KEY=VALUE (repeatable), e.g. DD_HOSTNAME=node-1 [env: DDSKY_AGENT_ENV,
+    /// space-separated, used when no --agent-env is given]
     #[arg(long = "agent-env", value_name = "KEY=VALUE")]
     pub agent_env: Vec<String>,
 

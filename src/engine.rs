@@ -36,6 +36,10 @@ const EXEC_TIMEOUT: Duration = Duration::from_secs(15);
 pub enum EngineError {
     #[error("cannot reach the Docker daemon at {host}: {cause}; check that Docker is running and this user may use it (root or the docker group), or point --docker-host/DOCKER_HOST at it")]
     Unreachable { host: String, cause: String },
+    /// The socket exists but its permissions refuse this user: typically a job image that runs as a
+    /// non-root user, with the host's root-owned socket mounted in.
+    #[error("{0}")]
+    SocketRefused(SocketRefusal),
     #[error("--docker-host {host:?} is not supported: use unix:///path/to/docker.sock or tcp://host:port")]
     UnsupportedHost { host: String },
     #[error("pulling image {image} failed: {cause}; check the image name, your registry access and network, or use --pull never with an image that is already present")]
@@ -189,7 +193,21 @@ impl Engine {
         .await;
         let docker = match answered {
             Ok(Ok(d)) => d,
-            Ok(Err(e)) => return Err(unreachable(describe_connect_error(&e))),
+            Ok(Err(e)) => {
+                let text = describe_connect_error(&e);
+                // hyper's error text hides the OS error: ask the socket itself why.
+                let refused = |path: &str| {
+                    is_permission_denied(&text)
+                        || std::os::unix::net::UnixStream::connect(path)
+                            .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
+                };
+                return Err(match host.strip_prefix("unix://") {
+                    Some(path) if refused(path) => {
+                        EngineError::SocketRefused(SocketRefusal::observe(path))
+                    }
+                    _ => unreachable(text),
+                });
+            }
             Err(_) => {
                 return Err(unreachable(format!(
                     "no answer within {}",
@@ -556,9 +574,99 @@ fn refuses_version(e: &BollardError) -> bool {
     matches!(e, BollardError::DockerResponseServerError { status_code: 400, message } if message.contains("version"))
 }
 
+fn is_permission_denied(text: &str) -> bool {
+    let text = text.to_lowercase();
+    text.contains("permission denied") || text.contains("os error 13")
+}
+
+/// Who was refused by which socket, and so what fixes it: the socket's group added to the user (in a
+/// container: `docker run --group-add <gid>`, i.e. SkyPilot's `config.docker.run_options`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketRefusal {
+    pub path: String,
+    /// This process's uid and supplementary groups, when /proc/self/status could tell.
+    pub uid: Option<u32>,
+    pub groups: Vec<u32>,
+    /// The socket's owning group and permission bits, when it could be stat'ed.
+    pub socket_gid: Option<u32>,
+    pub socket_mode: Option<u32>,
+}
+
+impl SocketRefusal {
+    /// Reads the facts (the socket's stat, /proc/self/status); never fails.
+    fn observe(path: &str) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok();
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let (uid, groups) = caller_ids(&status);
+        SocketRefusal {
+            path: path.to_owned(),
+            uid,
+            groups,
+            socket_gid: meta.as_ref().map(|m| m.gid()),
+            socket_mode: meta.as_ref().map(|m| m.mode() & 0o777),
+        }
+    }
+}
+
+/// The real uid and the supplementary groups from `/proc/<pid>/status` text.
+fn caller_ids(status: &str) -> (Option<u32>, Vec<u32>) {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::split_whitespace)
+    };
+    let uid = field("Uid:").and_then(|mut f| f.next()?.parse().ok());
+    let groups = field("Groups:")
+        .map(|f| f.filter_map(|g| g.parse().ok()).collect())
+        .unwrap_or_default();
+    (uid, groups)
+}
+
+impl std::fmt::Display for SocketRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let who = match self.uid {
+            Some(uid) => {
+                let groups: Vec<String> = self.groups.iter().map(u32::to_string).collect();
+                let groups = if groups.is_empty() {
+                    "none".into()
+                } else {
+                    groups.join(",")
+                };
+                format!("uid {uid}, groups {groups}")
+            }
+            None => "this user".into(),
+        };
+        write!(
+            f,
+            "the Docker socket {} refused this user ({who}): permission denied",
+            self.path
+        )?;
+        match self.socket_gid {
+            Some(gid) => {
+                let mode = self.socket_mode.map(|m| format!(", mode {m:o}")).unwrap_or_default();
+                write!(
+                    f,
+                    "; the socket belongs to group {gid}{mode}. Give the container ddsky runs in that group: \
+                     `docker run --group-add {gid}`, in a SkyPilot task \
+                     `config: {{docker: {{run_options: [\"--group-add {gid}\"]}}}}` \
+                     (on a host: add the user to group {gid}), or run as root"
+                )
+            }
+            None => write!(
+                f,
+                "; give the container ddsky runs in the socket's group (`docker run --group-add <gid>`, \
+                 the gid from `stat -c %g {}` on the host), or run as root",
+                self.path
+            ),
+        }
+    }
+}
+
 fn describe_connect_error(e: &BollardError) -> String {
     let text = cause(e);
-    if text.to_lowercase().contains("permission denied") {
+    if is_permission_denied(&text) {
         format!("{text} (this user may not use the socket: run as root or join the docker group)")
     } else {
         text
@@ -636,5 +744,60 @@ fn health_word(s: HealthStatusEnum) -> Option<&'static str> {
         HealthStatusEnum::HEALTHY => Some("healthy"),
         HealthStatusEnum::UNHEALTHY => Some("unhealthy"),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caller_ids_come_from_proc_status() {
+        let status = "Name:\tddsky\nUid:\t1000\t1000\t1000\t1000\nGid:\t1000\t1000\t1000\t1000\nGroups:\t1000 27 \n";
+        assert_eq!(caller_ids(status), (Some(1000), vec![1000, 27]));
+        assert_eq!(caller_ids("Groups:\t\n"), (None, vec![]));
+    }
+
+    #[test]
+    fn a_refused_socket_names_the_user_the_group_and_the_fix() {
+        let refusal = SocketRefusal {
+            path: "/var/run/docker.sock".into(),
+            uid: Some(1000),
+            groups: vec![1000],
+            socket_gid: Some(999),
+            socket_mode: Some(0o660),
+        };
+        let text = refusal.to_string();
+        assert!(!text.contains('\n'), "one line: {text}");
+        for part in [
+            "/var/run/docker.sock refused this user (uid 1000, groups 1000)",
+            "permission denied",
+            "group 999, mode 660",
+            "--group-add 999",
+            "run_options: [\"--group-add 999\"]",
+        ] {
+            assert!(text.contains(part), "{part:?} in {text}");
+        }
+        let unknown = SocketRefusal {
+            uid: None,
+            socket_gid: None,
+            socket_mode: None,
+            groups: vec![],
+            ..refusal
+        };
+        assert!(unknown
+            .to_string()
+            .contains("stat -c %g /var/run/docker.sock"));
+    }
+
+    #[test]
+    fn permission_denied_is_recognised_in_either_wording() {
+        assert!(is_permission_denied(
+            "error trying to connect: Permission denied (os error 13)"
+        ));
+        assert!(is_permission_denied("connect: os error 13"));
+        assert!(!is_permission_denied(
+            "No such file or directory (os error 2)"
+        ));
     }
 }

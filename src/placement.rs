@@ -441,6 +441,7 @@ mod tests {
 
     /// SkyPilot's sky_container on an Ubuntu 22.04 host: cgroup v2, private cgroup namespace
     /// (Docker's default on v2), `--net=host` (hostname is the host's), overlay2, the socket mounted.
+    /// Modelled on the layout, not captured (the real captures are in the cgroup v2 section below).
     const V2_PRIVATE_NS_MOUNTINFO: &str = "\
 574 476 0:52 / / rw,relatime master:299 - overlay overlay rw,lowerdir=/var/lib/docker/overlay2/l/Q2X7:/var/lib/docker/overlay2/l/ZK4N,upperdir=/var/lib/docker/overlay2/9b1c/diff,workdir=/var/lib/docker/overlay2/9b1c/work,nouserxattr
 575 574 0:55 / /proc rw,nosuid,nodev,noexec,relatime - proc proc rw
@@ -907,6 +908,157 @@ mod tests {
         let s = read_surroundings();
         let _ = detect(&s);
         assert_eq!(s.hostname.trim(), s.hostname);
+    }
+
+    // ---- cgroup v2 hosts: real captures ----------------------------------------------------------
+    //
+    // SkyPilot's AWS host image is Ubuntu 22.04: cgroup v2, and Docker gives each container a private
+    // cgroup namespace, so inside sky_container `/proc/self/cgroup` (and PID 1's) is only `0::/` and
+    // its hostname is the host's (`--net=host`). The id must come from mountinfo. This machine runs
+    // cgroup v1, so these are captures published by others (cited beside each) plus one of this
+    // machine's with `--net=host`; each is cut to the lines that matter, otherwise verbatim.
+
+    /// Docker on a cgroup v2 host (systemd's mount options `nsdelegate,memory_recursiveprot`, an EC2-
+    /// style `/dev/root` ext4), private cgroup namespace. Source: DataDog/datadog-go,
+    /// statsd/container_test.go, `TestParseMountinfo` (added by DataDog/datadog-go#268, "this
+    /// technique stopped working with cgroup v2 which comes with cgroup namespace").
+    const V2_DATADOG_GO_ID: &str =
+        "0cfa82bf3ab29da271548d6a044e95c948c6fd2f7578fb41833a44ca23da425f";
+    const V2_DATADOG_GO_MOUNTINFO: &str = "\
+608 554 0:42 / / rw,relatime master:289 - overlay overlay rw,lowerdir=/var/lib/docker/overlay2/l/RQH52YWGJKBXL6THNS7EASIUNY:/var/lib/docker/overlay2/l/EHJME4ZW2BP2W7SGOCNTKY76NI,upperdir=/var/lib/docker/overlay2/241a77e9a6a048e54d5b5700afaeab6071cb5ffef1fd2acbebbf19935a429897/diff,workdir=/var/lib/docker/overlay2/241a77e9a6a048e54d5b5700afaeab6071cb5ffef1fd2acbebbf19935a429897/work
+609 608 0:46 / /proc rw,nosuid,nodev,noexec,relatime - proc proc rw
+615 608 0:49 / /sys ro,nosuid,nodev,noexec,relatime - sysfs sysfs ro
+623 615 0:28 / /sys/fs/cgroup ro,nosuid,nodev,noexec,relatime - cgroup2 cgroup rw,nsdelegate,memory_recursiveprot
+626 608 259:1 /var/lib/docker/containers/0cfa82bf3ab29da271548d6a044e95c948c6fd2f7578fb41833a44ca23da425f/resolv.conf /etc/resolv.conf rw,relatime - ext4 /dev/root rw,discard,errors=remount-ro
+627 608 259:1 /var/lib/docker/containers/0cfa82bf3ab29da271548d6a044e95c948c6fd2f7578fb41833a44ca23da425f/hostname /etc/hostname rw,relatime - ext4 /dev/root rw,discard,errors=remount-ro
+628 608 259:1 /var/lib/docker/containers/0cfa82bf3ab29da271548d6a044e95c948c6fd2f7578fb41833a44ca23da425f/hosts /etc/hosts rw,relatime - ext4 /dev/root rw,discard,errors=remount-ro
+";
+
+    /// A Kubernetes pod on containerd with cgroup v2: `/etc/hostname` comes from the pod SANDBOX's
+    /// directory (the pause container's id, not this container's). Same source, whose expected
+    /// result is "no id".
+    const V2_K8S_SANDBOX_MOUNTINFO: &str = "\
+2775 2588 0:310 / / rw,relatime master:760 - overlay overlay rw,lowerdir=/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs/snapshots/163/fs,upperdir=/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs/snapshots/164/fs,workdir=/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs/snapshots/164/work
+2781 2780 0:24 / /sys/fs/cgroup ro,nosuid,nodev,noexec,relatime - cgroup2 cgroup rw
+2782 2775 8:1 /var/lib/kubelet/pods/e50f2933-b36b-4e3b-89b1-280707f7bc53/etc-hosts /etc/hosts rw,relatime - ext4 /dev/sda1 rw,commit=30
+2784 2775 8:1 /var/lib/containerd/io.containerd.grpc.v1.cri/sandboxes/c5866f3bfef020a8c045540b4a05dd9d193443740be76437a6130c7759ab2076/hostname /etc/hostname rw,nosuid,nodev,relatime - ext4 /dev/sda1 rw,commit=30
+2785 2775 8:1 /var/lib/containerd/io.containerd.grpc.v1.cri/sandboxes/c5866f3bfef020a8c045540b4a05dd9d193443740be76437a6130c7759ab2076/resolv.conf /etc/resolv.conf rw,nosuid,nodev,relatime - ext4 /dev/sda1 rw,commit=30
+";
+
+    /// Docker with its data-root on its own filesystem, cgroup v2 (`cat /proc/self/cgroup` printed
+    /// `0::/` in the same report). Source: rpm-software-management/mock#986 ("Add docker check for
+    /// containers with cgroupv2"), the description's capture.
+    const V2_MOCK_ID: &str = "66826257e096f3c9d04f17577dab7ef5d84078c88f18f646fd37050ec5b6b4f6";
+    const V2_MOCK_MOUNTINFO: &str = "\
+505 496 254:1 /docker/containers/66826257e096f3c9d04f17577dab7ef5d84078c88f18f646fd37050ec5b6b4f6/hostname /etc/hostname rw,relatime - ext4 /dev/vda1 rw
+506 496 254:1 /docker/containers/66826257e096f3c9d04f17577dab7ef5d84078c88f18f646fd37050ec5b6b4f6/hosts /etc/hosts rw,relatime - ext4 /dev/vda1 rw
+";
+
+    /// A cgroup v2 Docker container whose user bind-mounted their own files over /etc/resolv.conf,
+    /// /etc/hostname and /etc/hosts: no container id anywhere in mountinfo. Source:
+    /// lucaslorentz/caddy-docker-proxy#207 (comment of 2021-01-06, `docker run -v
+    /// "$(pwd)/empty":/etc/hostname ... cat /proc/self/mountinfo`; first lines, the rest cut there).
+    const V2_CADDY_NO_ID_MOUNTINFO: &str = "\
+1629 1448 0:29 /@/var/lib/docker/btrfs/subvolumes/a8c73e312a758780b3dafd09d3064f578756afb2910e9a564c5f4ebbeccc825a / rw master:1 - btrfs /dev/sda2 rw,lazytime,compress=zstd:3,ssd,discard=async,space_cache,subvolid=4442,subvol=/@/var/lib/docker/btrfs/subvolumes/a8c73e312a758780b3dafd09d3064f578756afb2910e9a564c5f4ebbeccc825a
+1630 1629 0:206 / /proc rw,nosuid,nodev,noexec,relatime - proc proc rw
+1633 1629 0:209 / /sys ro,nosuid,nodev,noexec,relatime - sysfs sysfs ro
+1634 1633 0:25 / /sys/fs/cgroup ro,nosuid,nodev,noexec,relatime - cgroup2 cgroup rw,nsdelegate,memory_recursiveprot
+";
+
+    /// `--net=host` does not take the bind mounts away (Docker still writes the container's own
+    /// hostname, hosts and resolv.conf and binds them). Captured on this project's machine (Docker
+    /// 20.10, fuse-overlayfs): `docker run --rm --net=host --entrypoint /bin/cat ddsky-test/agent:7
+    /// /proc/self/mountinfo`.
+    const NET_HOST_ID: &str = "f64f83b394499c3bdcdfff91de630d128caae40ddd0476594ab255554a7f805c";
+    const NET_HOST_MOUNTINFO: &str = "\
+168 67 0:46 / / rw,nodev,noatime master:4 - fuse.fuse-overlayfs fuse-overlayfs rw,user_id=0,group_id=0,default_permissions,allow_other
+185 168 254:0 /var/lib/docker/containers/f64f83b394499c3bdcdfff91de630d128caae40ddd0476594ab255554a7f805c/resolv.conf /etc/resolv.conf rw,relatime - ext4 /dev/vda rw,discard,resv_strict,resuid=65534,resgid=65534
+186 168 254:0 /var/lib/docker/containers/f64f83b394499c3bdcdfff91de630d128caae40ddd0476594ab255554a7f805c/hostname /etc/hostname rw,relatime - ext4 /dev/vda rw,discard,resv_strict,resuid=65534,resgid=65534
+187 168 254:0 /var/lib/docker/containers/f64f83b394499c3bdcdfff91de630d128caae40ddd0476594ab255554a7f805c/hosts /etc/hosts rw,relatime - ext4 /dev/vda rw,discard,resv_strict,resuid=65534,resgid=65534
+";
+
+    /// sky_container as SkyPilot starts it on a cgroup v2 host: private cgroup namespace (`0::/` for
+    /// every process), the host's hostname, no /.dockerenv consulted.
+    fn sky_container_on_v2(mountinfo: &str) -> Surroundings {
+        Surroundings {
+            pid1_cgroup: "0::/\n".into(),
+            self_cgroup: "0::/\n".into(),
+            mountinfo: mountinfo.into(),
+            hostname: "ip-172-31-5-10".into(),
+            ..Surroundings::default()
+        }
+    }
+
+    #[test]
+    fn cgroup_v2_docker_capture_names_the_container_through_mountinfo() {
+        let s = sky_container_on_v2(V2_DATADOG_GO_MOUNTINFO);
+        let want = Placement::Container {
+            own_id: Some(V2_DATADOG_GO_ID.into()),
+            id_hint: None,
+        };
+        assert_eq!(detect(&s), want);
+        assert!(knows_own_container(&detect(&s)));
+        assert_eq!(
+            container_evidence(&s).len(),
+            1,
+            "mountinfo alone: {:?}",
+            container_evidence(&s)
+        );
+    }
+
+    #[test]
+    fn cgroup_v2_with_host_network_keeps_the_bind_mounts_that_name_the_container() {
+        let s = sky_container_on_v2(NET_HOST_MOUNTINFO);
+        assert_eq!(own_container_id(&s).as_deref(), Some(NET_HOST_ID));
+        // The socket mounted as SkyPilot's run_options do changes nothing.
+        let with_socket = format!(
+            "{NET_HOST_MOUNTINFO}188 168 0:25 /docker.sock /var/run/docker.sock rw,nosuid,nodev,noexec,relatime - tmpfs tmpfs rw,mode=755\n"
+        );
+        assert_eq!(
+            own_container_id(&sky_container_on_v2(&with_socket)).as_deref(),
+            Some(NET_HOST_ID)
+        );
+    }
+
+    #[test]
+    fn cgroup_v2_docker_with_its_data_root_on_its_own_filesystem() {
+        let s = sky_container_on_v2(V2_MOCK_MOUNTINFO);
+        assert_eq!(own_container_id(&s).as_deref(), Some(V2_MOCK_ID));
+    }
+
+    #[test]
+    fn cgroup_v2_pod_sandbox_hostname_is_not_taken_for_the_own_id() {
+        // The pause container's id would make `--expect self` wait for a container that is not ddsky's.
+        let s = sky_container_on_v2(V2_K8S_SANDBOX_MOUNTINFO);
+        assert_eq!(own_container_id(&s), None);
+        let pod = Surroundings {
+            kubernetes: true,
+            ..s
+        };
+        assert_eq!(detect(&pod), Placement::Kubernetes);
+    }
+
+    #[test]
+    fn cgroup_v2_container_with_the_files_bind_mounted_over_has_no_id_and_does_not_claim_one() {
+        // Only /.dockerenv says "container"; with nothing naming it, `self` cannot be expected.
+        let s = Surroundings {
+            dockerenv: true,
+            ..sky_container_on_v2(V2_CADDY_NO_ID_MOUNTINFO)
+        };
+        let placement = detect(&s);
+        assert_eq!(
+            placement,
+            Placement::Container {
+                own_id: None,
+                id_hint: None
+            }
+        );
+        assert!(!knows_own_container(&placement));
+        // Without the marker file nothing says container at all: a host, never a guessed id.
+        assert_eq!(
+            detect(&sky_container_on_v2(V2_CADDY_NO_ID_MOUNTINFO)),
+            Placement::Host
+        );
     }
 
     // ---- SKYPILOT_CLUSTER_INFO -----------------------------------------------------------------

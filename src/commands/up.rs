@@ -35,8 +35,7 @@ const MAX_HEALTH_INTERVAL: Duration = Duration::from_millis(500);
 
 pub async fn run(ctx: &Context, args: UpArgs) -> Result<u8, Failure> {
     spec::validate_image_reference(&args.image).map_err(Failure::Usage)?;
-    let extra_env = args
-        .agent_env
+    let extra_env = crate::cli::or_env_list(&args.agent_env, "DDSKY_AGENT_ENV")
         .iter()
         .map(|e| spec::parse_agent_env(e))
         .collect::<Result<Vec<_>, _>>()

@@ -5,6 +5,16 @@ use crate::common::*;
 
 /// `docker run` of the static ddsky in a job-like container named `<prefix>-job`.
 fn ddsky_in_container(s: &Scope, with_socket: bool, args: &[&str]) -> Run {
+    ddsky_in_container_with(s, with_socket, &[], args)
+}
+
+/// The same with extra `docker run` options (`--user`, `--group-add`).
+fn ddsky_in_container_with(
+    s: &Scope,
+    with_socket: bool,
+    docker_args: &[&str],
+    args: &[&str],
+) -> Run {
     let job = s.name("job");
     let mut cmd = vec![
         "run".to_owned(),
@@ -13,6 +23,7 @@ fn ddsky_in_container(s: &Scope, with_socket: bool, args: &[&str]) -> Run {
         job,
         "--net=host".into(),
     ];
+    cmd.extend(docker_args.iter().map(|a| a.to_string()));
     if with_socket {
         cmd.extend([
             "-v".into(),
@@ -251,4 +262,122 @@ fn the_skypilot_examples_parse() {
     }
     let snippet = repo().join("docker/skypilot/setup-snippet.sh");
     run(std::process::Command::new("bash").arg("-n").arg(&snippet)).expect_code(0);
+}
+
+#[test]
+fn a_non_root_job_image_is_told_the_socket_refused_it_and_how_to_fix_it() {
+    // A job image that runs as uid 1000 with the host's socket mounted (root:<docker group>, 660).
+    let s = Scope::new("nonroot");
+    let gid = std::fs::metadata("/var/run/docker.sock")
+        .map(|m| std::os::unix::fs::MetadataExt::gid(&m))
+        .expect("the daemon's socket is at /var/run/docker.sock");
+    let ports = s.port_args();
+    let mut args = vec!["up", "--image", agent_image(), "--timeout", "60s"];
+    args.extend(ports.iter().map(String::as_str));
+    let refused = ddsky_in_container_with(&s, true, &["--user", "1000"], &args);
+    refused.expect_code(1).assert_no_secret(&[]);
+    let fix = format!("--group-add {gid}");
+    assert!(
+        refused.stderr.contains("refused this user (uid 1000")
+            && refused.stderr.contains(&fix)
+            && refused.stderr.contains("run_options"),
+        "{refused}"
+    );
+    assert!(inspect(&s.agent).is_none(), "nothing created");
+    // The fix it gives works: the same user with the socket's group reaches the daemon.
+    let gid = gid.to_string();
+    let fixed = ddsky_in_container_with(
+        &s,
+        true,
+        &["--user", "1000", "--group-add", &gid],
+        &["status", "--format", "json"],
+    );
+    fixed.expect_code(5); // no agent container: the daemon answered
+    assert!(fixed.json()["agent"].is_null(), "{fixed}");
+}
+
+/// Runs docker/skypilot/setup-snippet.sh with bash, `ddsky` replaced by a script that answers
+/// `--version` and does `up_body` for `up`: what setup sees for each outcome, without Docker.
+fn snippet_with_fake_ddsky(test: &str, up_body: &str, env: &[(&str, &str)]) -> Run {
+    let dir = std::env::temp_dir().join(format!("ddsky-snippet-{}-{test}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fake = dir.join("ddsky");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/bash\n[ \"$1\" = --version ] && {{ echo 'ddsky 0'; exit 0; }}\n{up_body}\n"
+        ),
+    )
+    .unwrap();
+    run(std::process::Command::new("chmod").arg("755").arg(&fake)).expect_code(0);
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg(repo().join("docker/skypilot/setup-snippet.sh"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", &dir)
+        .env("DDSKY_BIN", &fake);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = run(&mut cmd);
+    let _ = std::fs::remove_dir_all(&dir);
+    out
+}
+
+fn warnings(out: &Run) -> Vec<&str> {
+    out.stderr
+        .lines()
+        .filter(|l| l.contains("WARNING"))
+        .collect()
+}
+
+#[test]
+fn the_setup_snippet_never_fails_the_job_and_says_each_outcome_in_one_warning_line() {
+    let ok = snippet_with_fake_ddsky("ok", "exit 0", &[]);
+    ok.expect_code(0);
+    assert!(warnings(&ok).is_empty(), "{ok}");
+    for (code, meaning) in [
+        ("1", "could not set up"),
+        ("2", "bad ddsky flag"),
+        ("3", "not healthy in time"),
+        ("4", "not discovered the job container"),
+    ] {
+        let out = snippet_with_fake_ddsky(code, &format!("exit {code}"), &[]);
+        out.expect_code(0);
+        let lines = warnings(&out);
+        assert_eq!(lines.len(), 1, "{out}");
+        assert!(
+            lines[0].starts_with(&format!("ddsky: WARNING: exit {code}: "))
+                && lines[0].contains(meaning)
+                && lines[0].ends_with("training continues"),
+            "{out}"
+        );
+    }
+    let strict = snippet_with_fake_ddsky("strict", "exit 3", &[("DDSKY_STRICT", "1")]);
+    strict.expect_code(3);
+    assert!(
+        warnings(&strict)[0].ends_with("DDSKY_STRICT=1: setup fails"),
+        "{strict}"
+    );
+    // The agent's wait is bounded at 60 s unless the task says otherwise.
+    let timeout = snippet_with_fake_ddsky("timeout", "echo \"timeout=$DDSKY_TIMEOUT\"", &[]);
+    assert!(timeout.stdout.contains("timeout=60s"), "{timeout}");
+}
+
+#[test]
+fn the_setup_snippet_holds_setup_no_longer_than_its_bound() {
+    // An `up` that hangs (a pull that never ends): setup goes on after DDSKY_SETUP_LIMIT seconds.
+    let out = snippet_with_fake_ddsky("bound", "exec sleep 120", &[("DDSKY_SETUP_LIMIT", "2")]);
+    out.expect_code(0);
+    assert!(
+        out.elapsed < std::time::Duration::from_secs(30),
+        "held setup {:?}",
+        out.elapsed
+    );
+    let lines = warnings(&out);
+    assert_eq!(lines.len(), 1, "{out}");
+    assert!(
+        lines[0].contains("setup bound") && lines[0].contains("2 s"),
+        "{out}"
+    );
 }
