@@ -172,12 +172,12 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
             format!(
                 "unhealthy: {}",
                 if h.unhealthy_components.is_empty() {
-                    h.unreachable.clone().unwrap_or_default()
+                    h.not_up_yet.clone().unwrap_or_default()
                 } else {
                     h.unhealthy_components.join(", ")
                 }
             ),
-            crate::commands::unhealthy_hint(&h.unhealthy_components),
+            crate::commands::unhealthy_hint(h),
         ),
     });
 

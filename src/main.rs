@@ -19,6 +19,7 @@ mod reconcile;
 mod redact;
 mod secrets;
 mod spec;
+mod startup;
 mod tags;
 
 use clap::Parser;

@@ -6,6 +6,7 @@ use crate::cli::StatusArgs;
 use crate::discovery::{self, DiscoveryReport, WaitFor};
 use crate::engine::{short_id, ContainerInfo, RunningContainer};
 use crate::exit;
+use crate::startup::{self, HealthWaitError};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use tokio::time::Instant;
@@ -68,31 +69,72 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<u8, Failure> {
         return Ok(exit::UNHEALTHY);
     }
 
-    // With --wait, the agent's version and host tags (which do not change meanwhile) are read while
-    // waiting, and the wait's last look is reused: after discovery only the tags are left to ask.
+    // With --wait: first the agent's start-up (right after `up --no-wait` it does not even answer
+    // yet), then discovery. The agent's version and host tags (which do not change meanwhile) are
+    // read while waiting for discovery, and the wait's last look is reused: after discovery only
+    // the tags are left to ask.
+    let mut waited_health = None;
     let (look, early_status) = match args.wait {
         Some(wait) => {
             let deadline = Instant::now() + wait;
-            let (look, status) = tokio::join!(
-                discovery::wait(
+            if info.state.health.as_deref() != Some("healthy") {
+                match startup::wait_healthy(
                     &engine,
                     &agent,
                     &info.id,
-                    &patterns,
                     deadline,
-                    WaitFor::EveryPattern,
-                    &ctx.interrupt
-                ),
-                agent.status(),
-            );
-            (Some(look?).filter(|l| l.discovered.is_some()), Some(status))
+                    Some(info.clone()),
+                    &ctx.interrupt,
+                )
+                .await
+                {
+                    Ok(h) => waited_health = Some(h.healthy),
+                    Err(HealthWaitError::Timeout { waited, last }) => {
+                        tracing::warn!(
+                            "the agent is not healthy after {}; its last answer: {}",
+                            humantime::format_duration(std::time::Duration::from_secs(
+                                waited.as_secs()
+                            )),
+                            last.summary()
+                        );
+                        waited_health = Some(false);
+                    }
+                    Err(e) => return Err(Failure::from_health_wait(&ctx.name, e)),
+                }
+            }
+            if waited_health == Some(false) {
+                (None, None)
+            } else {
+                let (look, status) = tokio::join!(
+                    discovery::wait(
+                        &engine,
+                        &agent,
+                        &info.id,
+                        &patterns,
+                        deadline,
+                        WaitFor::EveryPattern,
+                        &ctx.interrupt
+                    ),
+                    agent.status(),
+                );
+                let look = look?;
+                if let Some(e) = &look.agent_error {
+                    tracing::warn!("the agent did not list what it discovered in time: {e}");
+                }
+                // A status asked before the agent answered is asked again below.
+                (
+                    Some(look).filter(|l| l.discovered.is_some()),
+                    Some(status).filter(Result::is_ok),
+                )
+            }
         }
         None => (None, None),
     };
 
     // Everything else in one round: one exec into the agent (see `AgentClient::ask`) beside one
-    // container listing, each skipped when the wait already answered it.
-    let trust_docker = matches!(info.state.health.as_deref(), Some("healthy" | "unhealthy"));
+    // container listing, each skipped when the wait already answered it. Docker's `healthy` is
+    // trusted (its check runs every 30 s); anything else is asked of the agent itself.
+    let trust_docker = info.state.health.as_deref() == Some("healthy") || waited_health.is_some();
     let (seen_running, seen_discovered) = look
         .map(|l| (l.running, l.discovered.unwrap_or_default()))
         .unzip();
@@ -140,7 +182,7 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<u8, Failure> {
         }
     };
     let healthy = match answers.health {
-        None => info.state.health.as_deref() == Some("healthy"),
+        None => waited_health.unwrap_or(info.state.health.as_deref() == Some("healthy")),
         Some(Ok(h)) => h.healthy,
         Some(Err(e)) => {
             tracing::warn!("cannot run `agent health`: {e}");

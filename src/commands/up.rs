@@ -1,7 +1,7 @@
 //! `ddsky up`: key, tags, spec, converge the container, wait for health, check discovery.
 
 use super::identity;
-use super::{unhealthy_hint, Context, Failure};
+use super::{Context, Failure};
 use crate::agent::AgentClient;
 use crate::agent_output::HealthReport;
 use crate::cli::{PullPolicy, UpArgs};
@@ -16,6 +16,7 @@ use crate::progress::PullReporter;
 use crate::reconcile::{self, Action, Decision};
 use crate::secrets::AwsSecretStore;
 use crate::spec::{self, AgentSettings, AgentSpec};
+use crate::startup;
 use crate::tags::TagSet;
 use serde::Serialize;
 use std::path::Path;
@@ -28,10 +29,6 @@ const RECREATE_GRACE: Duration = Duration::from_secs(30);
 /// Concurrent `up`s can each find the name taken by another (or still being removed by another);
 /// rounds with a growing pause settle it within a few seconds.
 const CONVERGE_ATTEMPTS: u32 = 12;
-const AGENT_LOG_LINES: usize = 20;
-/// The real agent takes ~15 s to pass `agent health`; each try is one exec (tens of ms of daemon
-/// work), so tries start at 200 ms apart and settle at this.
-const MAX_HEALTH_INTERVAL: Duration = Duration::from_millis(500);
 
 pub async fn run(ctx: &Context, args: UpArgs) -> Result<u8, Failure> {
     spec::validate_image_reference(&args.image).map_err(Failure::Usage)?;
@@ -192,7 +189,7 @@ async fn wait_for_agent(
         humantime::format_duration(round(started.elapsed()))
     );
 
-    let report = discovery::wait(
+    let look = discovery::wait(
         engine,
         &agent,
         id,
@@ -201,9 +198,11 @@ async fn wait_for_agent(
         WaitFor::MatchedOnly,
         &ctx.interrupt,
     )
-    .await?
-    .report;
-    Ok((health.healthy, report))
+    .await?;
+    if let Some(e) = &look.agent_error {
+        tracing::warn!("the agent did not list what it discovered in time: {e}");
+    }
+    Ok((health.healthy, look.report))
 }
 
 /// The user's patterns, or the default: the Metta job, plus ddsky's own container when ddsky runs in
@@ -509,7 +508,9 @@ async fn ensure_image(
 }
 
 /// Waits until `agent health` passes. A no-op `up` (`unchanged`: the container as converge saw it)
-/// trusts Docker's own health status, which costs no exec.
+/// trusts Docker's `healthy`, which costs no exec: Docker runs the image's check every 30 s, so that
+/// word is at most a check old, and turning healthy is what the image's check lags on, not what it
+/// lets through. Anything else (`starting`, `unhealthy`, no word) is asked of the agent itself.
 async fn wait_healthy(
     ctx: &Context,
     engine: &Engine,
@@ -527,77 +528,9 @@ async fn wait_healthy(
             ..Default::default()
         });
     }
-    let first = match unchanged {
-        Some(c) => c,
-        None => engine
-            .inspect(id)
-            .await?
-            .ok_or_else(|| Failure::AgentGone {
-                name: ctx.name.clone(),
-            })?,
-    };
-    let restarts_before = first.state.restart_count;
-    let started = Instant::now();
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        let info = engine
-            .inspect(id)
-            .await?
-            .ok_or_else(|| Failure::AgentGone {
-                name: ctx.name.clone(),
-            })?;
-        let exited = !info.state.running
-            || info.state.restarting
-            || info.state.restart_count > restarts_before;
-        if exited {
-            let what = if info.state.restarting || info.state.restart_count > restarts_before {
-                "keeps exiting"
-            } else {
-                "stopped"
-            };
-            let last_lines = engine.last_log_lines(id, AGENT_LOG_LINES).await;
-            return Err(Failure::AgentExited {
-                name: ctx.name.clone(),
-                what,
-                exit_code: info.state.exit_code,
-                last_lines,
-                removed: false,
-            });
-        }
-        let report = match agent.health().await {
-            Ok(r) => r,
-            // The container may have died between the inspect and the exec: look again.
-            Err(e) => {
-                tracing::debug!("agent health could not run: {e}");
-                HealthReport::default()
-            }
-        };
-        if report.healthy {
-            return Ok(report);
-        }
-        if Instant::now() >= deadline {
-            return Err(Failure::Unhealthy {
-                name: ctx.name.clone(),
-                waited: humantime::format_duration(round(started.elapsed())).to_string(),
-                components: if report.unhealthy_components.is_empty() {
-                    report
-                        .unreachable
-                        .clone()
-                        .unwrap_or_else(|| "none reported".into())
-                } else {
-                    report.unhealthy_components.join(", ")
-                },
-                hint: unhealthy_hint(&report.unhealthy_components),
-            });
-        }
-        tracing::debug!(unhealthy = ?report.unhealthy_components, "agent not healthy yet");
-        ctx.interrupt
-            .run(tokio::time::sleep(
-                backoff.min(deadline.saturating_duration_since(Instant::now())),
-            ))
-            .await?;
-        backoff = (backoff * 3 / 2).min(MAX_HEALTH_INTERVAL);
-    }
+    startup::wait_healthy(engine, agent, id, deadline, unchanged, &ctx.interrupt)
+        .await
+        .map_err(|e| Failure::from_health_wait(&ctx.name, e))
 }
 
 fn round(d: Duration) -> Duration {
