@@ -14,6 +14,7 @@ mod key;
 mod logging;
 mod output;
 mod placement;
+mod ports;
 mod progress;
 mod reconcile;
 mod redact;

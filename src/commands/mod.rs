@@ -115,6 +115,8 @@ pub enum Failure {
     },
     #[error("{0}")]
     Gpu(String),
+    #[error("{0}")]
+    PortsTaken(String),
     #[error("no Datadog API key and --require-key was given: {reasons}")]
     KeyRequired { reasons: String },
     #[error(transparent)]
@@ -170,6 +172,7 @@ impl Failure {
             Failure::Engine(_)
             | Failure::Agent(_)
             | Failure::Gpu(_)
+            | Failure::PortsTaken(_)
             | Failure::Foreign { .. }
             | Failure::AgentExited { .. }
             | Failure::AgentGone { .. }

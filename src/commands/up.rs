@@ -12,10 +12,11 @@ use crate::engine::{
 use crate::exit;
 use crate::key::{self, FoundKey, KeyLookup, SecretLookup};
 use crate::placement::{self, GpuMode, Placement};
+use crate::ports;
 use crate::progress::PullReporter;
 use crate::reconcile::{self, Action, Decision};
 use crate::secrets::AwsSecretStore;
-use crate::spec::{self, AgentSettings, AgentSpec};
+use crate::spec::{self, AgentSettings, AgentSpec, DaemonFacts, NetworkMode};
 use crate::startup;
 use crate::tags::TagSet;
 use serde::Serialize;
@@ -112,16 +113,35 @@ pub async fn run(ctx: &Context, args: UpArgs) -> Result<u8, Failure> {
         extra_env,
     };
     let spec = spec::agent_spec(&settings, &found.key);
+    let plan = Plan {
+        // --gpus auto never costs the user their monitoring: if Docker refuses the GPUs, this
+        // agent (no GPUs) runs instead.
+        gpu_fallback: (gpus && args.gpus == GpuMode::Auto).then(|| {
+            let without = AgentSettings {
+                gpus: false,
+                ..settings.clone()
+            };
+            spec::agent_spec(&without, &found.key)
+        }),
+        ports: ports::needed(
+            settings.network == NetworkMode::Host,
+            ports::cmd_port(&settings.extra_env),
+            settings.apm_port,
+            settings.dogstatsd_port,
+        ),
+        spec,
+    };
+    let spec = &plan.spec;
 
     let engine = match engine {
         Some(engine) if !args.dry_run => engine,
-        engine => return dry_run(ctx, engine.as_ref(), &args, &tags, &found, &spec).await,
+        engine => return dry_run(ctx, engine.as_ref(), &args, &tags, &found, spec).await,
     };
     let patterns = expectations(
         &crate::cli::or_env_list(&args.expect, "DDSKY_EXPECT"),
         &placement,
     );
-    let (action, id, known) = converge(ctx, &engine, &spec, &args).await?;
+    let (action, id, known) = converge(ctx, &engine, &plan, &args).await?;
     let (healthy, report) = if args.no_wait {
         (None, DiscoveryReport::default())
     } else {
@@ -372,12 +392,34 @@ async fn dry_run(
     Ok(exit::OK)
 }
 
+/// What `up` wants: the agent's spec, the spec to fall back to if Docker refuses GPUs
+/// (`--gpus auto` only), and the host ports the agent will bind.
+struct Plan {
+    spec: AgentSpec,
+    gpu_fallback: Option<AgentSpec>,
+    ports: Vec<ports::NeededPort>,
+}
+
+impl Plan {
+    /// The spec to compare `existing` with: an agent that fell back to no GPUs (its label says
+    /// Docker refused them) stays without GPUs, rather than being recreated to fail again.
+    fn wanted(&self, existing: Option<&ContainerInfo>) -> (&AgentSpec, Option<String>) {
+        let refused = existing
+            .filter(|c| reconcile::is_managed(c))
+            .and_then(|c| c.labels.get(spec::LABEL_GPUS_REFUSED));
+        match (&self.gpu_fallback, refused) {
+            (Some(fallback), Some(why)) => (fallback, Some(why.clone())),
+            _ => (&self.spec, None),
+        }
+    }
+}
+
 /// Brings the container to the spec; returns what was done, the container id, and for a no-op the
 /// container as just inspected (so the health wait need not ask again).
 async fn converge(
     ctx: &Context,
     engine: &Engine,
-    spec: &AgentSpec,
+    plan: &Plan,
     args: &UpArgs,
 ) -> Result<(Action, String, Option<ContainerInfo>), Failure> {
     let image = &args.image;
@@ -387,7 +429,8 @@ async fn converge(
             let pause = Duration::from_millis(50u64 << attempt.min(5));
             ctx.interrupt.run(tokio::time::sleep(pause)).await?;
         }
-        let existing = engine.inspect(&spec.name).await?;
+        let existing = engine.inspect(&plan.spec.name).await?;
+        let (spec, gpus_refused) = plan.wanted(existing.as_ref());
         // Refuse a foreign container before anything else happens, a pull included.
         if let Decision::Foreign { image } =
             reconcile::decide(existing.as_ref(), &spec.hash, args.replace, false)
@@ -424,6 +467,7 @@ async fn converge(
                 return Ok((Action::None, c.id.clone(), Some(c)));
             }
             (Action::Start, Some(c)) => {
+                ports_free(engine, &plan.ports).await?;
                 tracing::info!("starting agent {}: {why}", spec.name);
                 engine.start(&c.id).await?;
                 return Ok((Action::Start, c.id, None));
@@ -439,7 +483,22 @@ async fn converge(
                     engine.stop(&old.id, RECREATE_GRACE).await?;
                     engine.remove(&old.id).await?;
                 }
-                if let Some(id) = create_and_start(engine, spec).await? {
+                // After the old agent let go of its ports, before anything new exists. A
+                // concurrent `up` may have just created the agent, which holds them now.
+                if let Err(taken) = ports_free(engine, &plan.ports).await {
+                    if engine.inspect(&spec.name).await?.is_some() {
+                        tracing::debug!("another ddsky created {} first; looking again", spec.name);
+                        continue;
+                    }
+                    return Err(taken);
+                }
+                let (docker_root, start_interval) = engine.daemon_facts().await?;
+                let facts = DaemonFacts {
+                    docker_root,
+                    start_interval,
+                    gpus_refused,
+                };
+                if let Some(id) = create_with_gpu_fallback(engine, spec, plan, facts, args).await? {
                     tracing::info!(
                         "agent {} {} ({})",
                         spec.name,
@@ -460,15 +519,85 @@ async fn converge(
     }
     Err(Failure::Engine(EngineError::Container {
         action: "settle",
-        name: spec.name.clone(),
+        name: plan.spec.name.clone(),
         cause: "it kept changing under concurrent ddsky runs; run `ddsky up` again".into(),
     }))
+}
+
+/// Creates and starts the agent; when Docker refuses its GPUs, `--gpus auto` creates the agent
+/// without them (and says how to get them), `--gpus all` fails with that fix.
+async fn create_with_gpu_fallback(
+    engine: &Engine,
+    spec: &AgentSpec,
+    plan: &Plan,
+    facts: DaemonFacts,
+    args: &UpArgs,
+) -> Result<Option<String>, Failure> {
+    let refusal = match create_and_start(engine, &spec.for_daemon(&facts)).await {
+        Err(Failure::Engine(EngineError::Container { cause, .. }))
+            if placement::docker_refused_gpus(&cause) =>
+        {
+            cause
+        }
+        other => return other,
+    };
+    match &plan.gpu_fallback {
+        Some(fallback) if args.gpus == GpuMode::Auto && fallback.hash != spec.hash => {
+            tracing::warn!(
+                "Docker refused the agent GPUs ({refusal}): the NVIDIA driver is here but Docker has no NVIDIA runtime; \
+                 the agent runs without GPU monitoring. To get it: {}, then `ddsky up` again (or --gpus none to silence this)",
+                placement::GPU_RUNTIME_FIX
+            );
+            let facts = DaemonFacts {
+                gpus_refused: Some(refusal),
+                ..facts
+            };
+            create_and_start(engine, &fallback.for_daemon(&facts)).await
+        }
+        _ => Err(Failure::Gpu(format!(
+            "Docker refused the agent GPUs: {refusal}; the NVIDIA driver is here but Docker has no NVIDIA runtime: {}, or use --gpus none (--gpus auto falls back to no GPUs by itself); nothing was created",
+            placement::GPU_RUNTIME_FIX
+        ))),
+    }
+}
+
+/// Fails, before anything is created or started, when something on the host holds a port the
+/// agent will bind: the agent would exit and restart forever.
+async fn ports_free(engine: &Engine, needed: &[ports::NeededPort]) -> Result<(), Failure> {
+    let mut conflicts = ports::conflicts(needed);
+    if conflicts.is_empty() {
+        return Ok(());
+    }
+    name_containers(engine, &mut conflicts).await;
+    Err(Failure::PortsTaken(ports::explain(
+        &conflicts,
+        needed.iter().any(|n| n.port_is_cmd()),
+    )))
+}
+
+/// Names the containers that hold ports, where the holder is in one.
+pub async fn name_containers(engine: &Engine, conflicts: &mut [ports::Conflict]) {
+    for holder in conflicts.iter_mut().flat_map(|c| c.holders.iter_mut()) {
+        if let Some(id) = holder.container_id.clone() {
+            if let Ok(Some(c)) = engine.inspect(&id).await {
+                holder.container_name = Some(c.name);
+            }
+        }
+    }
 }
 
 /// Creates and starts the container as one step: if start fails, the new container is removed again
 /// so no half-made agent is left. `None` when another process took the name first.
 async fn create_and_start(engine: &Engine, spec: &AgentSpec) -> Result<Option<String>, Failure> {
-    let id = match engine.create(&spec.name, spec.body.clone()).await? {
+    let start_interval = spec
+        .body
+        .healthcheck
+        .as_ref()
+        .is_some_and(|h| h.start_interval.is_some());
+    let id = match engine
+        .create(&spec.name, spec.body.clone(), start_interval)
+        .await?
+    {
         CreateOutcome::Created { id } => id,
         CreateOutcome::NameTaken => return Ok(None),
     };
