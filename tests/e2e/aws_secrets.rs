@@ -288,7 +288,8 @@ fn up(s: &Scope, endpoint: &str, secret_id: &str) -> Command {
         "--secret-timeout",
         &format!("{}s", SECRET_TIMEOUT.as_secs()),
     ])
-    .args(s.port_args());
+    .args(s.port_args())
+    .args(s.agent_args());
     cmd
 }
 

@@ -2,11 +2,13 @@
 //! clean, loopback-only environment, and removes every container a test made, even when it fails.
 
 use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The repository namespace of the test images: `ddsky-test`, or DDSKY_TEST_IMAGES so that two
@@ -174,12 +176,26 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// One test's world: unique names, and everything named with its prefix removed on drop.
+/// The stand-in's knobs that shorten its phases for tests that are not about start-up: healthy
+/// 2 s after its command API is up instead of at the first 15 s health ping, a flush and a docker
+/// check run every 2 s instead of 15 s. The auth-token second, the CLI's CPU cost, key validation
+/// and everything else stay real.
+pub const FAST_AGENT_ENV: [&str; 3] = [
+    "STANDIN_UNHEALTHY_SECS=2",
+    "STANDIN_FLUSH_SECS=2",
+    "STANDIN_CHECK_INTERVAL_SECS=2",
+];
+
+/// One test's world: unique names, its own ports, and everything named with its prefix removed on
+/// drop.
 pub struct Scope {
     pub prefix: String,
     pub agent: String,
     pub apm_port: u16,
     pub dogstatsd_port: u16,
+    /// The agent's command API port (`DD_CMD_PORT`; the real default 5001 would collide: every
+    /// test agent runs on the host network, two tests at a time).
+    pub cmd_port: u16,
 }
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -199,6 +215,7 @@ impl Scope {
             prefix,
             apm_port: free_port(),
             dogstatsd_port: free_port(),
+            cmd_port: free_port(),
         };
         scope.cleanup();
         scope
@@ -235,8 +252,19 @@ impl Scope {
         cmd
     }
 
-    /// `ddsky up` against the stand-in on this scope's ports, with the test key.
+    /// `ddsky up` against the stand-in on this scope's ports, with the test key, the stand-in's
+    /// phases shortened ([`FAST_AGENT_ENV`]): for tests that are not about start-up.
     pub fn up(&self) -> Command {
+        let mut cmd = self.up_at_real_timing();
+        for knob in FAST_AGENT_ENV {
+            cmd.args(["--agent-env", knob]);
+        }
+        cmd
+    }
+
+    /// `ddsky up` against a stand-in at the real agent's timings: the auth-token second, then
+    /// every component unhealthy until the first health ping 15 s later, 15 s flushes and checks.
+    pub fn up_at_real_timing(&self) -> Command {
         let mut cmd = self.ddsky();
         cmd.env("DD_API_KEY", KEY)
             .args([
@@ -248,8 +276,22 @@ impl Scope {
                 "--secret-timeout",
                 "2s",
             ])
-            .args(self.port_args());
+            .args(self.port_args())
+            .args(["--agent-env", &format!("DD_CMD_PORT={}", self.cmd_port)]);
         cmd
+    }
+
+    /// The `up` arguments that give the agent this scope's command port and the shortening knobs,
+    /// for tests that build their own `up` (as [`Scope::up`] would pass them).
+    pub fn agent_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--agent-env".to_string(),
+            format!("DD_CMD_PORT={}", self.cmd_port),
+        ];
+        for knob in FAST_AGENT_ENV {
+            args.extend(["--agent-env".to_string(), knob.to_string()]);
+        }
+        args
     }
 
     /// `ddsky up` in the background against a stand-in that stays unhealthy for two minutes, so the
@@ -355,4 +397,129 @@ pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(200));
     }
     cond()
+}
+
+/// One request an [`Intake`] received; `body` decompressed when it came zlib-compressed.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub method: String,
+    /// Path and query, as on the request line.
+    pub target: String,
+    /// The request line and headers.
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "{} {}: body is not JSON ({e}): {}",
+                self.method,
+                self.target,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// A Datadog intake on loopback for the stand-in's `DD_DD_URL`: answers the key validation
+/// (`GET /api/v1/validate`) with `validate` and every payload with `payload`, and keeps what
+/// arrived (decompressed).
+pub struct Intake {
+    pub port: u16,
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Intake {
+    pub fn start(validate: u16, payload: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let sink = received.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().take(2000) {
+                let Ok(mut conn) = conn else { continue };
+                conn.set_read_timeout(Some(Duration::from_secs(5))).ok();
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut head = String::new();
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    head.push_str(&line);
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                if head
+                    .to_ascii_lowercase()
+                    .contains("\r\ncontent-encoding: deflate")
+                {
+                    let mut plain = Vec::new();
+                    if flate2::read::ZlibDecoder::new(&body[..])
+                        .read_to_end(&mut plain)
+                        .is_ok()
+                    {
+                        body = plain;
+                    }
+                }
+                let mut request_line = head.lines().next().unwrap_or("").split_whitespace();
+                let method = request_line.next().unwrap_or("").to_owned();
+                let target = request_line.next().unwrap_or("").to_owned();
+                let status = if target.starts_with("/api/v1/validate") {
+                    validate
+                } else {
+                    payload
+                };
+                sink.lock().unwrap().push(Received {
+                    method,
+                    target,
+                    head,
+                    body,
+                });
+                let reason = match status {
+                    200 => "OK",
+                    202 => "Accepted",
+                    403 => "Forbidden",
+                    _ => "Error",
+                };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status} {reason}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+                );
+            }
+        });
+        Intake { port, received }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// The requests whose path starts with `prefix`.
+    pub fn received_at(&self, prefix: &str) -> Vec<Received> {
+        self.received()
+            .into_iter()
+            .filter(|r| r.target.starts_with(prefix))
+            .collect()
+    }
+
+    /// The host tags of the last host-metadata payload (`POST /intake/`, `host-tags.system`).
+    pub fn host_tags(&self) -> Option<Vec<String>> {
+        let last = self.received_at("/intake/").pop()?;
+        last.json()["host-tags"]["system"].as_array().map(|a| {
+            a.iter()
+                .filter_map(|t| t.as_str().map(String::from))
+                .collect()
+        })
+    }
 }

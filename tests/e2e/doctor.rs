@@ -2,60 +2,7 @@
 
 use crate::common::*;
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// A tiny intake on loopback: answers every request with `status`, keeps what arrived.
-struct Intake {
-    port: u16,
-    received: Arc<Mutex<Vec<(String, String)>>>,
-}
-
-impl Intake {
-    fn start(status: u16) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let sink = received.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming().take(200) {
-                let Ok(mut conn) = conn else { continue };
-                conn.set_read_timeout(Some(Duration::from_secs(5))).ok();
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut head = String::new();
-                let mut length = 0usize;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        length = v.trim().parse().unwrap_or(0);
-                    }
-                    head.push_str(&line);
-                }
-                let mut body = vec![0; length];
-                let _ = reader.read_exact(&mut body);
-                sink.lock()
-                    .unwrap()
-                    .push((head, String::from_utf8_lossy(&body).into_owned()));
-                let reason = if status < 300 {
-                    "Accepted"
-                } else {
-                    "Forbidden"
-                };
-                let _ = write!(conn, "HTTP/1.1 {status} {reason}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}");
-            }
-        });
-        Intake { port, received }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
 
 fn doctor(s: &Scope, extra: &[&str]) -> (Run, Value) {
     let out = run(s
@@ -80,8 +27,10 @@ fn verdict<'a>(report: &'a Value, name: &str) -> &'a str {
     check(report, name)["verdict"].as_str().unwrap()
 }
 
-/// Starts the stand-in by hand (not through ddsky), with the recipe's mounts minus `skip_mount`.
-fn agent_by_hand(s: &Scope, key: &str, skip_mount: Option<&str>) {
+/// Starts the stand-in by hand (not through ddsky) at the real timings, with the recipe's mounts
+/// minus `skip_mount`, sending to `dd_url` when given; returns once its health has had its first
+/// ping (~16 s).
+fn agent_by_hand(s: &Scope, key: &str, skip_mount: Option<&str>, dd_url: Option<&str>) {
     let mut args: Vec<String> = [
         "run",
         "-d",
@@ -109,6 +58,7 @@ fn agent_by_hand(s: &Scope, key: &str, skip_mount: Option<&str>) {
     }
     for env in [
         format!("DD_API_KEY={key}"),
+        format!("DD_CMD_PORT={}", s.cmd_port),
         format!("DD_APM_RECEIVER_PORT={}", s.apm_port),
         format!("DD_DOGSTATSD_PORT={}", s.dogstatsd_port),
         "DD_LOGS_ENABLED=true".into(),
@@ -116,26 +66,32 @@ fn agent_by_hand(s: &Scope, key: &str, skip_mount: Option<&str>) {
     ] {
         args.extend(["-e".into(), env]);
     }
+    if let Some(url) = dd_url {
+        args.extend(["-e".into(), format!("DD_DD_URL={url}")]);
+    }
     args.push(agent_image().into());
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     docker(&refs).expect_code(0);
-    assert!(eventually(Duration::from_secs(15), || docker(&[
+    // Only past the first health ping is there a healthy section (before, all are unhealthy).
+    assert!(eventually(Duration::from_secs(60), || docker(&[
         "exec", &s.agent, "agent", "health"
     ])
     .stdout
-    .contains("healthy components")));
+    .contains(" healthy components ===")));
 }
 
 #[test]
 fn a_healthy_setup_passes_every_check_and_the_tags_reach_the_intake() {
     let s = Scope::new("doctorok");
-    let intake = Intake::start(202);
+    let intake = Intake::start(200, 202);
     s.run_job("metta");
     let job = s.name("metta");
-    run(s
-        .up()
-        .env("METTA_RUN_ID", "r1")
-        .args(["--dd-url", &intake.url(), "--expect", &job]))
+    run(s.up_at_real_timing().env("METTA_RUN_ID", "r1").args([
+        "--dd-url",
+        &intake.url(),
+        "--expect",
+        &job,
+    ]))
     .expect_code(0);
     let accepted = eventually(Duration::from_secs(20), || {
         let (_, report) = doctor(&s, &["--expect", &job]);
@@ -160,18 +116,29 @@ fn a_healthy_setup_passes_every_check_and_the_tags_reach_the_intake() {
         .unwrap()
         .contains(&format!("container_name:{job}")));
 
-    let received = intake.received.lock().unwrap().clone();
-    let (head, body) = received.last().expect("a payload arrived");
+    let validations = intake.received_at("/api/v1/validate");
     assert!(
-        head.to_lowercase().contains(&format!("dd-api-key: {KEY}")),
-        "{head}"
+        validations
+            .iter()
+            .any(|r| r.method == "GET" && r.target.ends_with(&format!("api_key={KEY}"))),
+        "the agent validated the key: {validations:?}"
     );
+    let metadata = intake.received_at("/intake/");
+    let last = metadata.last().expect("a host-metadata payload arrived");
+    assert!(
+        last.head
+            .to_lowercase()
+            .contains(&format!("dd-api-key: {KEY}")),
+        "{}",
+        last.head
+    );
+    let host_tags = intake.host_tags().unwrap();
     for tag in [
         "env:production",
         "service:skypilot-worker",
         "metta_run_id:r1",
     ] {
-        assert!(body.contains(tag), "{tag} in {body}");
+        assert!(host_tags.iter().any(|t| t == tag), "{tag} in {host_tags:?}");
     }
     let text = run(s
         .ddsky()
@@ -185,9 +152,9 @@ fn a_healthy_setup_passes_every_check_and_the_tags_reach_the_intake() {
 #[test]
 fn an_intake_answering_403_fails_the_data_check() {
     let s = Scope::new("doctor403");
-    let intake = Intake::start(403);
-    // The agent may report unhealthy once the intake refuses it; doctor is what this test is about.
-    let _ = run(s.up().args([
+    let intake = Intake::start(403, 403);
+    // The agent stays unhealthy (its key is refused): doctor is what this test is about.
+    let _ = run(s.up_at_real_timing().args([
         "--dd-url",
         &intake.url(),
         "--expect",
@@ -234,7 +201,8 @@ fn an_absent_then_stopped_agent_fail_with_their_fix() {
 #[test]
 fn a_key_the_backend_rejects_fails_the_key_check() {
     let s = Scope::new("doctorkey");
-    agent_by_hand(&s, "not-a-valid-datadog-key", None);
+    let intake = Intake::start(403, 403);
+    agent_by_hand(&s, "not-a-valid-datadog-key", None, Some(&intake.url()));
     let (out, report) = doctor(&s, &["--expect", "none-such"]);
     out.expect_code(1);
     assert_eq!(verdict(&report, "api key"), "fail", "{report}");
@@ -258,7 +226,7 @@ fn a_key_the_backend_rejects_fails_the_key_check() {
 fn a_missing_socket_mount_fails_mounts_and_discovery() {
     let s = Scope::new("doctorsock");
     s.run_job("metta");
-    agent_by_hand(&s, KEY, Some("/var/run/docker.sock"));
+    agent_by_hand(&s, KEY, Some("/var/run/docker.sock"), None);
     let (out, report) = doctor(&s, &["--expect", &s.name("metta")]);
     out.expect_code(1);
     let mounts = check(&report, "mounts");

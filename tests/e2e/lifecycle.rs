@@ -13,9 +13,10 @@ fn strs(v: &serde_json::Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// `up` as SkyPilot's setup phase runs it on node 1 of 2 of a Metta job.
+/// `up` as SkyPilot's setup phase runs it on node 1 of 2 of a Metta job, at the real agent's
+/// timings (the auth-token second, then 15 s until the first health ping).
 fn setup_phase_up(s: &Scope) -> std::process::Command {
-    let mut cmd = s.up();
+    let mut cmd = s.up_at_real_timing();
     cmd.env("METTA_RUN_ID", "Alice.Run 1")
         .env(
             "SKYPILOT_TASK_ID",
@@ -188,7 +189,9 @@ fn the_job_container_is_discovered_by_up_and_status() {
     let job_id = s.run_job("metta");
     let job = s.name("metta");
 
-    let up = run(s.up().args(["--expect", &job, "--format", "json"]));
+    let up = run(s
+        .up_at_real_timing()
+        .args(["--expect", &job, "--format", "json"]));
     up.expect_code(0).assert_no_secret(&[]);
     let expected = &up.json()["expected"][0];
     assert_eq!(expected["discovered"], true, "{up}");
@@ -254,7 +257,7 @@ fn the_default_expectation_finds_a_metta_image_by_repository() {
 fn a_container_started_later_is_waited_for_and_a_stopped_one_disappears() {
     let s = Scope::new("later");
     let job = s.name("late");
-    let up = run(s.up().args(["--expect", &job]));
+    let up = run(s.up_at_real_timing().args(["--expect", &job]));
     up.expect_code(0);
     assert!(
         up.stdout.contains("will discover it when it starts"),

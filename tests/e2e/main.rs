@@ -10,3 +10,4 @@ mod lifecycle;
 mod reliability;
 mod robustness;
 mod skypilot;
+mod standin;

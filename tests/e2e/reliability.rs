@@ -117,6 +117,7 @@ fn unwritable_stdout_and_stderr_do_not_crash_ddsky() {
         cmd.env("DD_API_KEY", KEY)
             .args(args)
             .args(s.port_args().iter().filter(|_| args[0] == "up"))
+            .args(s.agent_args().iter().filter(|_| args[0] == "up"))
             .stdout(full)
             .stderr(full2);
         let status = cmd.status().unwrap();

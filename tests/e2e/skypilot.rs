@@ -37,6 +37,7 @@ fn ddsky_in_container(s: &Scope, with_socket: bool, args: &[&str]) -> Run {
 fn inside_a_container_with_the_socket_it_starts_a_host_agent_and_is_discovered_as_self() {
     let s = Scope::new("insideself");
     let ports = s.port_args();
+    let agent_args = s.agent_args();
     let mut args = vec![
         "up",
         "--image",
@@ -49,6 +50,7 @@ fn inside_a_container_with_the_socket_it_starts_a_host_agent_and_is_discovered_a
         "json",
     ];
     args.extend(ports.iter().map(String::as_str));
+    args.extend(agent_args.iter().map(String::as_str));
     let out = ddsky_in_container(&s, true, &args);
     out.expect_code(0).assert_no_secret(&[]);
     let report = out.json();

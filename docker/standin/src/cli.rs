@@ -1,22 +1,35 @@
 //! Argument dispatch and the subcommands that run inside the container through `docker exec`.
-//! They read the daemon's state file ([`crate::state`]) and print what [`crate::render`] makes
-//! of it.
+//! Like the real Go CLI, each one first spends CPU starting up and loading the configuration
+//! ([`cpu_cost`]), then needs the auth token the daemon writes once its command API is up, then
+//! the command API itself on 127.0.0.1:`DD_CMD_PORT`; it reads the daemon's state file
+//! ([`crate::state`]) and prints what [`crate::render`] makes of it.
 
 use crate::render::{self, Output};
 use crate::rng::Rng;
 use crate::state::{self, AgentState};
 use crate::{daemon, model, timefmt};
 use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// CPU time each CLI command costs by default: the real agent's CLI is a large Go binary that
+/// loads the whole configuration before doing anything (about 0.3-1 s of CPU).
+pub const DEFAULT_CLI_CPU_MS: u64 = 300;
 
 /// Runs the program for `args` (argv) and returns the exit status.
 pub fn dispatch(args: &[String]) -> i32 {
     let argv0 = args.first().map(String::as_str).unwrap_or("agent");
-    if argv0.ends_with("probe.sh") {
+    let probe = argv0.ends_with("probe.sh");
+    if !probe && matches!(args.get(1).map(String::as_str), None | Some("run")) {
+        return daemon::run();
+    }
+    spend_cpu(cpu_cost());
+    if probe {
         return emit(health(&[]));
     }
     let rest = args.get(2..).unwrap_or(&[]);
     let output = match args.get(1).map(String::as_str) {
-        None | Some("run") => return daemon::run(),
+        None | Some("run") => unreachable!("the daemon is dispatched above"),
         Some("health") => health(rest),
         Some("workload-list") => workload_list(rest),
         Some("tagger-list") => tagger_list(rest),
@@ -100,12 +113,66 @@ fn env_is(key: &str, value: &str) -> bool {
     std::env::var(key).is_ok_and(|v| v.trim().eq_ignore_ascii_case(value))
 }
 
-/// Loads the state, or the "could not reach agent" output for `endpoint`.
+/// `STANDIN_CLI_CPU_MS` (default [`DEFAULT_CLI_CPU_MS`]).
+pub fn cpu_cost() -> Duration {
+    let ms = std::env::var("STANDIN_CLI_CPU_MS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(DEFAULT_CLI_CPU_MS);
+    Duration::from_millis(ms)
+}
+
+/// This process's CPU time so far (user + system).
+pub fn process_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) } != 0 {
+        return Duration::MAX;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Works until the process has used `target` of CPU (CPU time, not wall time: on a loaded node
+/// the command takes longer, as the real one does).
+pub fn spend_cpu(target: Duration) {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while process_cpu_time() < target {
+        for i in 0..20_000u64 {
+            x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i));
+        }
+    }
+}
+
+/// `DD_CMD_PORT` as the CLI reads it (the container's environment).
+fn cmd_port() -> u16 {
+    std::env::var("DD_CMD_PORT")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(crate::config::DEFAULT_CMD_PORT)
+}
+
+/// What every command needs before asking the agent anything: the auth token (written once the
+/// command API is up), then the command API answering, then the daemon's state.
 fn running_agent(endpoint: &str) -> Result<(AgentState, f64), Output> {
+    let token = state::auth_token_file();
+    if let Err(e) = std::fs::read(&token) {
+        return Err(render::no_auth_token(&token.display().to_string(), &e));
+    }
+    let port = cmd_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    if let Err(e) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+        return Err(render::not_up(endpoint, port, &e));
+    }
     let now = timefmt::now();
     state::load(&state::state_dir(), now)
         .map(|s| (s, now))
-        .map_err(|_| render::not_up(endpoint))
+        .map_err(|_| {
+            let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+            render::not_up(endpoint, port, &refused)
+        })
 }
 
 /// Real agents log a line on stdout before JSON output unless `DD_LOG_LEVEL=off`.
@@ -182,13 +249,17 @@ fn stop(args: &[String]) -> i32 {
     if let Err(e) = parse_flags(args, false) {
         return emit(e);
     }
+    if let Err(e) = running_agent("/agent/stop") {
+        return emit(e);
+    }
     let dir = state::state_dir();
     let pid = std::fs::read_to_string(state::pid_file(&dir))
         .ok()
         .and_then(|p| p.trim().parse::<i32>().ok())
         .filter(|&p| p > 0 && state::pid_alive(p as u32));
     let Some(pid) = pid else {
-        return emit(render::not_up("/agent/stop"));
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        return emit(render::not_up("/agent/stop", cmd_port(), &refused));
     };
     let code = emit(Output::ok("Agent successfully stopped\n".to_string()));
     // SAFETY: plain kill(2) on a pid we just checked.
@@ -232,7 +303,22 @@ mod tests {
 
     #[test]
     fn unknown_command_fails() {
+        std::env::set_var("STANDIN_CLI_CPU_MS", "0");
         assert_eq!(dispatch(&args(&["agent", "frobnicate"])), 255);
         assert_eq!(dispatch(&args(&["agent", "version"])), 0);
+    }
+
+    #[test]
+    fn spends_cpu_time_not_wall_time() {
+        let before = process_cpu_time();
+        let target = before + Duration::from_millis(150);
+        let start = std::time::Instant::now();
+        spend_cpu(target);
+        assert!(process_cpu_time() >= target);
+        assert!(
+            start.elapsed() >= Duration::from_millis(100),
+            "{:?}",
+            start.elapsed()
+        );
     }
 }

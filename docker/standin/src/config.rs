@@ -6,8 +6,18 @@ use std::collections::BTreeMap;
 
 pub const DEFAULT_APM_PORT: u16 = 8126;
 pub const DEFAULT_DOGSTATSD_PORT: u16 = 8125;
-pub const DEFAULT_UNHEALTHY_SECS: f64 = 2.0;
+/// The real agent's `cmd_port`: its command API (the CLI's IPC endpoint) on localhost.
+pub const DEFAULT_CMD_PORT: u16 = 5001;
+/// Until the command API is up and the auth token written, every `agent` command fails.
+pub const DEFAULT_STARTUP_SECS: f64 = 1.0;
+/// The health catalog pings every 15 s and every component starts unhealthy: the first ping,
+/// 15 s after the components register, is the earliest `agent health` can pass.
+pub const DEFAULT_UNHEALTHY_SECS: f64 = 15.0;
 pub const DEFAULT_DISCOVERY_DELAY_SECS: f64 = 1.0;
+/// The aggregator flushes (and the forwarder sends) every 15 s.
+pub const DEFAULT_FLUSH_SECS: f64 = 15.0;
+/// The docker check runs every 15 s, the first time one interval after start.
+pub const DEFAULT_CHECK_INTERVAL_SECS: f64 = 15.0;
 
 #[derive(Debug)]
 pub struct Config {
@@ -26,8 +36,17 @@ pub struct Config {
     pub dogstatsd_port: u16,
     pub logs_enabled: bool,
     pub process_collection_enabled: bool,
+    /// `DD_CMD_PORT`: the command API's port on 127.0.0.1.
+    pub cmd_port: u16,
+    /// `STANDIN_STARTUP_SECS`: from start to the command API and auth token.
+    pub startup_secs: f64,
+    /// `STANDIN_UNHEALTHY_SECS`: from the components' registration to the first health ping.
     pub unhealthy_secs: f64,
     pub discovery_delay_secs: f64,
+    /// `STANDIN_FLUSH_SECS`: the forwarder's flush period.
+    pub flush_secs: f64,
+    /// `STANDIN_CHECK_INTERVAL_SECS`: the docker check's period (and its first run's delay).
+    pub check_interval_secs: f64,
     pub exclusions: Vec<Exclusion>,
     /// `DD_CONTAINER_LABELS_AS_TAGS`: label name (lowercased) -> tag key.
     pub labels_as_tags: BTreeMap<String, String>,
@@ -39,12 +58,7 @@ pub struct Config {
 pub struct ApiKey(String);
 
 impl ApiKey {
-    /// The real agent accepts what the intake accepts: 32 hexadecimal characters.
-    pub fn is_valid(&self) -> bool {
-        self.0.len() == 32 && self.0.bytes().all(|b| b.is_ascii_hexdigit())
-    }
-
-    /// The key itself, for the `DD-API-KEY` header of the forwarder's requests only: never log it.
+    /// The key itself, for the validation request and the `DD-API-KEY` header of the forwarder's requests only: never log it.
     pub fn reveal(&self) -> &str {
         &self.0
     }
@@ -126,6 +140,7 @@ impl Config {
             }),
         };
         let apm_port = port("DD_APM_RECEIVER_PORT", DEFAULT_APM_PORT);
+        let cmd_port = port("DD_CMD_PORT", DEFAULT_CMD_PORT);
         let dogstatsd_port = port("DD_DOGSTATSD_PORT", DEFAULT_DOGSTATSD_PORT);
 
         let mut secs = |key: &str, default: f64| match non_empty(key) {
@@ -141,6 +156,11 @@ impl Config {
         let unhealthy_secs = secs("STANDIN_UNHEALTHY_SECS", DEFAULT_UNHEALTHY_SECS);
         let discovery_delay_secs =
             secs("STANDIN_DISCOVERY_DELAY_SECS", DEFAULT_DISCOVERY_DELAY_SECS);
+        let startup_secs = secs("STANDIN_STARTUP_SECS", DEFAULT_STARTUP_SECS);
+        // A zero period would spin: at least 100 ms.
+        let flush_secs = secs("STANDIN_FLUSH_SECS", DEFAULT_FLUSH_SECS).max(0.1);
+        let check_interval_secs =
+            secs("STANDIN_CHECK_INTERVAL_SECS", DEFAULT_CHECK_INTERVAL_SECS).max(0.1);
 
         let flag = |key: &str| non_empty(key).map(|v| parse_bool(&v));
         let process_collection_enabled = flag("DD_PROCESS_CONFIG_PROCESS_COLLECTION_ENABLED")
@@ -176,8 +196,12 @@ impl Config {
             dogstatsd_port,
             logs_enabled: flag("DD_LOGS_ENABLED").unwrap_or(false),
             process_collection_enabled,
+            cmd_port,
+            startup_secs,
             unhealthy_secs,
             discovery_delay_secs,
+            flush_secs,
+            check_interval_secs,
             exclusions,
             labels_as_tags,
             warnings,
@@ -266,12 +290,10 @@ mod tests {
     }
 
     #[test]
-    fn key_validity_and_suffix() {
+    fn key_suffix_never_shows_the_key() {
         let c = config(&[("DD_API_KEY", "0123456789abcdef0123456789ABCDEF")]).unwrap();
-        assert!(c.api_key.is_valid());
         assert_eq!(c.api_key.suffix(), "BCDEF");
         let c = config(&[("DD_API_KEY", "not-a-real-key")]).unwrap();
-        assert!(!c.api_key.is_valid());
         assert_eq!(c.api_key.suffix(), "l-key");
         assert!(!format!("{:?}", c.api_key).contains("not-a-real-key"));
         let c = config(&[("DD_API_KEY", "abc")]).unwrap();
@@ -314,12 +336,40 @@ mod tests {
             (18126, DEFAULT_DOGSTATSD_PORT)
         );
         assert_eq!((c.unhealthy_secs, c.discovery_delay_secs), (0.5, 0.0));
+        assert_eq!(c.cmd_port, DEFAULT_CMD_PORT);
         assert!(c.logs_enabled && c.process_collection_enabled && c.apm_enabled);
         assert_eq!(
             (c.hostname.as_str(), c.hostname_provider),
             ("node-1", "configuration")
         );
         assert_eq!(c.warnings.len(), 1);
+    }
+
+    #[test]
+    fn real_timings_by_default_and_knobs_shorten_them() {
+        let c = config(&[("DD_API_KEY", "k")]).unwrap();
+        assert_eq!(
+            (
+                c.startup_secs,
+                c.unhealthy_secs,
+                c.flush_secs,
+                c.check_interval_secs
+            ),
+            (1.0, 15.0, 15.0, 15.0)
+        );
+        let c = config(&[
+            ("DD_API_KEY", "k"),
+            ("DD_CMD_PORT", "25001"),
+            ("STANDIN_STARTUP_SECS", "0.2"),
+            ("STANDIN_FLUSH_SECS", "0"),
+            ("STANDIN_CHECK_INTERVAL_SECS", "2"),
+        ])
+        .unwrap();
+        assert_eq!(c.cmd_port, 25001);
+        assert_eq!(
+            (c.startup_secs, c.flush_secs, c.check_interval_secs),
+            (0.2, 0.1, 2.0)
+        );
     }
 
     #[test]

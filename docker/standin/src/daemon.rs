@@ -1,13 +1,16 @@
 //! `agent` / `agent run`: the long-running stand-in. It validates its configuration, checks the
-//! host mounts, opens the APM and DogStatsD ports, follows containers through the Docker API,
-//! posts to `DD_DD_URL` when it is set ([`crate::forwarder`]) and keeps the state file fresh until
-//! SIGTERM/SIGINT.
+//! host mounts, opens the APM and DogStatsD ports, follows containers through the Docker API and
+//! keeps the state file fresh until SIGTERM/SIGINT. After the start-up phase
+//! ([`Config::startup_secs`]) it binds the command API on 127.0.0.1:`DD_CMD_PORT` (exiting when
+//! the port is taken, as the real agent does), writes the auth token the CLI needs, registers the
+//! health components and starts the forwarder ([`crate::forwarder`]).
 
 use crate::config::{Config, ConfigError};
 use crate::discovery::{self, Shared};
+use crate::forwarder;
 use crate::listeners::{self, Counters};
 use crate::logline;
-use crate::state::{self, AgentState, ApmStats, DogstatsdStats, ForwarderStats, KeyCheck};
+use crate::state::{self, AgentState, ApmStats, DogstatsdStats};
 use crate::timefmt::now;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -20,6 +23,7 @@ const HEARTBEAT: Duration = Duration::from_millis(500);
 const HOST_PROC: &str = "/host/proc";
 const HOST_CGROUP: &str = "/host/sys/fs/cgroup";
 const RUN_SOURCE: &str = "cmd/agent/subcommands/run/command.go:471 in startAgent";
+const API_SOURCE: &str = "comp/api/api/apiimpl/server.go:96 in startServers";
 
 /// Runs the daemon; returns only on failure to start (a signal ends the process with 0).
 pub fn run() -> i32 {
@@ -65,8 +69,12 @@ struct Fixed {
     mount_errors: Vec<String>,
     apm: ApmStats,
     dogstatsd: DogstatsdStats,
-    /// The live forwarder's counters (`DD_DD_URL` set), updated by [`crate::forwarder::run`].
-    forwarder: Option<Arc<Mutex<ForwarderStats>>>,
+    /// The docker check is scheduled (the socket was there at start).
+    docker_check: bool,
+    /// When the command API came up.
+    api_up_at: Arc<Mutex<Option<f64>>>,
+    /// The forwarder's counters and key check, updated by [`forwarder::run`].
+    forwarder: Arc<forwarder::Shared>,
 }
 
 async fn serve(config: Config) -> i32 {
@@ -111,64 +119,131 @@ async fn serve(config: Config) -> i32 {
     for warning in &config.warnings {
         logline::warn("pkg/config/setup/config.go:1820 in LoadDatadog", warning);
     }
-    log_api_key(&config);
     let mount_errors = check_mounts();
 
     let counters = Arc::new(Counters::default());
     let apm = open_apm(&config, &counters).await;
     let dogstatsd = open_dogstatsd(&config, &counters).await;
 
+    let docker_check = Path::new(discovery::DOCKER_SOCKET).exists();
+    if !docker_check {
+        logline::info(
+            "comp/core/autodiscovery/autodiscoveryimpl/autoconfig.go:497 in LoadAndRun",
+            "Docker socket not found: the docker check is not scheduled",
+        );
+    }
+
     let config = Arc::new(config);
     let shared = Arc::new(Shared::default());
     tokio::spawn(discovery::run(shared.clone(), config.clone()));
-    let forwarder = config.dd_url.clone().map(|url| {
-        let stats = Arc::new(Mutex::new(ForwarderStats {
-            url: url.clone(),
-            ..Default::default()
-        }));
-        let notify = shared.clone();
-        tokio::spawn(crate::forwarder::run(
-            config.clone(),
-            url,
-            stats.clone(),
-            move || notify.changed.notify_one(),
-        ));
-        stats
-    });
     let fixed = Fixed {
-        config,
+        config: config.clone(),
         started_at,
         mount_errors,
         apm,
         dogstatsd,
-        forwarder,
+        docker_check,
+        api_up_at: Arc::new(Mutex::new(None)),
+        forwarder: Arc::new(forwarder::Shared::default()),
     };
-    tokio::spawn(write_forever(dir.clone(), fixed, shared, counters));
+    let api_up_at = fixed.api_up_at.clone();
+    let forwarder_shared = fixed.forwarder.clone();
+    tokio::spawn(write_forever(dir.clone(), fixed, shared.clone(), counters));
+
+    // The start-up phase: until the command API is up and the auth token written, every CLI
+    // command fails.
+    let startup = tokio::time::sleep(Duration::from_secs_f64(config.startup_secs));
+    tokio::select! {
+        _ = startup => {}
+        _ = sigterm.recv() => return stop(&dir),
+        _ = sigint.recv() => return stop(&dir),
+    }
+    let cmd_api = match std::net::TcpListener::bind(("127.0.0.1", config.cmd_port))
+        .and_then(|l| l.set_nonblocking(true).map(|_| l))
+        .and_then(tokio::net::TcpListener::from_std)
+    {
+        Ok(l) => l,
+        Err(e) => {
+            let msg = format!(
+                "Error while starting api server, exiting: unable to create the api server: listen tcp 127.0.0.1:{}: bind: {}",
+                config.cmd_port,
+                bind_error_text(&e)
+            );
+            logline::error(RUN_SOURCE, &msg);
+            eprintln!("Error: {msg}");
+            stop(&dir);
+            return 1;
+        }
+    };
+    logline::info(
+        API_SOURCE,
+        &format!(
+            "Started HTTP server 'CMD API Server' on 127.0.0.1:{}",
+            config.cmd_port
+        ),
+    );
+    tokio::spawn(async move {
+        // Connections are accepted and closed: the CLI only needs the port to answer.
+        while let Ok((conn, _)) = cmd_api.accept().await {
+            drop(conn);
+        }
+    });
+    if let Err(e) = write_auth_token() {
+        logline::error(
+            API_SOURCE,
+            &format!(
+                "cannot write the auth token {}: {e}",
+                state::auth_token_file().display()
+            ),
+        );
+    }
+    *api_up_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(now());
+    shared.changed.notify_one();
+    let notify = shared.clone();
+    tokio::spawn(forwarder::run(
+        config.clone(),
+        forwarder_shared,
+        move || notify.changed.notify_one(),
+    ));
 
     tokio::select! {
         _ = sigterm.recv() => {}
         _ = sigint.recv() => {}
     }
-    for path in [state::state_file(&dir), state::pid_file(&dir)] {
+    stop(&dir)
+}
+
+/// Removes the state and pid files (the auth token stays, as the real agent's does); returns 0.
+fn stop(dir: &Path) -> i32 {
+    for path in [state::state_file(dir), state::pid_file(dir)] {
         let _ = std::fs::remove_file(path);
     }
     logline::info(RUN_SOURCE, "Agent stopped");
     0
 }
 
-fn log_api_key(config: &Config) {
-    let suffix = config.api_key.suffix();
-    if config.api_key.is_valid() {
-        logline::info(
-            "comp/forwarder/defaultforwarder/forwarder_health.go:214 in checkValidAPIKey",
-            &format!("API key ending with {suffix} is valid"),
-        );
-    } else {
-        logline::error(
-            "comp/forwarder/defaultforwarder/forwarder_health.go:207 in checkValidAPIKey",
-            &format!("API Key invalid: API key ending with {suffix} was rejected (403 Forbidden)"),
-        );
+/// Go's wording of the usual bind errors.
+fn bind_error_text(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => "address already in use".to_string(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        _ => e.to_string(),
     }
+}
+
+/// Writes a fresh random token, readable by the CLI (kept when it already exists, as the agent
+/// keeps its token across restarts).
+fn write_auth_token() -> std::io::Result<()> {
+    let path = state::auth_token_file();
+    if path.exists() {
+        return Ok(());
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut rng = crate::rng::Rng::from_entropy();
+    let token: String = (0..4).map(|_| format!("{:016x}", rng.next_u64())).collect();
+    state::write_atomic(&path, token.as_bytes())
 }
 
 /// Errors the docker check reports when the host's /proc or cgroup tree is not mounted.
@@ -276,7 +351,8 @@ async fn write_forever(dir: PathBuf, fixed: Fixed, shared: Arc<Shared>, counters
             }
             Err(_) => {}
         }
-        if !announced_health && state.heartbeat - state.started_at >= state.unhealthy_secs {
+        let first_ping = state.api_up_at.map(|t| t + state.unhealthy_secs);
+        if !announced_health && first_ping.is_some_and(|p| state.heartbeat >= p) {
             announced_health = true;
             let health = crate::model::health(&state, state.heartbeat);
             let source = "comp/core/healthprobe/impl/healthprobe.go:95 in healthHandler";
@@ -314,12 +390,16 @@ fn snapshot(fixed: &Fixed, shared: &Shared, counters: &Counters) -> AgentState {
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let forwarder = fixed
         .forwarder
-        .as_ref()
-        .map(|f| f.lock().unwrap_or_else(|p| p.into_inner()).clone());
-    // A well-formed key stays valid unless the intake the forwarder reaches answers 403.
-    let rejected = forwarder
-        .as_ref()
-        .is_some_and(|f| f.key_check == KeyCheck::Rejected);
+        .stats
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let key_check = *fixed
+        .forwarder
+        .key_check
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let api_up_at = *fixed.api_up_at.lock().unwrap_or_else(|p| p.into_inner());
     AgentState {
         version: crate::VERSION.to_string(),
         pid: std::process::id(),
@@ -331,9 +411,12 @@ fn snapshot(fixed: &Fixed, shared: &Shared, counters: &Counters) -> AgentState {
         env: config.env.clone(),
         site: config.site.clone(),
         api_key_suffix: config.api_key.suffix(),
-        api_key_valid: config.api_key.is_valid() && !rejected,
+        api_up_at,
+        key_check,
         unhealthy_secs: config.unhealthy_secs,
         discovery_delay_secs: config.discovery_delay_secs,
+        docker_check: fixed.docker_check,
+        check_interval_secs: config.check_interval_secs,
         logs_enabled: config.logs_enabled,
         apm_enabled: config.apm_enabled,
         process_collection_enabled: config.process_collection_enabled,

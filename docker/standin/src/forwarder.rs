@@ -1,36 +1,56 @@
-//! The forwarder, for real when `DD_DD_URL` is set: every [`INTERVAL`] (the first time right at
-//! start) it posts a one-point series carrying the host tags to `{DD_DD_URL}/api/v2/series` with
-//! the `DD-API-KEY` header, and counts the outcome the way the real forwarder's
-//! `forwarderStats.Transactions` does. Without `DD_DD_URL` nothing is sent and `agent status`
-//! shows simulated counters (see `render`).
+//! The forwarder, as comp/forwarder/defaultforwarder does it:
+//! * at start it validates the API key with `GET <intake>/api/v1/validate?api_key=...` (the
+//!   outcome goes to `forwarderStats.APIKeyStatus` / `APIKeyFailure` and decides the `forwarder`
+//!   health component; see [`KeyVerdict`]);
+//! * it sends the host-metadata payload (which carries the host tags) right away, then flushes a
+//!   series payload every flush period (15 s); payloads are zlib-compressed JSON with the
+//!   `DD-API-KEY` header;
+//! * it counts each transaction's outcome the way `forwarderStats.Transactions` does: a 403 is an
+//!   HTTP error and a dropped transaction, not an error; no answer is an error by type, and the
+//!   transaction is retried at the next flush.
 //!
-//! Only plain `http://` intakes are supported (the tests run one on 127.0.0.1); an `https://`
-//! URL fails every post with a connection error, logged, without stopping the daemon.
+//! The intake is `DD_DD_URL` (plain `http://` only: the tests run one on 127.0.0.1). Without it the
+//! stand-in is an agent without network: nothing leaves the container, the validation is
+//! "unreachable" and every transaction a connection error.
 
 use crate::config::Config;
 use crate::logline;
-use crate::state::{ForwarderStats, KeyCheck};
+use crate::state::{ForwarderStats, KeyCheck, KeyVerdict};
 use bytes::Bytes;
+use flate2::write::ZlibEncoder;
+use flate2::Compression;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Where the series go, below `DD_DD_URL`.
-pub const SERIES_PATH: &str = "/api/v2/series";
-/// The endpoint's name in `SuccessByEndpoint`.
-pub const SERIES_ENDPOINT: &str = "series_v2";
-/// The metric the payload carries.
+/// The validation endpoint, below the intake.
+pub const VALIDATE_PATH: &str = "/api/v1/validate";
+/// Where the series go, and the endpoint's name in `SuccessByEndpoint`.
+pub const SERIES: Endpoint = Endpoint {
+    path: "/api/v2/series",
+    name: "series_v2",
+};
+/// Where the host metadata goes (the v5 `/intake/` payload).
+pub const HOST_METADATA: Endpoint = Endpoint {
+    path: "/intake/",
+    name: "intake",
+};
+/// The metric each series payload carries.
 pub const METRIC: &str = "datadog.agent.running";
-/// Time between two posts.
-pub const INTERVAL: Duration = Duration::from_secs(2);
-/// Bound on one post, answer included.
-pub const TIMEOUT: Duration = Duration::from_secs(2);
+/// The host metadata is sent at start, then this often.
+pub const HOST_METADATA_INTERVAL: Duration = Duration::from_secs(1800);
+/// Bound on one request, answer included (the real `forwarder_timeout` is 20 s).
+pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on connecting, below [`TIMEOUT`] so that an unreachable intake counts as a connection error.
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Transactions kept for retry; beyond, the oldest is dropped.
+pub const RETRY_QUEUE_CAP: usize = 64;
 
 /// The keys of `ErrorsByType`, all shown (zero when nothing happened), as the real agent does.
 pub const ERROR_TYPES: [&str; 5] = [
@@ -43,8 +63,23 @@ pub const ERROR_TYPES: [&str; 5] = [
 
 const SOURCE: &str =
     "comp/forwarder/defaultforwarder/transaction/transaction.go:433 in internalProcess";
+const HEALTH_SOURCE: &str =
+    "comp/forwarder/defaultforwarder/forwarder_health.go:165 in healthCheckLoop";
 
-/// How one post ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub path: &'static str,
+    pub name: &'static str,
+}
+
+/// One payload to send: already compressed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transaction {
+    pub endpoint: Endpoint,
+    pub body: Vec<u8>,
+}
+
+/// How one request ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// A 2xx answer; `bytes` is the size of the payload sent.
@@ -55,118 +90,212 @@ pub enum Outcome {
     Failed { kind: &'static str, message: String },
 }
 
-/// `{"series":[{"metric":"datadog.agent.running","type":3,"points":[{"timestamp":<ts>,"value":1}],
-/// "resources":[{"name":"<hostname>","type":"host"}],"tags":[<host tags>]}]}` (type 3 = gauge).
-pub fn series_payload(hostname: &str, host_tags: &[String], timestamp: i64) -> Value {
+/// The validation endpoint's answer read the way `validateAPIKey` reads it.
+pub fn verdict(outcome: &Outcome) -> KeyVerdict {
+    match outcome {
+        Outcome::Accepted { status: 200, .. } => KeyVerdict::Valid,
+        Outcome::HttpError { status: 403 } => KeyVerdict::Invalid,
+        Outcome::Accepted { .. } | Outcome::HttpError { .. } => KeyVerdict::UnexpectedCode,
+        Outcome::Failed { .. } => KeyVerdict::Unreachable,
+    }
+}
+
+/// A series payload: `datadog.agent.running` for the host. Host tags are NOT on the series: the
+/// backend applies the ones the host metadata carries.
+pub fn series_payload(hostname: &str, timestamp: i64) -> Value {
     json!({
         "series": [{
             "metric": METRIC,
             "type": 3,
             "points": [{ "timestamp": timestamp, "value": 1 }],
             "resources": [{ "name": hostname, "type": "host" }],
-            "tags": host_tags,
+            "tags": [format!("version:{}", crate::VERSION)],
         }]
     })
 }
 
-/// Adds one outcome to the counters.
-pub fn record(stats: &mut ForwarderStats, outcome: &Outcome) {
+/// The host-metadata payload (v5 `/intake/`): the host tags travel here, under `host-tags.system`.
+pub fn host_metadata_payload(config: &Config, timestamp: i64) -> Value {
+    json!({
+        "apiKey": config.api_key.reveal(),
+        "agentVersion": crate::VERSION,
+        "internalHostname": config.hostname,
+        "os": "linux",
+        "timestamp": timestamp,
+        "meta": {
+            "hostname": config.hostname,
+            "host_aliases": [],
+            "timezones": ["UTC"],
+        },
+        "host-tags": { "system": config.host_tags },
+        "systemStats": { "machine": "x86_64", "platform": "linux", "processor": "" },
+    })
+}
+
+/// zlib, as the agent's default `serializer_compressor_kind` (Content-Encoding: deflate).
+pub fn compress(payload: &Value) -> Vec<u8> {
+    let mut encoder = ZlibEncoder::new(Vec::new(), Compression::default());
+    // Writing to a Vec cannot fail.
+    let _ = encoder.write_all(&serde_json::to_vec(payload).unwrap_or_default());
+    encoder.finish().unwrap_or_default()
+}
+
+/// Adds one transaction's outcome to the counters; returns whether it is to be retried.
+pub fn record(stats: &mut ForwarderStats, endpoint: Endpoint, outcome: &Outcome) -> bool {
+    let bump = |map: &mut std::collections::BTreeMap<String, u64>, key: &str, by: u64| {
+        *map.entry(key.to_string()).or_default() += by;
+    };
     match outcome {
         Outcome::Accepted { bytes, .. } => {
             stats.success += 1;
-            *stats
-                .success_by_endpoint
-                .entry(SERIES_ENDPOINT.to_string())
-                .or_default() += 1;
-            *stats
-                .success_bytes_by_endpoint
-                .entry(SERIES_ENDPOINT.to_string())
-                .or_default() += bytes;
-            stats.key_check = KeyCheck::Accepted;
+            bump(&mut stats.success_by_endpoint, endpoint.name, 1);
+            bump(&mut stats.success_bytes_by_endpoint, endpoint.name, *bytes);
+            false
         }
         Outcome::HttpError { status } => {
-            stats.errors += 1;
-            stats.http_errors += 1;
-            *stats
-                .http_errors_by_code
-                .entry(status.to_string())
-                .or_default() += 1;
-            stats.key_check = if *status == 403 {
-                KeyCheck::Rejected
+            if *status >= 400 {
+                stats.http_errors += 1;
+                bump(&mut stats.http_errors_by_code, &status.to_string(), 1);
+            }
+            if matches!(status, 400 | 403 | 404 | 413) {
+                // Retrying would not help: the transaction is dropped.
+                stats.dropped += 1;
+                bump(&mut stats.dropped_by_endpoint, endpoint.name, 1);
+                false
             } else {
-                KeyCheck::Unknown
-            };
+                stats.errors += 1;
+                stats.requeued += 1;
+                true
+            }
         }
         Outcome::Failed { kind, .. } => {
             stats.errors += 1;
-            *stats.errors_by_type.entry(kind.to_string()).or_default() += 1;
-            stats.key_check = KeyCheck::Unknown;
+            bump(&mut stats.errors_by_type, kind, 1);
+            stats.requeued += 1;
+            true
         }
     }
 }
 
-/// Posts series to one intake.
-pub struct Forwarder {
-    client: Client<HttpConnector, Full<Bytes>>,
-    /// `{DD_DD_URL}/api/v2/series`.
-    url: String,
-    api_key: String,
+/// Where the forwarder sends.
+pub enum Intake {
+    /// `DD_DD_URL`.
+    Http {
+        client: Client<HttpConnector, Full<Bytes>>,
+        base: String,
+        api_key: String,
+    },
+    /// No `DD_DD_URL`: the Datadog site, which this stand-in never reaches (no network).
+    Offline { site: String },
 }
 
-impl Forwarder {
-    pub fn new(base_url: &str, api_key: &str) -> Forwarder {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        Forwarder {
-            client: Client::builder(TokioExecutor::new()).build(connector),
-            url: format!("{}{SERIES_PATH}", base_url.trim_end_matches('/')),
-            api_key: api_key.to_string(),
-        }
-    }
-
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
-    /// One POST of `body`, bounded by [`TIMEOUT`] (the answer's body is read and dropped).
-    pub async fn post(&self, body: Vec<u8>) -> Outcome {
-        let bytes = body.len() as u64;
-        let request = match hyper::Request::post(self.url.as_str())
-            .header("DD-API-KEY", self.api_key.as_str())
-            .header("Content-Type", "application/json")
-            .header("User-Agent", format!("datadog-agent/{}", crate::VERSION))
-            .header("DD-Agent-Version", crate::VERSION)
-            .body(Full::new(Bytes::from(body)))
-        {
-            Ok(r) => r,
-            Err(e) => {
-                return Outcome::Failed {
-                    kind: "ConnectionErrors",
-                    message: format!("invalid URL: {e}"),
+impl Intake {
+    pub fn new(dd_url: Option<&str>, site: &str, api_key: &str) -> Intake {
+        match dd_url {
+            Some(base) => {
+                let mut connector = HttpConnector::new();
+                connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+                Intake::Http {
+                    client: Client::builder(TokioExecutor::new()).build(connector),
+                    base: base.trim_end_matches('/').to_string(),
+                    api_key: api_key.to_string(),
                 }
             }
-        };
-        let exchange = async {
-            let response = self.client.request(request).await?;
-            let status = response.status().as_u16();
-            // Drain the answer so the connection can be reused; its content does not matter.
-            let _ = response.into_body().collect().await;
-            Ok::<u16, hyper_util::client::legacy::Error>(status)
-        };
-        match tokio::time::timeout(TIMEOUT, exchange).await {
-            Ok(Ok(status)) if (200..300).contains(&status) => Outcome::Accepted { status, bytes },
-            Ok(Ok(status)) => Outcome::HttpError { status },
-            Ok(Err(e)) => Outcome::Failed {
-                kind: error_kind(&e),
-                message: error_chain(&e),
-            },
-            Err(_) => Outcome::Failed {
-                kind: "SentRequestErrors",
-                message:
-                    "context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
-                        .to_string(),
+            None => Intake::Offline {
+                site: site.to_string(),
             },
         }
+    }
+
+    /// The intake's URL for `path`, as logged.
+    pub fn url(&self, path: &str) -> String {
+        match self {
+            Intake::Http { base, .. } => format!("{base}{path}"),
+            Intake::Offline { site } => format!(
+                "https://{}-app.agent.{site}{path}",
+                crate::VERSION.replace('.', "-")
+            ),
+        }
+    }
+
+    /// `GET /api/v1/validate?api_key=...`.
+    pub async fn validate(&self) -> Outcome {
+        match self {
+            Intake::Http {
+                client, api_key, ..
+            } => {
+                let url = format!("{}?api_key={api_key}", self.url(VALIDATE_PATH));
+                let request = hyper::Request::get(url.as_str())
+                    .header("User-Agent", format!("datadog-agent/{}", crate::VERSION))
+                    .body(Full::new(Bytes::new()));
+                exchange(client, request, 0).await
+            }
+            Intake::Offline { site } => offline(&format!("api.{site}")),
+        }
+    }
+
+    /// One POST of a transaction.
+    pub async fn send(&self, tx: &Transaction) -> Outcome {
+        match self {
+            Intake::Http {
+                client, api_key, ..
+            } => {
+                let request = hyper::Request::post(self.url(tx.endpoint.path).as_str())
+                    .header("DD-API-KEY", api_key.as_str())
+                    .header("Content-Type", "application/json")
+                    .header("Content-Encoding", "deflate")
+                    .header("User-Agent", format!("datadog-agent/{}", crate::VERSION))
+                    .header("DD-Agent-Version", crate::VERSION)
+                    .body(Full::new(Bytes::from(tx.body.clone())));
+                exchange(client, request, tx.body.len() as u64).await
+            }
+            Intake::Offline { .. } => offline(&self.url("")),
+        }
+    }
+}
+
+/// What a host without network gets for any request.
+fn offline(host: &str) -> Outcome {
+    Outcome::Failed {
+        kind: "ConnectionErrors",
+        message: format!("dial tcp: lookup {host}: connect: network is unreachable"),
+    }
+}
+
+/// Sends one request, bounded by [`TIMEOUT`] (the answer's body is read and dropped).
+async fn exchange(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    request: Result<hyper::Request<Full<Bytes>>, hyper::http::Error>,
+    bytes: u64,
+) -> Outcome {
+    let request = match request {
+        Ok(r) => r,
+        Err(e) => {
+            return Outcome::Failed {
+                kind: "ConnectionErrors",
+                message: format!("invalid URL: {e}"),
+            }
+        }
+    };
+    let exchange = async {
+        let response = client.request(request).await?;
+        let status = response.status().as_u16();
+        // Drain the answer so the connection can be reused; its content does not matter.
+        let _ = response.into_body().collect().await;
+        Ok::<u16, hyper_util::client::legacy::Error>(status)
+    };
+    match tokio::time::timeout(TIMEOUT, exchange).await {
+        Ok(Ok(status)) if (200..300).contains(&status) => Outcome::Accepted { status, bytes },
+        Ok(Ok(status)) => Outcome::HttpError { status },
+        Ok(Err(e)) => Outcome::Failed {
+            kind: error_kind(&e),
+            message: error_chain(&e),
+        },
+        Err(_) => Outcome::Failed {
+            kind: "SentRequestErrors",
+            message: "context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+                .to_string(),
+        },
     }
 }
 
@@ -194,8 +323,8 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-/// The log line for an outcome: an error for each failure, an info line when posts start (again)
-/// to succeed. Never contains the key.
+/// The log line for a transaction's outcome: an error for each failure, an info line when
+/// transactions start (again) to succeed. Never contains the key.
 fn log_outcome(url: &str, outcome: &Outcome, previous_ok: bool) {
     match outcome {
         Outcome::Accepted { status, .. } if !previous_ok => logline::info(
@@ -207,10 +336,17 @@ fn log_outcome(url: &str, outcome: &Outcome, previous_ok: bool) {
             SOURCE,
             &format!("API Key invalid, dropping transaction for {url}"),
         ),
-        Outcome::HttpError { status } => logline::error(
+        Outcome::HttpError { status } if matches!(status, 400 | 404 | 413) => logline::error(
             SOURCE,
             &format!(
                 "Error code \"{status} {}\" received while sending transaction to \"{url}\", dropping it",
+                reason(*status)
+            ),
+        ),
+        Outcome::HttpError { status } => logline::error(
+            SOURCE,
+            &format!(
+                "error \"{status} {}\" while sending transaction to \"{url}\", rescheduling it",
                 reason(*status)
             ),
         ),
@@ -221,6 +357,31 @@ fn log_outcome(url: &str, outcome: &Outcome, previous_ok: bool) {
     }
 }
 
+fn log_verdict(suffix: &str, verdict: KeyVerdict, outcome: &Outcome) {
+    let key = format!("API key ending with {suffix}");
+    match (verdict, outcome) {
+        (KeyVerdict::Valid, _) => logline::info(HEALTH_SOURCE, &format!("{key} is valid")),
+        (KeyVerdict::Invalid, _) => {
+            logline::error(HEALTH_SOURCE, &format!("{key}: API Key invalid"));
+            logline::error(
+                HEALTH_SOURCE,
+                "No valid api key found, reporting the forwarder as unhealthy.",
+            );
+        }
+        (_, Outcome::HttpError { status }) => logline::warn(
+            HEALTH_SOURCE,
+            &format!(
+                "{key}: Unexpected response code from the apikey validation endpoint: {status}"
+            ),
+        ),
+        (_, Outcome::Failed { message, .. }) => logline::warn(
+            HEALTH_SOURCE,
+            &format!("{key}: Unable to reach the API Key validation endpoint: {message}"),
+        ),
+        _ => {}
+    }
+}
+
 fn reason(status: u16) -> &'static str {
     hyper::StatusCode::from_u16(status)
         .ok()
@@ -228,124 +389,227 @@ fn reason(status: u16) -> &'static str {
         .unwrap_or("")
 }
 
-/// Posts forever: right away, then every [`INTERVAL`]. `on_change` runs after each outcome is
-/// recorded in `stats` (the state writer picks it up).
+/// The forwarder's counters and the key check, shared with the state writer.
+#[derive(Default)]
+pub struct Shared {
+    pub stats: Mutex<ForwarderStats>,
+    pub key_check: Mutex<Option<KeyCheck>>,
+}
+
+/// Validates the key, then sends forever: the host metadata now and every
+/// [`HOST_METADATA_INTERVAL`], a series every flush period, failed transactions again at the next
+/// flush. `on_change` runs after each change to `shared`.
 pub async fn run(
     config: Arc<Config>,
-    base_url: String,
-    stats: Arc<Mutex<ForwarderStats>>,
-    on_change: impl Fn() + Send + 'static,
+    shared: Arc<Shared>,
+    on_change: impl Fn() + Send + Sync + 'static,
 ) {
-    let forwarder = Forwarder::new(&base_url, config.api_key.reveal());
+    let intake = Arc::new(Intake::new(
+        config.dd_url.as_deref(),
+        &config.site,
+        config.api_key.reveal(),
+    ));
+    let on_change = Arc::new(on_change);
     logline::info(
         "comp/forwarder/defaultforwarder/default_forwarder.go:424 in Start",
         &format!(
-            "Forwarder started, sending to 1 endpoint(s) with 1 worker(s) each: \"{base_url}\" (1 api key(s))"
+            "Forwarder started, sending to 1 endpoint(s) with 1 worker(s) each: \"{}\" (1 api key(s))",
+            intake.url("")
         ),
     );
-    if !base_url.starts_with("http://") {
+    if config
+        .dd_url
+        .as_deref()
+        .is_some_and(|u| !u.starts_with("http://"))
+    {
         logline::warn(
             "comp/forwarder/defaultforwarder/default_forwarder.go:430 in Start",
-            &format!(
-                "the stand-in forwarder only speaks plain http: posts to \"{base_url}\" will fail"
-            ),
+            "the stand-in forwarder only speaks plain http: every request will fail",
         );
     }
-    let mut ticker = tokio::time::interval(INTERVAL);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    {
+        let (intake, shared, on_change, suffix) = (
+            intake.clone(),
+            shared.clone(),
+            on_change.clone(),
+            config.api_key.suffix(),
+        );
+        tokio::spawn(async move {
+            let outcome = intake.validate().await;
+            let verdict = verdict(&outcome);
+            log_verdict(&suffix, verdict, &outcome);
+            *shared.key_check.lock().unwrap_or_else(|p| p.into_inner()) = Some(KeyCheck {
+                verdict,
+                at: crate::timefmt::now(),
+            });
+            on_change();
+        });
+    }
+
+    let flush = Duration::from_secs_f64(config.flush_secs);
+    let mut flush_ticker = tokio::time::interval_at(tokio::time::Instant::now() + flush, flush);
+    flush_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut metadata_ticker = tokio::time::interval(HOST_METADATA_INTERVAL);
+    metadata_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut retry: VecDeque<Transaction> = VecDeque::new();
     let mut previous_ok = false;
     loop {
-        ticker.tick().await;
-        let payload = series_payload(
-            &config.hostname,
-            &config.host_tags,
-            crate::timefmt::now() as i64,
-        );
-        let body = serde_json::to_vec(&payload).unwrap_or_default();
-        let outcome = forwarder.post(body).await;
-        log_outcome(forwarder.url(), &outcome, previous_ok);
-        previous_ok = matches!(outcome, Outcome::Accepted { .. });
-        record(
-            &mut stats.lock().unwrap_or_else(|p| p.into_inner()),
-            &outcome,
-        );
-        on_change();
+        let now = crate::timefmt::now() as i64;
+        let mut batch: Vec<(Transaction, bool)> = Vec::new();
+        tokio::select! {
+            _ = metadata_ticker.tick() => {
+                batch.push((Transaction {
+                    endpoint: HOST_METADATA,
+                    body: compress(&host_metadata_payload(&config, now)),
+                }, false));
+            }
+            _ = flush_ticker.tick() => {
+                batch.extend(retry.drain(..).map(|tx| (tx, true)));
+                batch.push((Transaction {
+                    endpoint: SERIES,
+                    body: compress(&series_payload(&config.hostname, now)),
+                }, false));
+            }
+        }
+        for (tx, is_retry) in batch {
+            let outcome = intake.send(&tx).await;
+            log_outcome(&intake.url(tx.endpoint.path), &outcome, previous_ok);
+            previous_ok = matches!(outcome, Outcome::Accepted { .. });
+            let mut stats = shared.stats.lock().unwrap_or_else(|p| p.into_inner());
+            if is_retry {
+                stats.retried += 1;
+            }
+            if record(&mut stats, tx.endpoint, &outcome) {
+                retry.push_back(tx);
+                if retry.len() > RETRY_QUEUE_CAP {
+                    if let Some(evicted) = retry.pop_front() {
+                        stats.dropped += 1;
+                        *stats
+                            .dropped_by_endpoint
+                            .entry(evicted.endpoint.name.to_string())
+                            .or_default() += 1;
+                    }
+                }
+            }
+            stats.retry_queue_size = retry.len() as u64;
+            drop(stats);
+            on_change();
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flate2::read::ZlibDecoder;
+    use std::io::Read;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     #[test]
-    fn payload_shape() {
-        let v = series_payload("node-1", &["a:b".into(), "c:d".into()], 1_700_000_000);
+    fn series_carry_no_host_tags_and_host_metadata_does() {
+        let v = series_payload("node-1", 1_700_000_000);
+        assert_eq!(v["series"][0]["metric"], METRIC);
+        assert_eq!(v["series"][0]["resources"][0]["name"], "node-1");
+        assert_eq!(v["series"][0]["tags"].as_array().unwrap().len(), 1);
+
+        let config = Config::from_lookup(|k| match k {
+            "DD_API_KEY" => Some("0123456789abcdef0123456789abcdef".into()),
+            "DD_TAGS" => Some("a:b c:d".into()),
+            "DD_HOSTNAME" => Some("node-1".into()),
+            _ => None,
+        })
+        .unwrap();
+        let v = host_metadata_payload(&config, 1);
+        assert_eq!(v["host-tags"]["system"], json!(["a:b", "c:d"]));
+        assert_eq!(v["internalHostname"], "node-1");
+        assert_eq!(v["meta"]["hostname"], "node-1");
+    }
+
+    #[test]
+    fn payloads_are_zlib_compressed_json() {
+        let payload = json!({"a": [1, 2, 3], "b": "x".repeat(1000)});
+        let body = compress(&payload);
+        assert!(body.len() < 200, "{}", body.len());
+        let mut text = String::new();
+        ZlibDecoder::new(&body[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), payload);
+    }
+
+    #[test]
+    fn the_validation_answer_decides_the_verdict() {
+        let ok = Outcome::Accepted {
+            status: 200,
+            bytes: 0,
+        };
+        assert_eq!(verdict(&ok), KeyVerdict::Valid);
         assert_eq!(
-            v,
-            json!({"series": [{
-                "metric": "datadog.agent.running",
-                "type": 3,
-                "points": [{"timestamp": 1_700_000_000, "value": 1}],
-                "resources": [{"name": "node-1", "type": "host"}],
-                "tags": ["a:b", "c:d"],
-            }]})
+            verdict(&Outcome::HttpError { status: 403 }),
+            KeyVerdict::Invalid
         );
+        assert_eq!(
+            verdict(&Outcome::HttpError { status: 500 }),
+            KeyVerdict::UnexpectedCode
+        );
+        assert_eq!(
+            verdict(&Outcome::Accepted {
+                status: 202,
+                bytes: 0
+            }),
+            KeyVerdict::UnexpectedCode
+        );
+        assert_eq!(
+            verdict(&offline("api.datadoghq.com")),
+            KeyVerdict::Unreachable
+        );
+        assert_eq!(KeyVerdict::Valid.text(), "API Key valid");
+        assert_eq!(KeyVerdict::Invalid.text(), "API Key invalid");
+        assert!(KeyVerdict::UnexpectedCode.is_failure() && !KeyVerdict::Unreachable.is_failure());
     }
 
     #[test]
     fn counts_like_the_real_forwarder() {
         let mut s = ForwarderStats::default();
-        record(
-            &mut s,
-            &Outcome::Accepted {
-                status: 202,
-                bytes: 10,
-            },
-        );
-        record(
-            &mut s,
-            &Outcome::Accepted {
-                status: 200,
-                bytes: 5,
-            },
-        );
+        let ok = |bytes| Outcome::Accepted { status: 202, bytes };
+        assert!(!record(&mut s, SERIES, &ok(10)));
+        assert!(!record(&mut s, HOST_METADATA, &ok(5)));
         assert_eq!((s.success, s.errors), (2, 0));
-        assert_eq!(s.success_by_endpoint[SERIES_ENDPOINT], 2);
-        assert_eq!(s.success_bytes_by_endpoint[SERIES_ENDPOINT], 15);
-        assert_eq!(s.key_check, KeyCheck::Accepted);
-        record(&mut s, &Outcome::HttpError { status: 403 });
-        assert_eq!(s.key_check, KeyCheck::Rejected);
-        record(&mut s, &Outcome::HttpError { status: 500 });
-        record(
-            &mut s,
-            &Outcome::Failed {
-                kind: "ConnectionErrors",
-                message: "refused".into(),
-            },
-        );
-        assert_eq!((s.success, s.errors, s.http_errors), (2, 3, 2));
+        assert_eq!(s.success_by_endpoint["series_v2"], 1);
+        assert_eq!(s.success_bytes_by_endpoint["intake"], 5);
+
+        // A 403 is an HTTP error and a drop, not an error, and is not retried.
+        assert!(!record(&mut s, SERIES, &Outcome::HttpError { status: 403 }));
+        assert_eq!((s.errors, s.http_errors, s.dropped), (0, 1, 1));
         assert_eq!(s.http_errors_by_code["403"], 1);
-        assert_eq!(s.http_errors_by_code["500"], 1);
+        assert_eq!(s.dropped_by_endpoint["series_v2"], 1);
+
+        // A 500 is retried; so is no answer.
+        assert!(record(&mut s, SERIES, &Outcome::HttpError { status: 500 }));
+        assert!(record(&mut s, SERIES, &offline("x")));
+        assert_eq!(
+            (s.success, s.errors, s.http_errors, s.dropped),
+            (2, 2, 2, 1)
+        );
         assert_eq!(s.errors_by_type["ConnectionErrors"], 1);
-        assert_eq!(s.key_check, KeyCheck::Unknown);
+        assert_eq!(s.requeued, 2);
     }
 
-    /// Answers `status` to one request and hands back the request's bytes.
-    async fn intake(status: u16) -> (String, tokio::task::JoinHandle<String>) {
+    /// Answers `status` to one request and hands back the request's head and body.
+    async fn intake(status: u16) -> (String, tokio::task::JoinHandle<(String, Vec<u8>)>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
             let (mut stream, _) = listener.accept().await.unwrap();
             let mut buf = Vec::new();
             let mut chunk = [0u8; 4096];
-            loop {
+            let (head, body) = loop {
                 let n = stream.read(&mut chunk).await.unwrap();
                 buf.extend_from_slice(&chunk[..n]);
-                let text = String::from_utf8_lossy(&buf).into_owned();
-                if let Some(end) = text.find("\r\n\r\n") {
-                    let len: usize = text
+                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    let len: usize = head
                         .lines()
                         .find_map(|l| {
                             l.to_ascii_lowercase()
@@ -354,71 +618,86 @@ mod tests {
                         })
                         .unwrap_or(0);
                     if buf.len() >= end + 4 + len {
-                        break;
+                        break (head, buf[end + 4..end + 4 + len].to_vec());
                     }
                 }
-            }
+            };
             let answer = format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\n\r\n{{}}");
             stream.write_all(answer.as_bytes()).await.unwrap();
-            String::from_utf8_lossy(&buf).into_owned()
+            (head, body)
         });
         (base, task)
     }
 
+    const KEY: &str = "0123456789abcdef0123456789abcdef";
+
     #[tokio::test]
-    async fn posts_the_series_with_the_key() {
+    async fn posts_compressed_payloads_with_the_key() {
         let (base, task) = intake(202).await;
-        let f = Forwarder::new(&format!("{base}/"), "0123456789abcdef0123456789abcdef");
-        let body = br#"{"series":[]}"#.to_vec();
+        let f = Intake::new(Some(&format!("{base}/")), "datadoghq.com", KEY);
+        let tx = Transaction {
+            endpoint: SERIES,
+            body: compress(&json!({"series": []})),
+        };
         assert_eq!(
-            f.post(body.clone()).await,
+            f.send(&tx).await,
             Outcome::Accepted {
                 status: 202,
-                bytes: body.len() as u64
+                bytes: tx.body.len() as u64
             }
         );
-        let request = task.await.unwrap();
-        let lower = request.to_ascii_lowercase();
+        let (head, body) = task.await.unwrap();
+        let lower = head.to_ascii_lowercase();
         assert!(
-            request.starts_with("POST /api/v2/series HTTP/1.1\r\n"),
-            "{request}"
+            head.starts_with("POST /api/v2/series HTTP/1.1\r\n"),
+            "{head}"
         );
-        assert!(lower.contains("\r\ndd-api-key: 0123456789abcdef0123456789abcdef\r\n"));
-        assert!(lower.contains("\r\ncontent-type: application/json\r\n"));
-        assert!(request.ends_with(r#"{"series":[]}"#));
+        assert!(lower.contains(&format!("\r\ndd-api-key: {KEY}")));
+        assert!(lower.contains("\r\ncontent-encoding: deflate"));
+        assert_eq!(body, tx.body);
     }
 
     #[tokio::test]
-    async fn http_and_connection_errors() {
+    async fn validates_with_a_get_and_reads_the_status() {
         let (base, task) = intake(403).await;
-        let f = Forwarder::new(&base, "k");
-        assert_eq!(
-            f.post(b"{}".to_vec()).await,
-            Outcome::HttpError { status: 403 }
+        let f = Intake::new(Some(&base), "datadoghq.com", KEY);
+        assert_eq!(verdict(&f.validate().await), KeyVerdict::Invalid);
+        let (head, _) = task.await.unwrap();
+        assert!(
+            head.starts_with(&format!("GET /api/v1/validate?api_key={KEY} HTTP/1.1\r\n")),
+            "{head}"
         );
-        task.await.unwrap();
 
-        // A port nothing listens on.
+        // A port nothing listens on: unreachable, the key assumed valid.
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let f = Forwarder::new(&format!("http://127.0.0.1:{port}"), "k");
-        match f.post(b"{}".to_vec()).await {
-            Outcome::Failed { kind, message } => {
-                assert_eq!(kind, "ConnectionErrors");
-                assert!(!message.is_empty());
-            }
+        let f = Intake::new(Some(&format!("http://127.0.0.1:{port}")), "x", KEY);
+        assert_eq!(verdict(&f.validate().await), KeyVerdict::Unreachable);
+        match f
+            .send(&Transaction {
+                endpoint: SERIES,
+                body: vec![],
+            })
+            .await
+        {
+            Outcome::Failed { kind, .. } => assert_eq!(kind, "ConnectionErrors"),
             other => panic!("{other:?}"),
         }
+    }
 
-        let f = Forwarder::new("https://127.0.0.1:1", "k");
-        assert!(matches!(
-            f.post(b"{}".to_vec()).await,
-            Outcome::Failed {
-                kind: "ConnectionErrors",
-                ..
-            }
-        ));
+    #[tokio::test]
+    async fn without_an_intake_nothing_leaves_and_nothing_succeeds() {
+        let f = Intake::new(None, "datadoghq.com", KEY);
+        assert_eq!(verdict(&f.validate().await), KeyVerdict::Unreachable);
+        let tx = Transaction {
+            endpoint: HOST_METADATA,
+            body: vec![1],
+        };
+        let outcome = f.send(&tx).await;
+        let mut s = ForwarderStats::default();
+        assert!(record(&mut s, HOST_METADATA, &outcome));
+        assert_eq!((s.success, s.errors_by_type["ConnectionErrors"]), (0, 1));
     }
 }

@@ -5,8 +5,9 @@ use crate::imageref::ImageRef;
 use crate::state::{AgentState, ContainerRecord};
 use std::collections::BTreeMap;
 
-/// The agent's health components (sorted, as `agent health` prints them).
-pub const COMPONENTS: [&str; 19] = [
+/// The agent's health components (sorted, as `agent health` prints them), the health catalog's
+/// own `healthcheck` included.
+pub const COMPONENTS: [&str; 20] = [
     "ad-autoconfig",
     "ad-config-provider-docker",
     "ad-containerlistener",
@@ -15,6 +16,7 @@ pub const COMPONENTS: [&str; 19] = [
     "collector-queue-15s",
     "dogstatsd-main",
     "forwarder",
+    "healthcheck",
     "healthprobe-http-handler",
     "logs-agent",
     "metadata-agent_checks",
@@ -28,16 +30,8 @@ pub const COMPONENTS: [&str; 19] = [
     "workloadmeta-store",
 ];
 
-/// Components still unhealthy while the agent warms up.
-pub const WARMUP_UNHEALTHY: [&str; 4] = [
-    "ad-containerlistener",
-    "aggregator",
-    "collector-queue-15s",
-    "forwarder",
-];
-
-/// How often the docker check runs.
-pub const CHECK_INTERVAL_SECS: f64 = 15.0;
+/// The health catalog's ping period (pkg/status/health: `pingFrequency`).
+pub const PING_SECS: f64 = 15.0;
 
 pub const LABEL_AD_TAGS: &str = "com.datadoghq.ad.tags";
 
@@ -47,12 +41,38 @@ pub struct Health {
     pub unhealthy: Vec<&'static str>,
 }
 
+/// Every component registers unhealthy (its channel full) and turns healthy at the first ping
+/// after it started reading: all of them at the first ping, `unhealthy_secs` after registration
+/// (15 s by default). The forwarder reads only once the key validation has ended, and never after
+/// a 403.
 pub fn health(state: &AgentState, now: f64) -> Health {
-    let warming_up = now - state.started_at < state.unhealthy_secs;
-    let (unhealthy, healthy) = COMPONENTS.iter().partition(|c| {
-        (warming_up && WARMUP_UNHEALTHY.contains(c)) || (**c == "forwarder" && !state.api_key_valid)
+    let Some(registered) = state.api_up_at else {
+        return Health {
+            healthy: vec![],
+            unhealthy: COMPONENTS.to_vec(),
+        };
+    };
+    let first_ping = registered + state.unhealthy_secs;
+    let pinged_since = |t: f64| now >= next_ping(first_ping, t);
+    let (healthy, unhealthy) = COMPONENTS.iter().partition(|c| {
+        if **c == "forwarder" {
+            state
+                .key_check
+                .is_some_and(|k| !k.verdict.keeps_forwarder_unhealthy() && pinged_since(k.at))
+        } else {
+            now >= first_ping
+        }
     });
     Health { healthy, unhealthy }
+}
+
+/// The first ping at or after `t`, pings being at `first_ping + k * PING_SECS`.
+fn next_ping(first_ping: f64, t: f64) -> f64 {
+    if t <= first_ping {
+        first_ping
+    } else {
+        first_ping + ((t - first_ping) / PING_SECS).ceil() * PING_SECS
+    }
 }
 
 /// Running containers the agent has had for at least the discovery delay.
@@ -64,9 +84,13 @@ pub fn visible_containers(state: &AgentState, now: f64) -> Vec<&ContainerRecord>
         .collect()
 }
 
-/// Runs of the docker check so far (the first one right at start).
+/// Runs of the docker check so far: none without the Docker socket (the check is not scheduled),
+/// else one per interval, the first one interval after start.
 pub fn check_runs(state: &AgentState, now: f64) -> u64 {
-    1 + ((now - state.started_at).max(0.0) / CHECK_INTERVAL_SECS) as u64
+    if !state.docker_check || state.check_interval_secs <= 0.0 {
+        return 0;
+    }
+    ((now - state.started_at).max(0.0) / state.check_interval_secs) as u64
 }
 
 /// The tags the tagger's `workloadmeta-container` source gives a container: the automatic
@@ -113,34 +137,71 @@ pub fn container_tags(
 mod tests {
     use super::*;
 
+    use crate::state::{KeyCheck, KeyVerdict};
+
     fn state() -> AgentState {
         AgentState {
             started_at: 100.0,
-            unhealthy_secs: 2.0,
-            api_key_valid: true,
+            api_up_at: Some(101.0),
+            unhealthy_secs: 15.0,
+            key_check: Some(KeyCheck {
+                verdict: KeyVerdict::Valid,
+                at: 101.2,
+            }),
             discovery_delay_secs: 1.0,
+            docker_check: true,
+            check_interval_secs: 15.0,
             ..Default::default()
         }
     }
 
     #[test]
-    fn warms_up_then_passes() {
+    fn everything_is_unhealthy_until_the_first_ping() {
         let s = state();
-        let h = health(&s, 101.0);
-        assert_eq!(h.unhealthy, WARMUP_UNHEALTHY.to_vec());
-        assert_eq!(h.healthy.len(), COMPONENTS.len() - WARMUP_UNHEALTHY.len());
-        let h = health(&s, 102.0);
-        assert!(h.unhealthy.is_empty());
+        for now in [100.0, 101.0, 115.9] {
+            let h = health(&s, now);
+            assert!(h.healthy.is_empty(), "{now}");
+            assert_eq!(h.unhealthy, COMPONENTS.to_vec());
+            assert!(h.unhealthy.contains(&"healthcheck"));
+        }
+        let before_api = AgentState {
+            api_up_at: None,
+            ..state()
+        };
+        assert_eq!(health(&before_api, 500.0).unhealthy.len(), COMPONENTS.len());
+        let h = health(&s, 116.0);
+        assert!(h.unhealthy.is_empty(), "{h:?}");
         assert_eq!(h.healthy, COMPONENTS.to_vec());
     }
 
     #[test]
-    fn invalid_key_keeps_forwarder_unhealthy() {
-        let s = AgentState {
-            api_key_valid: false,
+    fn the_forwarder_waits_for_the_validation_and_a_403_keeps_it_unhealthy() {
+        let late = AgentState {
+            key_check: Some(KeyCheck {
+                verdict: KeyVerdict::Valid,
+                at: 120.0,
+            }),
             ..state()
         };
-        assert_eq!(health(&s, 500.0).unhealthy, vec!["forwarder"]);
+        assert_eq!(health(&late, 116.0).unhealthy, vec!["forwarder"]);
+        assert_eq!(health(&late, 130.9).unhealthy, vec!["forwarder"]);
+        assert!(health(&late, 131.0).unhealthy.is_empty());
+        let pending = AgentState {
+            key_check: None,
+            ..state()
+        };
+        assert_eq!(health(&pending, 500.0).unhealthy, vec!["forwarder"]);
+        for (verdict, unhealthy) in [
+            (KeyVerdict::Invalid, vec!["forwarder"]),
+            (KeyVerdict::UnexpectedCode, vec![]),
+            (KeyVerdict::Unreachable, vec![]),
+        ] {
+            let s = AgentState {
+                key_check: Some(KeyCheck { verdict, at: 102.0 }),
+                ..state()
+            };
+            assert_eq!(health(&s, 500.0).unhealthy, unhealthy, "{verdict:?}");
+        }
     }
 
     #[test]
@@ -166,8 +227,12 @@ mod tests {
         };
         assert_eq!(ids(101.2), vec!["old"]);
         assert_eq!(ids(101.5), vec!["old", "new"]);
-        assert_eq!(check_runs(&s, 100.0), 1);
-        assert_eq!(check_runs(&s, 131.0), 3);
+        assert_eq!(check_runs(&s, 100.0), 0);
+        assert_eq!(check_runs(&s, 114.9), 0);
+        assert_eq!(check_runs(&s, 115.0), 1);
+        assert_eq!(check_runs(&s, 131.0), 2);
+        s.docker_check = false;
+        assert_eq!(check_runs(&s, 1000.0), 0);
     }
 
     #[test]

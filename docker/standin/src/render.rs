@@ -4,7 +4,7 @@
 use crate::imageref::ImageRef;
 use crate::model::{self, Health};
 use crate::rng::Rng;
-use crate::state::{AgentState, ContainerRecord, ForwarderStats, KeyCheck};
+use crate::state::{AgentState, ContainerRecord, ForwarderStats};
 use crate::timefmt;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -73,13 +73,41 @@ pub fn health(h: &Health) -> Output {
     }
 }
 
-/// What every subcommand says when the daemon is not up (the IPC endpoint refuses connections).
-pub fn not_up(endpoint: &str) -> Output {
+/// What every subcommand says before the daemon has written its auth token (its first second).
+pub fn no_auth_token(path: &str, error: &std::io::Error) -> Output {
     Output::error(&format!(
-        "could not reach agent: Get \"https://localhost:5001{endpoint}\": dial tcp 127.0.0.1:5001: \
-         connect: connection refused \nMake sure the agent is running before requesting the status \
-         and contact support if you continue having issues. "
+        "unable to fetch auth token (please check that the Agent is running, this file is normally \
+         generated during the first run of the Agent service.): unable to read authentication token \
+         file: open {path}: {}",
+        go_errno_text(error)
     ))
+}
+
+/// What every subcommand says when the command API does not answer.
+pub fn not_up(endpoint: &str, port: u16, error: &std::io::Error) -> Output {
+    Output::error(&format!(
+        "could not reach agent: Get \"https://localhost:{port}{endpoint}\": dial tcp 127.0.0.1:{port}: \
+         connect: {} \nMake sure the agent is running before requesting the status \
+         and contact support if you continue having issues. ",
+        go_errno_text(error)
+    ))
+}
+
+/// Go's (libc's) text for an errno, without Rust's " (os error N)".
+fn go_errno_text(error: &std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        std::io::ErrorKind::TimedOut => "i/o timeout".into(),
+        _ => {
+            let text = error.to_string();
+            match text.find(" (os error") {
+                Some(at) => text[..at].to_lowercase(),
+                None => text,
+            }
+        }
+    }
 }
 
 /// The log line real agents print on stdout before a subcommand's JSON (unless
@@ -340,20 +368,23 @@ pub fn status_json(state: &AgentState, now: f64) -> String {
 }
 
 fn status_value(state: &AgentState, now: f64) -> Value {
+    let mut key_status = Map::new();
+    let mut key_failure = Map::new();
+    if let Some(check) = state.key_check {
+        let label = format!("API key ending with {}", state.api_key_suffix);
+        let text = Value::from(check.verdict.text());
+        if check.verdict.is_failure() {
+            key_failure.insert(label, text);
+        } else {
+            key_status.insert(label, text);
+        }
+    }
     let runs = model::check_runs(state, now);
-    let last_error = state.check_errors.join("; ");
-    let key_label = format!("API key ending with {}", state.api_key_suffix);
-    let (key_status, key_failure) = if state.api_key_valid {
-        (json!({ key_label: key_status_text(state) }), json!({}))
-    } else {
-        (json!({}), json!({ key_label: key_status_text(state) }))
-    };
-    let transactions = match &state.forwarder {
-        Some(f) => live_transactions(f),
-        None => simulated_transactions(state.api_key_valid, runs),
-    };
-    let last_run = state.started_at + (runs - 1) as f64 * model::CHECK_INTERVAL_SECS;
-    let containers = model::visible_containers(state, now).len();
+    let mut checks = Map::new();
+    if runs > 0 {
+        // Not scheduled without the Docker socket; listed only once it has run.
+        checks.insert("docker".to_string(), docker_check(state, now, runs));
+    }
     json!({
         "version": state.version,
         "flavor": "agent",
@@ -361,8 +392,8 @@ fn status_value(state: &AgentState, now: f64) -> Value {
         "go_version": "go1.24.0",
         "agent_start_nano": (state.started_at * 1e9) as i64,
         "time_nano": (now * 1e9) as i64,
+        "meta": { "hostname": state.hostname, "timezones": ["UTC"] },
         "hostnameStats": {
-            "hostname": state.hostname,
             "provider": state.hostname_provider,
             "errors": {},
         },
@@ -370,35 +401,12 @@ fn status_value(state: &AgentState, now: f64) -> Value {
         "forwarderStats": {
             "APIKeyStatus": key_status,
             "APIKeyFailure": key_failure,
-            "Transactions": transactions,
+            "Transactions": transactions(&state.forwarder),
         },
         "runnerStats": {
             "Runs": runs,
             "Workers": { "Count": 4 },
-            "Checks": {
-                "docker": {
-                    DOCKER_CHECK_ID: {
-                        "CheckName": "docker",
-                        "CheckID": DOCKER_CHECK_ID,
-                        "CheckVersion": "",
-                        "TotalRuns": runs,
-                        "TotalErrors": if last_error.is_empty() { 0 } else { runs },
-                        "TotalWarnings": 0,
-                        "MetricSamples": containers * 12,
-                        "TotalMetricSamples": containers as u64 * 12 * runs,
-                        "Events": 0,
-                        "TotalEvents": 0,
-                        "ServiceChecks": 1,
-                        "TotalServiceChecks": runs,
-                        "LastError": last_error,
-                        "LastWarnings": [],
-                        "LastExecutionTime": 12,
-                        "AverageExecutionTime": 12,
-                        "LastSuccessDate": if last_error.is_empty() { last_run as i64 } else { 0 },
-                        "UpdateTimestamp": last_run as i64,
-                    }
-                }
-            },
+            "Checks": checks,
         },
         "apmStats": {
             "enabled": state.apm.enabled,
@@ -429,59 +437,37 @@ fn status_value(state: &AgentState, now: f64) -> Value {
     })
 }
 
-/// How the key stands, in the agent's words: invalid when malformed or rejected (403) by the
-/// intake; "Unable to validate" when the live forwarder's last post got no 2xx/403 answer.
-fn key_status_text(state: &AgentState) -> &'static str {
-    if !state.api_key_valid {
-        "API Key invalid"
-    } else if state
-        .forwarder
-        .as_ref()
-        .is_some_and(|f| f.key_check == KeyCheck::Unknown)
-    {
-        "Unable to validate API Key"
-    } else {
-        "API Key valid"
-    }
-}
-
-/// Without `DD_DD_URL`: one flush of three payload kinds per check run; a bad key gets 403 for each.
-fn simulated_transactions(key_valid: bool, runs: u64) -> Value {
-    let sent = 3 * runs;
-    let (success, by_endpoint, http_errors, by_code) = if key_valid {
-        (
-            sent,
-            json!({ "check_run_v1": runs, "intake": runs, "series_v2": runs }),
-            0,
-            json!({}),
-        )
-    } else {
-        (0, json!({}), sent, json!({ "403": sent }))
-    };
+/// `runnerStats.Checks.docker`: its one instance.
+fn docker_check(state: &AgentState, now: f64, runs: u64) -> Value {
+    let last_error = state.check_errors.join("; ");
+    let last_run = state.started_at + runs as f64 * state.check_interval_secs;
+    let containers = model::visible_containers(state, now).len() as u64;
     json!({
-        "Success": success,
-        "SuccessByEndpoint": by_endpoint,
-        "SuccessBytesByEndpoint": {},
-        "Errors": 0,
-        "ErrorsByType": {
-            "ConnectionErrors": 0,
-            "DNSErrors": 0,
-            "SentRequestErrors": 0,
-            "TLSErrors": 0,
-            "WroteRequestErrors": 0,
-        },
-        "HTTPErrors": http_errors,
-        "HTTPErrorsByCode": by_code,
-        "DroppedOnInput": 0,
-        "Dropped": 0,
-        "Requeued": 0,
-        "Retried": 0,
-        "RetryQueueSize": 0,
+        DOCKER_CHECK_ID: {
+            "CheckName": "docker",
+            "CheckID": DOCKER_CHECK_ID,
+            "CheckVersion": "",
+            "TotalRuns": runs,
+            "TotalErrors": if last_error.is_empty() { 0 } else { runs },
+            "TotalWarnings": 0,
+            "MetricSamples": containers * 12,
+            "TotalMetricSamples": containers * 12 * runs,
+            "Events": 0,
+            "TotalEvents": 0,
+            "ServiceChecks": 1,
+            "TotalServiceChecks": runs,
+            "LastError": last_error,
+            "LastWarnings": [],
+            "LastExecutionTime": 12,
+            "AverageExecutionTime": 12,
+            "LastSuccessDate": if last_error.is_empty() { last_run as i64 } else { 0 },
+            "UpdateTimestamp": last_run as i64,
+        }
     })
 }
 
-/// With `DD_DD_URL`: what the posts to the intake really came to.
-fn live_transactions(f: &ForwarderStats) -> Value {
+/// `forwarderStats.Transactions`: what the forwarder's transactions came to.
+fn transactions(f: &ForwarderStats) -> Value {
     let mut by_type: BTreeMap<String, u64> = crate::forwarder::ERROR_TYPES
         .iter()
         .map(|k| (k.to_string(), 0))
@@ -498,10 +484,11 @@ fn live_transactions(f: &ForwarderStats) -> Value {
         "HTTPErrors": f.http_errors,
         "HTTPErrorsByCode": f.http_errors_by_code,
         "DroppedOnInput": 0,
-        "Dropped": 0,
-        "Requeued": 0,
-        "Retried": 0,
-        "RetryQueueSize": 0,
+        "Dropped": f.dropped,
+        "DroppedByEndpoint": f.dropped_by_endpoint,
+        "Requeued": f.requeued,
+        "Retried": f.retried,
+        "RetryQueueSize": f.retry_queue_size,
     })
 }
 
@@ -523,31 +510,37 @@ pub fn status_text(state: &AgentState, now: f64) -> String {
     );
     s += &format!("  Host tags: [{}]\n\n", state.host_tags.join(" "));
     s += &banner("Collector");
-    s += "  Running Checks\n  ==============\n\n    docker\n    ------\n";
-    s += &format!(
-        "      Instance ID: {DOCKER_CHECK_ID} [{}]\n      Total Runs: {runs}\n",
-        if last_error.is_empty() { "OK" } else { "ERROR" }
-    );
-    if !last_error.is_empty() {
-        s += &format!("      Error: {last_error}\n");
-    }
-    s += &format!(
-        "      Containers: {}\n\n",
-        model::visible_containers(state, now).len()
-    );
-    s += &banner("Forwarder");
-    s += "  API Keys status\n  ===============\n";
-    s += &format!(
-        "    API key ending with {}: {}\n\n",
-        state.api_key_suffix,
-        key_status_text(state)
-    );
-    if let Some(f) = &state.forwarder {
+    s += "  Running Checks\n  ==============\n\n";
+    if runs == 0 {
+        s += "    No checks have run yet\n\n";
+    } else {
+        s += "    docker\n    ------\n";
         s += &format!(
-            "  Transactions\n  ============\n    Success: {}\n    Errors: {}\n    HTTPErrors: {}\n\n",
-            f.success, f.errors, f.http_errors
+            "      Instance ID: {DOCKER_CHECK_ID} [{}]\n      Total Runs: {runs}\n",
+            if last_error.is_empty() { "OK" } else { "ERROR" }
+        );
+        if !last_error.is_empty() {
+            s += &format!("      Error: {last_error}\n");
+        }
+        s += &format!(
+            "      Containers: {}\n\n",
+            model::visible_containers(state, now).len()
         );
     }
+    s += &banner("Forwarder");
+    s += "  API Keys status\n  ===============\n";
+    if let Some(check) = state.key_check {
+        s += &format!(
+            "    API key ending with {}: {}\n",
+            state.api_key_suffix,
+            check.verdict.text()
+        );
+    }
+    let f = &state.forwarder;
+    s += &format!(
+        "\n  Transactions\n  ============\n    Success: {}\n    Errors: {}\n    HTTPErrors: {}\n    Dropped: {}\n\n",
+        f.success, f.errors, f.http_errors, f.dropped
+    );
     s += &banner("APM Agent");
     s += &format!(
         "  Status: {}\n  Receiver (port {}): {} connections, {} requests\n\n",
@@ -598,7 +591,17 @@ fn to_json(v: &Value, pretty: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{ApmStats, DogstatsdStats};
+    use crate::state::{ApmStats, DogstatsdStats, KeyCheck, KeyVerdict};
+
+    fn with_key(verdict: KeyVerdict) -> AgentState {
+        AgentState {
+            key_check: Some(KeyCheck {
+                verdict,
+                at: 1000.6,
+            }),
+            ..state()
+        }
+    }
 
     const ID1: &str = "1111111111111111111111111111111111111111111111111111111111111111";
     const ID2: &str = "2222222222222222222222222222222222222222222222222222222222222222";
@@ -613,8 +616,14 @@ mod tests {
             hostname_provider: "os".into(),
             host_tags: vec!["a:b".into(), "c:d".into()],
             api_key_suffix: "bcdef".into(),
-            api_key_valid: true,
+            api_up_at: Some(1000.5),
+            key_check: Some(KeyCheck {
+                verdict: KeyVerdict::Valid,
+                at: 1000.6,
+            }),
             unhealthy_secs: 2.0,
+            docker_check: true,
+            check_interval_secs: 15.0,
             discovery_delay_secs: 1.0,
             apm: ApmStats {
                 enabled: true,
@@ -662,17 +671,11 @@ mod tests {
         assert!(pass.stderr.is_empty());
         let lines: Vec<&str> = pass.stdout.lines().collect();
         assert_eq!(lines[0], "Agent health: PASS");
-        assert_eq!(lines[1], "=== 19 healthy components ===");
+        assert_eq!(lines[1], "=== 20 healthy components ===");
         assert!(lines[2].starts_with("ad-autoconfig, ad-config-provider-docker, "));
         assert_eq!(lines.len(), 3);
 
-        let fail = health(&model::health(
-            &AgentState {
-                api_key_valid: false,
-                ..s
-            },
-            1010.0,
-        ));
+        let fail = health(&model::health(&with_key(KeyVerdict::Invalid), 1010.0));
         assert_eq!(fail.code, 255);
         assert_eq!(
             fail.stdout.lines().skip(3).collect::<Vec<_>>(),
@@ -680,13 +683,31 @@ mod tests {
         );
         assert!(fail
             .stdout
-            .starts_with("Agent health: FAIL\n=== 18 healthy components ===\n"));
+            .starts_with("Agent health: FAIL\n=== 19 healthy components ===\n"));
         assert_eq!(fail.stderr, "Error: found 1 unhealthy components\n");
     }
 
     #[test]
+    fn no_auth_token_is_the_agents_words() {
+        let missing = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let o = no_auth_token("/etc/datadog-agent/auth_token", &missing);
+        assert_eq!(o.code, 255);
+        assert!(o.stdout.is_empty());
+        assert_eq!(
+            o.stderr,
+            "Error: unable to fetch auth token (please check that the Agent is running, this file is \
+             normally generated during the first run of the Agent service.): unable to read \
+             authentication token file: open /etc/datadog-agent/auth_token: no such file or directory\n"
+        );
+    }
+
+    #[test]
     fn not_up_names_the_agent() {
-        let o = not_up("/agent/status/health");
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let o = not_up("/agent/status/health", 5001, &refused);
+        assert!(o
+            .stderr
+            .contains("dial tcp 127.0.0.1:5001: connect: connection refused"));
         assert_eq!(o.code, 255);
         assert!(o.stdout.is_empty());
         assert!(o.stderr.starts_with("Error: could not reach agent: "));
@@ -777,21 +798,35 @@ mod tests {
     }
 
     #[test]
+    fn health_before_the_first_ping_lists_every_component() {
+        let fail = health(&model::health(&state(), 1001.0));
+        assert_eq!(fail.code, 255);
+        assert_eq!(
+            fail.stdout,
+            format!(
+                "Agent health: FAIL\n=== 20 unhealthy components ===\n{}\n",
+                model::COMPONENTS.join(", ")
+            )
+        );
+        assert_eq!(fail.stderr, "Error: found 20 unhealthy components\n");
+    }
+
+    #[test]
     fn status_json_valid_key() {
         let out = status_json(&state(), 1031.0);
         assert_eq!(out.lines().count(), 1);
         let v: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["version"], "7.99.0-standin");
-        assert_eq!(v["hostnameStats"]["hostname"], "node-1");
+        assert_eq!(v["meta"]["hostname"], "node-1");
         assert_eq!(v["hostTags"], json!(["a:b", "c:d"]));
         assert_eq!(
             v["forwarderStats"]["APIKeyStatus"]["API key ending with bcdef"],
             "API Key valid"
         );
         assert_eq!(v["forwarderStats"]["APIKeyFailure"], json!({}));
-        assert_eq!(v["forwarderStats"]["Transactions"]["Success"], 9);
+        assert_eq!(v["forwarderStats"]["Transactions"]["Success"], 0);
         let check = &v["runnerStats"]["Checks"]["docker"][DOCKER_CHECK_ID];
-        assert_eq!(check["TotalRuns"], 3);
+        assert_eq!(check["TotalRuns"], 2);
         assert_eq!(check["LastError"], "");
         assert_eq!(v["dogstatsdStats"]["UdpPackets"], 3);
         assert_eq!(v["logsStats"]["is_running"], false);
@@ -799,82 +834,102 @@ mod tests {
     }
 
     #[test]
-    fn status_json_invalid_key_and_check_errors() {
-        let s = AgentState {
-            api_key_valid: false,
-            check_errors: vec!["No mountPoints were detected".into()],
-            ..state()
-        };
-        let v: Value = serde_json::from_str(&status_json(&s, 1001.0)).unwrap();
-        assert_eq!(
-            v["forwarderStats"]["APIKeyFailure"]["API key ending with bcdef"],
-            "API Key invalid"
-        );
-        assert_eq!(v["forwarderStats"]["APIKeyStatus"], json!({}));
-        assert_eq!(
-            v["forwarderStats"]["Transactions"]["HTTPErrorsByCode"]["403"],
-            3
-        );
-        let check = &v["runnerStats"]["Checks"]["docker"][DOCKER_CHECK_ID];
-        assert_eq!(check["LastError"], "No mountPoints were detected");
-        assert_eq!(check["TotalErrors"], 1);
+    fn the_hostname_is_only_in_meta() {
+        let out = status_json(&state(), 1031.0);
+        assert_eq!(out.matches("\"node-1\"").count(), 1, "{out}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["hostnameStats"], json!({"provider": "os", "errors": {}}));
     }
 
     #[test]
-    fn status_json_live_forwarder() {
+    fn the_docker_check_is_listed_after_its_first_run_and_never_without_the_socket() {
+        let early: Value = serde_json::from_str(&status_json(&state(), 1014.0)).unwrap();
+        assert_eq!(early["runnerStats"]["Checks"], json!({}));
+        let no_socket = AgentState {
+            docker_check: false,
+            ..state()
+        };
+        let v: Value = serde_json::from_str(&status_json(&no_socket, 5000.0)).unwrap();
+        assert_eq!(v["runnerStats"]["Checks"], json!({}));
+        assert!(!status_text(&no_socket, 5000.0).contains("docker\n"));
+    }
+
+    #[test]
+    fn key_verdicts_land_where_the_agent_files_them() {
+        let key = "API key ending with bcdef";
+        for (verdict, field, text) in [
+            (KeyVerdict::Valid, "APIKeyStatus", "API Key valid"),
+            (KeyVerdict::Invalid, "APIKeyFailure", "API Key invalid"),
+            (
+                KeyVerdict::UnexpectedCode,
+                "APIKeyFailure",
+                "Unexpected response code from the API Key validation endpoint",
+            ),
+            (
+                KeyVerdict::Unreachable,
+                "APIKeyStatus",
+                "Unable to reach the API Key validation endpoint",
+            ),
+        ] {
+            let v: Value = serde_json::from_str(&status_json(&with_key(verdict), 1031.0)).unwrap();
+            let f = &v["forwarderStats"];
+            assert_eq!(f[field], json!({ key: text }), "{verdict:?}");
+            let other = if field == "APIKeyStatus" {
+                "APIKeyFailure"
+            } else {
+                "APIKeyStatus"
+            };
+            assert_eq!(f[other], json!({}), "{verdict:?}");
+        }
+        let pending = AgentState {
+            key_check: None,
+            ..state()
+        };
+        let v: Value = serde_json::from_str(&status_json(&pending, 1031.0)).unwrap();
+        assert_eq!(v["forwarderStats"]["APIKeyStatus"], json!({}));
+        assert_eq!(v["forwarderStats"]["APIKeyFailure"], json!({}));
+    }
+
+    #[test]
+    fn status_json_check_errors_and_transactions() {
         let mut f = ForwarderStats::default();
-        crate::forwarder::record(
+        use crate::forwarder::{record, Outcome, HOST_METADATA, SERIES};
+        record(
             &mut f,
-            &crate::forwarder::Outcome::Accepted {
+            HOST_METADATA,
+            &Outcome::Accepted {
                 status: 202,
                 bytes: 100,
             },
         );
-        crate::forwarder::record(
+        record(&mut f, SERIES, &Outcome::HttpError { status: 403 });
+        record(
             &mut f,
-            &crate::forwarder::Outcome::Failed {
+            SERIES,
+            &Outcome::Failed {
                 kind: "ConnectionErrors",
                 message: "refused".into(),
             },
         );
         let s = AgentState {
-            forwarder: Some(f.clone()),
-            ..state()
+            check_errors: vec!["No mountPoints were detected".into()],
+            forwarder: f,
+            ..with_key(KeyVerdict::Invalid)
         };
-        let v: Value = serde_json::from_str(&status_json(&s, 1031.0)).unwrap();
-        let fwd = &v["forwarderStats"];
-        assert_eq!(
-            fwd["APIKeyStatus"]["API key ending with bcdef"],
-            "Unable to validate API Key"
-        );
-        let t = &fwd["Transactions"];
+        let v: Value = serde_json::from_str(&status_json(&s, 1016.0)).unwrap();
+        let check = &v["runnerStats"]["Checks"]["docker"][DOCKER_CHECK_ID];
+        assert_eq!(check["LastError"], "No mountPoints were detected");
+        assert_eq!(check["TotalErrors"], 1);
+        let t = &v["forwarderStats"]["Transactions"];
         assert_eq!(t["Success"], 1);
-        assert_eq!(t["SuccessByEndpoint"], json!({ "series_v2": 1 }));
+        assert_eq!(t["SuccessByEndpoint"], json!({ "intake": 1 }));
         assert_eq!(t["Errors"], 1);
         assert_eq!(t["ErrorsByType"]["ConnectionErrors"], 1);
         assert_eq!(t["ErrorsByType"]["DNSErrors"], 0);
-        assert_eq!(t["HTTPErrors"], 0);
-
-        crate::forwarder::record(
-            &mut f,
-            &crate::forwarder::Outcome::HttpError { status: 403 },
-        );
-        // The daemon turns a 403 into an invalid key.
-        let s = AgentState {
-            forwarder: Some(f),
-            api_key_valid: false,
-            ..state()
-        };
-        let v: Value = serde_json::from_str(&status_json(&s, 1031.0)).unwrap();
-        let fwd = &v["forwarderStats"];
-        assert_eq!(fwd["APIKeyStatus"], json!({}));
-        assert_eq!(
-            fwd["APIKeyFailure"]["API key ending with bcdef"],
-            "API Key invalid"
-        );
-        assert_eq!(fwd["Transactions"]["Errors"], 2);
-        assert_eq!(fwd["Transactions"]["HTTPErrors"], 1);
-        assert_eq!(fwd["Transactions"]["HTTPErrorsByCode"], json!({ "403": 1 }));
+        assert_eq!(t["HTTPErrors"], 1);
+        assert_eq!(t["HTTPErrorsByCode"], json!({ "403": 1 }));
+        assert_eq!(t["Dropped"], 1);
+        assert_eq!(t["Requeued"], 1);
         assert!(status_text(&s, 1031.0).contains("API key ending with bcdef: API Key invalid"));
     }
 

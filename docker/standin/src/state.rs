@@ -28,6 +28,17 @@ pub fn pid_file(dir: &Path) -> PathBuf {
     dir.join("agent.pid")
 }
 
+/// The real agent's default `auth_token_file_path`: written once the command API is up; every CLI
+/// command reads it first. `DD_AUTH_TOKEN_FILE_PATH` moves it, as the real setting does.
+pub const DEFAULT_AUTH_TOKEN_FILE: &str = "/etc/datadog-agent/auth_token";
+
+pub fn auth_token_file() -> PathBuf {
+    std::env::var_os("DD_AUTH_TOKEN_FILE_PATH")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_AUTH_TOKEN_FILE))
+}
+
 /// Everything the subcommands need, as of `heartbeat`. Time-dependent views (health during the
 /// warm-up, discovery delay, check run counts) are derived by the reader from the timestamps, so
 /// they are exact whatever the write period.
@@ -44,10 +55,19 @@ pub struct AgentState {
     pub site: String,
     /// Last five characters of the API key (never the key).
     pub api_key_suffix: String,
-    /// Well-formed and not rejected (403) by the intake the forwarder last reached.
-    pub api_key_valid: bool,
+    /// When the command API came up and the health components registered; `None` before.
+    #[serde(default)]
+    pub api_up_at: Option<f64>,
+    /// The API key validation's outcome; `None` until it has ended.
+    #[serde(default)]
+    pub key_check: Option<KeyCheck>,
     pub unhealthy_secs: f64,
     pub discovery_delay_secs: f64,
+    /// The docker check is scheduled: the Docker socket was there at start.
+    #[serde(default)]
+    pub docker_check: bool,
+    #[serde(default)]
+    pub check_interval_secs: f64,
     pub logs_enabled: bool,
     pub apm_enabled: bool,
     pub process_collection_enabled: bool,
@@ -56,10 +76,9 @@ pub struct AgentState {
     pub check_errors: Vec<String>,
     pub apm: ApmStats,
     pub dogstatsd: DogstatsdStats,
-    /// The real forwarder's outcomes when `DD_DD_URL` is set; `None` means the status shows
-    /// simulated counters instead.
+    /// What the forwarder's transactions came to.
     #[serde(default)]
-    pub forwarder: Option<ForwarderStats>,
+    pub forwarder: ForwarderStats,
     /// Every running container the daemon knows of, visible or not yet.
     pub containers: Vec<ContainerRecord>,
 }
@@ -86,36 +105,71 @@ pub struct DogstatsdStats {
     pub metric_samples: u64,
 }
 
-/// What the forwarder's posts to `DD_DD_URL` came to (the `forwarderStats.Transactions` counters).
+/// The forwarder's `forwarderStats.Transactions` counters.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ForwarderStats {
-    /// The intake's base URL (`DD_DD_URL`).
-    pub url: String,
     pub success: u64,
     pub success_by_endpoint: BTreeMap<String, u64>,
     pub success_bytes_by_endpoint: BTreeMap<String, u64>,
+    /// Transactions that failed and were rescheduled (no answer, or a retryable HTTP error).
     pub errors: u64,
     /// `ConnectionErrors`, `DNSErrors`, `SentRequestErrors`, `TLSErrors`, `WroteRequestErrors`.
     pub errors_by_type: BTreeMap<String, u64>,
+    /// Every answer >= 400.
     pub http_errors: u64,
     /// Status code (as a string) -> count.
     pub http_errors_by_code: BTreeMap<String, u64>,
-    /// What the intake's last answer says about the key.
-    pub key_check: KeyCheck,
+    /// Transactions given up on: 400, 403, 404, 413 answers, and evictions from a full retry queue.
+    pub dropped: u64,
+    pub dropped_by_endpoint: BTreeMap<String, u64>,
+    pub requeued: u64,
+    pub retried: u64,
+    pub retry_queue_size: u64,
 }
 
-/// The API key's standing with the intake, from the last post's outcome.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum KeyCheck {
-    /// Nothing posted yet.
-    #[default]
-    Unchecked,
-    /// 2xx.
-    Accepted,
-    /// 403.
-    Rejected,
-    /// Another status or no answer: "Unable to validate API Key".
-    Unknown,
+/// How the API key validation (`GET <intake>/api/v1/validate`) ended, and when.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+pub struct KeyCheck {
+    pub verdict: KeyVerdict,
+    pub at: f64,
+}
+
+/// The validation endpoint's answer, as comp/forwarder/defaultforwarder/forwarder_health.go reads it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyVerdict {
+    /// 200.
+    Valid,
+    /// 403: the forwarder stays unhealthy.
+    Invalid,
+    /// Another status: the key is assumed valid.
+    UnexpectedCode,
+    /// No answer: the key is assumed valid.
+    Unreachable,
+}
+
+impl KeyVerdict {
+    /// The agent's words for it in `forwarderStats`.
+    pub fn text(self) -> &'static str {
+        match self {
+            KeyVerdict::Valid => "API Key valid",
+            KeyVerdict::Invalid => "API Key invalid",
+            KeyVerdict::UnexpectedCode => {
+                "Unexpected response code from the API Key validation endpoint"
+            }
+            KeyVerdict::Unreachable => "Unable to reach the API Key validation endpoint",
+        }
+    }
+
+    /// Whether it lands in `APIKeyFailure` (else `APIKeyStatus`), as `setAPIKeyStatus` files it.
+    pub fn is_failure(self) -> bool {
+        matches!(self, KeyVerdict::Invalid | KeyVerdict::UnexpectedCode)
+    }
+
+    /// Only a 403 keeps the forwarder unhealthy: on an error the agent assumes the key is valid
+    /// ("to avoid killing lots of agents on an outage").
+    pub fn keeps_forwarder_unhealthy(self) -> bool {
+        self == KeyVerdict::Invalid
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
