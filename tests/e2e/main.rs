@@ -11,3 +11,4 @@ mod reliability;
 mod robustness;
 mod skypilot;
 mod standin;
+mod startup;
