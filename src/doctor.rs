@@ -252,7 +252,17 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
     match &status {
         Ok(s) => {
             checks.push(api_key(s));
-            checks.push(data_accepted(s));
+            // The first payloads of a starting agent may fail and be retried: not a verdict yet.
+            checks.push(match data_accepted(s) {
+                c if starting && c.verdict == Verdict::Fail => Check {
+                    verdict: Verdict::Warn,
+                    fix: c
+                        .fix
+                        .map(|f| format!("the agent is still starting; if it stays: {f}")),
+                    ..c
+                },
+                c => c,
+            });
             checks.push(docker_check(s, starting));
             checks.push(hostname(s, f.on_ec2));
             checks.push(host_tags(s, &f.wanted_tags));
@@ -770,6 +780,25 @@ mod tests {
         assert_eq!(verdict(&checks, "expected containers"), Verdict::Warn);
         let docker = checks.iter().find(|c| c.name == "docker check").unwrap();
         assert!(docker.evidence.contains("not run yet"), "{docker:?}");
+    }
+
+    #[test]
+    fn failed_first_payloads_of_a_starting_agent_warn_an_invalid_key_still_fails() {
+        let mut f = healthy_facts();
+        f.agent_age = Some(Duration::from_secs(5));
+        status(&mut f).transactions = TransactionCounts {
+            errors: 1,
+            ..Default::default()
+        };
+        status(&mut f).api_key = ApiKeyState::Invalid {
+            ending: "bcdef".into(),
+            reason: "API Key invalid".into(),
+        };
+        let checks = evaluate(&f);
+        assert_eq!(verdict(&checks, "data accepted"), Verdict::Warn);
+        assert_eq!(verdict(&checks, "api key"), Verdict::Fail);
+        f.agent_age = Some(Duration::from_secs(600));
+        assert_eq!(verdict(&evaluate(&f), "data accepted"), Verdict::Fail);
     }
 
     #[test]

@@ -432,6 +432,7 @@ impl Drop for SecondDaemon {
         let _ = Command::new("umount")
             .args(["-R", "-l"])
             .arg(self.dir.join("exec"))
+            .stderr(Stdio::null())
             .status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
