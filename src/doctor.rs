@@ -103,8 +103,9 @@ pub struct Facts {
     pub port_conflicts: Option<Vec<Conflict>>,
 }
 
-/// For this long after its container starts, an unhealthy agent is "starting", not failing: the
-/// real agent is FAIL for 15-30 s (every component until its first ping), sometimes longer.
+/// For this long after its container starts, an agent that does not answer yet or whose components
+/// have not had their first ping is "starting", not failing: the real agent is FAIL for 15-30 s
+/// (every component, `healthcheck` included, until its first ping), sometimes longer.
 pub const START_UP_GRACE: Duration = Duration::from_secs(60);
 
 /// Mount points inside the agent that Datadog's recipe needs, and what each is for.
@@ -186,12 +187,17 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
     }
 
     let not_running = "the agent is not running";
-    let starting = running && f.agent_age.is_some_and(|age| age < START_UP_GRACE);
     let not_up_yet = match &f.health {
         Some(Ok(h)) => h.not_up_yet.is_some(),
         Some(Err(e)) => says_not_up_yet(e),
         None => false,
     };
+    // Start-up: not answering yet, or its `healthcheck` pseudo-component not pinged yet (every
+    // component is unhealthy until its first ping). Once that passed, what is unhealthy is real.
+    let before_first_ping = matches!(&f.health, Some(Ok(h)) if h.unhealthy_components.iter().any(|c| c == "healthcheck"));
+    let starting = running
+        && f.agent_age.is_some_and(|age| age < START_UP_GRACE)
+        && (not_up_yet || before_first_ping);
     // While the agent starts (or does not answer yet), what depends on its answers is skipped
     // with this one reason; the agent's own answer is in `agent health`, once.
     let still_starting = "the agent is still starting (see agent health)";
@@ -263,7 +269,13 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
                 },
                 c => c,
             });
-            checks.push(docker_check(s, starting));
+            let young = f.agent_age.is_some_and(|age| age < START_UP_GRACE);
+            let socket = agent.is_some_and(|a| {
+                a.mounts
+                    .iter()
+                    .any(|m| m.trim_end_matches('/') == "/var/run/docker.sock")
+            });
+            checks.push(docker_check(s, young, socket));
             checks.push(hostname(s, f.on_ec2));
             checks.push(host_tags(s, &f.wanted_tags));
             checks.push(logs_and_ports(s, &f.ports));
@@ -440,11 +452,14 @@ fn data_accepted(s: &AgentStatus) -> Check {
     }
 }
 
-fn docker_check(s: &AgentStatus, starting: bool) -> Check {
+/// `young`: the agent started less than a minute ago. `socket`: the Docker socket is mounted.
+fn docker_check(s: &AgentStatus, young: bool, socket: bool) -> Check {
     const NAME: &str = "docker check";
     match &s.docker_check {
-        // The agent lists the check only after its first run, ~15 s after start.
-        None if starting => Check::warn(NAME, "not run yet (the agent is starting)", "check again in a minute"),
+        // Without the socket the agent never schedules the check.
+        None if !socket => Check::fail(NAME, "the docker check is not scheduled: the agent has no Docker socket", "`ddsky up` recreates the agent with the socket mounted"),
+        // With it, the agent lists the check only after its first run, ~15 s after start.
+        None if young => Check::warn(NAME, "not run yet (the agent started less than a minute ago)", "check again in a minute"),
         None => Check::warn(NAME, "the docker check is not scheduled", "the agent needs the Docker socket mounted: `ddsky up`"),
         Some(c) => match c.last_error.as_deref().filter(|e| !e.is_empty()) {
             Some(error) => Check::fail(
@@ -786,6 +801,10 @@ mod tests {
     fn failed_first_payloads_of_a_starting_agent_warn_an_invalid_key_still_fails() {
         let mut f = healthy_facts();
         f.agent_age = Some(Duration::from_secs(5));
+        f.health = Some(Ok(HealthReport {
+            unhealthy_components: vec!["healthcheck".into()],
+            ..Default::default()
+        }));
         status(&mut f).transactions = TransactionCounts {
             errors: 1,
             ..Default::default()
@@ -799,6 +818,23 @@ mod tests {
         assert_eq!(verdict(&checks, "api key"), Verdict::Fail);
         f.agent_age = Some(Duration::from_secs(600));
         assert_eq!(verdict(&evaluate(&f), "data accepted"), Verdict::Fail);
+    }
+
+    #[test]
+    fn a_young_agent_past_its_first_ping_with_an_unhealthy_forwarder_fails() {
+        let mut f = healthy_facts();
+        f.agent_age = Some(Duration::from_secs(20));
+        f.health = Some(Ok(HealthReport {
+            unhealthy_components: vec!["forwarder".into()],
+            ..Default::default()
+        }));
+        let checks = evaluate(&f);
+        let health = checks.iter().find(|c| c.name == "agent health").unwrap();
+        assert_eq!(health.verdict, Verdict::Fail);
+        assert!(
+            health.fix.as_deref().unwrap().contains("API key"),
+            "{health:?}"
+        );
     }
 
     #[test]

@@ -154,11 +154,31 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<u8, Failure> {
         agent.ask(questions),
     );
     let running = running?;
+    // An agent that is not up yet answers every command the same way: say it once.
+    let not_up_yet = [
+        answers.workload.as_ref().and_then(|a| a.as_ref().err()),
+        answers.tags.as_ref().and_then(|a| a.as_ref().err()),
+        answers.status.as_ref().and_then(|a| a.as_ref().err()),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|e| e.is_not_up_yet())
+    .map(ToString::to_string);
+    if let Some(e) = &not_up_yet {
+        tracing::warn!(
+            "the agent is not answering yet (it is starting; `--wait` waits for it): {e}"
+        );
+    }
+    let warn = |what: &str, e: &dyn std::fmt::Display| {
+        if not_up_yet.is_none() {
+            tracing::warn!("{what}: {e}");
+        }
+    };
     let discovered: HashSet<String> = match (seen_discovered, answers.workload) {
         (Some(ids), _) => ids,
         (None, Some(Ok(workload))) => workload.into_iter().map(|c| c.id).collect(),
         (None, Some(Err(e))) => {
-            tracing::warn!("cannot list what the agent discovered: {e}");
+            warn("cannot list what the agent discovered", &e);
             HashSet::new()
         }
         (None, None) => unreachable!("the workload is asked when the wait did not answer it"),
@@ -166,7 +186,7 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<u8, Failure> {
     let tags = match answers.tags {
         Some(Ok(tags)) => tags,
         Some(Err(e)) => {
-            tracing::warn!("cannot read the agent's tags: {e}");
+            warn("cannot read the agent's tags", &e);
             BTreeMap::new()
         }
         None => unreachable!("tags are always asked"),
@@ -177,7 +197,7 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<u8, Failure> {
     let (version, host_tags) = match status {
         Ok(s) => (s.version, s.host_tags),
         Err(e) => {
-            tracing::warn!("cannot read `agent status`: {e}");
+            warn("cannot read `agent status`", &e);
             (None, vec![])
         }
     };
@@ -185,7 +205,7 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<u8, Failure> {
         None => waited_health.unwrap_or(info.state.health.as_deref() == Some("healthy")),
         Some(Ok(h)) => h.healthy,
         Some(Err(e)) => {
-            tracing::warn!("cannot run `agent health`: {e}");
+            warn("cannot run `agent health`", &e);
             false
         }
     };
