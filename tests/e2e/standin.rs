@@ -55,7 +55,15 @@ fn status(s: &Scope) -> Value {
     let mut out = None;
     assert!(
         eventually(Duration::from_secs(30), || {
-            let o = exec(s, &["env", "DD_LOG_LEVEL=off", "agent", "status", "--json"]);
+            let o = docker(&[
+                "exec",
+                "-e",
+                "DD_LOG_LEVEL=off",
+                &s.agent,
+                "agent",
+                "status",
+                "--json",
+            ]);
             let ok = o.code == 0;
             out = Some(o);
             ok
@@ -70,19 +78,28 @@ fn status(s: &Scope) -> Value {
 fn start_up_fails_every_command_without_the_auth_token_then_lists_every_component_unhealthy_for_15_s(
 ) {
     let s = Scope::new("standinstartup");
-    // The auth-token phase lengthened to 3 s so that the first exec surely falls into it on a loaded
+    // The auth-token phase lengthened to 5 s so that the first execs surely fall into it on a loaded
     // machine; the health phase is the real one (first ping 15 s after the components register).
-    run_agent(&s, &["STANDIN_STARTUP_SECS=3".into()], true);
-    for cmd in [
-        &["agent", "health"][..],
+    run_agent(&s, &["STANDIN_STARTUP_SECS=5".into()], true);
+    let commands: [&[&str]; 4] = [
+        &["agent", "health"],
         &["agent", "workload-list"],
         &["agent", "status", "--json"],
-    ] {
-        let out = exec(&s, cmd);
-        assert!(is_auth_token_error(&out), "{cmd:?}: {out}");
-    }
-    let probe = exec(&s, &["/probe.sh"]);
-    assert!(is_auth_token_error(&probe), "{probe}");
+        &["/probe.sh"],
+    ];
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = commands
+            .iter()
+            .map(|cmd| {
+                let s = &s;
+                scope.spawn(move || (cmd, exec(s, cmd)))
+            })
+            .collect();
+        for r in runs {
+            let (cmd, out) = r.join().unwrap();
+            assert!(is_auth_token_error(&out), "{cmd:?}: {out}");
+        }
+    });
 
     let start = Instant::now();
     let mut api_up = None;
