@@ -121,6 +121,11 @@ impl AgentClient {
         }
     }
 
+    /// The agent container's id (or name) this client asks.
+    pub fn container(&self) -> &str {
+        &self.container
+    }
+
     async fn run(&self, command: AgentCommand) -> Result<ExecOutput, EngineError> {
         self.engine
             .exec(&self.container, &command.argv(), command.env())

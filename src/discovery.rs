@@ -211,21 +211,28 @@ pub struct Look {
 }
 
 /// Re-checks until done or `deadline`, then returns the last look (the caller judges it).
+/// `listed`: container ids the agent listed a moment ago; when they cover every matching running
+/// container, the first look needs no agent command.
 pub async fn wait(
     engine: &Engine,
     agent: &AgentClient,
-    agent_id: &str,
     patterns: &[Pattern],
     deadline: Instant,
     mode: WaitFor,
+    listed: Option<HashSet<String>>,
     interrupt: &Interrupt,
 ) -> Result<Look, WaitError> {
     // Subscribe before the first look so a container starting in between is not missed.
     let mut events: Pin<Box<dyn Stream<Item = ContainerEvent> + Send>> =
         Box::pin(engine.container_events());
+    let agent_id = agent.container();
     let mut first_pending: Option<Instant> = None;
+    let mut listed = listed;
     loop {
-        let look = check_once(engine, agent, agent_id, patterns).await?;
+        let look = match listed.take() {
+            Some(ids) => check_with(engine, agent, agent_id, patterns, ids).await?,
+            None => check_once(engine, agent, agent_id, patterns).await?,
+        };
         let done = look.agent_error.is_none()
             && match mode {
                 WaitFor::MatchedOnly => look.report.matched_are_discovered(),
@@ -276,6 +283,28 @@ pub async fn wait(
             })
             .await?;
     }
+}
+
+/// One look using what the agent listed a moment ago, asking it again only if that does not cover
+/// every matching running container.
+async fn check_with(
+    engine: &Engine,
+    agent: &AgentClient,
+    agent_id: &str,
+    patterns: &[Pattern],
+    listed: HashSet<String>,
+) -> Result<Look, WaitError> {
+    let running = engine.running_containers().await?;
+    let report = evaluate(patterns, &running, &listed, agent_id);
+    if report.undiscovered().next().is_some() {
+        return check_once(engine, agent, agent_id, patterns).await;
+    }
+    Ok(Look {
+        running,
+        discovered: Some(listed),
+        report,
+        agent_error: None,
+    })
 }
 
 /// One look: the running containers, and (only if any is expected) what the agent lists.

@@ -16,6 +16,7 @@ use crate::agent::AgentClient;
 use crate::agent_output::HealthReport;
 use crate::engine::{ContainerInfo, Engine, EngineError};
 use crate::interrupt::{Interrupt, Interrupted};
+use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
@@ -23,13 +24,16 @@ use tokio::time::Instant;
 pub const PING_INTERVAL: Duration = Duration::from_secs(15);
 /// Around each ping tick (from a second before to three after, which covers the agent process
 /// starting a little after its container), ask this often: the agent's readiness is seen within it.
-pub const TICK_POLL_INTERVAL: Duration = Duration::from_millis(800);
+pub const TICK_POLL_INTERVAL: Duration = Duration::from_millis(600);
 const TICK_WINDOW_BEFORE: Duration = Duration::from_secs(1);
 const TICK_WINDOW_AFTER: Duration = Duration::from_secs(3);
 /// Between ticks, still ask this often, for an agent whose timing differs from the real one's.
 pub const BETWEEN_TICKS_MAX_INTERVAL: Duration = Duration::from_secs(4);
 /// While the agent does not answer at all (its first second or so), ask this often.
 pub const NOT_ANSWERING_INTERVAL: Duration = Duration::from_millis(700);
+/// The agent lists a running container about a second after its own start: from this age on, a
+/// look at what it discovered (taken while health cannot pass yet) is worth taking.
+const LIST_EARLY_FROM: Duration = Duration::from_secs(3);
 /// How many of the agent's last log lines an error report shows.
 pub const AGENT_LOG_LINES: usize = 20;
 
@@ -81,16 +85,27 @@ pub enum HealthWaitError {
     },
 }
 
+/// Healthy, and what the agent had discovered while it was still starting.
+#[derive(Debug, Default)]
+pub struct Healthy {
+    pub report: HealthReport,
+    /// With `list_early`: the container ids `agent workload-list` gave between health checks
+    /// (health cannot pass then), so discovery is known the moment health passes.
+    pub listed_early: Option<HashSet<String>>,
+}
+
 /// Asks `agent health` until it passes or `deadline`. `known` is the container as just inspected
-/// (saves one inspect).
+/// (saves one inspect). `list_early`: once, while the agent answers but cannot pass before its
+/// next ping, also ask what it discovered.
 pub async fn wait_healthy(
     engine: &Engine,
     agent: &AgentClient,
     id: &str,
     deadline: Instant,
     known: Option<ContainerInfo>,
+    list_early: bool,
     interrupt: &Interrupt,
-) -> Result<HealthReport, HealthWaitError> {
+) -> Result<Healthy, HealthWaitError> {
     let first = match known {
         Some(c) => c,
         None => engine.inspect(id).await?.ok_or(HealthWaitError::Gone)?,
@@ -102,6 +117,7 @@ pub async fn wait_healthy(
         .checked_sub(running_for(&first).unwrap_or_default())
         .unwrap_or(started);
     let mut info = first;
+    let mut listed_early = None;
     loop {
         let restarted = info.state.restarting || info.state.restart_count > restarts_before;
         if !info.state.running || restarted {
@@ -128,7 +144,10 @@ pub async fn wait_healthy(
             }
         };
         if report.healthy {
-            return Ok(report);
+            return Ok(Healthy {
+                report,
+                listed_early,
+            });
         }
         let now = Instant::now();
         if now >= deadline {
@@ -138,7 +157,20 @@ pub async fn wait_healthy(
             });
         }
         let answering = report.not_up_yet.is_none() && !report.unhealthy_components.is_empty();
-        let pause = next_health_poll(now - container_start, answering);
+        let age = now - container_start;
+        let pause = next_health_poll(age, answering);
+        if list_early
+            && listed_early.is_none()
+            && answering
+            && age >= LIST_EARLY_FROM
+            && pause > TICK_POLL_INTERVAL
+        {
+            match agent.workload_containers().await {
+                Ok(listed) => listed_early = Some(listed.into_iter().map(|c| c.id).collect()),
+                Err(e) => tracing::debug!("agent workload-list could not run yet: {e}"),
+            }
+        }
+        let now = Instant::now();
         tracing::debug!(answer = %report.summary(), ?pause, "agent not healthy yet");
         interrupt
             .run(tokio::time::sleep(pause.min(deadline - now)))

@@ -84,11 +84,12 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<u8, Failure> {
                     &info.id,
                     deadline,
                     Some(info.clone()),
+                    false,
                     &ctx.interrupt,
                 )
                 .await
                 {
-                    Ok(h) => waited_health = Some(h.healthy),
+                    Ok(h) => waited_health = Some(h.report.healthy),
                     Err(HealthWaitError::Timeout { waited, last }) => {
                         tracing::warn!(
                             "the agent is not healthy after {}; its last answer: {}",
@@ -109,10 +110,10 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<u8, Failure> {
                     discovery::wait(
                         &engine,
                         &agent,
-                        &info.id,
                         &patterns,
                         deadline,
                         WaitFor::EveryPattern,
+                        None,
                         &ctx.interrupt
                     ),
                     agent.status(),

@@ -182,7 +182,17 @@ async fn wait_for_agent(
     let agent = AgentClient::new(engine.clone(), id.to_owned());
     let deadline = Instant::now() + args.timeout;
     let started = Instant::now();
-    let health = match wait_healthy(ctx, engine, &agent, id, deadline, known).await {
+    let health = match wait_healthy(
+        ctx,
+        engine,
+        &agent,
+        id,
+        deadline,
+        known,
+        !patterns.is_empty(),
+    )
+    .await
+    {
         // An agent this run created that cannot even start would crash-loop forever under
         // unless-stopped: remove it (its last words are in the error) rather than leave it behind.
         Err(Failure::AgentExited {
@@ -212,17 +222,17 @@ async fn wait_for_agent(
     let look = discovery::wait(
         engine,
         &agent,
-        id,
         patterns,
         deadline,
         WaitFor::MatchedOnly,
+        health.listed_early,
         &ctx.interrupt,
     )
     .await?;
     if let Some(e) = &look.agent_error {
         tracing::warn!("the agent did not list what it discovered in time: {e}");
     }
-    Ok((health.healthy, look.report))
+    Ok((health.report.healthy, look.report))
 }
 
 /// The user's patterns, or the default: the Metta job, plus ddsky's own container when ddsky runs in
@@ -647,19 +657,31 @@ async fn wait_healthy(
     id: &str,
     deadline: Instant,
     unchanged: Option<ContainerInfo>,
-) -> Result<HealthReport, Failure> {
+    list_early: bool,
+) -> Result<startup::Healthy, Failure> {
     if unchanged
         .as_ref()
         .is_some_and(|c| c.state.health.as_deref() == Some("healthy"))
     {
-        return Ok(HealthReport {
-            healthy: true,
-            ..Default::default()
+        return Ok(startup::Healthy {
+            report: HealthReport {
+                healthy: true,
+                ..Default::default()
+            },
+            listed_early: None,
         });
     }
-    startup::wait_healthy(engine, agent, id, deadline, unchanged, &ctx.interrupt)
-        .await
-        .map_err(|e| Failure::from_health_wait(&ctx.name, e))
+    startup::wait_healthy(
+        engine,
+        agent,
+        id,
+        deadline,
+        unchanged,
+        list_early,
+        &ctx.interrupt,
+    )
+    .await
+    .map_err(|e| Failure::from_health_wait(&ctx.name, e))
 }
 
 fn round(d: Duration) -> Duration {
