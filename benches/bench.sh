@@ -13,7 +13,11 @@
 # from `ddsky up --dry-run --format json`, see docker-run-args.jq); 2b up to healthy + job discovered
 # vs docker run + agent-github-action's poll loop (baseline-up-wait.sh), summed over agent start
 # times of 4 to 20 s; 3 status at 10/100/300 job containers vs docker ps + one exec of
-# workload-list; 4 discovery latency and CPU while waiting; 5 peak RSS and binary size.
+# workload-list; 4 discovery latency and CPU while waiting; 5 peak RSS and binary size; 6 CPU on the
+# node (ddsky plus the agent commands it runs, each 300 ms of CPU in the stand-in as in the real CLI)
+# during up from nothing to discovered at the real agent's timings, and how soon after the agent's
+# own readiness up returns; 7 agent commands per minute in steady state.
+# DDSKY_TEST_IMAGES: the test-image namespace (default ddsky-test), as for the tests.
 # Takes about 5 minutes on 2 cores (starting and removing 300 containers is most of it).
 # Needs hyperfine, jq, GNU time and (for the stand-in's shell) a static busybox:
 # `apt-get install -y hyperfine jq time busybox-static` (Debian bookworm+).
@@ -32,7 +36,8 @@ command -v hyperfine >/dev/null || missing+=("hyperfine (apt-get install -y hype
 command -v jq >/dev/null || missing+=("jq (apt-get install -y jq)")
 [ -x /usr/bin/time ] || missing+=("GNU time at /usr/bin/time (apt-get install -y time)")
 command -v docker >/dev/null || missing+=("docker (the CLI, for the baselines)")
-docker image inspect ddsky-test/agent:7 >/dev/null 2>&1 || [ -x /bin/busybox ] ||
+NS=${DDSKY_TEST_IMAGES:-ddsky-test}
+docker image inspect "$NS/agent:7" >/dev/null 2>&1 || [ -x /bin/busybox ] ||
   missing+=("a static busybox for the stand-in image (apt-get install -y busybox-static)")
 if [ ${#missing[@]} -gt 0 ]; then
   printf 'bench.sh: missing %s\n' "${missing[@]}" >&2
@@ -46,11 +51,11 @@ if [ ! -x "$src_bin" ]; then
   exit 1
 fi
 
-AGENT_IMAGE=ddsky-test/agent:7
-JOB_IMAGE=ddsky-test/metta:latest
+AGENT_IMAGE=$NS/agent:7
+JOB_IMAGE=$NS/metta:latest
 if ! docker image inspect "$AGENT_IMAGE" "$JOB_IMAGE" >/dev/null 2>&1; then
   echo "building the test images (docker/build-test-images.sh)..." >&2
-  bash "$repo/docker/build-test-images.sh" || exit 1
+  DDSKY_TEST_IMAGES=$NS bash "$repo/docker/build-test-images.sh" || exit 1
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -68,6 +73,8 @@ export DD_API_KEY=0123456789abcdef0123456789abcdef
 AGENT=ddskyb-agent
 APM_PORT=38126
 DSD_PORT=38125
+# The agent's command API (DD_CMD_PORT): not 5001, which a host agent or a test may hold.
+CMD_PORT=38001
 RUN_LABEL=io.ddskyb.bench=$$
 PAR=${BENCH_JOBS_PARALLEL:-4}
 
@@ -82,13 +89,22 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 docker rm -f "$AGENT" >/dev/null 2>&1 # a leftover of an interrupted run
 
-# The `up` flags of every figure: the stand-in image, our ports, no GPUs, no AWS.
+# The `up` flags of every figure: the stand-in image, our ports, no GPUs, no AWS. UNHEALTHY_SECS
+# "real" leaves the stand-in at the real agent's timings (the auth-token second, then FAIL until
+# the first health ping 15 s later).
 up_flags() { # up_flags UNHEALTHY_SECS EXPECT
   printf '%s\n' up --no-aws --image "$AGENT_IMAGE" --gpus none \
-    --apm-port "$APM_PORT" --dogstatsd-port "$DSD_PORT" \
-    --agent-env "STANDIN_UNHEALTHY_SECS=$1" --agent-env STANDIN_DISCOVERY_DELAY_SECS=1 \
-    --expect "$2" --timeout 60s
+    --apm-port "$APM_PORT" --dogstatsd-port "$DSD_PORT" --agent-env "DD_CMD_PORT=$CMD_PORT" \
+    --agent-env STANDIN_DISCOVERY_DELAY_SECS=1 --expect "$2" --timeout 60s
+  [ "$1" = real ] || printf '%s\n' --agent-env "STANDIN_UNHEALTHY_SECS=$1"
 }
+# The execs Docker ran in the agent between two instants (date +%s.%N), one command line a line.
+agent_execs() { # agent_execs SINCE UNTIL
+  docker events --since "$1" --until "$2" --filter "container=$AGENT" --filter event=exec_create \
+    --format '{{.Action}}' 2>/dev/null | sed 's/^exec_create: //'
+}
+# How many `agent` commands those execs ran (a batch through sh runs several).
+count_agent_commands() { grep -oE "'?agent'? '?[a-z-]+" | grep -vc "stop" || true; }
 # Shell-quoted command line, for hyperfine.
 q() { printf '%q ' "$@"; }
 # The docker-CLI equivalent of the container ddsky would create with these flags, NUL-separated.
@@ -101,7 +117,7 @@ docker_run_args() { # docker_run_args OUT_FILE UP_FLAGS...
 agent_health() { docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{end}}' "$AGENT" 2>/dev/null; }
 wait_docker_healthy() { # Docker's own health status, which a no-op `up` trusts
   local i
-  for i in $(seq 1 60); do
+  for i in $(seq 1 150); do # the image's check runs every 30 s (API 1.44+: every 5 s at first)
     [ "$(agent_health)" = healthy ] && return 0
     sleep 0.5
   done
@@ -197,6 +213,50 @@ for d in 4 8 12 16 20; do
   total_b=$((total_b + bb))
 done
 figure "2b up from nothing to healthy+discovered (sum over the 5 start times)" "$total_d" "$total_b" 0.7
+
+# 6. CPU on the node during up from nothing to discovered, at the real agent's timings: ddsky's own
+# (GNU time) plus every agent command it ran (Docker's exec events) at the stand-in's 300 ms each,
+# which is the real CLI's lower estimate. And how long after the agent's own readiness up returned:
+# the stand-in passes `agent health` 1 s (auth token) + 15 s (first ping) after its container started.
+echo "-- 6: up from nothing to discovered at the real agent's timings, 3 runs"
+readarray -t UPR < <(up_flags real "$JOB2B")
+cpu6=() cmds6=() lag6=() wall6=()
+for i in 1 2 3; do
+  docker rm -f "$AGENT" >/dev/null 2>&1
+  s0=$(date +%s.%N)
+  t0=$(date +%s%N)
+  /usr/bin/time -f "%U %S" -o "$work/cpu6" "$BIN" --name "$AGENT" "${UPR[@]}" >/dev/null 2>&1 || echo "    (ddsky up exited $?)"
+  t1=$(date +%s%N)
+  s1=$(date +%s.%N)
+  started_ns=$(date -d "$(docker inspect -f '{{.State.StartedAt}}' "$AGENT")" +%s%N)
+  read -r u sy < <(tail -n 1 "$work/cpu6")
+  n=$(agent_execs "$s0" "$s1" | count_agent_commands)
+  ready_ns=$((started_ns + 16000000000))
+  cpu6+=("$(awk -v u="$u" -v s="$sy" -v n="$n" 'BEGIN {printf "%.0f", (u + s) * 1000 + n * 300}')")
+  cmds6+=("$n")
+  lag6+=($(((t1 - ready_ns) / 1000000)))
+  wall6+=($(((t1 - t0) / 1000000)))
+  echo "    run $i: $(((t1 - t0) / 1000000)) ms, ddsky CPU $(awk -v u="$u" -v s="$sy" 'BEGIN {printf "%.0f", (u + s) * 1000}') ms, $n agent commands, returned $(((t1 - ready_ns) / 1000000)) ms after the agent was ready"
+done
+cpu6_m=$(printf '%s\n' "${cpu6[@]}" | median)
+cmds6_m=$(printf '%s\n' "${cmds6[@]}" | median)
+lag6_m=$(printf '%s\n' "${lag6[@]}" | median)
+wall6_m=$(printf '%s\n' "${wall6[@]}" | median)
+line=$(awk -v c="$cpu6_m" -v n="$cmds6_m" -v l="$lag6_m" -v w="$wall6_m" 'BEGIN {
+  poll = w / 1000
+  printf "6 CPU on the node during up from nothing to discovered (real timings, agent ready 16 s after start): median %.2f s (ddsky + %d agent commands x 0.3 s; a 1-per-second poll: %.0f commands, %.1f s); up returned %.0f ms after the agent was ready (targets: fewer commands than 1/s, within 1000 ms)%s",
+    c / 1000, n, poll, poll * 0.3, l, ((n >= poll || l > 1000) ? " MISSED" : "") }')
+note "$line"
+
+# 7. Agent commands per minute in steady state: the agent healthy, nothing asked by ddsky; only
+# Docker's health check runs (the image's 30 s interval; ddsky used to set 5 s).
+echo "-- 7: agent commands per minute in steady state (60 s watched)"
+wait_docker_healthy || echo "  (Docker does not report $AGENT healthy: $(agent_health))"
+s0=$(date +%s.%N)
+sleep 60
+s1=$(date +%s.%N)
+n7=$(agent_execs "$s0" "$s1" | count_agent_commands)
+note "7 agent commands per minute in steady state: $n7 (Docker's health check every 30 s; ddsky runs none) (target <= 2)$([ "$n7" -gt 2 ] && echo " MISSED")"
 docker rm -f "$AGENT" "$JOB2B" >/dev/null 2>&1
 
 # ---------------------------------------------------------------------------------------------

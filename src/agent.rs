@@ -7,7 +7,8 @@ use crate::engine::{Engine, EngineError, ExecOutput};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-/// Datadog's own tests run JSON commands with logging off so no log line lands in front of the JSON.
+/// Datadog's own tests run JSON commands with logging off so no log line lands in front of the JSON;
+/// every command ddsky runs does the same, so no log line mixes into a text answer either.
 const QUIET_ENV: [&str; 1] = ["DD_LOG_LEVEL=off"];
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +26,14 @@ pub enum AgentError {
         code: i64,
         detail: String,
     },
+}
+
+impl AgentError {
+    /// The agent answered that it is not up yet (no auth token yet, or its API not listening):
+    /// a wait keeps waiting on this.
+    pub fn is_not_up_yet(&self) -> bool {
+        matches!(self, AgentError::Failed { detail, .. } if agent_output::says_not_up_yet(detail))
+    }
 }
 
 /// A yes-or-no fact about this agent (does a command take `--json`, does its image have `sh`):
@@ -80,7 +89,7 @@ enum Question {
     Health,
 }
 
-/// One `agent <name> [--json]` invocation; JSON ones run with the agent's logging off.
+/// One `agent <name> [--json]` invocation, run with the agent's logging off.
 #[derive(Debug, Clone, Copy)]
 struct AgentCommand {
     name: &'static str,
@@ -97,11 +106,7 @@ impl AgentCommand {
     }
 
     fn env(self) -> &'static [&'static str] {
-        if self.json {
-            &QUIET_ENV
-        } else {
-            &[]
-        }
+        &QUIET_ENV
     }
 }
 
@@ -114,6 +119,11 @@ impl AgentClient {
             json_tagger: Learnt::default(),
             shell: Learnt::default(),
         }
+    }
+
+    /// The agent container's id (or name) this client asks.
+    pub fn container(&self) -> &str {
+        &self.container
     }
 
     async fn run(&self, command: AgentCommand) -> Result<ExecOutput, EngineError> {
@@ -330,10 +340,13 @@ fn failed(command: &'static str, out: &ExecOutput) -> AgentError {
     } else {
         &out.stderr
     };
-    let detail = agent_output::strip_ansi(text)
+    let text = agent_output::strip_ansi(text);
+    // "Not up yet" is the line that matters (older agents add a "Make sure..." line after it).
+    let detail = text
         .lines()
         .map(str::trim)
-        .rfind(|l| !l.is_empty())
+        .find(|l| agent_output::says_not_up_yet(l))
+        .or_else(|| text.lines().map(str::trim).rfind(|l| !l.is_empty()))
         .unwrap_or("no output")
         .chars()
         .take(300)

@@ -32,8 +32,34 @@ pub struct HealthReport {
     pub healthy: bool,
     pub healthy_components: Vec<String>,
     pub unhealthy_components: Vec<String>,
-    /// Set when the agent process could not be reached (`could not reach agent: ...`), with that line.
-    pub unreachable: Option<String>,
+    /// Set when the agent is not up yet (its CLI has no auth token yet, or cannot reach the agent
+    /// process), with that line: not a failure, only "not ready" until a deadline says otherwise.
+    pub not_up_yet: Option<String>,
+    /// When `agent health` failed without saying which components or why: its last line.
+    pub other_error: Option<String>,
+}
+
+impl HealthReport {
+    /// The agent's answer in one line: what is unhealthy, why it did not answer, or what it said.
+    pub fn summary(&self) -> String {
+        if !self.unhealthy_components.is_empty() {
+            format!("unhealthy: {}", self.unhealthy_components.join(", "))
+        } else if let Some(line) = self.not_up_yet.as_ref().or(self.other_error.as_ref()) {
+            format!("not answering yet: {line}")
+        } else if self.healthy {
+            format!("healthy ({} components)", self.healthy_components.len())
+        } else {
+            "`agent health` failed without output".into()
+        }
+    }
+}
+
+/// The agent's CLI saying the agent is not up yet: the first ~second without an auth token
+/// (`unable to fetch auth token`), or older agents' `could not reach agent`. Every `agent` command
+/// answers this way then; it means "wait", never "broken".
+pub fn says_not_up_yet(text: &str) -> bool {
+    contains_ignore_ascii_case(text, "could not reach agent")
+        || contains_ignore_ascii_case(text, "unable to fetch auth token")
 }
 
 /// A container the agent's workloadmeta store knows about.
@@ -205,8 +231,8 @@ pub fn parse_health(exit_code: i64, stdout: &str, stderr: &str) -> HealthReport 
     for text in [&*stdout, &*stderr] {
         let mut pending = None;
         for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-            if contains_ignore_ascii_case(line, "could not reach agent") {
-                report.unreachable.get_or_insert_with(|| line.to_owned());
+            if says_not_up_yet(line) {
+                report.not_up_yet.get_or_insert_with(|| line.to_owned());
             } else if let Some(list) = component_header(line) {
                 pending = Some(list);
             } else if let Some(list) = pending.take() {
@@ -224,7 +250,16 @@ pub fn parse_health(exit_code: i64, stdout: &str, stderr: &str) -> HealthReport 
         }
     }
     report.healthy =
-        exit_code == 0 && report.unhealthy_components.is_empty() && report.unreachable.is_none();
+        exit_code == 0 && report.unhealthy_components.is_empty() && report.not_up_yet.is_none();
+    let said_why = report.not_up_yet.is_some() || !report.unhealthy_components.is_empty();
+    if !report.healthy && !said_why {
+        report.other_error = [&*stderr, &*stdout]
+            .into_iter()
+            .flat_map(|t| t.lines().rev())
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .map(|l| l.chars().take(300).collect());
+    }
     report
 }
 
@@ -914,7 +949,7 @@ workloadmeta-store\n";
             Some("workloadmeta-store")
         );
         assert!(report.unhealthy_components.is_empty());
-        assert_eq!(report.unreachable, None);
+        assert_eq!(report.not_up_yet, None);
     }
 
     #[test]
@@ -929,7 +964,7 @@ forwarder\n";
         assert!(!report.healthy);
         assert_eq!(report.unhealthy_components, vec!["forwarder".to_owned()]);
         assert_eq!(report.healthy_components.len(), 6);
-        assert_eq!(report.unreachable, None);
+        assert_eq!(report.not_up_yet, None);
     }
 
     #[test]
@@ -954,10 +989,36 @@ dial tcp [::1]:5001: connect: connection refused \n\
 Make sure the agent is running before requesting the status and contact support if you continue having issues\n";
         let report = parse_health(255, "", stderr);
         assert!(!report.healthy);
-        let line = report.unreachable.expect("unreachable detected");
+        let line = report.not_up_yet.expect("unreachable detected");
         assert!(line.starts_with("Error: could not reach agent: Get"));
         assert!(line.ends_with("connection refused"));
         assert!(report.healthy_components.is_empty());
+    }
+
+    #[test]
+    fn health_without_an_auth_token_is_not_up_yet() {
+        let stderr = "Error: unable to fetch auth token (please check that the Agent is running, this file is normally generated during the first run of the Agent service.): open /etc/datadog-agent/auth_token: no such file or directory\n";
+        let report = parse_health(255, "", stderr);
+        assert!(!report.healthy);
+        let line = report.not_up_yet.clone().expect("not up yet detected");
+        assert!(line.contains("unable to fetch auth token"), "{line}");
+        assert!(report
+            .summary()
+            .starts_with("not answering yet: Error: unable to fetch auth token"));
+        assert!(report.other_error.is_none());
+    }
+
+    #[test]
+    fn a_failed_health_says_what_the_agent_said() {
+        let report = parse_health(255, "", "Error: something odd\n\n");
+        assert_eq!(report.other_error.as_deref(), Some("Error: something odd"));
+        let listed = parse_health(
+            255,
+            "Agent health: FAIL\n=== 1 unhealthy components ===\nforwarder\n",
+            "Error: found 1 unhealthy components\n",
+        );
+        assert_eq!(listed.summary(), "unhealthy: forwarder");
+        assert!(listed.other_error.is_none());
     }
 
     #[test]

@@ -13,11 +13,27 @@ use std::pin::Pin;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// While a matching container is not yet listed, how often to ask the agent: each look costs one
-/// exec (tens of ms of daemon work), and the agent lists a container about a second after it starts.
-const FAST_POLL_INTERVAL: Duration = Duration::from_millis(100);
-const FAST_POLL_FOR: Duration = Duration::from_secs(5);
-const SLOW_POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// While a matching container is not yet listed, when to ask the agent again, counted from when it
+/// was first seen unlisted: the agent lists a container about a second after it starts, and each
+/// look runs the agent's Go CLI (0.3-1 s of CPU) in an exec, so the looks cluster around that
+/// second and then thin out.
+const DISCOVERY_POLLS_MS: [u64; 6] = [1_000, 1_250, 1_500, 2_000, 3_000, 5_000];
+/// After those, or while the agent does not answer at all, ask this often.
+const SLOW_POLL_INTERVAL: Duration = Duration::from_secs(3);
+/// While the agent is not up yet (no auth token), ask this often: it is up a second later.
+const NOT_UP_POLL_INTERVAL: Duration = Duration::from_millis(700);
+
+/// How long after a look to ask again, `pending` after a matching container was first seen unlisted.
+pub fn next_discovery_poll(pending: Duration, agent_not_up: bool) -> Duration {
+    if agent_not_up {
+        return NOT_UP_POLL_INTERVAL;
+    }
+    DISCOVERY_POLLS_MS
+        .iter()
+        .map(|ms| Duration::from_millis(*ms))
+        .find(|at| *at > pending)
+        .map_or(SLOW_POLL_INTERVAL, |at| at - pending)
+}
 
 /// Ids shorter than this are not matched as prefixes: "a" would match a sixteenth of all containers.
 const MIN_ID_PREFIX: usize = 4;
@@ -177,54 +193,90 @@ pub enum WaitError {
     Agent(#[from] AgentError),
     #[error(transparent)]
     Interrupted(#[from] Interrupted),
+    /// The agent's container stopped while waiting: no point waiting for it any longer.
+    #[error("the agent container stopped while ddsky waited for it to discover {what}")]
+    AgentStopped { what: String },
 }
 
 /// One look at the host and the agent.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Look {
     pub running: Vec<RunningContainer>,
-    /// What the agent lists; `None` when nothing expected was running, so the agent was not asked.
+    /// What the agent lists; `None` when nothing expected was running, so the agent was not asked,
+    /// or when it did not answer.
     pub discovered: Option<HashSet<String>>,
     pub report: DiscoveryReport,
+    /// The agent's answer when it could not list what it discovered (not up yet, or an error).
+    pub agent_error: Option<AgentError>,
 }
 
 /// Re-checks until done or `deadline`, then returns the last look (the caller judges it).
+/// `listed`: container ids the agent listed a moment ago; when they cover every matching running
+/// container, the first look needs no agent command.
 pub async fn wait(
     engine: &Engine,
     agent: &AgentClient,
-    agent_id: &str,
     patterns: &[Pattern],
     deadline: Instant,
     mode: WaitFor,
+    listed: Option<HashSet<String>>,
     interrupt: &Interrupt,
 ) -> Result<Look, WaitError> {
     // Subscribe before the first look so a container starting in between is not missed.
     let mut events: Pin<Box<dyn Stream<Item = ContainerEvent> + Send>> =
         Box::pin(engine.container_events());
+    let agent_id = agent.container();
     let mut first_pending: Option<Instant> = None;
+    let mut listed = listed;
     loop {
         // An exec can take seconds on a busy node: a signal must not wait for it.
-        let look = interrupt
-            .run(check_once(engine, agent, agent_id, patterns))
-            .await??;
-        let done = match mode {
-            WaitFor::MatchedOnly => look.report.matched_are_discovered(),
-            WaitFor::EveryPattern => look.report.all_discovered(),
+        let look = match listed.take() {
+            Some(ids) => {
+                interrupt
+                    .run(check_with(engine, agent, agent_id, patterns, ids))
+                    .await??
+            }
+            None => {
+                interrupt
+                    .run(check_once(engine, agent, agent_id, patterns))
+                    .await??
+            }
         };
+        let done = look.agent_error.is_none()
+            && match mode {
+                WaitFor::MatchedOnly => look.report.matched_are_discovered(),
+                WaitFor::EveryPattern => look.report.all_discovered(),
+            };
         if done || Instant::now() >= deadline {
             return Ok(look);
         }
-        // Undiscovered matches: the agent lists a new container about a second after it starts, so
-        // ask often for a few seconds, then less often. Otherwise nothing can change until a
-        // container starts: sleep on the event stream, which costs nothing.
-        let poll_soon = look.report.undiscovered().next().is_some();
-        let interval = match first_pending.get_or_insert_with(Instant::now).elapsed() {
-            waited if waited < FAST_POLL_FOR => FAST_POLL_INTERVAL,
-            _ => SLOW_POLL_INTERVAL,
-        };
+        if let Some(e) = &look.agent_error {
+            // No agent error ends the wait, unless its container is gone.
+            if !engine
+                .inspect(agent_id)
+                .await?
+                .is_some_and(|a| a.state.running)
+            {
+                let what: Vec<&str> = patterns.iter().map(|p| p.label.as_str()).collect();
+                return Err(WaitError::AgentStopped {
+                    what: what.join(", "),
+                });
+            }
+            tracing::debug!("the agent cannot list containers yet: {e}");
+        }
+        // Undiscovered matches: ask on a schedule around the second the agent takes to list a new
+        // container. Otherwise nothing can change until a container starts: sleep on the event
+        // stream, which costs nothing.
+        let poll_soon = look.agent_error.is_some() || look.report.undiscovered().next().is_some();
         if !poll_soon {
             first_pending = None;
         }
+        let pending = first_pending.get_or_insert_with(Instant::now).elapsed();
+        let not_up = look
+            .agent_error
+            .as_ref()
+            .is_some_and(AgentError::is_not_up_yet);
+        let interval = next_discovery_poll(pending, not_up);
         let wake = if poll_soon {
             (Instant::now() + interval).min(deadline)
         } else {
@@ -242,6 +294,28 @@ pub async fn wait(
     }
 }
 
+/// One look using what the agent listed a moment ago, asking it again only if that does not cover
+/// every matching running container.
+async fn check_with(
+    engine: &Engine,
+    agent: &AgentClient,
+    agent_id: &str,
+    patterns: &[Pattern],
+    listed: HashSet<String>,
+) -> Result<Look, WaitError> {
+    let running = engine.running_containers().await?;
+    let report = evaluate(patterns, &running, &listed, agent_id);
+    if report.undiscovered().next().is_some() {
+        return check_once(engine, agent, agent_id, patterns).await;
+    }
+    Ok(Look {
+        running,
+        discovered: Some(listed),
+        report,
+        agent_error: None,
+    })
+}
+
 /// One look: the running containers, and (only if any is expected) what the agent lists.
 async fn check_once(
     engine: &Engine,
@@ -256,19 +330,26 @@ async fn check_once(
             running,
             discovered: None,
             report,
+            agent_error: None,
         });
     }
-    let discovered: HashSet<String> = agent
-        .workload_containers()
-        .await?
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
+    let discovered: HashSet<String> = match agent.workload_containers().await {
+        Ok(listed) => listed.into_iter().map(|c| c.id).collect(),
+        Err(e) => {
+            return Ok(Look {
+                running,
+                discovered: None,
+                report,
+                agent_error: Some(e),
+            })
+        }
+    };
     let report = evaluate(patterns, &running, &discovered, agent_id);
     Ok(Look {
         running,
         discovered: Some(discovered),
         report,
+        agent_error: None,
     })
 }
 
@@ -359,6 +440,23 @@ mod tests {
         let report = evaluate(&[me], &running, &HashSet::new(), "");
         assert_eq!(report.expected[0].pattern, "self");
         assert_eq!(report.expected[0].matches.len(), 1);
+    }
+
+    #[test]
+    fn discovery_looks_cluster_around_the_agents_second_then_thin_out() {
+        let ms = Duration::from_millis;
+        assert_eq!(next_discovery_poll(ms(0), false), ms(1_000));
+        assert_eq!(next_discovery_poll(ms(1_010), false), ms(240));
+        assert_eq!(next_discovery_poll(ms(4_000), false), ms(1_000));
+        assert_eq!(next_discovery_poll(ms(60_000), false), SLOW_POLL_INTERVAL);
+        assert_eq!(next_discovery_poll(ms(60_000), true), NOT_UP_POLL_INTERVAL);
+        // A minute of waiting costs a handful of looks, not one per 100 ms.
+        let (mut t, mut looks) = (ms(0), 0);
+        while t < ms(60_000) {
+            t += next_discovery_poll(t, false);
+            looks += 1;
+        }
+        assert!(looks <= 26, "{looks} looks in a minute");
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! The troubleshooting checklist as data: what was observed goes in ([`Facts`]), one verdict per check
 //! comes out, each with its evidence and, when not ok, the fix. Pure; `commands::doctor` gathers.
 
-use crate::agent_output::{AgentStatus, ApiKeyState, HealthReport};
+use crate::agent_output::{says_not_up_yet, AgentStatus, ApiKeyState, HealthReport};
 use crate::discovery::{self, DiscoveryReport};
 use crate::engine::{short_id, ContainerInfo};
+use crate::ports::Conflict;
 use crate::reconcile::is_managed;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -94,7 +96,17 @@ pub struct Facts {
     pub wanted_tags: Vec<String>,
     pub ports: PortFacts,
     pub expected: Option<Result<Discovered, String>>,
+    /// How long the agent's container has been running (from Docker's StartedAt).
+    pub agent_age: Option<Duration>,
+    /// The host ports the agent needs that something holds; `None` when not looked at (the
+    /// agent runs, so it holds them itself).
+    pub port_conflicts: Option<Vec<Conflict>>,
 }
+
+/// For this long after its container starts, an agent that does not answer yet or whose components
+/// have not had their first ping is "starting", not failing: the real agent is FAIL for 15-30 s
+/// (every component, `healthcheck` included, until its first ping), sometimes longer.
+pub const START_UP_GRACE: Duration = Duration::from_secs(60);
 
 /// Mount points inside the agent that Datadog's recipe needs, and what each is for.
 const REQUIRED_MOUNTS: [(&str, &str); 5] = [
@@ -154,44 +166,116 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
         Some(a) => mounts(a),
     });
 
+    if let Some(conflicts) = f.port_conflicts.as_ref().filter(|c| !c.is_empty()) {
+        let host_network = conflicts.iter().any(|c| c.needed.port_is_cmd());
+        checks.push(Check::fail(
+            "host ports",
+            conflicts
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+            crate::ports::explain(conflicts, host_network)
+                .split_once("nothing was created: ")
+                .map_or_else(String::new, |(_, fix)| fix.to_owned()),
+        ));
+    } else if f.port_conflicts.is_some() {
+        checks.push(Check::ok(
+            "host ports",
+            "the ports the agent binds are free",
+        ));
+    }
+
     let not_running = "the agent is not running";
+    let not_up_yet = match &f.health {
+        Some(Ok(h)) => h.not_up_yet.is_some(),
+        Some(Err(e)) => says_not_up_yet(e),
+        None => false,
+    };
+    // Start-up: not answering yet, or its `healthcheck` pseudo-component not pinged yet (every
+    // component is unhealthy until its first ping). Once that passed, what is unhealthy is real.
+    let before_first_ping = matches!(&f.health, Some(Ok(h)) if h.unhealthy_components.iter().any(|c| c == "healthcheck"));
+    let starting = running
+        && f.agent_age.is_some_and(|age| age < START_UP_GRACE)
+        && (not_up_yet || before_first_ping);
+    // While the agent starts (or does not answer yet), what depends on its answers is skipped
+    // with this one reason; the agent's own answer is in `agent health`, once.
+    let still_starting = "the agent is still starting (see agent health)";
     checks.push(match (&f.health, running) {
         (_, false) => Check::skipped("agent health", not_running),
         (None, true) => Check::skipped("agent health", "`agent health` was not run"),
+        (Some(Ok(h)), true) if h.healthy => Check::ok(
+            "agent health",
+            format!("{} healthy components", h.healthy_components.len()),
+        ),
+        (Some(health), true) if starting => {
+            let answer = match health {
+                Ok(h) => h.summary(),
+                Err(e) => format!("`agent health` could not run: {e}"),
+            };
+            Check::warn(
+                "agent health",
+                format!(
+                    "starting: the container started {} ago; {answer}",
+                    humantime::format_duration(Duration::from_secs(
+                        f.agent_age.unwrap_or_default().as_secs()
+                    ))
+                ),
+                "the agent needs 15-30 s to pass its health check: check again in a minute, or wait with `ddsky status --wait 2m`",
+            )
+        }
         (Some(Err(e)), true) => Check::fail(
             "agent health",
             format!("`agent health` could not run: {e}"),
             "see `ddsky logs`",
         ),
-        (Some(Ok(h)), true) if h.healthy => Check::ok(
-            "agent health",
-            format!("{} healthy components", h.healthy_components.len()),
-        ),
         (Some(Ok(h)), true) => Check::fail(
             "agent health",
-            format!(
-                "unhealthy: {}",
-                if h.unhealthy_components.is_empty() {
-                    h.unreachable.clone().unwrap_or_default()
-                } else {
-                    h.unhealthy_components.join(", ")
-                }
-            ),
-            crate::commands::unhealthy_hint(&h.unhealthy_components),
+            h.summary(),
+            crate::commands::unhealthy_hint(h),
         ),
     });
 
     let status = match (&f.status, running) {
         (_, false) => Err(not_running.to_owned()),
         (None, true) => Err("`agent status` was not run".to_owned()),
-        (Some(Err(e)), true) => Err(format!("`agent status` failed: {e}")),
+        (Some(Err(e)), true) if not_up_yet || says_not_up_yet(e) => Err(if starting {
+            still_starting
+        } else {
+            "the agent does not answer (see agent health)"
+        }
+        .to_owned()),
+        (Some(Err(e)), true) => {
+            checks.push(Check::fail(
+                "api key",
+                format!("`agent status` failed: {e}"),
+                "see `ddsky logs`",
+            ));
+            Err("`agent status` failed (see api key)".to_owned())
+        }
         (Some(Ok(s)), true) => Ok(s),
     };
     match &status {
         Ok(s) => {
             checks.push(api_key(s));
-            checks.push(data_accepted(s));
-            checks.push(docker_check(s));
+            // The first payloads of a starting agent may fail and be retried: not a verdict yet.
+            checks.push(match data_accepted(s) {
+                c if starting && c.verdict == Verdict::Fail => Check {
+                    verdict: Verdict::Warn,
+                    fix: c
+                        .fix
+                        .map(|f| format!("the agent is still starting; if it stays: {f}")),
+                    ..c
+                },
+                c => c,
+            });
+            let young = f.agent_age.is_some_and(|age| age < START_UP_GRACE);
+            let socket = agent.is_some_and(|a| {
+                a.mounts
+                    .iter()
+                    .any(|m| m.trim_end_matches('/') == "/var/run/docker.sock")
+            });
+            checks.push(docker_check(s, young, socket));
             checks.push(hostname(s, f.on_ec2));
             checks.push(host_tags(s, &f.wanted_tags));
             checks.push(logs_and_ports(s, &f.ports));
@@ -205,20 +289,34 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
                 "host tags",
                 "logs and ports",
             ] {
-                checks.push(Check::skipped(name, why));
+                if !checks.iter().any(|c| c.name == name) {
+                    checks.push(Check::skipped(name, why));
+                }
             }
         }
     }
 
-    checks.push(match (&f.expected, running) {
+    let expected_check = match (&f.expected, running) {
         (_, false) => Check::skipped("expected containers", not_running),
         (None, true) => Check::skipped("expected containers", "discovery was not checked"),
+        (Some(Err(e)), true) if starting || not_up_yet || says_not_up_yet(e) => {
+            Check::skipped("expected containers", still_starting)
+        }
         (Some(Err(e)), true) => Check::fail(
             "expected containers",
             format!("cannot list what the agent discovered: {e}"),
             "see `ddsky logs`",
         ),
         (Some(Ok((report, tags))), true) => expected(report, tags),
+    };
+    // A container the agent has not listed yet, while it starts, is not a failure yet.
+    checks.push(match expected_check {
+        c if starting && c.verdict == Verdict::Fail => Check {
+            verdict: Verdict::Warn,
+            fix: Some("the agent is still starting: check again in a minute".into()),
+            ..c
+        },
+        c => c,
     });
     checks
 }
@@ -354,9 +452,14 @@ fn data_accepted(s: &AgentStatus) -> Check {
     }
 }
 
-fn docker_check(s: &AgentStatus) -> Check {
+/// `young`: the agent started less than a minute ago. `socket`: the Docker socket is mounted.
+fn docker_check(s: &AgentStatus, young: bool, socket: bool) -> Check {
     const NAME: &str = "docker check";
     match &s.docker_check {
+        // Without the socket the agent never schedules the check.
+        None if !socket => Check::fail(NAME, "the docker check is not scheduled: the agent has no Docker socket", "`ddsky up` recreates the agent with the socket mounted"),
+        // With it, the agent lists the check only after its first run, ~15 s after start.
+        None if young => Check::warn(NAME, "not run yet (the agent started less than a minute ago)", "check again in a minute"),
         None => Check::warn(NAME, "the docker check is not scheduled", "the agent needs the Docker socket mounted: `ddsky up`"),
         Some(c) => match c.last_error.as_deref().filter(|e| !e.is_empty()) {
             Some(error) => Check::fail(
@@ -420,13 +523,18 @@ fn logs_and_ports(s: &AgentStatus, p: &PortFacts) -> Check {
         Some(true) => fine.push("logs enabled".to_owned()),
         Some(false) | None => problems.push("log collection is off".to_owned()),
     }
-    for (what, port, result) in [
-        ("APM", p.apm_port, &p.apm),
-        ("DogStatsD", p.dogstatsd_port, &p.dogstatsd),
+    for (what, how, port, result) in [
+        ("APM", "answers on 127.0.0.1:", p.apm_port, &p.apm),
+        (
+            "DogStatsD",
+            "is bound on port ",
+            p.dogstatsd_port,
+            &p.dogstatsd,
+        ),
     ] {
         match result {
-            Some(Ok(())) => fine.push(format!("{what} answers on 127.0.0.1:{port}")),
-            Some(Err(e)) => problems.push(format!("{what} on 127.0.0.1:{port}: {e}")),
+            Some(Ok(())) => fine.push(format!("{what} {how}{port}")),
+            Some(Err(e)) => problems.push(format!("{what} on port {port}: {e}")),
             None => {}
         }
     }
@@ -514,6 +622,8 @@ mod tests {
                 .collect(),
             pid_mode: Some("host".into()),
             cgroupns_mode: Some("host".into()),
+            network_mode: None,
+            cmd_port: None,
         }
     }
 
@@ -571,6 +681,8 @@ mod tests {
                 dogstatsd: Some(Ok(())),
             },
             expected: Some(Ok((report, BTreeMap::new()))),
+            agent_age: Some(Duration::from_secs(3600)),
+            port_conflicts: None,
         }
     }
 
@@ -593,6 +705,179 @@ mod tests {
         for c in &checks {
             assert_eq!(c.verdict, Verdict::Ok, "{c:?}");
         }
+    }
+
+    const AUTH_TOKEN: &str = "`agent health` failed (exit 255): Error: unable to fetch auth token (please check that the Agent is running, this file is normally generated during the first run of the Agent service.): open /etc/datadog-agent/auth_token: no such file or directory";
+
+    /// The agent's first second: no auth token, every command fails the same way.
+    fn not_up_yet_facts(age: u64) -> Facts {
+        let mut f = healthy_facts();
+        f.agent_age = Some(Duration::from_secs(age));
+        f.health = Some(Ok(crate::agent_output::parse_health(
+            255,
+            "",
+            "Error: unable to fetch auth token (please check that the Agent is running, this file is normally generated during the first run of the Agent service.): open /etc/datadog-agent/auth_token: no such file or directory",
+        )));
+        f.status = Some(Err(AUTH_TOKEN.replace("health", "status")));
+        f.expected = Some(Err(AUTH_TOKEN.replace("health", "workload-list")));
+        f
+    }
+
+    #[test]
+    fn in_its_first_seconds_the_agent_is_starting_and_the_reason_is_said_once() {
+        let checks = evaluate(&not_up_yet_facts(2));
+        let health = checks.iter().find(|c| c.name == "agent health").unwrap();
+        assert_eq!(health.verdict, Verdict::Warn, "{health:?}");
+        assert!(
+            health
+                .evidence
+                .starts_with("starting: the container started 2s ago"),
+            "{health:?}"
+        );
+        assert!(
+            health.evidence.contains("unable to fetch auth token"),
+            "{health:?}"
+        );
+        assert!(
+            !checks.iter().any(|c| c.verdict == Verdict::Fail),
+            "{checks:#?}"
+        );
+        let auth_token_lines = checks
+            .iter()
+            .filter(|c| c.evidence.contains("auth token"))
+            .count();
+        assert_eq!(auth_token_lines, 1, "{checks:#?}");
+        assert_eq!(verdict(&checks, "api key"), Verdict::Skipped);
+        assert_eq!(verdict(&checks, "expected containers"), Verdict::Skipped);
+        assert!(checks
+            .iter()
+            .filter(|c| c.verdict == Verdict::Skipped)
+            .all(|c| c.evidence.contains("still starting")));
+    }
+
+    #[test]
+    fn unhealthy_while_starting_warns_with_the_components_never_an_empty_list() {
+        let mut f = healthy_facts();
+        f.agent_age = Some(Duration::from_secs(8));
+        f.health = Some(Ok(HealthReport {
+            unhealthy_components: vec!["forwarder".into(), "healthcheck".into()],
+            ..Default::default()
+        }));
+        status(&mut f).api_key = ApiKeyState::Unknown;
+        status(&mut f).docker_check = None;
+        status(&mut f).transactions = TransactionCounts::default();
+        f.expected = Some(Ok((
+            discover(
+                &Pattern::all(&["metta".into()]),
+                &[RunningContainer {
+                    id: JOB.repeat(32),
+                    name: "job".into(),
+                    image: "metta:latest".into(),
+                }],
+                &HashSet::new(),
+                "",
+            ),
+            BTreeMap::new(),
+        )));
+        let checks = evaluate(&f);
+        let health = checks.iter().find(|c| c.name == "agent health").unwrap();
+        assert_eq!(health.verdict, Verdict::Warn);
+        assert!(
+            health
+                .evidence
+                .ends_with("unhealthy: forwarder, healthcheck"),
+            "{health:?}"
+        );
+        assert!(
+            !checks.iter().any(|c| c.verdict == Verdict::Fail),
+            "{checks:#?}"
+        );
+        assert_eq!(verdict(&checks, "expected containers"), Verdict::Warn);
+        let docker = checks.iter().find(|c| c.name == "docker check").unwrap();
+        assert!(docker.evidence.contains("not run yet"), "{docker:?}");
+    }
+
+    #[test]
+    fn failed_first_payloads_of_a_starting_agent_warn_an_invalid_key_still_fails() {
+        let mut f = healthy_facts();
+        f.agent_age = Some(Duration::from_secs(5));
+        f.health = Some(Ok(HealthReport {
+            unhealthy_components: vec!["healthcheck".into()],
+            ..Default::default()
+        }));
+        status(&mut f).transactions = TransactionCounts {
+            errors: 1,
+            ..Default::default()
+        };
+        status(&mut f).api_key = ApiKeyState::Invalid {
+            ending: "bcdef".into(),
+            reason: "API Key invalid".into(),
+        };
+        let checks = evaluate(&f);
+        assert_eq!(verdict(&checks, "data accepted"), Verdict::Warn);
+        assert_eq!(verdict(&checks, "api key"), Verdict::Fail);
+        f.agent_age = Some(Duration::from_secs(600));
+        assert_eq!(verdict(&evaluate(&f), "data accepted"), Verdict::Fail);
+    }
+
+    #[test]
+    fn a_young_agent_past_its_first_ping_with_an_unhealthy_forwarder_fails() {
+        let mut f = healthy_facts();
+        f.agent_age = Some(Duration::from_secs(20));
+        f.health = Some(Ok(HealthReport {
+            unhealthy_components: vec!["forwarder".into()],
+            ..Default::default()
+        }));
+        let checks = evaluate(&f);
+        let health = checks.iter().find(|c| c.name == "agent health").unwrap();
+        assert_eq!(health.verdict, Verdict::Fail);
+        assert!(
+            health.fix.as_deref().unwrap().contains("API key"),
+            "{health:?}"
+        );
+    }
+
+    #[test]
+    fn after_the_first_minute_an_agent_that_does_not_answer_fails() {
+        let checks = evaluate(&not_up_yet_facts(300));
+        let health = checks.iter().find(|c| c.name == "agent health").unwrap();
+        assert_eq!(health.verdict, Verdict::Fail, "{health:?}");
+        assert!(health.evidence.contains("not answering yet"), "{health:?}");
+        assert_eq!(
+            checks
+                .iter()
+                .filter(|c| c.evidence.contains("auth token"))
+                .count(),
+            1,
+            "{checks:#?}"
+        );
+    }
+
+    #[test]
+    fn taken_ports_fail_naming_the_holder_and_the_way_out() {
+        let mut f = healthy_facts();
+        f.agent = None;
+        f.port_conflicts = Some(vec![Conflict {
+            needed: crate::ports::needed(true, 5001, 8126, 8125)[0].clone(),
+            holders: vec![crate::ports::Holder {
+                pid: Some(812),
+                command: Some("agent: /opt/datadog-agent/bin/agent/agent run".into()),
+                ..Default::default()
+            }],
+        }]);
+        let checks = evaluate(&f);
+        let c = checks.iter().find(|c| c.name == "host ports").unwrap();
+        assert_eq!(c.verdict, Verdict::Fail);
+        assert!(
+            c.evidence.contains("5001/tcp") && c.evidence.contains("process 812"),
+            "{c:?}"
+        );
+        assert!(
+            c.fix.as_deref().unwrap().contains("--network bridge"),
+            "{c:?}"
+        );
+        f.port_conflicts = Some(vec![]);
+        assert_eq!(verdict(&evaluate(&f), "host ports"), Verdict::Ok);
     }
 
     #[test]

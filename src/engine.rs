@@ -25,6 +25,11 @@ const FIELD_API: ClientVersion = ClientVersion {
     major_version: 1,
     minor_version: 41,
 };
+/// The API version that added a health check's `StartInterval`; a daemon ignores it at older versions.
+pub const START_INTERVAL_API: ClientVersion = ClientVersion {
+    major_version: 1,
+    minor_version: 44,
+};
 /// Per-request timeout (seconds) for everything else; streams (pull, events, logs) are not bounded by it.
 const REQUEST_TIMEOUT_SECS: u64 = 120;
 /// One exec's whole life. The agent's CLI answers in about a second; an exec whose container restarts
@@ -107,6 +112,10 @@ pub struct ContainerInfo {
     pub mounts: Vec<String>,
     pub pid_mode: Option<String>,
     pub cgroupns_mode: Option<String>,
+    /// `host`, `bridge`, ...
+    pub network_mode: Option<String>,
+    /// The agent's command API port when its env moves it (`DD_CMD_PORT`).
+    pub cmd_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,19 +179,12 @@ impl Engine {
             host: host.to_owned(),
             cause,
         };
-        let docker = if let Some(path) = host.strip_prefix("unix://") {
+        if let Some(path) = host.strip_prefix("unix://") {
             if !std::path::Path::new(path).exists() {
                 return Err(unreachable(format!("no socket at {path}")));
             }
-            Docker::connect_with_unix(host, REQUEST_TIMEOUT_SECS, &FIELD_API)
-        } else if host.starts_with("tcp://") || host.starts_with("http://") {
-            Docker::connect_with_http(host, REQUEST_TIMEOUT_SECS, &FIELD_API)
-        } else {
-            return Err(EngineError::UnsupportedHost {
-                host: host.to_owned(),
-            });
         }
-        .map_err(|e| unreachable(cause(&e)))?;
+        let docker = client(host, &FIELD_API)?.map_err(|e| unreachable(cause(&e)))?;
         let answered = tokio::time::timeout(CONNECT_TIMEOUT, async {
             match docker.ping().await {
                 Ok(_) => Ok(docker),
@@ -244,6 +246,28 @@ impl Engine {
         Ok(v.version.unwrap_or_default())
     }
 
+    /// What a container created on this daemon depends on: its data root (`GET /info`) and
+    /// whether its API has `StartInterval` (`GET /version`), asked together. Only asked when
+    /// creating: a no-op `up` must not pay for them.
+    pub async fn daemon_facts(&self) -> Result<(String, bool), EngineError> {
+        let (info, version) = tokio::join!(self.docker.info(), self.docker.version());
+        let info = info.map_err(|e| EngineError::Other {
+            action: "read daemon info",
+            cause: cause(&e),
+        })?;
+        let root = info
+            .docker_root_dir
+            .filter(|r| r.starts_with('/'))
+            .unwrap_or_else(|| crate::spec::DEFAULT_DOCKER_ROOT.to_owned());
+        // An unreadable version only costs the start interval.
+        let start_interval = version
+            .ok()
+            .and_then(|v| v.api_version)
+            .and_then(|v| parse_api_version(&v))
+            .is_some_and(|v| v >= START_INTERVAL_API);
+        Ok((root, start_interval))
+    }
+
     /// The container of that name or id, or `None` when there is none.
     pub async fn inspect(&self, name: &str) -> Result<Option<ContainerInfo>, EngineError> {
         match self.docker.inspect_container(name, None).await {
@@ -303,16 +327,29 @@ impl Engine {
         }
     }
 
+    /// Creates the container; `start_interval_api` sends the request at API 1.44 (the daemon was
+    /// asked and has it), without which a daemon drops the health check's `StartInterval`.
     pub async fn create(
         &self,
         name: &str,
         body: ContainerCreateBody,
+        start_interval_api: bool,
     ) -> Result<CreateOutcome, EngineError> {
         let options = CreateContainerOptions {
             name: Some(name.to_owned()),
             platform: String::new(),
         };
-        match self.docker.create_container(Some(options), body).await {
+        let refused = |cause: String| EngineError::Container {
+            action: "create",
+            name: name.to_owned(),
+            cause,
+        };
+        let docker = if start_interval_api {
+            client(&self.host, &START_INTERVAL_API)?.map_err(|e| refused(cause(&e)))?
+        } else {
+            self.docker.clone()
+        };
+        match docker.create_container(Some(options), body).await {
             Ok(r) => Ok(CreateOutcome::Created { id: r.id }),
             Err(e) if status_of(&e) == Some(409) => Ok(CreateOutcome::NameTaken),
             Err(e) => Err(EngineError::Container {
@@ -569,6 +606,39 @@ impl Engine {
     }
 }
 
+/// A client for `host` speaking `version`, without asking the daemon anything.
+fn client(
+    host: &str,
+    version: &ClientVersion,
+) -> Result<Result<Docker, BollardError>, EngineError> {
+    if host.starts_with("unix://") {
+        Ok(Docker::connect_with_unix(
+            host,
+            REQUEST_TIMEOUT_SECS,
+            version,
+        ))
+    } else if host.starts_with("tcp://") || host.starts_with("http://") {
+        Ok(Docker::connect_with_http(
+            host,
+            REQUEST_TIMEOUT_SECS,
+            version,
+        ))
+    } else {
+        Err(EngineError::UnsupportedHost {
+            host: host.to_owned(),
+        })
+    }
+}
+
+/// `1.44` -> 1.44; anything else -> `None`.
+fn parse_api_version(v: &str) -> Option<ClientVersion> {
+    let (major, minor) = v.trim().split_once('.')?;
+    Some(ClientVersion {
+        major_version: major.parse().ok()?,
+        minor_version: minor.parse().ok()?,
+    })
+}
+
 /// The daemon's answer to an API version it no longer supports ("client version 1.41 is too old").
 fn refuses_version(e: &BollardError) -> bool {
     matches!(e, BollardError::DockerResponseServerError { status_code: 400, message } if message.contains("version"))
@@ -686,6 +756,13 @@ fn container_info(c: bollard::models::ContainerInspectResponse) -> ContainerInfo
     {
         crate::redact::register(value);
     }
+    let cmd_port = config
+        .env
+        .iter()
+        .flatten()
+        .rev()
+        .find_map(|e| e.strip_prefix("DD_CMD_PORT="))
+        .and_then(|p| p.trim().parse().ok());
     let host = c.host_config.unwrap_or_default();
     ContainerInfo {
         id: c.id.unwrap_or_default(),
@@ -722,6 +799,8 @@ fn container_info(c: bollard::models::ContainerInspectResponse) -> ContainerInfo
             .collect(),
         pid_mode: host.pid_mode,
         cgroupns_mode: host.cgroupns_mode.map(|m| m.to_string()),
+        network_mode: host.network_mode,
+        cmd_port,
     }
 }
 

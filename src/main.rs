@@ -15,11 +15,13 @@ mod key;
 mod logging;
 mod output;
 mod placement;
+mod ports;
 mod progress;
 mod reconcile;
 mod redact;
 mod secrets;
 mod spec;
+mod startup;
 mod tags;
 
 use clap::Parser;

@@ -221,7 +221,7 @@ const SCOPE_PREFIXES: [&str; 5] = ["docker-", "cri-containerd-", "crio-", "libpo
 /// The container id a cgroup file names; the innermost one of a path (Docker in Docker), the first
 /// line that names one. A bare 64-hex path component counts too (`/docker/<id>`,
 /// `/kubepods/besteffort/pod<uid>/<id>`, containerd's `/<namespace>/<id>`, ECS's `/ecs/<task>/<id>`).
-fn id_from_cgroup(cgroup: &str) -> Option<String> {
+pub fn id_from_cgroup(cgroup: &str) -> Option<String> {
     cgroup_paths(cgroup).find_map(|path| {
         path.rsplit('/').find_map(|component| {
             let name = component.strip_suffix(".scope").unwrap_or(component);
@@ -335,9 +335,26 @@ pub fn gpu_decision(mode: GpuMode, nvidia_runtime: bool, nvidiactl: bool) -> Res
     }
 }
 
+/// Docker's refusal of a GPU request when no runtime on the daemon provides GPUs: the NVIDIA
+/// driver may be installed (so /dev/nvidiactl exists) while nvidia-container-toolkit is not set up.
+pub fn docker_refused_gpus(cause: &str) -> bool {
+    cause.contains("could not select device driver")
+}
+
+/// What makes Docker give containers GPUs.
+pub const GPU_RUNTIME_FIX: &str = "install nvidia-container-toolkit and run `sudo nvidia-ctk runtime configure --runtime=docker && sudo systemctl restart docker`";
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dockers_gpu_refusal_is_recognised() {
+        assert!(docker_refused_gpus(
+            "could not select device driver \"\" with capabilities: [[gpu]] (HTTP 500)"
+        ));
+        assert!(!docker_refused_gpus("no such image (HTTP 404)"));
+    }
 
     const ID: &str = "c2d66207092e0be0265bac62cb77bc3efbb69c0b2f73677f6aab6e647666e421";
     const ID2: &str = "8d8e5c3b6f1c4c0b9e7a1f2d3c4b5a69788796a5b4c3d2e1f0a9b8c7d6e5f4a3";

@@ -119,6 +119,8 @@ mod tests {
             mounts: vec![],
             pid_mode: None,
             cgroupns_mode: None,
+            network_mode: None,
+            cmd_port: None,
         }
     }
 

@@ -18,23 +18,67 @@ pub const LABEL_MANAGED_BY: &str = "io.ddsky.managed-by";
 pub const MANAGED_BY_VALUE: &str = "ddsky";
 /// The hash of everything ddsky asked for; a different hash means the container is stale.
 pub const LABEL_SPEC_HASH: &str = "io.ddsky.spec-hash";
+/// The ddsky version that created the container: informative only, outside the hash, so upgrading
+/// ddsky does not restart every healthy agent.
 pub const LABEL_VERSION: &str = "io.ddsky.version";
+/// The daemon's data root the container was made with (its log mount follows it). A container lives
+/// in its daemon's data root, so the value stays true for the container's whole life: a no-op `up`
+/// reads it here instead of asking `GET /info`.
+pub const LABEL_DOCKER_ROOT: &str = "io.ddsky.docker-root";
+/// Set when `--gpus auto` fell back to an agent without GPUs because Docker refused the request;
+/// later `up`s in auto mode keep the fallback instead of failing (and recreating) every time.
+pub const LABEL_GPUS_REFUSED: &str = "io.ddsky.gpus-refused";
+/// Labels that describe how the container was made rather than what was asked: not hashed.
+const UNHASHED_LABELS: [&str; 4] = [
+    LABEL_SPEC_HASH,
+    LABEL_VERSION,
+    LABEL_DOCKER_ROOT,
+    LABEL_GPUS_REFUSED,
+];
 
 pub const API_KEY_ENV: &str = "DD_API_KEY";
 
 pub const DEFAULT_APM_PORT: u16 = 8126;
 pub const DEFAULT_DOGSTATSD_PORT: u16 = 8125;
 
+/// Docker's default data root; `GET /info` `DockerRootDir` says where a daemon really keeps it.
+pub const DEFAULT_DOCKER_ROOT: &str = "/var/lib/docker";
+
 /// The bind mounts of Datadog's recipe: the socket for discovery, /proc and cgroups for metrics,
 /// the container log dir for logs, the run dir so log positions survive restarts, passwd for process names.
-pub const BINDS: [&str; 6] = [
-    "/var/run/docker.sock:/var/run/docker.sock:ro",
-    "/proc/:/host/proc/:ro",
-    "/sys/fs/cgroup/:/host/sys/fs/cgroup:ro",
-    "/var/lib/docker/containers:/var/lib/docker/containers:ro",
-    "/opt/datadog-agent/run:/opt/datadog-agent/run:rw",
-    "/etc/passwd:/etc/passwd:ro",
-];
+/// The logs are mounted at the same path inside: the agent opens the `LogPath` Docker reports.
+pub fn binds(docker_root: &str) -> Vec<String> {
+    let logs = format!("{}/containers", docker_root.trim_end_matches('/'));
+    vec![
+        "/var/run/docker.sock:/var/run/docker.sock:ro".into(),
+        "/proc/:/host/proc/:ro".into(),
+        "/sys/fs/cgroup/:/host/sys/fs/cgroup:ro".into(),
+        format!("{logs}:{logs}:ro"),
+        "/opt/datadog-agent/run:/opt/datadog-agent/run:rw".into(),
+        "/etc/passwd:/etc/passwd:ro".into(),
+    ]
+}
+
+/// What the daemon that will run the agent is like, learnt only when a container is created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonFacts {
+    /// `DockerRootDir` from `GET /info`.
+    pub docker_root: String,
+    /// The daemon's API is 1.44+, so it honours a health check's `StartInterval`.
+    pub start_interval: bool,
+    /// `--gpus auto` fell back to no GPUs because Docker refused them (the refusal, for the label).
+    pub gpus_refused: Option<String>,
+}
+
+impl Default for DaemonFacts {
+    fn default() -> Self {
+        DaemonFacts {
+            docker_root: DEFAULT_DOCKER_ROOT.into(),
+            start_interval: false,
+            gpus_refused: None,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -79,21 +123,57 @@ impl AgentSpec {
     pub fn redacted_body(&self) -> ContainerCreateBody {
         with_key_value(&self.body, REDACTED)
     }
+
+    /// The spec for this daemon: the logs mount under its data root, the start interval where its
+    /// API has one, and labels saying so. The hash stays the daemon-independent one: a container
+    /// only ever exists in the data root it was made in, and a start interval changes nothing
+    /// once the agent runs.
+    pub fn for_daemon(&self, facts: &DaemonFacts) -> AgentSpec {
+        let mut body = self.body.clone();
+        if let Some(hc) = body.host_config.as_mut() {
+            hc.binds = Some(binds(&facts.docker_root));
+        }
+        if facts.start_interval {
+            if let Some(check) = body.healthcheck.as_mut() {
+                check.start_interval = Some(nanos(HEALTH_START_INTERVAL));
+            }
+        }
+        let labels = body.labels.get_or_insert_with(HashMap::new);
+        labels.insert(LABEL_DOCKER_ROOT.into(), facts.docker_root.clone());
+        if let Some(refusal) = &facts.gpus_refused {
+            labels.insert(LABEL_GPUS_REFUSED.into(), refusal.clone());
+        }
+        AgentSpec {
+            name: self.name.clone(),
+            body,
+            hash: self.hash.clone(),
+        }
+    }
 }
 
 fn nanos(d: Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
-/// The health check override: the image's own check runs every 30 s with no start period, so Docker
-/// would say `healthy` only after ~30 s; the same command every 5 s makes it seconds.
+/// The image's own check runs `agent health` every 30 s: each run is an exec plus a Go CLI start
+/// (~0.3-1 s of CPU), for the agent's whole life on a training node, so never more often than that.
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(30);
+/// The real agent needs 15-30 s to pass `agent health` (its components ping every 15 s): failures
+/// in the first two minutes do not count.
+pub const HEALTH_START_PERIOD: Duration = Duration::from_secs(120);
+/// Within the start period, where the daemon supports it (API 1.44+), look every 5 s so Docker's
+/// status turns `healthy` soon after the agent does.
+pub const HEALTH_START_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The image's check (`agent health` every 30 s, 5 s timeout, 2 retries), plus a start period.
+/// ddsky's own waits never depend on it: they ask `agent health` themselves.
 fn health_check() -> HealthConfig {
     HealthConfig {
         test: Some(vec!["CMD".into(), "agent".into(), "health".into()]),
-        interval: Some(nanos(Duration::from_secs(5))),
+        interval: Some(nanos(HEALTH_INTERVAL)),
         timeout: Some(nanos(Duration::from_secs(5))),
-        retries: Some(3),
-        start_period: Some(nanos(Duration::from_secs(120))),
+        retries: Some(2),
+        start_period: Some(nanos(HEALTH_START_PERIOD)),
         start_interval: None,
     }
 }
@@ -162,7 +242,7 @@ pub fn agent_spec(settings: &AgentSettings, key: &ApiKey) -> AgentSpec {
     };
 
     let host_config = HostConfig {
-        binds: Some(BINDS.iter().map(|b| b.to_string()).collect()),
+        binds: Some(binds(DEFAULT_DOCKER_ROOT)),
         pid_mode: Some("host".into()),
         cgroupns_mode: Some(HostConfigCgroupnsModeEnum::HOST),
         network_mode: Some(network_mode.into()),
@@ -213,11 +293,11 @@ pub fn agent_spec(settings: &AgentSettings, key: &ApiKey) -> AgentSpec {
 }
 
 /// sha256 over the canonical JSON of the body, with the key replaced by its digest and without the
-/// hash label itself.
+/// labels that describe how it was made (the hash itself, ddsky's version, the daemon's facts).
 fn spec_hash(body: &ContainerCreateBody, key: &ApiKey) -> String {
     let mut hashed = with_key_value(body, &format!("sha256:{}", key.digest()));
     if let Some(labels) = hashed.labels.as_mut() {
-        labels.remove(LABEL_SPEC_HASH);
+        labels.retain(|k, _| !UNHASHED_LABELS.contains(&k.as_str()));
     }
     let value = serde_json::to_value(&hashed).unwrap_or(Value::Null);
     let mut canonical = String::new();
@@ -392,10 +472,12 @@ mod tests {
     fn follows_the_recipe() {
         let spec = agent_spec(&settings(), &test_key(KEY));
         let hc = spec.body.host_config.as_ref().unwrap();
-        assert_eq!(
-            hc.binds.as_ref().unwrap(),
-            &BINDS.map(String::from).to_vec()
-        );
+        assert_eq!(hc.binds.as_ref().unwrap(), &binds("/var/lib/docker"));
+        assert!(hc
+            .binds
+            .as_ref()
+            .unwrap()
+            .contains(&"/var/lib/docker/containers:/var/lib/docker/containers:ro".to_string()));
         assert_eq!(hc.pid_mode.as_deref(), Some("host"));
         assert_eq!(hc.cgroupns_mode, Some(HostConfigCgroupnsModeEnum::HOST));
         assert_eq!(hc.network_mode.as_deref(), Some("host"));
@@ -432,7 +514,7 @@ mod tests {
         assert_eq!(labels[LABEL_SPEC_HASH], spec.hash);
         let hcheck = spec.body.healthcheck.as_ref().unwrap();
         assert_eq!(hcheck.test.as_ref().unwrap(), &["CMD", "agent", "health"]);
-        assert!(hcheck.interval.unwrap() < nanos(Duration::from_secs(30)));
+        assert_eq!(hcheck.interval.unwrap(), nanos(Duration::from_secs(30)));
         assert!(hcheck.start_period.unwrap() > 0);
     }
 
@@ -511,6 +593,71 @@ mod tests {
         assert_eq!(req.count, Some(-1));
         assert_eq!(req.capabilities, Some(vec![vec!["gpu".to_string()]]));
         assert!(env_of(&spec).contains(&"DD_GPU_ENABLED=true".to_string()));
+    }
+
+    #[test]
+    fn the_health_check_is_no_more_often_than_the_images() {
+        let spec = agent_spec(&settings(), &test_key(KEY));
+        let check = spec.body.healthcheck.as_ref().unwrap();
+        assert_eq!(check.interval, Some(nanos(Duration::from_secs(30))));
+        assert_eq!(
+            check.start_interval, None,
+            "unknown daemon: no StartInterval"
+        );
+        let facts = DaemonFacts {
+            start_interval: true,
+            ..DaemonFacts::default()
+        };
+        let on_new_daemon = spec.for_daemon(&facts);
+        let check = on_new_daemon.body.healthcheck.as_ref().unwrap();
+        assert_eq!(check.interval, Some(nanos(Duration::from_secs(30))));
+        assert_eq!(check.start_interval, Some(nanos(HEALTH_START_INTERVAL)));
+        assert_eq!(on_new_daemon.hash, spec.hash);
+    }
+
+    #[test]
+    fn the_logs_mount_follows_the_data_root_which_stays_out_of_the_hash() {
+        let spec = agent_spec(&settings(), &test_key(KEY));
+        let facts = DaemonFacts {
+            docker_root: "/mnt/nvme/docker/".into(),
+            ..DaemonFacts::default()
+        };
+        let placed = spec.for_daemon(&facts);
+        let binds = placed
+            .body
+            .host_config
+            .as_ref()
+            .unwrap()
+            .binds
+            .clone()
+            .unwrap();
+        assert!(
+            binds.contains(
+                &"/mnt/nvme/docker/containers:/mnt/nvme/docker/containers:ro".to_string()
+            ),
+            "{binds:?}"
+        );
+        assert!(!binds.iter().any(|b| b.starts_with("/var/lib/docker")));
+        let labels = placed.body.labels.as_ref().unwrap();
+        assert_eq!(labels[LABEL_DOCKER_ROOT], "/mnt/nvme/docker/");
+        assert_eq!(labels[LABEL_SPEC_HASH], spec.hash);
+        assert_eq!(placed.hash, spec.hash);
+    }
+
+    #[test]
+    fn another_ddsky_version_hashes_the_same_spec_the_same() {
+        let key = test_key(KEY);
+        let spec = agent_spec(&settings(), &key);
+        let mut other_version = spec.body.clone();
+        other_version
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(LABEL_VERSION.into(), "0.0.1-older".into());
+        assert_eq!(spec_hash(&other_version, &key), spec.hash);
+        let mut other_env = spec.body.clone();
+        other_env.env.as_mut().unwrap().push("DD_X=1".into());
+        assert_ne!(spec_hash(&other_env, &key), spec.hash);
     }
 
     #[test]

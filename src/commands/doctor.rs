@@ -8,6 +8,9 @@ use crate::discovery::{self, Pattern};
 use crate::doctor::{self, Check, DockerFacts, Facts, PortFacts, Verdict};
 use crate::engine::Engine;
 use crate::exit;
+use crate::ports;
+use crate::spec::NetworkMode;
+use crate::startup;
 use serde::Serialize;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -37,6 +40,8 @@ pub async fn run(ctx: &Context, args: DoctorArgs) -> Result<u8, Failure> {
             ..Default::default()
         },
         expected: None,
+        agent_age: None,
+        port_conflicts: None,
     };
     match ctx.interrupt.run(Engine::connect(&ctx.docker_host)).await? {
         Err(e) => facts.docker = Err(e.to_string()),
@@ -47,6 +52,30 @@ pub async fn run(ctx: &Context, args: DoctorArgs) -> Result<u8, Failure> {
                 server_version: engine.server_version().await.ok(),
             });
             facts.agent = engine.inspect(&ctx.name).await?;
+            facts.agent_age = facts.agent.as_ref().and_then(startup::running_for);
+            // An agent that is not up (absent, stopped, restarting) may be kept down by
+            // something holding its ports: look, as `up` does before it creates one.
+            let agent_up = facts
+                .agent
+                .as_ref()
+                .is_some_and(|a| a.state.running && !a.state.restarting);
+            if !agent_up {
+                let agent = facts.agent.as_ref();
+                let host_network = agent.map_or(args.agent.network == NetworkMode::Host, |a| {
+                    a.network_mode.as_deref() == Some("host")
+                });
+                let needed = ports::needed(
+                    host_network,
+                    agent
+                        .and_then(|a| a.cmd_port)
+                        .unwrap_or(ports::DEFAULT_CMD_PORT),
+                    args.agent.apm_port,
+                    args.agent.dogstatsd_port,
+                );
+                let mut conflicts = ports::conflicts(&needed);
+                super::up::name_containers(&engine, &mut conflicts).await;
+                facts.port_conflicts = Some(conflicts);
+            }
             if let Some(info) = facts.agent.as_ref().filter(|a| a.state.running) {
                 let agent = AgentClient::new(engine.clone(), info.id.clone());
                 let questions = Questions {
@@ -59,7 +88,7 @@ pub async fn run(ctx: &Context, args: DoctorArgs) -> Result<u8, Failure> {
                     engine.running_containers(),
                     agent.ask(questions),
                     probe_tcp(args.agent.apm_port),
-                    probe_udp(args.agent.dogstatsd_port),
+                    bound_udp(args.agent.dogstatsd_port),
                 );
                 let asked = "asked above";
                 let expected = running.map_err(|e| e.to_string()).and_then(|running| {
@@ -138,23 +167,14 @@ async fn probe_tcp(port: u16) -> Result<(), String> {
     }
 }
 
-/// UDP has no handshake: a closed loopback port answers with ICMP "port unreachable", which a
-/// connected socket reports on the next receive; silence means something is listening.
-async fn probe_udp(port: u16) -> Result<(), String> {
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
-    socket
-        .connect(("127.0.0.1", port))
-        .await
-        .map_err(|e| e.to_string())?;
-    socket
-        .send(b"ddsky.doctor.probe:1|c|#source:ddsky")
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut buf = [0u8; 16];
-    match tokio::time::timeout(Duration::from_millis(200), socket.recv(&mut buf)).await {
-        Ok(Err(e)) => Err(format!("nothing listens ({e})")),
-        Ok(Ok(_)) | Err(_) => Ok(()),
+/// Whether something is bound to the DogStatsD port, from the kernel's socket table: sending a
+/// probe would become a (billable) custom metric in the user's Datadog account.
+async fn bound_udp(port: u16) -> Result<(), String> {
+    match ports::is_bound(port, ports::Proto::Udp) {
+        Some(true) => Ok(()),
+        Some(false) => Err(format!(
+            "nothing is bound to {port}/udp in this network namespace"
+        )),
+        None => Err("cannot read /proc/net/udp to check".into()),
     }
 }

@@ -11,11 +11,14 @@ mod status;
 mod up;
 
 use crate::agent::AgentError;
+use crate::agent_output::HealthReport;
 use crate::cli::{Command, Format, GlobalArgs};
 use crate::discovery::WaitError;
 use crate::engine::{Engine, EngineError, DEFAULT_DOCKER_HOST};
 use crate::exit;
 use crate::interrupt::{Interrupt, Interrupted};
+use crate::startup::HealthWaitError;
+use std::time::Duration;
 
 /// What every command needs besides its own arguments.
 pub struct Context {
@@ -101,17 +104,21 @@ pub enum Failure {
         last_lines: Vec<String>,
         removed: bool,
     },
+    #[error("the agent container stopped while ddsky waited for it to discover {what}; see `ddsky logs` for why, then run `ddsky up`")]
+    AgentStopped { what: String },
     #[error("the agent container {name} disappeared while ddsky was waiting for it (removed by someone else?); run `ddsky up` again")]
     AgentGone { name: String },
-    #[error("the agent {name} is not healthy after {waited}: unhealthy components: {components}; {hint}")]
+    #[error("the agent {name} is not healthy after {waited}; its last answer: {answer}; {hint}")]
     Unhealthy {
         name: String,
         waited: String,
-        components: String,
+        answer: String,
         hint: String,
     },
     #[error("{0}")]
     Gpu(String),
+    #[error("{0}")]
+    PortsTaken(String),
     #[error("no Datadog API key and --require-key was given: {reasons}")]
     KeyRequired { reasons: String },
     #[error(transparent)]
@@ -124,11 +131,40 @@ impl From<WaitError> for Failure {
             WaitError::Engine(e) => Failure::Engine(e),
             WaitError::Agent(e) => Failure::Agent(e),
             WaitError::Interrupted(i) => Failure::Interrupted(i),
+            WaitError::AgentStopped { what } => Failure::AgentStopped { what },
         }
     }
 }
 
 impl Failure {
+    /// What a failed wait for health means for the user.
+    pub fn from_health_wait(name: &str, e: HealthWaitError) -> Self {
+        let name = name.to_owned();
+        match e {
+            HealthWaitError::Engine(e) => Failure::Engine(e),
+            HealthWaitError::Interrupted(i) => Failure::Interrupted(i),
+            HealthWaitError::Gone => Failure::AgentGone { name },
+            HealthWaitError::Exited {
+                what,
+                exit_code,
+                last_lines,
+            } => Failure::AgentExited {
+                name,
+                what,
+                exit_code,
+                last_lines,
+                removed: false,
+            },
+            HealthWaitError::Timeout { waited, last } => Failure::Unhealthy {
+                name,
+                waited: humantime::format_duration(Duration::from_secs(waited.as_secs()))
+                    .to_string(),
+                answer: last.summary(),
+                hint: unhealthy_hint(&last),
+            },
+        }
+    }
+
     pub fn exit_code(&self) -> u8 {
         match self {
             Failure::Usage(_) => exit::USAGE,
@@ -138,9 +174,11 @@ impl Failure {
             Failure::Engine(_)
             | Failure::Agent(_)
             | Failure::Gpu(_)
+            | Failure::PortsTaken(_)
             | Failure::Foreign { .. }
             | Failure::AgentExited { .. }
             | Failure::AgentGone { .. }
+            | Failure::AgentStopped { .. }
             | Failure::KeyRequired { .. } => exit::FAILURE,
         }
     }
@@ -154,13 +192,19 @@ impl Failure {
     }
 }
 
-/// The hint for unhealthy components: `forwarder` is nearly always the API key.
-pub fn unhealthy_hint(components: &[String]) -> String {
-    if components.iter().any(|c| c == "forwarder") {
+/// The hint for an unhealthy agent: `forwarder` alone (once start-up is over) is nearly always the
+/// API key; every component unhealthy is start-up not finished.
+pub fn unhealthy_hint(health: &HealthReport) -> String {
+    let components = &health.unhealthy_components;
+    if health.not_up_yet.is_some() || health.other_error.is_some() {
+        "the agent has not answered `agent health` yet; see `ddsky logs`, or wait longer with --timeout".into()
+    } else if components.iter().any(|c| c == "healthcheck") {
+        "the agent is still starting (every component is unhealthy until its first 15 s ping); wait longer with --timeout".into()
+    } else if components.iter().any(|c| c == "forwarder") {
         "`forwarder` unhealthy usually means the API key is not valid for this --site; check the key and DD_SITE".into()
     } else if components.is_empty() {
-        "the agent did not answer `agent health`; see `docker logs` of the agent container".into()
+        "the agent did not answer `agent health`; see `ddsky logs`".into()
     } else {
-        "see `docker logs` of the agent container, or wait longer with --timeout".into()
+        "see `ddsky logs`, or wait longer with --timeout".into()
     }
 }

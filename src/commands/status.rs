@@ -6,6 +6,7 @@ use crate::cli::StatusArgs;
 use crate::discovery::{self, DiscoveryReport, WaitFor};
 use crate::engine::{short_id, ContainerInfo, RunningContainer};
 use crate::exit;
+use crate::startup::{self, HealthWaitError};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use tokio::time::Instant;
@@ -68,31 +69,73 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<u8, Failure> {
         return Ok(exit::UNHEALTHY);
     }
 
-    // With --wait, the agent's version and host tags (which do not change meanwhile) are read while
-    // waiting, and the wait's last look is reused: after discovery only the tags are left to ask.
+    // With --wait: first the agent's start-up (right after `up --no-wait` it does not even answer
+    // yet), then discovery. The agent's version and host tags (which do not change meanwhile) are
+    // read while waiting for discovery, and the wait's last look is reused: after discovery only
+    // the tags are left to ask.
+    let mut waited_health = None;
     let (look, early_status) = match args.wait {
         Some(wait) => {
             let deadline = Instant::now() + wait;
-            let (look, status) = tokio::join!(
-                discovery::wait(
+            if info.state.health.as_deref() != Some("healthy") {
+                match startup::wait_healthy(
                     &engine,
                     &agent,
                     &info.id,
-                    &patterns,
                     deadline,
-                    WaitFor::EveryPattern,
-                    &ctx.interrupt
-                ),
-                agent.status(),
-            );
-            (Some(look?).filter(|l| l.discovered.is_some()), Some(status))
+                    Some(info.clone()),
+                    false,
+                    &ctx.interrupt,
+                )
+                .await
+                {
+                    Ok(h) => waited_health = Some(h.report.healthy),
+                    Err(HealthWaitError::Timeout { waited, last }) => {
+                        tracing::warn!(
+                            "the agent is not healthy after {}; its last answer: {}",
+                            humantime::format_duration(std::time::Duration::from_secs(
+                                waited.as_secs()
+                            )),
+                            last.summary()
+                        );
+                        waited_health = Some(false);
+                    }
+                    Err(e) => return Err(Failure::from_health_wait(&ctx.name, e)),
+                }
+            }
+            if waited_health == Some(false) {
+                (None, None)
+            } else {
+                let (look, status) = tokio::join!(
+                    discovery::wait(
+                        &engine,
+                        &agent,
+                        &patterns,
+                        deadline,
+                        WaitFor::EveryPattern,
+                        None,
+                        &ctx.interrupt
+                    ),
+                    agent.status(),
+                );
+                let look = look?;
+                if let Some(e) = &look.agent_error {
+                    tracing::warn!("the agent did not list what it discovered in time: {e}");
+                }
+                // A status asked before the agent answered is asked again below.
+                (
+                    Some(look).filter(|l| l.discovered.is_some()),
+                    Some(status).filter(Result::is_ok),
+                )
+            }
         }
         None => (None, None),
     };
 
     // Everything else in one round: one exec into the agent (see `AgentClient::ask`) beside one
-    // container listing, each skipped when the wait already answered it.
-    let trust_docker = matches!(info.state.health.as_deref(), Some("healthy" | "unhealthy"));
+    // container listing, each skipped when the wait already answered it. Docker's `healthy` is
+    // trusted (its check runs every 30 s); anything else is asked of the agent itself.
+    let trust_docker = info.state.health.as_deref() == Some("healthy") || waited_health.is_some();
     let (seen_running, seen_discovered) = look
         .map(|l| (l.running, l.discovered.unwrap_or_default()))
         .unzip();
@@ -112,11 +155,31 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<u8, Failure> {
         agent.ask(questions),
     );
     let running = running?;
+    // An agent that is not up yet answers every command the same way: say it once.
+    let not_up_yet = [
+        answers.workload.as_ref().and_then(|a| a.as_ref().err()),
+        answers.tags.as_ref().and_then(|a| a.as_ref().err()),
+        answers.status.as_ref().and_then(|a| a.as_ref().err()),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|e| e.is_not_up_yet())
+    .map(ToString::to_string);
+    if let Some(e) = &not_up_yet {
+        tracing::warn!(
+            "the agent is not answering yet (it is starting; `--wait` waits for it): {e}"
+        );
+    }
+    let warn = |what: &str, e: &dyn std::fmt::Display| {
+        if not_up_yet.is_none() {
+            tracing::warn!("{what}: {e}");
+        }
+    };
     let discovered: HashSet<String> = match (seen_discovered, answers.workload) {
         (Some(ids), _) => ids,
         (None, Some(Ok(workload))) => workload.into_iter().map(|c| c.id).collect(),
         (None, Some(Err(e))) => {
-            tracing::warn!("cannot list what the agent discovered: {e}");
+            warn("cannot list what the agent discovered", &e);
             HashSet::new()
         }
         (None, None) => unreachable!("the workload is asked when the wait did not answer it"),
@@ -124,7 +187,7 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<u8, Failure> {
     let tags = match answers.tags {
         Some(Ok(tags)) => tags,
         Some(Err(e)) => {
-            tracing::warn!("cannot read the agent's tags: {e}");
+            warn("cannot read the agent's tags", &e);
             BTreeMap::new()
         }
         None => unreachable!("tags are always asked"),
@@ -135,15 +198,15 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<u8, Failure> {
     let (version, host_tags) = match status {
         Ok(s) => (s.version, s.host_tags),
         Err(e) => {
-            tracing::warn!("cannot read `agent status`: {e}");
+            warn("cannot read `agent status`", &e);
             (None, vec![])
         }
     };
     let healthy = match answers.health {
-        None => info.state.health.as_deref() == Some("healthy"),
+        None => waited_health.unwrap_or(info.state.health.as_deref() == Some("healthy")),
         Some(Ok(h)) => h.healthy,
         Some(Err(e)) => {
-            tracing::warn!("cannot run `agent health`: {e}");
+            warn("cannot run `agent health`", &e);
             false
         }
     };

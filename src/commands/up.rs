@@ -1,7 +1,7 @@
 //! `ddsky up`: key, tags, spec, converge the container, wait for health, check discovery.
 
 use super::identity;
-use super::{unhealthy_hint, Context, Failure};
+use super::{Context, Failure};
 use crate::agent::AgentClient;
 use crate::agent_output::HealthReport;
 use crate::cli::{PullPolicy, UpArgs};
@@ -12,10 +12,12 @@ use crate::engine::{
 use crate::exit;
 use crate::key::{self, FoundKey, KeyLookup, SecretLookup};
 use crate::placement::{self, GpuMode, Placement};
+use crate::ports;
 use crate::progress::PullReporter;
 use crate::reconcile::{self, Action, Decision};
 use crate::secrets::AwsSecretStore;
-use crate::spec::{self, AgentSettings, AgentSpec};
+use crate::spec::{self, AgentSettings, AgentSpec, DaemonFacts, NetworkMode};
+use crate::startup;
 use crate::tags::TagSet;
 use serde::Serialize;
 use std::path::Path;
@@ -28,10 +30,6 @@ const RECREATE_GRACE: Duration = Duration::from_secs(30);
 /// Concurrent `up`s can each find the name taken by another (or still being removed by another);
 /// rounds with a growing pause settle it within a few seconds.
 const CONVERGE_ATTEMPTS: u32 = 12;
-const AGENT_LOG_LINES: usize = 20;
-/// The real agent takes ~15 s to pass `agent health`; each try is one exec (tens of ms of daemon
-/// work), so tries start at 200 ms apart and settle at this.
-const MAX_HEALTH_INTERVAL: Duration = Duration::from_millis(500);
 
 pub async fn run(ctx: &Context, args: UpArgs) -> Result<u8, Failure> {
     spec::validate_image_reference(&args.image).map_err(Failure::Usage)?;
@@ -114,16 +112,35 @@ pub async fn run(ctx: &Context, args: UpArgs) -> Result<u8, Failure> {
         extra_env,
     };
     let spec = spec::agent_spec(&settings, &found.key);
+    let plan = Plan {
+        // --gpus auto never costs the user their monitoring: if Docker refuses the GPUs, this
+        // agent (no GPUs) runs instead.
+        gpu_fallback: (gpus && args.gpus == GpuMode::Auto).then(|| {
+            let without = AgentSettings {
+                gpus: false,
+                ..settings.clone()
+            };
+            spec::agent_spec(&without, &found.key)
+        }),
+        ports: ports::needed(
+            settings.network == NetworkMode::Host,
+            ports::cmd_port(&settings.extra_env),
+            settings.apm_port,
+            settings.dogstatsd_port,
+        ),
+        spec,
+    };
+    let spec = &plan.spec;
 
     let engine = match engine {
         Some(engine) if !args.dry_run => engine,
-        engine => return dry_run(ctx, engine.as_ref(), &args, &tags, &found, &spec).await,
+        engine => return dry_run(ctx, engine.as_ref(), &args, &tags, &found, spec).await,
     };
     let patterns = expectations(
         &crate::cli::or_env_list(&args.expect, "DDSKY_EXPECT"),
         &placement,
     );
-    let (action, id, known) = converge(ctx, &engine, &spec, &args).await?;
+    let (action, id, known) = converge(ctx, &engine, &plan, &args).await?;
     let (healthy, report) = if args.no_wait {
         (None, DiscoveryReport::default())
     } else {
@@ -164,7 +181,17 @@ async fn wait_for_agent(
     let agent = AgentClient::new(engine.clone(), id.to_owned());
     let deadline = Instant::now() + args.timeout;
     let started = Instant::now();
-    let health = match wait_healthy(ctx, engine, &agent, id, deadline, known).await {
+    let health = match wait_healthy(
+        ctx,
+        engine,
+        &agent,
+        id,
+        deadline,
+        known,
+        !patterns.is_empty(),
+    )
+    .await
+    {
         // An agent this run created that cannot even start would crash-loop forever under
         // unless-stopped: remove it (its last words are in the error) rather than leave it behind.
         Err(Failure::AgentExited {
@@ -191,18 +218,20 @@ async fn wait_for_agent(
         humantime::format_duration(round(started.elapsed()))
     );
 
-    let report = discovery::wait(
+    let look = discovery::wait(
         engine,
         &agent,
-        id,
         patterns,
         deadline,
         WaitFor::MatchedOnly,
+        health.listed_early,
         &ctx.interrupt,
     )
-    .await?
-    .report;
-    Ok((health.healthy, report))
+    .await?;
+    if let Some(e) = &look.agent_error {
+        tracing::warn!("the agent did not list what it discovered in time: {e}");
+    }
+    Ok((health.report.healthy, look.report))
 }
 
 /// The user's patterns, or the default: the Metta job, plus ddsky's own container when ddsky runs in
@@ -372,12 +401,34 @@ async fn dry_run(
     Ok(exit::OK)
 }
 
+/// What `up` wants: the agent's spec, the spec to fall back to if Docker refuses GPUs
+/// (`--gpus auto` only), and the host ports the agent will bind.
+struct Plan {
+    spec: AgentSpec,
+    gpu_fallback: Option<AgentSpec>,
+    ports: Vec<ports::NeededPort>,
+}
+
+impl Plan {
+    /// The spec to compare `existing` with: an agent that fell back to no GPUs (its label says
+    /// Docker refused them) stays without GPUs, rather than being recreated to fail again.
+    fn wanted(&self, existing: Option<&ContainerInfo>) -> (&AgentSpec, Option<String>) {
+        let refused = existing
+            .filter(|c| reconcile::is_managed(c))
+            .and_then(|c| c.labels.get(spec::LABEL_GPUS_REFUSED));
+        match (&self.gpu_fallback, refused) {
+            (Some(fallback), Some(why)) => (fallback, Some(why.clone())),
+            _ => (&self.spec, None),
+        }
+    }
+}
+
 /// Brings the container to the spec; returns what was done, the container id, and for a no-op the
 /// container as just inspected (so the health wait need not ask again).
 async fn converge(
     ctx: &Context,
     engine: &Engine,
-    spec: &AgentSpec,
+    plan: &Plan,
     args: &UpArgs,
 ) -> Result<(Action, String, Option<ContainerInfo>), Failure> {
     let image = &args.image;
@@ -387,7 +438,8 @@ async fn converge(
             let pause = Duration::from_millis(50u64 << attempt.min(5));
             ctx.interrupt.run(tokio::time::sleep(pause)).await?;
         }
-        let existing = engine.inspect(&spec.name).await?;
+        let existing = engine.inspect(&plan.spec.name).await?;
+        let (spec, gpus_refused) = plan.wanted(existing.as_ref());
         // Refuse a foreign container before anything else happens, a pull included.
         if let Decision::Foreign { image } =
             reconcile::decide(existing.as_ref(), &spec.hash, args.replace, false)
@@ -424,6 +476,7 @@ async fn converge(
                 return Ok((Action::None, c.id.clone(), Some(c)));
             }
             (Action::Start, Some(c)) => {
+                ports_free(engine, &plan.ports).await?;
                 tracing::info!("starting agent {}: {why}", spec.name);
                 engine.start(&c.id).await?;
                 return Ok((Action::Start, c.id, None));
@@ -439,7 +492,22 @@ async fn converge(
                     engine.stop(&old.id, RECREATE_GRACE).await?;
                     engine.remove(&old.id).await?;
                 }
-                if let Some(id) = create_and_start(engine, spec).await? {
+                // After the old agent let go of its ports, before anything new exists. A
+                // concurrent `up` may have just created the agent, which holds them now.
+                if let Err(taken) = ports_free(engine, &plan.ports).await {
+                    if engine.inspect(&spec.name).await?.is_some() {
+                        tracing::debug!("another ddsky created {} first; looking again", spec.name);
+                        continue;
+                    }
+                    return Err(taken);
+                }
+                let (docker_root, start_interval) = engine.daemon_facts().await?;
+                let facts = DaemonFacts {
+                    docker_root,
+                    start_interval,
+                    gpus_refused,
+                };
+                if let Some(id) = create_with_gpu_fallback(engine, spec, plan, facts, args).await? {
                     tracing::info!(
                         "agent {} {} ({})",
                         spec.name,
@@ -460,15 +528,85 @@ async fn converge(
     }
     Err(Failure::Engine(EngineError::Container {
         action: "settle",
-        name: spec.name.clone(),
+        name: plan.spec.name.clone(),
         cause: "it kept changing under concurrent ddsky runs; run `ddsky up` again".into(),
     }))
+}
+
+/// Creates and starts the agent; when Docker refuses its GPUs, `--gpus auto` creates the agent
+/// without them (and says how to get them), `--gpus all` fails with that fix.
+async fn create_with_gpu_fallback(
+    engine: &Engine,
+    spec: &AgentSpec,
+    plan: &Plan,
+    facts: DaemonFacts,
+    args: &UpArgs,
+) -> Result<Option<String>, Failure> {
+    let refusal = match create_and_start(engine, &spec.for_daemon(&facts)).await {
+        Err(Failure::Engine(EngineError::Container { cause, .. }))
+            if placement::docker_refused_gpus(&cause) =>
+        {
+            cause
+        }
+        other => return other,
+    };
+    match &plan.gpu_fallback {
+        Some(fallback) if args.gpus == GpuMode::Auto && fallback.hash != spec.hash => {
+            tracing::warn!(
+                "Docker refused the agent GPUs ({refusal}): the NVIDIA driver is here but Docker has no NVIDIA runtime; \
+                 the agent runs without GPU monitoring. To get it: {}, then `ddsky up` again (or --gpus none to silence this)",
+                placement::GPU_RUNTIME_FIX
+            );
+            let facts = DaemonFacts {
+                gpus_refused: Some(refusal),
+                ..facts
+            };
+            create_and_start(engine, &fallback.for_daemon(&facts)).await
+        }
+        _ => Err(Failure::Gpu(format!(
+            "Docker refused the agent GPUs: {refusal}; the NVIDIA driver is here but Docker has no NVIDIA runtime: {}, or use --gpus none (--gpus auto falls back to no GPUs by itself); nothing was created",
+            placement::GPU_RUNTIME_FIX
+        ))),
+    }
+}
+
+/// Fails, before anything is created or started, when something on the host holds a port the
+/// agent will bind: the agent would exit and restart forever.
+async fn ports_free(engine: &Engine, needed: &[ports::NeededPort]) -> Result<(), Failure> {
+    let mut conflicts = ports::conflicts(needed);
+    if conflicts.is_empty() {
+        return Ok(());
+    }
+    name_containers(engine, &mut conflicts).await;
+    Err(Failure::PortsTaken(ports::explain(
+        &conflicts,
+        needed.iter().any(|n| n.port_is_cmd()),
+    )))
+}
+
+/// Names the containers that hold ports, where the holder is in one.
+pub async fn name_containers(engine: &Engine, conflicts: &mut [ports::Conflict]) {
+    for holder in conflicts.iter_mut().flat_map(|c| c.holders.iter_mut()) {
+        if let Some(id) = holder.container_id.clone() {
+            if let Ok(Some(c)) = engine.inspect(&id).await {
+                holder.container_name = Some(c.name);
+            }
+        }
+    }
 }
 
 /// Creates and starts the container as one step: if start fails, the new container is removed again
 /// so no half-made agent is left. `None` when another process took the name first.
 async fn create_and_start(engine: &Engine, spec: &AgentSpec) -> Result<Option<String>, Failure> {
-    let id = match engine.create(&spec.name, spec.body.clone()).await? {
+    let start_interval = spec
+        .body
+        .healthcheck
+        .as_ref()
+        .is_some_and(|h| h.start_interval.is_some());
+    let id = match engine
+        .create(&spec.name, spec.body.clone(), start_interval)
+        .await?
+    {
         CreateOutcome::Created { id } => id,
         CreateOutcome::NameTaken => return Ok(None),
     };
@@ -508,7 +646,9 @@ async fn ensure_image(
 }
 
 /// Waits until `agent health` passes. A no-op `up` (`unchanged`: the container as converge saw it)
-/// trusts Docker's own health status, which costs no exec.
+/// trusts Docker's `healthy`, which costs no exec: Docker runs the image's check every 30 s, so that
+/// word is at most a check old, and turning healthy is what the image's check lags on, not what it
+/// lets through. Anything else (`starting`, `unhealthy`, no word) is asked of the agent itself.
 async fn wait_healthy(
     ctx: &Context,
     engine: &Engine,
@@ -516,88 +656,31 @@ async fn wait_healthy(
     id: &str,
     deadline: Instant,
     unchanged: Option<ContainerInfo>,
-) -> Result<HealthReport, Failure> {
+    list_early: bool,
+) -> Result<startup::Healthy, Failure> {
     if unchanged
         .as_ref()
         .is_some_and(|c| c.state.health.as_deref() == Some("healthy"))
     {
-        return Ok(HealthReport {
-            healthy: true,
-            ..Default::default()
+        return Ok(startup::Healthy {
+            report: HealthReport {
+                healthy: true,
+                ..Default::default()
+            },
+            listed_early: None,
         });
     }
-    let first = match unchanged {
-        Some(c) => c,
-        None => engine
-            .inspect(id)
-            .await?
-            .ok_or_else(|| Failure::AgentGone {
-                name: ctx.name.clone(),
-            })?,
-    };
-    let restarts_before = first.state.restart_count;
-    let started = Instant::now();
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        let info = engine
-            .inspect(id)
-            .await?
-            .ok_or_else(|| Failure::AgentGone {
-                name: ctx.name.clone(),
-            })?;
-        let exited = !info.state.running
-            || info.state.restarting
-            || info.state.restart_count > restarts_before;
-        if exited {
-            let what = if info.state.restarting || info.state.restart_count > restarts_before {
-                "keeps exiting"
-            } else {
-                "stopped"
-            };
-            let last_lines = engine.last_log_lines(id, AGENT_LOG_LINES).await;
-            return Err(Failure::AgentExited {
-                name: ctx.name.clone(),
-                what,
-                exit_code: info.state.exit_code,
-                last_lines,
-                removed: false,
-            });
-        }
-        // A signal must not wait for an exec (one can hang while the container restarts).
-        let report = match ctx.interrupt.run(agent.health()).await? {
-            Ok(r) => r,
-            // The container may have died between the inspect and the exec: look again.
-            Err(e) => {
-                tracing::debug!("agent health could not run: {e}");
-                HealthReport::default()
-            }
-        };
-        if report.healthy {
-            return Ok(report);
-        }
-        if Instant::now() >= deadline {
-            return Err(Failure::Unhealthy {
-                name: ctx.name.clone(),
-                waited: humantime::format_duration(round(started.elapsed())).to_string(),
-                components: if report.unhealthy_components.is_empty() {
-                    report
-                        .unreachable
-                        .clone()
-                        .unwrap_or_else(|| "none reported".into())
-                } else {
-                    report.unhealthy_components.join(", ")
-                },
-                hint: unhealthy_hint(&report.unhealthy_components),
-            });
-        }
-        tracing::debug!(unhealthy = ?report.unhealthy_components, "agent not healthy yet");
-        ctx.interrupt
-            .run(tokio::time::sleep(
-                backoff.min(deadline.saturating_duration_since(Instant::now())),
-            ))
-            .await?;
-        backoff = (backoff * 3 / 2).min(MAX_HEALTH_INTERVAL);
-    }
+    startup::wait_healthy(
+        engine,
+        agent,
+        id,
+        deadline,
+        unchanged,
+        list_early,
+        &ctx.interrupt,
+    )
+    .await
+    .map_err(|e| Failure::from_health_wait(&ctx.name, e))
 }
 
 fn round(d: Duration) -> Duration {

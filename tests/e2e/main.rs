@@ -14,3 +14,4 @@ mod robustness;
 mod skypilot;
 mod skypilot_loader;
 mod standin;
+mod startup;

@@ -1,0 +1,245 @@
+//! Waiting through the agent's start-up, as the real agent goes through it
+//! (shared/datadog-agent.md, "Start-up"):
+//! 1. not answering: for about a second its CLI has no auth token yet (older agents: cannot reach
+//!    the agent), and every `agent` command fails with exit 255 - "not up yet", never a failure;
+//! 2. answering, unhealthy: every component, `healthcheck` included, is unhealthy until its first
+//!    ping, and pings come every 15 s from the agent's start, so `agent health` is FAIL for at
+//!    least 15 s and often 30 s;
+//! 3. healthy.
+//!
+//! Each `agent health` starts the agent's Go CLI (0.3-1 s of CPU) plus an exec, so the wait does not
+//! poll blindly: health can only turn at a ping, so it asks often around each 15 s tick since the
+//! container started and rarely in between. When to ask is pure ([`next_health_poll`]); only the
+//! deadline turns "not ready" into a failure, and only the container dying ends the wait early.
+
+use crate::agent::AgentClient;
+use crate::agent_output::HealthReport;
+use crate::engine::{ContainerInfo, Engine, EngineError};
+use crate::interrupt::{Interrupt, Interrupted};
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
+
+/// The agent's components report in ("ping") this often, counted from the agent's start.
+pub const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// Around each ping tick (from a second before to three after, which covers the agent process
+/// starting a little after its container), ask this often: the agent's readiness is seen within it.
+pub const TICK_POLL_INTERVAL: Duration = Duration::from_millis(600);
+const TICK_WINDOW_BEFORE: Duration = Duration::from_secs(1);
+const TICK_WINDOW_AFTER: Duration = Duration::from_secs(3);
+/// Between ticks, still ask this often, for an agent whose timing differs from the real one's.
+pub const BETWEEN_TICKS_MAX_INTERVAL: Duration = Duration::from_secs(4);
+/// While the agent does not answer at all (its first second or so), ask this often.
+pub const NOT_ANSWERING_INTERVAL: Duration = Duration::from_millis(700);
+/// The agent lists a running container about a second after its own start: from this age on, a
+/// look at what it discovered (taken while health cannot pass yet) is worth taking.
+const LIST_EARLY_FROM: Duration = Duration::from_secs(3);
+/// How many of the agent's last log lines an error report shows.
+pub const AGENT_LOG_LINES: usize = 20;
+
+/// How long to sleep before the next `agent health`, given how long the agent's container has
+/// been running and whether the agent answered the last one (with its component lists).
+pub fn next_health_poll(since_start: Duration, answering: bool) -> Duration {
+    if !answering {
+        return NOT_ANSWERING_INTERVAL;
+    }
+    let period = PING_INTERVAL.as_millis();
+    let before = TICK_WINDOW_BEFORE.as_millis();
+    let after = TICK_WINDOW_AFTER.as_millis();
+    let t = since_start.as_millis();
+    let tick = (t + before) / period;
+    if tick >= 1 && t <= tick * period + after {
+        return TICK_POLL_INTERVAL;
+    }
+    let next_window = (tick + 1) * period - before;
+    let until_window = Duration::from_millis(u64::try_from(next_window - t).unwrap_or(u64::MAX));
+    until_window.clamp(TICK_POLL_INTERVAL, BETWEEN_TICKS_MAX_INTERVAL)
+}
+
+/// How the agent container's start time is known: Docker's RFC 3339 `StartedAt`.
+pub fn running_for(info: &ContainerInfo) -> Option<Duration> {
+    let started = humantime::parse_rfc3339_weak(info.state.started_at.as_deref()?).ok()?;
+    SystemTime::now().duration_since(started).ok()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HealthWaitError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Interrupted(#[from] Interrupted),
+    /// The container stopped or keeps restarting: waiting longer cannot help.
+    #[error("the agent container {what}")]
+    Exited {
+        what: &'static str,
+        exit_code: Option<i64>,
+        last_lines: Vec<String>,
+    },
+    #[error("the agent container disappeared")]
+    Gone,
+    /// The deadline passed; `last` is the agent's last answer.
+    #[error("the agent is not healthy after {waited:?}: {}", last.summary())]
+    Timeout {
+        waited: Duration,
+        last: HealthReport,
+    },
+}
+
+/// Healthy, and what the agent had discovered while it was still starting.
+#[derive(Debug, Default)]
+pub struct Healthy {
+    pub report: HealthReport,
+    /// With `list_early`: the container ids `agent workload-list` gave between health checks
+    /// (health cannot pass then), so discovery is known the moment health passes.
+    pub listed_early: Option<HashSet<String>>,
+}
+
+/// Asks `agent health` until it passes or `deadline`. `known` is the container as just inspected
+/// (saves one inspect). `list_early`: once, while the agent answers but cannot pass before its
+/// next ping, also ask what it discovered.
+pub async fn wait_healthy(
+    engine: &Engine,
+    agent: &AgentClient,
+    id: &str,
+    deadline: Instant,
+    known: Option<ContainerInfo>,
+    list_early: bool,
+    interrupt: &Interrupt,
+) -> Result<Healthy, HealthWaitError> {
+    let first = match known {
+        Some(c) => c,
+        None => engine.inspect(id).await?.ok_or(HealthWaitError::Gone)?,
+    };
+    let restarts_before = first.state.restart_count;
+    let started = Instant::now();
+    // The container's age now, as an instant: ticks are counted from its start.
+    let container_start = started
+        .checked_sub(running_for(&first).unwrap_or_default())
+        .unwrap_or(started);
+    let mut info = first;
+    let mut listed_early = None;
+    loop {
+        let restarted = info.state.restarting || info.state.restart_count > restarts_before;
+        if !info.state.running || restarted {
+            let last_lines = engine.last_log_lines(id, AGENT_LOG_LINES).await;
+            return Err(HealthWaitError::Exited {
+                what: if restarted {
+                    "keeps exiting"
+                } else {
+                    "stopped"
+                },
+                exit_code: info.state.exit_code,
+                last_lines,
+            });
+        }
+        // A signal must not wait for an exec (one can hang while the container restarts).
+        let report = match interrupt.run(agent.health()).await? {
+            Ok(r) => r,
+            // The container may have died between the inspect and the exec: the next inspect says.
+            Err(e) => {
+                tracing::debug!("agent health could not run: {e}");
+                HealthReport {
+                    other_error: Some(e.to_string()),
+                    ..HealthReport::default()
+                }
+            }
+        };
+        if report.healthy {
+            return Ok(Healthy {
+                report,
+                listed_early,
+            });
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(HealthWaitError::Timeout {
+                waited: now - started,
+                last: report,
+            });
+        }
+        let answering = report.not_up_yet.is_none() && !report.unhealthy_components.is_empty();
+        let age = now - container_start;
+        let pause = next_health_poll(age, answering);
+        if list_early
+            && listed_early.is_none()
+            && answering
+            && age >= LIST_EARLY_FROM
+            && pause > TICK_POLL_INTERVAL
+        {
+            match agent.workload_containers().await {
+                Ok(listed) => listed_early = Some(listed.into_iter().map(|c| c.id).collect()),
+                Err(e) => tracing::debug!("agent workload-list could not run yet: {e}"),
+            }
+        }
+        let now = Instant::now();
+        tracing::debug!(answer = %report.summary(), ?pause, "agent not healthy yet");
+        interrupt
+            .run(tokio::time::sleep(pause.min(deadline - now)))
+            .await?;
+        info = engine.inspect(id).await?.ok_or(HealthWaitError::Gone)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_silent_agent_is_asked_often_but_not_continuously() {
+        assert_eq!(next_health_poll(ms(0), false), NOT_ANSWERING_INTERVAL);
+        assert_eq!(next_health_poll(ms(600_000), false), NOT_ANSWERING_INTERVAL);
+    }
+
+    #[test]
+    fn around_each_ping_tick_the_agent_is_asked_within_a_second() {
+        for t in [
+            14_000, 15_000, 16_500, 18_000, 29_000, 31_000, 33_000, 150_000,
+        ] {
+            let pause = next_health_poll(ms(t), true);
+            assert!(pause <= ms(1000), "at {t} ms: {pause:?}");
+        }
+    }
+
+    #[test]
+    fn between_ticks_it_waits_for_the_next_window_but_never_long() {
+        // Before the first tick: nothing can pass yet.
+        assert_eq!(
+            next_health_poll(ms(1_000), true),
+            BETWEEN_TICKS_MAX_INTERVAL
+        );
+        // Close to a window: sleep just until it opens.
+        assert_eq!(next_health_poll(ms(12_000), true), ms(2_000));
+        assert_eq!(
+            next_health_poll(ms(25_000), true),
+            BETWEEN_TICKS_MAX_INTERVAL
+        );
+        assert_eq!(next_health_poll(ms(13_700), true), TICK_POLL_INTERVAL);
+    }
+
+    #[test]
+    fn a_thirty_second_start_costs_well_under_one_command_a_second() {
+        // Simulate: not answering for the first second, healthy at the second tick (30 s).
+        let mut t = ms(0);
+        let mut commands = 0;
+        let ready = ms(30_200);
+        let mut seen = None;
+        while seen.is_none() {
+            commands += 1;
+            if t >= ready {
+                seen = Some(t);
+                break;
+            }
+            t += next_health_poll(t, t >= ms(1_000));
+        }
+        let seen = seen.unwrap();
+        assert!(
+            seen - ready <= ms(1_000),
+            "seen {seen:?} after ready {ready:?}"
+        );
+        assert!(commands < 30 * 2 / 3, "{commands} commands in 30 s");
+    }
+}
