@@ -443,3 +443,31 @@ fn snapshot(fixed: &Fixed, shared: &Shared, counters: &Counters) -> AgentState {
         containers,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_taken_port_is_worded_as_go_words_it() {
+        let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = holder.local_addr().unwrap().port();
+        let err = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap_err();
+        assert_eq!(bind_error_text(&err), "address already in use");
+    }
+
+    #[test]
+    fn the_auth_token_is_written_once_and_kept() {
+        let dir = std::env::temp_dir().join(format!("standin-token-{}", std::process::id()));
+        let path = dir.join("auth_token");
+        std::env::set_var("DD_AUTH_TOKEN_FILE_PATH", &path);
+        write_auth_token().unwrap();
+        let token = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(token.len(), 64);
+        assert!(token.bytes().all(|b| b.is_ascii_hexdigit()));
+        write_auth_token().unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), token);
+        std::env::remove_var("DD_AUTH_TOKEN_FILE_PATH");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
