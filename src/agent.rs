@@ -4,7 +4,7 @@
 use crate::agent_output::{self, AgentStatus, HealthReport, OutputError, WorkloadContainer};
 use crate::batch::{self, BatchCommand};
 use crate::engine::{Engine, EngineError, ExecOutput};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Datadog's own tests run JSON commands with logging off so no log line lands in front of the JSON;
@@ -63,35 +63,314 @@ pub struct AgentClient {
     shell: Learnt,
 }
 
-/// What a caller wants to know from the agent in one round (one exec where the image has a shell).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Questions {
-    pub workload: bool,
-    pub tags: bool,
-    pub status: bool,
-    pub health: bool,
+/// One thing to ask the agent; asking it returns its [`Question::Answer`] (see [`AgentClient::ask`]).
+pub trait Question: Copy {
+    type Answer;
+
+    /// The command that answers it (the form this agent is known to have).
+    fn command(self, agent: &AgentClient) -> AgentCommand;
+
+    /// Reads the command's output (running a fallback form when the agent lacks the first).
+    async fn read(
+        self,
+        agent: &AgentClient,
+        command: AgentCommand,
+        out: Result<ExecOutput, EngineError>,
+    ) -> Result<Self::Answer, AgentError>;
 }
 
-/// The answers to the [`Questions`] asked; `None` for those not asked.
-#[derive(Debug, Default)]
-pub struct Answers {
-    pub workload: Option<Result<Vec<WorkloadContainer>, AgentError>>,
-    pub tags: Option<Result<BTreeMap<String, Vec<String>>, AgentError>>,
-    pub status: Option<Result<AgentStatus, AgentError>>,
-    pub health: Option<Result<HealthReport, AgentError>>,
+/// The containers the agent has discovered (`agent workload-list`, JSON when the agent has it).
+#[derive(Debug, Clone, Copy)]
+pub struct Workload;
+
+/// The ids of the containers the agent has discovered (`agent workload-list`).
+#[derive(Debug, Clone, Copy)]
+pub struct DiscoveredIds;
+
+/// Tags per container id (`agent tagger-list`, JSON when the agent has it).
+#[derive(Debug, Clone, Copy)]
+pub struct Tags;
+
+/// `agent status --json`: version, host tags, key and forwarder state.
+#[derive(Debug, Clone, Copy)]
+pub struct Status;
+
+/// `agent health`: exit 0 means healthy.
+#[derive(Debug, Clone, Copy)]
+pub struct Health;
+
+impl Question for Workload {
+    type Answer = Vec<WorkloadContainer>;
+
+    fn command(self, agent: &AgentClient) -> AgentCommand {
+        AgentCommand {
+            name: "workload-list",
+            json: agent.json_workload.get() != Learnt::NO,
+        }
+    }
+
+    async fn read(
+        self,
+        agent: &AgentClient,
+        command: AgentCommand,
+        out: Result<ExecOutput, EngineError>,
+    ) -> Result<Self::Answer, AgentError> {
+        agent
+            .json_or_text(
+                command,
+                out,
+                &agent.json_workload,
+                agent_output::parse_workload_list_json,
+                agent_output::parse_workload_list_text,
+            )
+            .await
+    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Question {
-    Workload,
-    Tags,
-    Status,
-    Health,
+impl Question for DiscoveredIds {
+    type Answer = HashSet<String>;
+
+    fn command(self, agent: &AgentClient) -> AgentCommand {
+        Workload.command(agent)
+    }
+
+    async fn read(
+        self,
+        agent: &AgentClient,
+        command: AgentCommand,
+        out: Result<ExecOutput, EngineError>,
+    ) -> Result<Self::Answer, AgentError> {
+        let listed = Workload.read(agent, command, out).await?;
+        Ok(listed.into_iter().map(|c| c.id).collect())
+    }
 }
+
+impl Question for Tags {
+    type Answer = BTreeMap<String, Vec<String>>;
+
+    fn command(self, agent: &AgentClient) -> AgentCommand {
+        AgentCommand {
+            name: "tagger-list",
+            json: agent.json_tagger.get() != Learnt::NO,
+        }
+    }
+
+    async fn read(
+        self,
+        agent: &AgentClient,
+        command: AgentCommand,
+        out: Result<ExecOutput, EngineError>,
+    ) -> Result<Self::Answer, AgentError> {
+        agent
+            .json_or_text(
+                command,
+                out,
+                &agent.json_tagger,
+                agent_output::parse_tagger_list_json,
+                agent_output::parse_tagger_list_text,
+            )
+            .await
+    }
+}
+
+impl Question for Status {
+    type Answer = AgentStatus;
+
+    fn command(self, _: &AgentClient) -> AgentCommand {
+        AgentCommand {
+            name: "status",
+            json: true,
+        }
+    }
+
+    async fn read(
+        self,
+        _: &AgentClient,
+        command: AgentCommand,
+        out: Result<ExecOutput, EngineError>,
+    ) -> Result<Self::Answer, AgentError> {
+        let out = out?;
+        if out.exit_code != 0 {
+            return Err(failed(command.name, &out));
+        }
+        agent_output::parse_status_json(&out.stdout).map_err(|source| AgentError::Output {
+            command: command.name,
+            source,
+        })
+    }
+}
+
+impl Question for Health {
+    type Answer = HealthReport;
+
+    fn command(self, _: &AgentClient) -> AgentCommand {
+        AgentCommand {
+            name: "health",
+            json: false,
+        }
+    }
+
+    async fn read(
+        self,
+        _: &AgentClient,
+        _: AgentCommand,
+        out: Result<ExecOutput, EngineError>,
+    ) -> Result<Self::Answer, AgentError> {
+        let out = out?;
+        Ok(agent_output::parse_health(
+            out.exit_code,
+            &out.stdout,
+            &out.stderr,
+        ))
+    }
+}
+
+/// A question whose answer the caller may already have: asked only when it does not.
+#[derive(Debug)]
+pub enum Unless<Q: Question> {
+    Known(Result<Q::Answer, AgentError>),
+    Ask(Q),
+}
+
+impl<Q: Question> Unless<Q> {
+    /// `question`, unless `known` already answers it.
+    pub fn known(known: Option<Result<Q::Answer, AgentError>>, question: Q) -> Self {
+        match known {
+            Some(answer) => Unless::Known(answer),
+            None => Unless::Ask(question),
+        }
+    }
+}
+
+/// The output of one command of a batch, in the order the batch's questions gave their commands.
+type Reply = (AgentCommand, Result<ExecOutput, EngineError>);
+
+/// What can be asked in one round: a [`Question`], an optional one (`Option<Q>`, answered
+/// `Option<..>`), one that may be known already ([`Unless`]), or a tuple of these (answered by a
+/// tuple of their answers).
+pub trait Questions {
+    type Answers;
+
+    /// Appends the commands these questions need, in order.
+    fn commands(&self, agent: &AgentClient, out: &mut Vec<AgentCommand>);
+
+    /// Reads the answers from the replies to the commands [`Questions::commands`] gave, in order.
+    async fn answers(
+        self,
+        agent: &AgentClient,
+        replies: &mut std::vec::IntoIter<Reply>,
+    ) -> Self::Answers;
+}
+
+/// The reply to `command`, the next one given; `run_all` answers every command, and were one
+/// missing it is run on its own rather than assumed.
+async fn next_reply(
+    agent: &AgentClient,
+    replies: &mut std::vec::IntoIter<Reply>,
+    command: AgentCommand,
+) -> Reply {
+    match replies.next() {
+        Some(reply) => reply,
+        None => (command, agent.run(command).await),
+    }
+}
+
+macro_rules! single_questions {
+    ($($q:ty),*) => {$(
+        impl Questions for $q {
+            type Answers = Result<<$q as Question>::Answer, AgentError>;
+
+            fn commands(&self, agent: &AgentClient, out: &mut Vec<AgentCommand>) {
+                out.push(self.command(agent));
+            }
+
+            async fn answers(
+                self,
+                agent: &AgentClient,
+                replies: &mut std::vec::IntoIter<Reply>,
+            ) -> Self::Answers {
+                let (command, out) = next_reply(agent, replies, self.command(agent)).await;
+                self.read(agent, command, out).await
+            }
+        }
+
+        impl Questions for Option<$q> {
+            type Answers = Option<Result<<$q as Question>::Answer, AgentError>>;
+
+            fn commands(&self, agent: &AgentClient, out: &mut Vec<AgentCommand>) {
+                if let Some(q) = self {
+                    q.commands(agent, out);
+                }
+            }
+
+            async fn answers(
+                self,
+                agent: &AgentClient,
+                replies: &mut std::vec::IntoIter<Reply>,
+            ) -> Self::Answers {
+                match self {
+                    Some(q) => Some(q.answers(agent, replies).await),
+                    None => None,
+                }
+            }
+        }
+
+        impl Questions for Unless<$q> {
+            type Answers = Result<<$q as Question>::Answer, AgentError>;
+
+            fn commands(&self, agent: &AgentClient, out: &mut Vec<AgentCommand>) {
+                if let Unless::Ask(q) = self {
+                    q.commands(agent, out);
+                }
+            }
+
+            async fn answers(
+                self,
+                agent: &AgentClient,
+                replies: &mut std::vec::IntoIter<Reply>,
+            ) -> Self::Answers {
+                match self {
+                    Unless::Known(answer) => answer,
+                    Unless::Ask(q) => q.answers(agent, replies).await,
+                }
+            }
+        }
+    )*};
+}
+
+single_questions!(Workload, DiscoveredIds, Tags, Status, Health);
+
+macro_rules! tuple_questions {
+    ($($name:ident),+) => {
+        impl<$($name: Questions),+> Questions for ($($name,)+) {
+            type Answers = ($($name::Answers,)+);
+
+            #[allow(non_snake_case)]
+            fn commands(&self, agent: &AgentClient, out: &mut Vec<AgentCommand>) {
+                let ($($name,)+) = self;
+                $($name.commands(agent, out);)+
+            }
+
+            #[allow(non_snake_case)]
+            async fn answers(
+                self,
+                agent: &AgentClient,
+                replies: &mut std::vec::IntoIter<Reply>,
+            ) -> Self::Answers {
+                let ($($name,)+) = self;
+                ($($name.answers(agent, replies).await,)+)
+            }
+        }
+    };
+}
+
+tuple_questions!(A, B);
+tuple_questions!(A, B, C);
+tuple_questions!(A, B, C, D);
 
 /// One `agent <name> [--json]` invocation, run with the agent's logging off.
 #[derive(Debug, Clone, Copy)]
-struct AgentCommand {
+pub struct AgentCommand {
     name: &'static str,
     json: bool,
 }
@@ -134,54 +413,13 @@ impl AgentClient {
 
     /// Asks everything in `questions` at once: one exec running the commands in parallel through
     /// the container's `sh` (see [`crate::batch`]), or one exec per command when it has none.
-    pub async fn ask(&self, questions: Questions) -> Answers {
-        let asked: Vec<Question> = [
-            (questions.workload, Question::Workload),
-            (questions.tags, Question::Tags),
-            (questions.status, Question::Status),
-            (questions.health, Question::Health),
-        ]
-        .into_iter()
-        .filter_map(|(wanted, q)| wanted.then_some(q))
-        .collect();
-        let commands: Vec<AgentCommand> = asked.iter().map(|q| self.command(*q)).collect();
+    /// Asking for X returns an X: `agent.ask((Tags, Health))` answers `(Result<tags>, Result<health>)`.
+    pub async fn ask<Q: Questions>(&self, questions: Q) -> Q::Answers {
+        let mut commands = Vec::new();
+        questions.commands(self, &mut commands);
         let outputs = self.run_all(&commands).await;
-        let mut answers = Answers::default();
-        for ((question, command), output) in asked.into_iter().zip(commands).zip(outputs) {
-            match question {
-                Question::Workload => {
-                    answers.workload = Some(self.workload_from(Some((command, output))).await)
-                }
-                Question::Tags => {
-                    answers.tags = Some(self.tags_from(Some((command, output))).await)
-                }
-                Question::Status => answers.status = Some(read_status(output)),
-                Question::Health => answers.health = Some(read_health(output)),
-            }
-        }
-        answers
-    }
-
-    fn command(&self, question: Question) -> AgentCommand {
-        let json_unless_known_absent = |s: &Learnt| s.get() != Learnt::NO;
-        match question {
-            Question::Workload => AgentCommand {
-                name: "workload-list",
-                json: json_unless_known_absent(&self.json_workload),
-            },
-            Question::Tags => AgentCommand {
-                name: "tagger-list",
-                json: json_unless_known_absent(&self.json_tagger),
-            },
-            Question::Status => AgentCommand {
-                name: "status",
-                json: true,
-            },
-            Question::Health => AgentCommand {
-                name: "health",
-                json: false,
-            },
-        }
+        let replies: Vec<Reply> = commands.into_iter().zip(outputs).collect();
+        questions.answers(self, &mut replies.into_iter()).await
     }
 
     async fn run_all(&self, commands: &[AgentCommand]) -> Vec<Result<ExecOutput, EngineError>> {
@@ -193,7 +431,7 @@ impl AgentClient {
             tracing::debug!("the agent container cannot run a batch through sh; one exec each");
             self.shell.set(false);
         }
-        futures::future::join_all(commands.iter().map(|c| self.run(*c))).await
+        futures_util::future::join_all(commands.iter().map(|c| self.run(*c))).await
     }
 
     async fn run_batch(&self, commands: &[AgentCommand]) -> Option<Vec<ExecOutput>> {
@@ -218,68 +456,17 @@ impl AgentClient {
         }
     }
 
-    /// `agent health`: exit 0 means healthy.
-    pub async fn health(&self) -> Result<HealthReport, AgentError> {
-        read_health(self.run(self.command(Question::Health)).await)
-    }
-
-    /// The containers the agent has discovered (`agent workload-list`, JSON when the agent has it).
-    pub async fn workload_containers(&self) -> Result<Vec<WorkloadContainer>, AgentError> {
-        self.workload_from(None).await
-    }
-
-    /// `agent status --json`: version, host tags, key and forwarder state.
-    pub async fn status(&self) -> Result<AgentStatus, AgentError> {
-        read_status(self.run(self.command(Question::Status)).await)
-    }
-
-    async fn workload_from(
-        &self,
-        answered: Option<(AgentCommand, Result<ExecOutput, EngineError>)>,
-    ) -> Result<Vec<WorkloadContainer>, AgentError> {
-        self.json_or_text(
-            Question::Workload,
-            &self.json_workload,
-            answered,
-            agent_output::parse_workload_list_json,
-            agent_output::parse_workload_list_text,
-        )
-        .await
-    }
-
-    /// Tags per container id (`agent tagger-list`, JSON when the agent has it).
-    async fn tags_from(
-        &self,
-        answered: Option<(AgentCommand, Result<ExecOutput, EngineError>)>,
-    ) -> Result<BTreeMap<String, Vec<String>>, AgentError> {
-        self.json_or_text(
-            Question::Tags,
-            &self.json_tagger,
-            answered,
-            agent_output::parse_tagger_list_json,
-            agent_output::parse_tagger_list_text,
-        )
-        .await
-    }
-
-    /// Reads the answer to `agent <command> --json` (running it unless `answered`) unless this agent
+    /// Reads the answer to `agent <command> --json` unless this agent
     /// is known not to have `--json`, and falls back to the text form (remembering that) when the
     /// agent answers `unknown flag: --json`.
     async fn json_or_text<T>(
         &self,
-        question: Question,
+        command: AgentCommand,
+        out: Result<ExecOutput, EngineError>,
         support: &Learnt,
-        answered: Option<(AgentCommand, Result<ExecOutput, EngineError>)>,
         parse_json: fn(&str) -> Result<T, OutputError>,
         parse_text: fn(&str) -> T,
     ) -> Result<T, AgentError> {
-        let (command, out) = match answered {
-            Some(answer) => answer,
-            None => {
-                let command = self.command(question);
-                (command, self.run(command).await)
-            }
-        };
         let name = command.name;
         let out = out?;
         if !command.json {
@@ -311,27 +498,6 @@ fn read_text<T>(
         return Err(failed(command, out));
     }
     Ok(parse_text(&out.stdout))
-}
-
-fn read_health(out: Result<ExecOutput, EngineError>) -> Result<HealthReport, AgentError> {
-    let out = out?;
-    Ok(agent_output::parse_health(
-        out.exit_code,
-        &out.stdout,
-        &out.stderr,
-    ))
-}
-
-fn read_status(out: Result<ExecOutput, EngineError>) -> Result<AgentStatus, AgentError> {
-    const COMMAND: &str = "status";
-    let out = out?;
-    if out.exit_code != 0 {
-        return Err(failed(COMMAND, &out));
-    }
-    agent_output::parse_status_json(&out.stdout).map_err(|source| AgentError::Output {
-        command: COMMAND,
-        source,
-    })
 }
 
 fn failed(command: &'static str, out: &ExecOutput) -> AgentError {

@@ -9,14 +9,11 @@
 use std::borrow::Cow;
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
-use std::iter::Peekable;
-use std::str::Chars;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 const ESC: char = '\u{1b}';
-const BEL: char = '\u{7}';
 
 /// How many `{` positions [`find_json_object`] tries; keeps hostile input linear.
 const MAX_JSON_CANDIDATES: usize = 64;
@@ -138,78 +135,21 @@ pub enum OutputError {
 // ANSI
 // ---------------------------------------------------------------------------
 
-/// Removes ANSI escape sequences (CSI `ESC [ ... letter`, and OSC) - agent output may be coloured.
+/// Removes ANSI escape sequences (colour, OSC titles and links, ...) - agent output may be coloured.
 ///
-/// Every ESC character is removed, including those of other or broken escape sequences,
-/// so the result never contains ESC and stripping is idempotent.
+/// Line by line, so an unterminated OSC never swallows the rest of the output.
 pub fn strip_ansi(s: &str) -> Cow<'_, str> {
     if !s.contains(ESC) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != ESC {
-            out.push(c);
-            continue;
+    for (i, line) in s.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
         }
-        match chars.peek() {
-            Some('[') => {
-                chars.next();
-                skip_csi(&mut chars);
-            }
-            Some(']') => {
-                chars.next();
-                skip_osc(&mut chars);
-            }
-            _ => skip_other_escape(&mut chars),
-        }
+        out.extend(anstream::adapter::strip_str(line));
     }
     Cow::Owned(out)
-}
-
-/// CSI body: parameter bytes 0x30-0x3F, intermediate bytes 0x20-0x2F, one final byte 0x40-0x7E.
-fn skip_csi(chars: &mut Peekable<Chars<'_>>) {
-    skip_all(chars, '\u{30}'..='\u{3f}');
-    skip_all(chars, '\u{20}'..='\u{2f}');
-    chars.next_if(|c| matches!(c, '\u{40}'..='\u{7e}'));
-}
-
-/// OSC body, ended by BEL or ST (`ESC \`). A newline also ends it: an unterminated
-/// OSC must not swallow the rest of the output.
-fn skip_osc(chars: &mut Peekable<Chars<'_>>) {
-    while let Some(&c) = chars.peek() {
-        match c {
-            BEL => {
-                chars.next();
-                return;
-            }
-            '\n' => return,
-            ESC => {
-                let mut lookahead = chars.clone();
-                lookahead.next();
-                if lookahead.peek() == Some(&'\\') {
-                    chars.next();
-                    chars.next();
-                }
-                // Any other ESC starts a new sequence; the caller handles it.
-                return;
-            }
-            _ => {
-                chars.next();
-            }
-        }
-    }
-}
-
-/// Other escapes (`ESC 7`, `ESC ( B`, ...): intermediate bytes 0x20-0x2F then one final byte.
-fn skip_other_escape(chars: &mut Peekable<Chars<'_>>) {
-    skip_all(chars, '\u{20}'..='\u{2f}');
-    chars.next_if(|c| matches!(c, '\u{30}'..='\u{7e}'));
-}
-
-fn skip_all(chars: &mut Peekable<Chars<'_>>, range: std::ops::RangeInclusive<char>) {
-    while chars.next_if(|c| range.contains(c)).is_some() {}
 }
 
 // ---------------------------------------------------------------------------

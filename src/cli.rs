@@ -13,7 +13,7 @@ use std::time::Duration;
     about = "Run the Datadog Agent container beside a SkyPilot job, through the Docker API",
     long_about = "Run the Datadog Agent container beside a SkyPilot job, through the Docker API.\n\n\
         Exit codes: 0 ok or monitoring skipped, 1 runtime error, 2 usage, 3 agent not healthy in time, \
-        4 expected container not discovered in time, 5 no agent container (status), 130/143 interrupted."
+        4 expected container not discovered in time, 5 no agent container (status, logs), 130/143 interrupted."
 )]
 pub struct Cli {
     #[command(flatten)]

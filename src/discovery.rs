@@ -3,10 +3,10 @@
 //! The matching and the report are pure; [`wait`] drives them against Docker and the agent, sleeping on
 //! Docker's event stream rather than polling when nothing can change.
 
-use crate::agent::{AgentClient, AgentError};
+use crate::agent::{AgentClient, AgentError, DiscoveredIds};
 use crate::engine::{ContainerEvent, Engine, EngineError, RunningContainer};
 use crate::interrupt::{Interrupt, Interrupted};
-use futures::{Stream, StreamExt};
+use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use std::collections::HashSet;
 use std::pin::Pin;
@@ -333,8 +333,8 @@ async fn check_once(
             agent_error: None,
         });
     }
-    let discovered: HashSet<String> = match agent.workload_containers().await {
-        Ok(listed) => listed.into_iter().map(|c| c.id).collect(),
+    let discovered: HashSet<String> = match agent.ask(DiscoveredIds).await {
+        Ok(ids) => ids,
         Err(e) => {
             return Ok(Look {
                 running,

@@ -232,7 +232,7 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
         (Some(Ok(h)), true) => Check::fail(
             "agent health",
             h.summary(),
-            crate::commands::unhealthy_hint(h),
+            crate::startup::unhealthy_hint(h),
         ),
     });
 

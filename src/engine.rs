@@ -9,7 +9,7 @@ use bollard::query_parameters::{
     RemoveContainerOptions, StopContainerOptions,
 };
 use bollard::{ClientVersion, Docker};
-use futures::{Stream, StreamExt};
+use futures_util::{Stream, StreamExt};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -40,7 +40,11 @@ const EXEC_TIMEOUT: Duration = Duration::from_secs(15);
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("cannot reach the Docker daemon at {host}: {cause}; check that Docker is running and this user may use it (root or the docker group), or point --docker-host/DOCKER_HOST at it")]
-    Unreachable { host: String, cause: String },
+    Unreachable {
+        host: String,
+        #[source]
+        cause: Cause,
+    },
     /// The socket exists but its permissions refuse this user: typically a job image that runs as a
     /// non-root user, with the host's root-owned socket mounted in.
     #[error("{0}")]
@@ -48,23 +52,62 @@ pub enum EngineError {
     #[error("--docker-host {host:?} is not supported: use unix:///path/to/docker.sock or tcp://host:port")]
     UnsupportedHost { host: String },
     #[error("pulling image {image} failed: {cause}; check the image name, your registry access and network, or use --pull never with an image that is already present")]
-    Pull { image: String, cause: String },
+    Pull {
+        image: String,
+        #[source]
+        cause: Cause,
+    },
     #[error("image {image} is not present and --pull never was given; pull it first or drop --pull never")]
     ImageMissing { image: String },
     #[error("Docker refused to {action} container {name}: {cause}")]
     Container {
         action: &'static str,
         name: String,
-        cause: String,
+        #[source]
+        cause: Cause,
     },
     #[error("running `{command}` in container {name} failed: {cause}")]
     Exec {
         name: String,
         command: String,
-        cause: String,
+        #[source]
+        cause: Cause,
     },
     #[error("Docker request to {action} failed: {cause}")]
-    Other { action: &'static str, cause: String },
+    Other {
+        action: &'static str,
+        #[source]
+        cause: Cause,
+    },
+}
+
+/// Why a Docker request failed: the daemon's (or the client's) own error, kept whole (reachable through
+/// `Error::source`), or what ddsky saw when there was none. Its text is the
+/// daemon's message without bollard's Debug noise, which the [`EngineError`] message embeds.
+#[derive(Debug, thiserror::Error)]
+pub enum Cause {
+    #[error("{}", cause(.0))]
+    Docker(BollardError),
+    #[error("{0}")]
+    Seen(String),
+}
+
+impl From<BollardError> for Cause {
+    fn from(e: BollardError) -> Self {
+        Cause::Docker(e)
+    }
+}
+
+impl From<String> for Cause {
+    fn from(s: String) -> Self {
+        Cause::Seen(s)
+    }
+}
+
+impl From<&str> for Cause {
+    fn from(s: &str) -> Self {
+        Cause::Seen(s.to_owned())
+    }
 }
 
 /// Renders a bollard error without its Debug noise.
@@ -175,16 +218,16 @@ pub struct ContainerEvent {
 impl Engine {
     /// Connects to `host` (DOCKER_HOST syntax) and negotiates the API version within 2 s.
     pub async fn connect(host: &str) -> Result<Self, EngineError> {
-        let unreachable = |cause: String| EngineError::Unreachable {
+        let unreachable = |cause: Cause| EngineError::Unreachable {
             host: host.to_owned(),
             cause,
         };
         if let Some(path) = host.strip_prefix("unix://") {
             if !std::path::Path::new(path).exists() {
-                return Err(unreachable(format!("no socket at {path}")));
+                return Err(unreachable(format!("no socket at {path}").into()));
             }
         }
-        let docker = client(host, &FIELD_API)?.map_err(|e| unreachable(cause(&e)))?;
+        let docker = client(host, &FIELD_API)?.map_err(|e| unreachable(e.into()))?;
         let answered = tokio::time::timeout(CONNECT_TIMEOUT, async {
             match docker.ping().await {
                 Ok(_) => Ok(docker),
@@ -207,14 +250,17 @@ impl Engine {
                     Some(path) if refused(path) => {
                         EngineError::SocketRefused(SocketRefusal::observe(path))
                     }
-                    _ => unreachable(text),
+                    _ => unreachable(text.into()),
                 });
             }
             Err(_) => {
-                return Err(unreachable(format!(
-                    "no answer within {}",
-                    humantime::format_duration(CONNECT_TIMEOUT)
-                )))
+                return Err(unreachable(
+                    format!(
+                        "no answer within {}",
+                        humantime::format_duration(CONNECT_TIMEOUT)
+                    )
+                    .into(),
+                ))
             }
         };
         tracing::debug!(host, api = %docker.client_version(), "connected to Docker");
@@ -241,7 +287,7 @@ impl Engine {
             .await
             .map_err(|e| EngineError::Other {
                 action: "read the daemon version",
-                cause: cause(&e),
+                cause: e.into(),
             })?;
         Ok(v.version.unwrap_or_default())
     }
@@ -253,7 +299,7 @@ impl Engine {
         let (info, version) = tokio::join!(self.docker.info(), self.docker.version());
         let info = info.map_err(|e| EngineError::Other {
             action: "read daemon info",
-            cause: cause(&e),
+            cause: e.into(),
         })?;
         let root = info
             .docker_root_dir
@@ -276,7 +322,7 @@ impl Engine {
             Err(e) => Err(EngineError::Container {
                 action: "inspect",
                 name: name.to_owned(),
-                cause: cause(&e),
+                cause: e.into(),
             }),
         }
     }
@@ -288,7 +334,7 @@ impl Engine {
             Err(e) if status_of(&e) == Some(404) => Ok(None),
             Err(e) => Err(EngineError::Other {
                 action: "inspect the image",
-                cause: cause(&e),
+                cause: e.into(),
             }),
         }
     }
@@ -307,7 +353,7 @@ impl Engine {
         while let Some(item) = stream.next().await {
             let info = item.map_err(|e| EngineError::Pull {
                 image: image.to_owned(),
-                cause: cause(&e),
+                cause: e.into(),
             })?;
             on_progress(PullProgress {
                 layer: info.id,
@@ -339,13 +385,13 @@ impl Engine {
             name: Some(name.to_owned()),
             platform: String::new(),
         };
-        let refused = |cause: String| EngineError::Container {
+        let refused = |cause: Cause| EngineError::Container {
             action: "create",
             name: name.to_owned(),
             cause,
         };
         let docker = if start_interval_api {
-            client(&self.host, &START_INTERVAL_API)?.map_err(|e| refused(cause(&e)))?
+            client(&self.host, &START_INTERVAL_API)?.map_err(|e| refused(e.into()))?
         } else {
             self.docker.clone()
         };
@@ -355,7 +401,7 @@ impl Engine {
             Err(e) => Err(EngineError::Container {
                 action: "create",
                 name: name.to_owned(),
-                cause: cause(&e),
+                cause: e.into(),
             }),
         }
     }
@@ -368,7 +414,7 @@ impl Engine {
             Err(e) => Err(EngineError::Container {
                 action: "start",
                 name: id.to_owned(),
-                cause: cause(&e),
+                cause: e.into(),
             }),
         }
     }
@@ -392,7 +438,7 @@ impl Engine {
             Err(e) => Err(EngineError::Container {
                 action: "stop",
                 name: id.to_owned(),
-                cause: cause(&e),
+                cause: e.into(),
             }),
         }
     }
@@ -410,7 +456,7 @@ impl Engine {
             Err(e) => Err(EngineError::Container {
                 action: "remove",
                 name: id.to_owned(),
-                cause: cause(&e),
+                cause: e.into(),
             }),
         }
     }
@@ -431,7 +477,8 @@ impl Engine {
                     cause: format!(
                         "no answer within {} (the container may have restarted under it)",
                         humantime::format_duration(EXEC_TIMEOUT)
-                    ),
+                    )
+                    .into(),
                 })
             })
     }
@@ -445,7 +492,7 @@ impl Engine {
         let fail = |e: BollardError| EngineError::Exec {
             name: container.to_owned(),
             command: cmd.join(" "),
-            cause: cause(&e),
+            cause: e.into(),
         };
         let created = self
             .docker
@@ -502,7 +549,7 @@ impl Engine {
             .await
             .map_err(|e| EngineError::Other {
                 action: "list containers",
-                cause: cause(&e),
+                cause: e.into(),
             })?;
         Ok(list
             .into_iter()
@@ -577,7 +624,7 @@ impl Engine {
                 .map_err(|e| EngineError::Container {
                     action: "read the logs of",
                     name: name.clone(),
-                    cause: cause(&e),
+                    cause: e.into(),
                 })
         })
     }
@@ -596,7 +643,7 @@ impl Engine {
     pub async fn has_nvidia_runtime(&self) -> Result<bool, EngineError> {
         let info = self.docker.info().await.map_err(|e| EngineError::Other {
             action: "read daemon info",
-            cause: cause(&e),
+            cause: e.into(),
         })?;
         Ok(info
             .runtimes

@@ -9,7 +9,7 @@ pub const USAGE: u8 = 2;
 pub const UNHEALTHY: u8 = 3;
 /// An expected container was not discovered by the agent in time.
 pub const NOT_DISCOVERED: u8 = 4;
-/// `status`: there is no agent container.
+/// `status`, `logs`: there is no agent container to read.
 pub const NO_AGENT: u8 = 5;
 /// Interrupted by SIGINT (128 + 2).
 pub const INTERRUPTED: u8 = 130;

@@ -18,8 +18,18 @@ impl Signal {
     }
 }
 
+impl std::fmt::Display for Signal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Signal::Interrupt => "SIGINT",
+            Signal::Terminate => "SIGTERM",
+        })
+    }
+}
+
+/// A long wait ended by a signal; short critical steps were let finish, so nothing is half-made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("interrupted ({0:?})")]
+#[error("interrupted by {0}; nothing was left half-made")]
 pub struct Interrupted(pub Signal);
 
 #[derive(Clone)]

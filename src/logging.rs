@@ -32,8 +32,58 @@ pub fn init(verbose: u8, quiet: u8) {
     }));
 }
 
-/// Prints the one-line error and returns its exit code.
-pub fn fail(error: &anyhow::Error, code: u8) -> u8 {
-    crate::output::error_line(&format!("ddsky: error: {error:#}"));
+/// Prints the one-line error, followed by each `source()` it names (`what: why: why`), and
+/// returns its exit code.
+pub fn fail(error: &dyn std::error::Error, code: u8) -> u8 {
+    crate::output::error_line(&format!("ddsky: error: {}", chain(error)));
     code
+}
+
+/// `error: its source: that one's source ...`, leaving out a source the message already quotes
+/// (most of ddsky's errors say their cause in the middle, followed by what to do).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut next = error.source();
+    while let Some(source) = next {
+        let text = source.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        next = source.source();
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot {what}")]
+    struct Outer {
+        what: &'static str,
+        source: std::io::Error,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("pulling failed: {source}; check the name")]
+    struct Quoting {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn the_chain_names_each_source_once() {
+        let io = || std::io::Error::other("no such file");
+        let outer = Outer {
+            what: "read it",
+            source: io(),
+        };
+        assert_eq!(chain(&outer), "cannot read it: no such file");
+        let quoting = Quoting { source: io() };
+        assert_eq!(
+            chain(&quoting),
+            "pulling failed: no such file; check the name"
+        );
+    }
 }

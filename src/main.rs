@@ -70,7 +70,10 @@ fn run(cli: cli::Cli) -> u8 {
         Ok(rt) => rt,
         Err(e) => {
             return logging::fail(
-                &anyhow::anyhow!("cannot start the async runtime: {e}"),
+                &Startup {
+                    what: "start the async runtime",
+                    source: e,
+                },
                 exit::FAILURE,
             )
         }
@@ -80,7 +83,10 @@ fn run(cli: cli::Cli) -> u8 {
             Ok(i) => i,
             Err(e) => {
                 return logging::fail(
-                    &anyhow::anyhow!("cannot listen for signals: {e}"),
+                    &Startup {
+                        what: "listen for signals",
+                        source: e,
+                    },
                     exit::FAILURE,
                 )
             }
@@ -94,7 +100,7 @@ fn run(cli: cli::Cli) -> u8 {
             Err(failure) => {
                 let code = failure.exit_code();
                 let details = failure.details().to_vec();
-                logging::fail(&anyhow::Error::new(failure), code);
+                logging::fail(&failure, code);
                 for line in details {
                     output::error_line(&format!("  | {line}"));
                 }
@@ -102,4 +108,12 @@ fn run(cli: cli::Cli) -> u8 {
             }
         }
     })
+}
+
+/// ddsky could not set itself up to run a command at all.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {what}")]
+struct Startup {
+    what: &'static str,
+    source: std::io::Error,
 }

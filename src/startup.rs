@@ -12,7 +12,7 @@
 //! container started and rarely in between. When to ask is pure ([`next_health_poll`]); only the
 //! deadline turns "not ready" into a failure, and only the container dying ends the wait early.
 
-use crate::agent::AgentClient;
+use crate::agent::{AgentClient, DiscoveredIds, Health};
 use crate::agent_output::HealthReport;
 use crate::engine::{ContainerInfo, Engine, EngineError};
 use crate::interrupt::{Interrupt, Interrupted};
@@ -133,7 +133,7 @@ pub async fn wait_healthy(
             });
         }
         // A signal must not wait for an exec (one can hang while the container restarts).
-        let report = match interrupt.run(agent.health()).await? {
+        let report = match interrupt.run(agent.ask(Health)).await? {
             Ok(r) => r,
             // The container may have died between the inspect and the exec: the next inspect says.
             Err(e) => {
@@ -166,8 +166,8 @@ pub async fn wait_healthy(
             && age >= LIST_EARLY_FROM
             && pause > TICK_POLL_INTERVAL
         {
-            match agent.workload_containers().await {
-                Ok(listed) => listed_early = Some(listed.into_iter().map(|c| c.id).collect()),
+            match agent.ask(DiscoveredIds).await {
+                Ok(ids) => listed_early = Some(ids),
                 Err(e) => tracing::debug!("agent workload-list could not run yet: {e}"),
             }
         }
@@ -241,5 +241,22 @@ mod tests {
             "seen {seen:?} after ready {ready:?}"
         );
         assert!(commands < 30 * 2 / 3, "{commands} commands in 30 s");
+    }
+}
+
+/// The hint for an unhealthy agent: `forwarder` alone (once start-up is over) is nearly always the
+/// API key; every component unhealthy is start-up not finished.
+pub fn unhealthy_hint(health: &HealthReport) -> String {
+    let components = &health.unhealthy_components;
+    if health.not_up_yet.is_some() || health.other_error.is_some() {
+        "the agent has not answered `agent health` yet; see `ddsky logs`, or wait longer with --timeout".into()
+    } else if components.iter().any(|c| c == "healthcheck") {
+        "the agent is still starting (every component is unhealthy until its first 15 s ping); wait longer with --timeout".into()
+    } else if components.iter().any(|c| c == "forwarder") {
+        "`forwarder` unhealthy usually means the API key is not valid for this --site; check the key and DD_SITE".into()
+    } else if components.is_empty() {
+        "the agent did not answer `agent health`; see `ddsky logs`".into()
+    } else {
+        "see `ddsky logs`, or wait longer with --timeout".into()
     }
 }

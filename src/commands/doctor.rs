@@ -2,7 +2,7 @@
 //! and lets `crate::doctor` judge them.
 
 use super::{identity, Context, Failure};
-use crate::agent::{AgentClient, Questions};
+use crate::agent::{AgentClient, DiscoveredIds, Health, Status, Tags};
 use crate::cli::DoctorArgs;
 use crate::discovery::{self, Pattern};
 use crate::doctor::{self, Check, DockerFacts, Facts, PortFacts, Verdict};
@@ -12,7 +12,6 @@ use crate::ports;
 use crate::spec::NetworkMode;
 use crate::startup;
 use serde::Serialize;
-use std::collections::HashSet;
 use std::time::Duration;
 
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
@@ -78,32 +77,19 @@ pub async fn run(ctx: &Context, args: DoctorArgs) -> Result<u8, Failure> {
             }
             if let Some(info) = facts.agent.as_ref().filter(|a| a.state.running) {
                 let agent = AgentClient::new(engine.clone(), info.id.clone());
-                let questions = Questions {
-                    workload: true,
-                    tags: true,
-                    status: true,
-                    health: true,
-                };
-                let (running, answers, apm, dogstatsd) = tokio::join!(
+                let (running, (discovered, tags, status, health), apm, dogstatsd) = tokio::join!(
                     engine.running_containers(),
-                    agent.ask(questions),
+                    agent.ask((DiscoveredIds, Tags, Status, Health)),
                     probe_tcp(args.agent.apm_port),
                     bound_udp(args.agent.dogstatsd_port),
                 );
-                let asked = "asked above";
                 let expected = running.map_err(|e| e.to_string()).and_then(|running| {
-                    let discovered: HashSet<String> = answers
-                        .workload
-                        .expect(asked)
-                        .map_err(|e| e.to_string())?
-                        .into_iter()
-                        .map(|c| c.id)
-                        .collect();
+                    let discovered = discovered.map_err(|e| e.to_string())?;
                     let report = discovery::evaluate(&patterns, &running, &discovered, &info.id);
-                    Ok((report, answers.tags.expect(asked).unwrap_or_default()))
+                    Ok((report, tags.unwrap_or_default()))
                 });
-                facts.health = Some(answers.health.expect(asked).map_err(|e| e.to_string()));
-                facts.status = Some(answers.status.expect(asked).map_err(|e| e.to_string()));
+                facts.health = Some(health.map_err(|e| e.to_string()));
+                facts.status = Some(status.map_err(|e| e.to_string()));
                 facts.expected = Some(expected);
                 facts.ports.apm = Some(apm);
                 facts.ports.dogstatsd = Some(dogstatsd);

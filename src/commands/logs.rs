@@ -3,17 +3,15 @@
 use super::{Context, Failure};
 use crate::cli::LogsArgs;
 use crate::exit;
-use futures::StreamExt;
+use futures_util::StreamExt;
 use std::io::Write;
 
 pub async fn run(ctx: &Context, args: LogsArgs) -> Result<u8, Failure> {
     let engine = ctx.engine().await?;
     let Some(info) = engine.inspect(&ctx.name).await? else {
-        crate::output::error_line(&format!(
-            "ddsky: no agent container named {}; start it with `ddsky up`",
-            ctx.name
-        ));
-        return Ok(exit::NO_AGENT);
+        return Err(Failure::NoAgent {
+            name: ctx.name.clone(),
+        });
     };
     let since = args.since.map(|d| {
         let now = std::time::SystemTime::now()

@@ -11,13 +11,12 @@ mod status;
 mod up;
 
 use crate::agent::AgentError;
-use crate::agent_output::HealthReport;
 use crate::cli::{Command, Format, GlobalArgs};
 use crate::discovery::WaitError;
 use crate::engine::{Engine, EngineError, DEFAULT_DOCKER_HOST};
 use crate::exit;
 use crate::interrupt::{Interrupt, Interrupted};
-use crate::startup::HealthWaitError;
+use crate::startup::{self, HealthWaitError};
 use std::time::Duration;
 
 /// What every command needs besides its own arguments.
@@ -121,6 +120,10 @@ pub enum Failure {
     PortsTaken(String),
     #[error("no Datadog API key and --require-key was given: {reasons}")]
     KeyRequired { reasons: String },
+    #[error("{name} kept changing under {attempts} concurrent `ddsky up` runs, each a step ahead of this one; run `ddsky up` again once they are done")]
+    LostRaces { name: String, attempts: u32 },
+    #[error("no agent container named {name}; start it with `ddsky up`")]
+    NoAgent { name: String },
     #[error(transparent)]
     Interrupted(#[from] Interrupted),
 }
@@ -160,7 +163,7 @@ impl Failure {
                 waited: humantime::format_duration(Duration::from_secs(waited.as_secs()))
                     .to_string(),
                 answer: last.summary(),
-                hint: unhealthy_hint(&last),
+                hint: startup::unhealthy_hint(&last),
             },
         }
     }
@@ -170,6 +173,7 @@ impl Failure {
             Failure::Usage(_) => exit::USAGE,
             Failure::Engine(EngineError::UnsupportedHost { .. }) => exit::USAGE,
             Failure::Unhealthy { .. } => exit::UNHEALTHY,
+            Failure::NoAgent { .. } => exit::NO_AGENT,
             Failure::Interrupted(Interrupted(signal)) => signal.exit_code(),
             Failure::Engine(_)
             | Failure::Agent(_)
@@ -179,6 +183,7 @@ impl Failure {
             | Failure::AgentExited { .. }
             | Failure::AgentGone { .. }
             | Failure::AgentStopped { .. }
+            | Failure::LostRaces { .. }
             | Failure::KeyRequired { .. } => exit::FAILURE,
         }
     }
@@ -189,22 +194,5 @@ impl Failure {
             Failure::AgentExited { last_lines, .. } => last_lines,
             _ => &[],
         }
-    }
-}
-
-/// The hint for an unhealthy agent: `forwarder` alone (once start-up is over) is nearly always the
-/// API key; every component unhealthy is start-up not finished.
-pub fn unhealthy_hint(health: &HealthReport) -> String {
-    let components = &health.unhealthy_components;
-    if health.not_up_yet.is_some() || health.other_error.is_some() {
-        "the agent has not answered `agent health` yet; see `ddsky logs`, or wait longer with --timeout".into()
-    } else if components.iter().any(|c| c == "healthcheck") {
-        "the agent is still starting (every component is unhealthy until its first 15 s ping); wait longer with --timeout".into()
-    } else if components.iter().any(|c| c == "forwarder") {
-        "`forwarder` unhealthy usually means the API key is not valid for this --site; check the key and DD_SITE".into()
-    } else if components.is_empty() {
-        "the agent did not answer `agent health`; see `ddsky logs`".into()
-    } else {
-        "see `ddsky logs`, or wait longer with --timeout".into()
     }
 }

@@ -1,7 +1,7 @@
 //! `ddsky status`: the agent container, what it discovered, and what it has not.
 
 use super::{Context, Failure};
-use crate::agent::{AgentClient, Questions};
+use crate::agent::{AgentClient, DiscoveredIds, Health, Status, Tags, Unless};
 use crate::cli::StatusArgs;
 use crate::discovery::{self, DiscoveryReport, WaitFor};
 use crate::engine::{short_id, ContainerInfo, RunningContainer};
@@ -116,7 +116,7 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<u8, Failure> {
                         None,
                         &ctx.interrupt
                     ),
-                    agent.status(),
+                    agent.ask(Status),
                 );
                 let look = look?;
                 if let Some(e) = &look.agent_error {
@@ -139,13 +139,13 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<u8, Failure> {
     let (seen_running, seen_discovered) = look
         .map(|l| (l.running, l.discovered.unwrap_or_default()))
         .unzip();
-    let questions = Questions {
-        workload: seen_discovered.is_none(),
-        tags: true,
-        status: early_status.is_none(),
-        health: !trust_docker,
-    };
-    let (running, answers) = tokio::join!(
+    let questions = (
+        Unless::known(seen_discovered.map(Ok), DiscoveredIds),
+        Tags,
+        Unless::known(early_status, Status),
+        (!trust_docker).then_some(Health),
+    );
+    let (running, (workload, tags, status, health)) = tokio::join!(
         async {
             match seen_running {
                 Some(running) => Ok(running),
@@ -157,9 +157,9 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<u8, Failure> {
     let running = running?;
     // An agent that is not up yet answers every command the same way: say it once.
     let not_up_yet = [
-        answers.workload.as_ref().and_then(|a| a.as_ref().err()),
-        answers.tags.as_ref().and_then(|a| a.as_ref().err()),
-        answers.status.as_ref().and_then(|a| a.as_ref().err()),
+        workload.as_ref().err(),
+        tags.as_ref().err(),
+        status.as_ref().err(),
     ]
     .into_iter()
     .flatten()
@@ -175,26 +175,14 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<u8, Failure> {
             tracing::warn!("{what}: {e}");
         }
     };
-    let discovered: HashSet<String> = match (seen_discovered, answers.workload) {
-        (Some(ids), _) => ids,
-        (None, Some(Ok(workload))) => workload.into_iter().map(|c| c.id).collect(),
-        (None, Some(Err(e))) => {
-            warn("cannot list what the agent discovered", &e);
-            HashSet::new()
-        }
-        (None, None) => unreachable!("the workload is asked when the wait did not answer it"),
-    };
-    let tags = match answers.tags {
-        Some(Ok(tags)) => tags,
-        Some(Err(e)) => {
-            warn("cannot read the agent's tags", &e);
-            BTreeMap::new()
-        }
-        None => unreachable!("tags are always asked"),
-    };
-    let status = early_status
-        .or(answers.status)
-        .expect("status is asked either while waiting or now");
+    let discovered: HashSet<String> = workload.unwrap_or_else(|e| {
+        warn("cannot list what the agent discovered", &e);
+        HashSet::new()
+    });
+    let tags = tags.unwrap_or_else(|e| {
+        warn("cannot read the agent's tags", &e);
+        BTreeMap::new()
+    });
     let (version, host_tags) = match status {
         Ok(s) => (s.version, s.host_tags),
         Err(e) => {
@@ -202,7 +190,7 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> Result<u8, Failure> {
             (None, vec![])
         }
     };
-    let healthy = match answers.health {
+    let healthy = match health {
         None => waited_health.unwrap_or(info.state.health.as_deref() == Some("healthy")),
         Some(Ok(h)) => h.healthy,
         Some(Err(e)) => {

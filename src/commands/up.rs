@@ -526,11 +526,10 @@ async fn converge(
             _ => {}
         }
     }
-    Err(Failure::Engine(EngineError::Container {
-        action: "settle",
+    Err(Failure::LostRaces {
         name: plan.spec.name.clone(),
-        cause: "it kept changing under concurrent ddsky runs; run `ddsky up` again".into(),
-    }))
+        attempts: CONVERGE_ATTEMPTS,
+    })
 }
 
 /// Creates and starts the agent; when Docker refuses its GPUs, `--gpus auto` creates the agent
@@ -544,9 +543,9 @@ async fn create_with_gpu_fallback(
 ) -> Result<Option<String>, Failure> {
     let refusal = match create_and_start(engine, &spec.for_daemon(&facts)).await {
         Err(Failure::Engine(EngineError::Container { cause, .. }))
-            if placement::docker_refused_gpus(&cause) =>
+            if placement::docker_refused_gpus(&cause.to_string()) =>
         {
-            cause
+            cause.to_string()
         }
         other => return other,
     };
