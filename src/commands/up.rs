@@ -553,7 +553,7 @@ async fn create_with_gpu_fallback(
         Some(fallback) if args.gpus == GpuMode::Auto && fallback.hash != spec.hash => {
             tracing::warn!(
                 "Docker refused the agent GPUs ({refusal}): the NVIDIA driver is here but Docker has no NVIDIA runtime; \
-                 the agent runs without GPU monitoring. To get it: {}, then `ddsky up` again (or --gpus none to silence this)",
+                 the agent runs without GPU monitoring. To get it: {}, then `ddsky down && ddsky up` (or --gpus none to silence this)",
                 placement::GPU_RUNTIME_FIX
             );
             let facts = DaemonFacts {
