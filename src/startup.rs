@@ -187,6 +187,23 @@ pub async fn wait_healthy(
     }
 }
 
+/// The hint for an unhealthy agent: `forwarder` alone (once start-up is over) is nearly always the
+/// API key; every component unhealthy is start-up not finished.
+pub fn unhealthy_hint(health: &HealthReport) -> String {
+    let components = &health.unhealthy_components;
+    if health.not_up_yet.is_some() || health.other_error.is_some() {
+        "the agent has not answered `agent health` yet; see `ddsky logs`, or wait longer with --timeout".into()
+    } else if components.iter().any(|c| c == "healthcheck") {
+        "the agent is still starting (every component is unhealthy until its first 15 s ping); wait longer with --timeout".into()
+    } else if components.iter().any(|c| c == "forwarder") {
+        "`forwarder` unhealthy usually means the API key is not valid for this --site; check the key and DD_SITE".into()
+    } else if components.is_empty() {
+        "the agent did not answer `agent health`; see `ddsky logs`".into()
+    } else {
+        "see `ddsky logs`, or wait longer with --timeout".into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,22 +265,5 @@ mod tests {
             "seen {seen:?} after ready {ready:?}"
         );
         assert!(commands < 30 * 2 / 3, "{commands} commands in 30 s");
-    }
-}
-
-/// The hint for an unhealthy agent: `forwarder` alone (once start-up is over) is nearly always the
-/// API key; every component unhealthy is start-up not finished.
-pub fn unhealthy_hint(health: &HealthReport) -> String {
-    let components = &health.unhealthy_components;
-    if health.not_up_yet.is_some() || health.other_error.is_some() {
-        "the agent has not answered `agent health` yet; see `ddsky logs`, or wait longer with --timeout".into()
-    } else if components.iter().any(|c| c == "healthcheck") {
-        "the agent is still starting (every component is unhealthy until its first 15 s ping); wait longer with --timeout".into()
-    } else if components.iter().any(|c| c == "forwarder") {
-        "`forwarder` unhealthy usually means the API key is not valid for this --site; check the key and DD_SITE".into()
-    } else if components.is_empty() {
-        "the agent did not answer `agent health`; see `ddsky logs`".into()
-    } else {
-        "see `ddsky logs`, or wait longer with --timeout".into()
     }
 }
