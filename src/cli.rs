@@ -1,7 +1,6 @@
-//! The command line: clap types only. `commands` turns these into core settings.
+//! The command line: clap types only. `settings` turns these into validated core settings; the value
+//! enums here mirror the core's (which know nothing of clap) and convert into them.
 
-use crate::placement::GpuMode;
-use crate::spec::NetworkMode;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use std::time::Duration;
 
@@ -46,6 +45,7 @@ pub struct GlobalArgs {
     pub quiet: u8,
 }
 
+/// The clap mirror of [`crate::output::Format`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Text,
@@ -76,6 +76,7 @@ pub enum Command {
     K8s(K8sArgs),
 }
 
+/// The clap mirror of [`crate::settings::PullPolicy`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PullPolicy {
     Missing,
@@ -83,15 +84,64 @@ pub enum PullPolicy {
     Never,
 }
 
-/// A repeatable flag's values, or its environment twin split on whitespace when the flag is absent.
-/// (clap's own env support would split the flag's values too, breaking `--tag "team:a b"`.)
-pub fn or_env_list(given: &[String], var: &str) -> Vec<String> {
-    if !given.is_empty() {
-        return given.to_vec();
+/// `--gpus auto|all|none`; the clap mirror of [`crate::placement::GpuMode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GpuMode {
+    /// All GPUs when the host has NVIDIA support (an nvidia runtime or /dev/nvidiactl), else none.
+    Auto,
+    /// All GPUs; an error when the host has no NVIDIA support.
+    All,
+    /// No GPUs.
+    None,
+}
+
+/// `--network host|bridge`; the clap mirror of [`crate::spec::NetworkMode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NetworkMode {
+    /// The agent shares the host network: the job reaches it at localhost, and it reaches EC2 metadata.
+    Host,
+    /// The default bridge, with APM and DogStatsD published on 127.0.0.1 only.
+    Bridge,
+}
+
+impl From<Format> for crate::output::Format {
+    fn from(f: Format) -> Self {
+        match f {
+            Format::Text => Self::Text,
+            Format::Json => Self::Json,
+            Format::Shell => Self::Shell,
+            Format::EnvFile => Self::EnvFile,
+        }
     }
-    crate::output::env_var(var)
-        .map(|v| v.split_whitespace().map(str::to_owned).collect())
-        .unwrap_or_default()
+}
+
+impl From<PullPolicy> for crate::settings::PullPolicy {
+    fn from(p: PullPolicy) -> Self {
+        match p {
+            PullPolicy::Missing => Self::Missing,
+            PullPolicy::Always => Self::Always,
+            PullPolicy::Never => Self::Never,
+        }
+    }
+}
+
+impl From<GpuMode> for crate::placement::GpuMode {
+    fn from(g: GpuMode) -> Self {
+        match g {
+            GpuMode::Auto => Self::Auto,
+            GpuMode::All => Self::All,
+            GpuMode::None => Self::None,
+        }
+    }
+}
+
+impl From<NetworkMode> for crate::spec::NetworkMode {
+    fn from(n: NetworkMode) -> Self {
+        match n {
+            NetworkMode::Host => Self::Host,
+            NetworkMode::Bridge => Self::Bridge,
+        }
+    }
 }
 
 fn duration(s: &str) -> Result<Duration, String> {

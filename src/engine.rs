@@ -13,7 +13,6 @@ use futures::{Stream, StreamExt};
 use std::collections::HashMap;
 use std::time::Duration;
 
-pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
 
 /// How long `ddsky` waits for the daemon to answer at all: a setup script must not hang on a dead socket.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -37,6 +36,24 @@ const REQUEST_TIMEOUT_SECS: u64 = 120;
 /// SkyPilot's setup with it, past every deadline.
 const EXEC_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// A Docker daemon address in a scheme ddsky speaks (`settings::docker_host` checks it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DockerHost {
+    /// `unix:///path/to/docker.sock`
+    Unix(String),
+    /// `tcp://host:port` or `http://host:port`
+    Http(String),
+}
+
+impl DockerHost {
+    /// The address as the user gave it (DOCKER_HOST syntax).
+    pub fn url(&self) -> &str {
+        match self {
+            DockerHost::Unix(url) | DockerHost::Http(url) => url,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("cannot reach the Docker daemon at {host}: {cause}; check that Docker is running and this user may use it (root or the docker group), or point --docker-host/DOCKER_HOST at it")]
@@ -45,8 +62,6 @@ pub enum EngineError {
     /// non-root user, with the host's root-owned socket mounted in.
     #[error("{0}")]
     SocketRefused(SocketRefusal),
-    #[error("--docker-host {host:?} is not supported: use unix:///path/to/docker.sock or tcp://host:port")]
-    UnsupportedHost { host: String },
     #[error("pulling image {image} failed: {cause}; check the image name, your registry access and network, or use --pull never with an image that is already present")]
     Pull { image: String, cause: String },
     #[error("image {image} is not present and --pull never was given; pull it first or drop --pull never")]
@@ -94,7 +109,7 @@ pub fn short_id(id: &str) -> &str {
 #[derive(Clone)]
 pub struct Engine {
     docker: Docker,
-    host: String,
+    host: DockerHost,
 }
 
 /// A container as ddsky needs to know it.
@@ -174,7 +189,8 @@ pub struct ContainerEvent {
 
 impl Engine {
     /// Connects to `host` (DOCKER_HOST syntax) and negotiates the API version within 2 s.
-    pub async fn connect(host: &str) -> Result<Self, EngineError> {
+    pub async fn connect(docker_host: &DockerHost) -> Result<Self, EngineError> {
+        let host = docker_host.url();
         let unreachable = |cause: String| EngineError::Unreachable {
             host: host.to_owned(),
             cause,
@@ -184,7 +200,7 @@ impl Engine {
                 return Err(unreachable(format!("no socket at {path}")));
             }
         }
-        let docker = client(host, &FIELD_API)?.map_err(|e| unreachable(cause(&e)))?;
+        let docker = client(docker_host, &FIELD_API).map_err(|e| unreachable(cause(&e)))?;
         let answered = tokio::time::timeout(CONNECT_TIMEOUT, async {
             match docker.ping().await {
                 Ok(_) => Ok(docker),
@@ -220,12 +236,12 @@ impl Engine {
         tracing::debug!(host, api = %docker.client_version(), "connected to Docker");
         Ok(Engine {
             docker,
-            host: host.to_owned(),
+            host: docker_host.clone(),
         })
     }
 
     pub fn host(&self) -> &str {
-        &self.host
+        self.host.url()
     }
 
     /// The API version in use after negotiation.
@@ -345,7 +361,7 @@ impl Engine {
             cause,
         };
         let docker = if start_interval_api {
-            client(&self.host, &START_INTERVAL_API)?.map_err(|e| refused(cause(&e)))?
+            client(&self.host, &START_INTERVAL_API).map_err(|e| refused(cause(&e)))?
         } else {
             self.docker.clone()
         };
@@ -607,26 +623,10 @@ impl Engine {
 }
 
 /// A client for `host` speaking `version`, without asking the daemon anything.
-fn client(
-    host: &str,
-    version: &ClientVersion,
-) -> Result<Result<Docker, BollardError>, EngineError> {
-    if host.starts_with("unix://") {
-        Ok(Docker::connect_with_unix(
-            host,
-            REQUEST_TIMEOUT_SECS,
-            version,
-        ))
-    } else if host.starts_with("tcp://") || host.starts_with("http://") {
-        Ok(Docker::connect_with_http(
-            host,
-            REQUEST_TIMEOUT_SECS,
-            version,
-        ))
-    } else {
-        Err(EngineError::UnsupportedHost {
-            host: host.to_owned(),
-        })
+fn client(host: &DockerHost, version: &ClientVersion) -> Result<Docker, BollardError> {
+    match host {
+        DockerHost::Unix(url) => Docker::connect_with_unix(url, REQUEST_TIMEOUT_SECS, version),
+        DockerHost::Http(url) => Docker::connect_with_http(url, REQUEST_TIMEOUT_SECS, version),
     }
 }
 

@@ -20,6 +20,7 @@ mod progress;
 mod reconcile;
 mod redact;
 mod secrets;
+mod settings;
 mod spec;
 mod startup;
 mod tags;
@@ -85,9 +86,12 @@ fn run(cli: cli::Cli) -> u8 {
                 )
             }
         };
-        let outcome = match commands::Context::new(&cli.global, interrupt.clone()) {
-            Ok(ctx) => commands::run(&ctx, cli.command).await,
-            Err(failure) => Err(failure),
+        let outcome = match settings::from_cli(cli) {
+            Ok((global, command)) => {
+                let ctx = commands::Context::new(global, interrupt.clone());
+                commands::run(&ctx, command).await
+            }
+            Err(invalid) => Err(commands::Failure::from(invalid)),
         };
         match outcome {
             Ok(code) => code,

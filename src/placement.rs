@@ -306,7 +306,7 @@ fn json_kind(v: &Value) -> &'static str {
 }
 
 /// `--gpus auto|all|none`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum GpuMode {
     /// All GPUs when the host has NVIDIA support (an nvidia runtime or /dev/nvidiactl), else none.
     #[default]
@@ -1196,10 +1196,11 @@ mod tests {
     #[test]
     fn gpu_mode_parses_like_the_flag() {
         use clap::ValueEnum;
-        assert_eq!(GpuMode::from_str("auto", false), Ok(GpuMode::Auto));
-        assert_eq!(GpuMode::from_str("all", false), Ok(GpuMode::All));
-        assert_eq!(GpuMode::from_str("none", false), Ok(GpuMode::None));
-        assert!(GpuMode::from_str("some", false).is_err());
+        let from_str = |s| crate::cli::GpuMode::from_str(s, false).map(GpuMode::from);
+        assert_eq!(from_str("auto"), Ok(GpuMode::Auto));
+        assert_eq!(from_str("all"), Ok(GpuMode::All));
+        assert_eq!(from_str("none"), Ok(GpuMode::None));
+        assert!(from_str("some").is_err());
         assert_eq!(GpuMode::default(), GpuMode::Auto);
     }
 }

@@ -3,7 +3,7 @@
 
 use super::{identity, Context, Failure};
 use crate::agent::{AgentClient, Questions};
-use crate::cli::DoctorArgs;
+use crate::settings::DoctorSettings;
 use crate::discovery::{self, Pattern};
 use crate::doctor::{self, Check, DockerFacts, Facts, PortFacts, Verdict};
 use crate::engine::Engine;
@@ -17,14 +17,9 @@ use std::time::Duration;
 
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
-pub async fn run(ctx: &Context, args: DoctorArgs) -> Result<u8, Failure> {
+pub async fn run(ctx: &Context, args: DoctorSettings) -> Result<u8, Failure> {
     let tags = identity::resolve(&args.agent).await?;
-    let given = crate::cli::or_env_list(&args.expect, "DDSKY_EXPECT");
-    let patterns = Pattern::all(if given.is_empty() {
-        std::slice::from_ref(&args.default_expect)
-    } else {
-        &given
-    });
+    let patterns = Pattern::all(&args.expect);
     let mut facts = Facts {
         docker: Err(String::new()),
         cgroup_v2: std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),

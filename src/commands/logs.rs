@@ -1,12 +1,12 @@
 //! `ddsky logs`: the agent container's logs through the Docker API.
 
 use super::{Context, Failure};
-use crate::cli::LogsArgs;
+use crate::settings::LogsSettings;
 use crate::exit;
 use futures::StreamExt;
 use std::io::Write;
 
-pub async fn run(ctx: &Context, args: LogsArgs) -> Result<u8, Failure> {
+pub async fn run(ctx: &Context, args: LogsSettings) -> Result<u8, Failure> {
     let engine = ctx.engine().await?;
     let Some(info) = engine.inspect(&ctx.name).await? else {
         crate::output::error_line(&format!(

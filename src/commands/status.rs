@@ -2,7 +2,7 @@
 
 use super::{Context, Failure};
 use crate::agent::{AgentClient, Questions};
-use crate::cli::StatusArgs;
+use crate::settings::StatusSettings;
 use crate::discovery::{self, DiscoveryReport, WaitFor};
 use crate::engine::{short_id, ContainerInfo, RunningContainer};
 use crate::exit;
@@ -43,8 +43,8 @@ struct StatusReport {
     expected: Vec<discovery::Expectation>,
 }
 
-pub async fn run(ctx: &Context, args: StatusArgs) -> Result<u8, Failure> {
-    let patterns = discovery::Pattern::all(&crate::cli::or_env_list(&args.expect, "DDSKY_EXPECT"));
+pub async fn run(ctx: &Context, args: StatusSettings) -> Result<u8, Failure> {
+    let patterns = discovery::Pattern::all(&args.expect);
     let engine = ctx.engine().await?;
     let Some(info) = engine.inspect(&ctx.name).await? else {
         let running = engine.running_containers().await?;

@@ -4,10 +4,9 @@ use super::identity;
 use super::{Context, Failure};
 use crate::agent::AgentClient;
 use crate::agent_output::HealthReport;
-use crate::cli::{PullPolicy, UpArgs};
 use crate::discovery::{self, DiscoveryReport, Pattern, WaitFor};
 use crate::engine::{
-    short_id, ContainerInfo, CreateOutcome, Engine, EngineError, DEFAULT_DOCKER_HOST,
+    short_id, ContainerInfo, CreateOutcome, DockerHost, Engine, EngineError,
 };
 use crate::exit;
 use crate::key::{self, FoundKey, KeyLookup, SecretLookup};
@@ -16,6 +15,7 @@ use crate::ports;
 use crate::progress::PullReporter;
 use crate::reconcile::{self, Action, Decision};
 use crate::secrets::AwsSecretStore;
+use crate::settings::{PullPolicy, UpSettings, DEFAULT_DOCKER_HOST};
 use crate::spec::{self, AgentSettings, AgentSpec, DaemonFacts, NetworkMode};
 use crate::startup;
 use crate::tags::TagSet;
@@ -31,13 +31,7 @@ const RECREATE_GRACE: Duration = Duration::from_secs(30);
 /// rounds with a growing pause settle it within a few seconds.
 const CONVERGE_ATTEMPTS: u32 = 12;
 
-pub async fn run(ctx: &Context, args: UpArgs) -> Result<u8, Failure> {
-    spec::validate_image_reference(&args.image).map_err(Failure::Usage)?;
-    let extra_env = crate::cli::or_env_list(&args.agent_env, "DDSKY_AGENT_ENV")
-        .iter()
-        .map(|e| spec::parse_agent_env(e))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(Failure::Usage)?;
+pub async fn run(ctx: &Context, args: UpSettings) -> Result<u8, Failure> {
     // The job's identity (which may ask git), the key (which may ask AWS) and Docker are independent:
     // ask all three at once. What each answer means is decided below, in order.
     let (tags, key, engine) = tokio::join!(
@@ -74,7 +68,7 @@ pub async fn run(ctx: &Context, args: UpArgs) -> Result<u8, Failure> {
         // explicit --docker-host that does not answer is an error like anywhere else.
         Err(Failure::Engine(EngineError::Unreachable { .. }))
             if matches!(placement, Placement::Container { .. })
-                && ctx.docker_host == DEFAULT_DOCKER_HOST
+                && ctx.docker_host == DockerHost::Unix(DEFAULT_DOCKER_HOST.to_owned())
                 && !Path::new(DEFAULT_SOCKET).exists() =>
         {
             let why = "ddsky runs inside a container that cannot reach the Docker socket; give the task \
@@ -109,7 +103,7 @@ pub async fn run(ctx: &Context, args: UpArgs) -> Result<u8, Failure> {
         env: tags.value_of("env").unwrap_or(&args.agent.env).to_owned(),
         gpus,
         dd_url: args.dd_url.clone(),
-        extra_env,
+        extra_env: args.extra_env.clone(),
     };
     let spec = spec::agent_spec(&settings, &found.key);
     let plan = Plan {
@@ -136,10 +130,7 @@ pub async fn run(ctx: &Context, args: UpArgs) -> Result<u8, Failure> {
         Some(engine) if !args.dry_run => engine,
         engine => return dry_run(ctx, engine.as_ref(), &args, &tags, &found, spec).await,
     };
-    let patterns = expectations(
-        &crate::cli::or_env_list(&args.expect, "DDSKY_EXPECT"),
-        &placement,
-    );
+    let patterns = expectations(&args.expect, &placement);
     let (action, id, known) = converge(ctx, &engine, &plan, &args).await?;
     let (healthy, report) = if args.no_wait {
         (None, DiscoveryReport::default())
@@ -176,7 +167,7 @@ async fn wait_for_agent(
     id: &str,
     known: Option<ContainerInfo>,
     patterns: &[Pattern],
-    args: &UpArgs,
+    args: &UpSettings,
 ) -> Result<(bool, DiscoveryReport), Failure> {
     let agent = AgentClient::new(engine.clone(), id.to_owned());
     let deadline = Instant::now() + args.timeout;
@@ -266,8 +257,8 @@ fn expectations(given: &[String], placement: &Placement) -> Vec<Pattern> {
         .collect()
 }
 
-async fn find_key(args: &UpArgs) -> KeyLookup {
-    let env_key = crate::output::env_var(spec::API_KEY_ENV);
+async fn find_key(args: &UpSettings) -> KeyLookup {
+    let env_key = crate::settings::env_var(spec::API_KEY_ENV);
     let store = AwsSecretStore {
         region: args.key.aws_region.clone(),
         timeout: args.key.secret_timeout,
@@ -283,7 +274,7 @@ async fn find_key(args: &UpArgs) -> KeyLookup {
 /// must not fail for want of monitoring) unless the user asked for strictness.
 fn skip(
     ctx: &Context,
-    args: &UpArgs,
+    args: &UpSettings,
     tags: &TagSet,
     reasons: Vec<String>,
     strict: bool,
@@ -350,7 +341,7 @@ struct DryRunPlan<'a> {
 async fn dry_run(
     ctx: &Context,
     engine: Option<&Engine>,
-    args: &UpArgs,
+    args: &UpSettings,
     tags: &TagSet,
     found: &FoundKey,
     spec: &AgentSpec,
@@ -429,7 +420,7 @@ async fn converge(
     ctx: &Context,
     engine: &Engine,
     plan: &Plan,
-    args: &UpArgs,
+    args: &UpSettings,
 ) -> Result<(Action, String, Option<ContainerInfo>), Failure> {
     let image = &args.image;
     let mut image_checked = false;
@@ -540,7 +531,7 @@ async fn create_with_gpu_fallback(
     spec: &AgentSpec,
     plan: &Plan,
     facts: DaemonFacts,
-    args: &UpArgs,
+    args: &UpSettings,
 ) -> Result<Option<String>, Failure> {
     let refusal = match create_and_start(engine, &spec.for_daemon(&facts)).await {
         Err(Failure::Engine(EngineError::Container { cause, .. }))
