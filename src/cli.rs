@@ -84,7 +84,7 @@ pub enum PullPolicy {
     Never,
 }
 
-/// `--gpus auto|all|none`; the clap mirror of [`crate::placement::GpuMode`].
+/// `--gpus auto|all|none`; the clap mirror of [`crate::gpu::GpuMode`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum GpuMode {
     /// All GPUs when the host has NVIDIA support (an nvidia runtime or /dev/nvidiactl), else none.
@@ -125,7 +125,7 @@ impl From<PullPolicy> for crate::settings::PullPolicy {
     }
 }
 
-impl From<GpuMode> for crate::placement::GpuMode {
+impl From<GpuMode> for crate::gpu::GpuMode {
     fn from(g: GpuMode) -> Self {
         match g {
             GpuMode::Auto => Self::Auto,

@@ -13,7 +13,6 @@ use futures::{Stream, StreamExt};
 use std::collections::HashMap;
 use std::time::Duration;
 
-
 /// How long `ddsky` waits for the daemon to answer at all: a setup script must not hang on a dead socket.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
 /// The API version ddsky speaks first: Docker 20.10's, which every daemon from 20.10 to 28 accepts and
@@ -98,11 +97,6 @@ fn status_of(e: &BollardError) -> Option<u16> {
         BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),
         _ => None,
     }
-}
-
-/// The 12-character form Docker prints.
-pub fn short_id(id: &str) -> &str {
-    id.get(..12).unwrap_or(id)
 }
 
 /// A connected, version-negotiated Docker client.
@@ -619,6 +613,66 @@ impl Engine {
             .unwrap_or_default()
             .keys()
             .any(|k| k.contains("nvidia")))
+    }
+}
+
+/// What converging the agent container needs from Docker, as a trait so `up`'s decisions are tested
+/// against a fake daemon; [`Engine`] is the real one.
+// Every caller runs on the current-thread runtime, so the futures need no `Send` bound.
+#[allow(async_fn_in_trait)]
+pub trait ContainerEngine {
+    async fn inspect(&self, name: &str) -> Result<Option<ContainerInfo>, EngineError>;
+    async fn image_id(&self, image: &str) -> Result<Option<String>, EngineError>;
+    async fn pull(
+        &self,
+        image: &str,
+        on_progress: &mut dyn FnMut(PullProgress),
+    ) -> Result<(), EngineError>;
+    async fn create(
+        &self,
+        name: &str,
+        body: ContainerCreateBody,
+        start_interval_api: bool,
+    ) -> Result<CreateOutcome, EngineError>;
+    async fn start(&self, id: &str) -> Result<(), EngineError>;
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), EngineError>;
+    async fn remove(&self, id: &str) -> Result<(), EngineError>;
+    async fn daemon_facts(&self) -> Result<(String, bool), EngineError>;
+}
+
+impl ContainerEngine for Engine {
+    async fn inspect(&self, name: &str) -> Result<Option<ContainerInfo>, EngineError> {
+        Engine::inspect(self, name).await
+    }
+    async fn image_id(&self, image: &str) -> Result<Option<String>, EngineError> {
+        Engine::image_id(self, image).await
+    }
+    async fn pull(
+        &self,
+        image: &str,
+        on_progress: &mut dyn FnMut(PullProgress),
+    ) -> Result<(), EngineError> {
+        Engine::pull(self, image, on_progress).await
+    }
+    async fn create(
+        &self,
+        name: &str,
+        body: ContainerCreateBody,
+        start_interval_api: bool,
+    ) -> Result<CreateOutcome, EngineError> {
+        Engine::create(self, name, body, start_interval_api).await
+    }
+    async fn start(&self, id: &str) -> Result<(), EngineError> {
+        Engine::start(self, id).await
+    }
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), EngineError> {
+        Engine::stop(self, id, grace).await
+    }
+    async fn remove(&self, id: &str) -> Result<(), EngineError> {
+        Engine::remove(self, id).await
+    }
+    async fn daemon_facts(&self) -> Result<(String, bool), EngineError> {
+        Engine::daemon_facts(self).await
     }
 }
 

@@ -7,8 +7,9 @@
 
 use crate::cli::{self, Cli, Command};
 use crate::engine::DockerHost;
+use crate::gpu::GpuMode;
 use crate::output::Format;
-use crate::placement::GpuMode;
+use crate::reference;
 use crate::spec::{NetworkMode, API_KEY_ENV};
 use std::time::Duration;
 
@@ -168,7 +169,7 @@ pub fn from_cli(cli: Cli) -> Result<(Global, CommandSettings), SettingsError> {
 
 impl Global {
     pub fn from_args(args: &cli::GlobalArgs) -> Result<Self, SettingsError> {
-        validate_container_name(&args.name).map_err(SettingsError::Invalid)?;
+        reference::validate_container_name(&args.name).map_err(SettingsError::Invalid)?;
         Ok(Global {
             name: args.name.clone(),
             docker_host: docker_host(args.docker_host.as_deref())?,
@@ -192,7 +193,7 @@ impl JobSettings {
 
 impl UpSettings {
     pub fn from_args(args: cli::UpArgs) -> Result<Self, SettingsError> {
-        validate_image_reference(&args.image).map_err(SettingsError::Invalid)?;
+        reference::validate_image_reference(&args.image).map_err(SettingsError::Invalid)?;
         let extra_env = or_env_list(&args.agent_env, "DDSKY_AGENT_ENV")
             .iter()
             .map(|e| parse_agent_env(e))
@@ -262,66 +263,6 @@ pub fn env_var(name: &str) -> Option<String> {
     }
 }
 
-/// Docker's own rule for container names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
-pub fn validate_container_name(name: &str) -> Result<(), String> {
-    let mut chars = name.chars();
-    let valid = matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
-        && name.len() >= 2
-        && name.len() <= 128
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if valid {
-        Ok(())
-    } else {
-        Err(format!("container name {name:?} is not valid: use letters, digits, '_', '.' and '-', starting with a letter or digit (e.g. dd-agent)"))
-    }
-}
-
-/// Rejects image references Docker would refuse, before anything is created. Lenient on purpose:
-/// registry hosts, ports, paths, tags and digests all pass; whitespace, shell syntax and `..` do not.
-pub fn validate_image_reference(image: &str) -> Result<(), String> {
-    let fix = "use a reference like datadog/agent:7 or registry:5000/datadog/agent:7";
-    if image.is_empty() || image.len() > 512 {
-        return Err(format!(
-            "image reference {image:?} is empty or too long; {fix}"
-        ));
-    }
-    let allowed =
-        |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | ':' | '@');
-    let (name, _digest) = image.split_once('@').unwrap_or((image, ""));
-    if repository_path(name)
-        .chars()
-        .any(|c| c.is_ascii_uppercase())
-    {
-        return Err(format!(
-            "image reference {image:?} is not valid: the repository name must be lowercase; {fix}"
-        ));
-    }
-    let valid = image.chars().all(allowed)
-        && !image.contains("..")
-        && !image.contains("//")
-        && !image.starts_with(['/', '.', '-', ':', '@'])
-        && !image.ends_with(['/', ':', '@'])
-        && name.split('/').all(|part| !part.is_empty());
-    if valid {
-        Ok(())
-    } else {
-        Err(format!("image reference {image:?} is not valid; {fix}"))
-    }
-}
-
-/// The part of `registry/path/repo:tag` that Docker requires in lowercase: the path without the
-/// registry host (a first component with a dot or port, or localhost) and without the tag.
-fn repository_path(name: &str) -> &str {
-    let untagged = match name.rfind(':') {
-        Some(colon) if !name[colon..].contains('/') => &name[..colon],
-        _ => name,
-    };
-    match untagged.split_once('/') {
-        Some((host, path)) if host.contains(['.', ':']) || host == "localhost" => path,
-        _ => untagged,
-    }
-}
-
 /// Parses `KEY=VALUE` for `--agent-env`; DD_API_KEY is refused there so the key has one way in.
 pub fn parse_agent_env(raw: &str) -> Result<(String, String), String> {
     let (k, v) = raw.split_once('=').ok_or_else(|| {
@@ -366,54 +307,6 @@ mod tests {
             docker_host(Some("ssh://host")),
             Err(SettingsError::UnsupportedHost { .. })
         ));
-    }
-
-    #[test]
-    fn container_names() {
-        assert!(validate_container_name("dd-agent").is_ok());
-        assert!(validate_container_name("a.b_c-1").is_ok());
-        for bad in [
-            "",
-            "x",
-            "/dd-agent",
-            "dd/agent",
-            "-dd",
-            "dd agent",
-            "dd$agent",
-        ] {
-            assert!(validate_container_name(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn image_references() {
-        for good in [
-            "datadog/agent:7",
-            "gcr.io/datadoghq/agent:7",
-            "127.0.0.1:5000/datadog/agent:7",
-            "agent@sha256:abc",
-            "public.ecr.aws/datadog/agent",
-        ] {
-            assert!(validate_image_reference(good).is_ok(), "{good}");
-        }
-        assert!(
-            validate_image_reference("Registry.Example.com:5000/datadog/agent:Latest").is_ok(),
-            "host and tag may have capitals"
-        );
-        for bad in [
-            "",
-            "$(rm -rf /)",
-            "../agent",
-            "datadog//agent",
-            "agent:",
-            "a b",
-            "/agent",
-            "agent;ls",
-            "a/../b",
-            "Datadog/Agent:7",
-        ] {
-            assert!(validate_image_reference(bad).is_err(), "{bad}");
-        }
     }
 
     #[test]

@@ -359,7 +359,6 @@ fn regex_escape(name: &str) -> String {
     })
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -662,5 +661,4 @@ mod tests {
             .unwrap()
             .contains(KEY));
     }
-
 }

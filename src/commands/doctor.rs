@@ -3,12 +3,12 @@
 
 use super::{identity, Context, Failure};
 use crate::agent::{AgentClient, Questions};
-use crate::settings::DoctorSettings;
 use crate::discovery::{self, Pattern};
 use crate::doctor::{self, Check, DockerFacts, Facts, PortFacts, Verdict};
 use crate::engine::Engine;
 use crate::exit;
 use crate::ports;
+use crate::settings::DoctorSettings;
 use crate::spec::NetworkMode;
 use crate::startup;
 use serde::Serialize;

@@ -1,10 +1,10 @@
 //! `ddsky down`: graceful teardown of ddsky's own agent.
 
 use super::{Context, Failure};
-use crate::settings::DownSettings;
-use crate::engine::short_id;
 use crate::exit;
 use crate::reconcile::is_managed;
+use crate::reference::short_id;
+use crate::settings::DownSettings;
 use serde::Serialize;
 
 #[derive(Serialize)]

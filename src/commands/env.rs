@@ -2,11 +2,11 @@
 //! with the job's tags (`docker run --env-file <(ddsky env --format env-file) ...`).
 
 use super::{identity, Context, Failure};
-use crate::output::Format;
-use crate::settings::JobSettings;
 use crate::exit;
 use crate::k8s;
+use crate::output::Format;
 use crate::placement::{self, Placement};
+use crate::settings::JobSettings;
 use std::collections::BTreeMap;
 
 pub async fn run(ctx: &Context, job: JobSettings) -> Result<u8, Failure> {

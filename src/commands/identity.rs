@@ -3,7 +3,6 @@
 
 use super::Failure;
 use crate::settings::JobSettings;
-use crate::placement;
 use crate::tags::{self, JobIdentity, TagRequest, TagSet};
 use std::time::Duration;
 
@@ -28,7 +27,7 @@ pub async fn read(warnings: &mut Vec<String>) -> JobIdentity {
     if let Some(info) =
         crate::settings::env_var("SKYPILOT_CLUSTER_INFO").filter(|v| !v.trim().is_empty())
     {
-        match placement::cluster_tags(&info) {
+        match tags::cluster_tags(&info) {
             Ok(pairs) => identity.cluster = pairs,
             Err(why) => warnings.push(format!("SKYPILOT_CLUSTER_INFO is not usable ({why}); the cluster, cloud, region and zone tags are left out")),
         }

@@ -2,10 +2,10 @@
 //! `config.kubernetes.pod_config` giving the pods the job's tags and the node agent's address.
 
 use super::{env, identity, Context, Failure};
-use crate::output::Format;
-use crate::settings::JobSettings;
 use crate::exit;
 use crate::k8s;
+use crate::output::Format;
+use crate::settings::JobSettings;
 
 pub async fn run(ctx: &Context, job: JobSettings) -> Result<u8, Failure> {
     let mut warnings = Vec::new();

@@ -1,8 +1,8 @@
 //! `ddsky logs`: the agent container's logs through the Docker API.
 
 use super::{Context, Failure};
-use crate::settings::LogsSettings;
 use crate::exit;
+use crate::settings::LogsSettings;
 use futures::StreamExt;
 use std::io::Write;
 

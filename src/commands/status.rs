@@ -2,10 +2,11 @@
 
 use super::{Context, Failure};
 use crate::agent::{AgentClient, Questions};
-use crate::settings::StatusSettings;
 use crate::discovery::{self, DiscoveryReport, WaitFor};
-use crate::engine::{short_id, ContainerInfo, RunningContainer};
+use crate::engine::{ContainerInfo, RunningContainer};
 use crate::exit;
+use crate::reference::short_id;
+use crate::settings::StatusSettings;
 use crate::startup::{self, HealthWaitError};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
