@@ -1,5 +1,6 @@
-//! The command line: clap types only. `settings` turns these into validated core settings; the value
-//! enums here mirror the core's (which know nothing of clap) and convert into them.
+//! The command line: clap types only, depending on nothing else of ddsky. `settings` turns these into
+//! validated core settings; the value enums here are clap mirrors of the core's (which know nothing of
+//! clap), converted there.
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use std::time::Duration;
@@ -45,7 +46,7 @@ pub struct GlobalArgs {
     pub quiet: u8,
 }
 
-/// The clap mirror of [`crate::output::Format`].
+/// The clap mirror of `output::Format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Text,
@@ -76,7 +77,7 @@ pub enum Command {
     K8s(K8sArgs),
 }
 
-/// The clap mirror of [`crate::settings::PullPolicy`].
+/// The clap mirror of `settings::PullPolicy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PullPolicy {
     Missing,
@@ -84,7 +85,7 @@ pub enum PullPolicy {
     Never,
 }
 
-/// `--gpus auto|all|none`; the clap mirror of [`crate::gpu::GpuMode`].
+/// `--gpus auto|all|none`; the clap mirror of `gpu::GpuMode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum GpuMode {
     /// All GPUs when the host has NVIDIA support (an nvidia runtime or /dev/nvidiactl), else none.
@@ -95,53 +96,13 @@ pub enum GpuMode {
     None,
 }
 
-/// `--network host|bridge`; the clap mirror of [`crate::spec::NetworkMode`].
+/// `--network host|bridge`; the clap mirror of `spec::NetworkMode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum NetworkMode {
     /// The agent shares the host network: the job reaches it at localhost, and it reaches EC2 metadata.
     Host,
     /// The default bridge, with APM and DogStatsD published on 127.0.0.1 only.
     Bridge,
-}
-
-impl From<Format> for crate::output::Format {
-    fn from(f: Format) -> Self {
-        match f {
-            Format::Text => Self::Text,
-            Format::Json => Self::Json,
-            Format::Shell => Self::Shell,
-            Format::EnvFile => Self::EnvFile,
-        }
-    }
-}
-
-impl From<PullPolicy> for crate::settings::PullPolicy {
-    fn from(p: PullPolicy) -> Self {
-        match p {
-            PullPolicy::Missing => Self::Missing,
-            PullPolicy::Always => Self::Always,
-            PullPolicy::Never => Self::Never,
-        }
-    }
-}
-
-impl From<GpuMode> for crate::gpu::GpuMode {
-    fn from(g: GpuMode) -> Self {
-        match g {
-            GpuMode::Auto => Self::Auto,
-            GpuMode::All => Self::All,
-            GpuMode::None => Self::None,
-        }
-    }
-}
-
-impl From<NetworkMode> for crate::spec::NetworkMode {
-    fn from(n: NetworkMode) -> Self {
-        match n {
-            NetworkMode::Host => Self::Host,
-            NetworkMode::Bridge => Self::Bridge,
-        }
-    }
 }
 
 fn duration(s: &str) -> Result<Duration, String> {

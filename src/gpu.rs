@@ -79,15 +79,4 @@ mod tests {
             "{err}"
         );
     }
-
-    #[test]
-    fn gpu_mode_parses_like_the_flag() {
-        use clap::ValueEnum;
-        let from_str = |s| crate::cli::GpuMode::from_str(s, false).map(GpuMode::from);
-        assert_eq!(from_str("auto"), Ok(GpuMode::Auto));
-        assert_eq!(from_str("all"), Ok(GpuMode::All));
-        assert_eq!(from_str("none"), Ok(GpuMode::None));
-        assert!(from_str("some").is_err());
-        assert_eq!(GpuMode::default(), GpuMode::Auto);
-    }
 }

@@ -126,6 +126,48 @@ pub struct LogsSettings {
     pub since: Option<Duration>,
 }
 
+// The clap mirrors of the core's value enums, converted.
+
+impl From<cli::Format> for Format {
+    fn from(f: cli::Format) -> Self {
+        match f {
+            cli::Format::Text => Self::Text,
+            cli::Format::Json => Self::Json,
+            cli::Format::Shell => Self::Shell,
+            cli::Format::EnvFile => Self::EnvFile,
+        }
+    }
+}
+
+impl From<cli::PullPolicy> for PullPolicy {
+    fn from(p: cli::PullPolicy) -> Self {
+        match p {
+            cli::PullPolicy::Missing => Self::Missing,
+            cli::PullPolicy::Always => Self::Always,
+            cli::PullPolicy::Never => Self::Never,
+        }
+    }
+}
+
+impl From<cli::GpuMode> for GpuMode {
+    fn from(g: cli::GpuMode) -> Self {
+        match g {
+            cli::GpuMode::Auto => Self::Auto,
+            cli::GpuMode::All => Self::All,
+            cli::GpuMode::None => Self::None,
+        }
+    }
+}
+
+impl From<cli::NetworkMode> for NetworkMode {
+    fn from(n: cli::NetworkMode) -> Self {
+        match n {
+            cli::NetworkMode::Host => Self::Host,
+            cli::NetworkMode::Bridge => Self::Bridge,
+        }
+    }
+}
+
 /// Checks the whole command line, in the order a user reads it: the global flags, then the command's.
 pub fn from_cli(cli: Cli) -> Result<(Global, CommandSettings), SettingsError> {
     let global = Global::from_args(&cli.global)?;
@@ -288,6 +330,17 @@ pub fn parse_agent_env(raw: &str) -> Result<(String, String), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gpu_mode_parses_like_the_flag() {
+        use clap::ValueEnum;
+        let from_str = |s| cli::GpuMode::from_str(s, false).map(GpuMode::from);
+        assert_eq!(from_str("auto"), Ok(GpuMode::Auto));
+        assert_eq!(from_str("all"), Ok(GpuMode::All));
+        assert_eq!(from_str("none"), Ok(GpuMode::None));
+        assert!(from_str("some").is_err());
+        assert_eq!(GpuMode::default(), GpuMode::Auto);
+    }
 
     #[test]
     fn docker_hosts() {

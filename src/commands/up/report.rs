@@ -163,18 +163,20 @@ mod tests {
     use crate::key::{test_key, KeySource};
     use crate::spec::{self, AgentSettings, NetworkMode};
 
+    /// Compares as JSON values: key order inside maps Docker's types keep in a HashMap is not stable.
     fn assert_snapshot(file: &str, value: &impl Serialize) {
         let version = env!("CARGO_PKG_VERSION");
-        let actual = serde_json::to_string_pretty(value)
+        let rendered = serde_json::to_string_pretty(value)
             .unwrap()
-            .replace(&format!("\"{version}\""), "\"<version>\"")
-            + "\n";
+            .replace(&format!("\"{version}\""), "\"<version>\"");
+        let actual: serde_json::Value = serde_json::from_str(&rendered).unwrap();
         let path = format!("{}/tests/fixtures/{file}", env!("CARGO_MANIFEST_DIR"));
         if std::env::var_os("UPDATE_FIXTURES").is_some() {
-            std::fs::write(&path, &actual).unwrap();
+            std::fs::write(&path, rendered + "\n").unwrap();
         }
-        let expected = std::fs::read_to_string(&path)
+        let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("{path}: {e} (UPDATE_FIXTURES=1 writes it)"));
+        let expected: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(actual, expected, "{file} changed: a stable JSON shape");
     }
 
