@@ -11,6 +11,7 @@ use crate::gpu::GpuMode;
 use crate::output::Format;
 use crate::reference;
 use crate::spec::{NetworkMode, API_KEY_ENV};
+use crate::tags;
 use std::time::Duration;
 
 /// The local socket, when neither --docker-host nor DOCKER_HOST names a daemon.
@@ -61,7 +62,7 @@ pub struct JobSettings {
     pub env: String,
     /// The `service` tag.
     pub service: String,
-    /// Extra `key:value` host tags (--tag, else DDSKY_TAGS); `tags::build` normalises them.
+    /// Extra `key:value` host tags (--tag, else DDSKY_TAGS), checked; `tags::build` normalises them.
     pub tags: Vec<String>,
     pub network: NetworkMode,
     pub apm_port: u16,
@@ -187,12 +188,12 @@ pub fn from_cli(cli: Cli) -> Result<(Global, CommandSettings), SettingsError> {
             timeout: args.timeout,
             force: args.force,
         }),
-        Command::Env(args) => CommandSettings::Env(JobSettings::from_args(&args.agent)),
-        Command::K8s(args) => CommandSettings::K8s(JobSettings::from_args(&args.agent)),
+        Command::Env(args) => CommandSettings::Env(JobSettings::from_args(&args.agent)?),
+        Command::K8s(args) => CommandSettings::K8s(JobSettings::from_args(&args.agent)?),
         Command::Doctor(args) => {
             let given = or_env_list(&args.expect, "DDSKY_EXPECT");
             CommandSettings::Doctor(DoctorSettings {
-                agent: JobSettings::from_args(&args.agent),
+                agent: JobSettings::from_args(&args.agent)?,
                 expect: if given.is_empty() {
                     vec![args.default_expect]
                 } else {
@@ -221,15 +222,19 @@ impl Global {
 }
 
 impl JobSettings {
-    pub fn from_args(args: &cli::AgentArgs) -> Self {
-        JobSettings {
+    pub fn from_args(args: &cli::AgentArgs) -> Result<Self, SettingsError> {
+        let tags = or_env_list(&args.tags, "DDSKY_TAGS");
+        for tag in &tags {
+            tags::check_extra(tag).map_err(|e| SettingsError::Invalid(e.to_string()))?;
+        }
+        Ok(JobSettings {
             env: args.env.clone(),
             service: args.service.clone(),
-            tags: or_env_list(&args.tags, "DDSKY_TAGS"),
+            tags,
             network: args.network.into(),
             apm_port: args.apm_port,
             dogstatsd_port: args.dogstatsd_port,
-        }
+        })
     }
 }
 
@@ -241,8 +246,10 @@ impl UpSettings {
             .map(|e| parse_agent_env(e))
             .collect::<Result<Vec<_>, _>>()
             .map_err(SettingsError::Invalid)?;
+        // The tags are checked last, as `up` always did.
+        let agent = JobSettings::from_args(&args.agent)?;
         Ok(UpSettings {
-            agent: JobSettings::from_args(&args.agent),
+            agent,
             image: args.image,
             site: args.site,
             gpus: args.gpus.into(),
@@ -340,6 +347,22 @@ mod tests {
         assert_eq!(from_str("none"), Ok(GpuMode::None));
         assert!(from_str("some").is_err());
         assert_eq!(GpuMode::default(), GpuMode::Auto);
+    }
+
+    #[test]
+    fn bad_tags_are_refused_before_anything_runs() {
+        use clap::Parser;
+        let cli = Cli::try_parse_from(["ddsky", "env", "--tag", "nocolon"]).unwrap();
+        let err = from_cli(cli).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "tag \"nocolon\" is not key:value; pass it as --tag key:value"
+        );
+        let cli = Cli::try_parse_from(["ddsky", "up", "--tag", "env:x"]).unwrap();
+        assert!(from_cli(cli)
+            .unwrap_err()
+            .to_string()
+            .contains("use --env instead"));
     }
 
     #[test]

@@ -138,22 +138,37 @@ pub fn build(request: &TagRequest, identity: &JobIdentity) -> Result<TagSet, Tag
         push_normalized(&mut set, &raw)?;
     }
     for raw in &request.extra {
-        let (key, value) = raw
-            .split_once(':')
-            .ok_or_else(|| TagError::NotKeyValue { raw: raw.clone() })?;
-        if value.trim().is_empty() || key.trim().is_empty() {
-            return Err(TagError::NotKeyValue { raw: raw.clone() });
-        }
-        let key_lower = key.trim().to_lowercase();
-        if FLAG_OWNED_KEYS.contains(&key_lower.as_str()) {
-            return Err(TagError::FlagOwned {
-                raw: raw.clone(),
-                key: key_lower,
-            });
-        }
+        check_extra(raw)?;
         push_normalized(&mut set, raw)?;
     }
     Ok(set)
+}
+
+/// The rules for a user's extra tag (`--tag`, DDSKY_TAGS): key:value, not a key that has its own
+/// flag, and something left after normalisation. `settings` applies them before anything runs; the
+/// tags ddsky builds from the job's identity always pass them.
+pub fn check_extra(raw: &str) -> Result<(), TagError> {
+    let (key, value) = raw.split_once(':').ok_or_else(|| TagError::NotKeyValue {
+        raw: raw.to_owned(),
+    })?;
+    if value.trim().is_empty() || key.trim().is_empty() {
+        return Err(TagError::NotKeyValue {
+            raw: raw.to_owned(),
+        });
+    }
+    let key_lower = key.trim().to_lowercase();
+    if FLAG_OWNED_KEYS.contains(&key_lower.as_str()) {
+        return Err(TagError::FlagOwned {
+            raw: raw.to_owned(),
+            key: key_lower,
+        });
+    }
+    if normalize(raw).tag.is_none() {
+        return Err(TagError::NothingLeft {
+            raw: raw.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 fn push_normalized(set: &mut TagSet, raw: &str) -> Result<(), TagError> {
