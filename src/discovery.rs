@@ -21,6 +21,8 @@ use tokio::time::Instant;
 const DISCOVERY_POLLS_MS: [u64; 6] = [1_000, 1_250, 1_500, 2_000, 3_000, 5_000];
 /// After those, or while the agent does not answer at all, ask this often.
 const SLOW_POLL_INTERVAL: Duration = Duration::from_secs(3);
+/// However long the last look took, leave the agent this much air before the next.
+const MIN_PAUSE: Duration = Duration::from_millis(100);
 /// While the agent is not up yet (no auth token), ask this often: it is up a second later.
 const NOT_UP_POLL_INTERVAL: Duration = Duration::from_millis(700);
 
@@ -222,7 +224,10 @@ pub async fn wait(
     let mut first_pending: Option<Instant> = None;
     let mut listed = listed;
     loop {
-        // An exec can take seconds on a busy node: a signal must not wait for it.
+        // Looks are spaced start to start: a slow look (a loaded node) does not push the next one
+        // past the second in which the agent lists a new container. An exec can take seconds on a
+        // busy node: a signal must not wait for it.
+        let look_started = Instant::now();
         let look = match listed.take() {
             Some(ids) => {
                 interrupt
@@ -264,14 +269,16 @@ pub async fn wait(
         if !poll_soon {
             first_pending = None;
         }
-        let pending = first_pending.get_or_insert_with(Instant::now).elapsed();
+        let pending_since = *first_pending.get_or_insert(look_started);
         let not_up = look
             .agent_error
             .as_ref()
             .is_some_and(AgentError::is_not_up_yet);
-        let interval = next_discovery_poll(pending, not_up);
+        let interval = next_discovery_poll(look_started - pending_since, not_up);
         let wake = if poll_soon {
-            (Instant::now() + interval).min(deadline)
+            (look_started + interval)
+                .max(Instant::now() + MIN_PAUSE)
+                .min(deadline)
         } else {
             deadline
         };

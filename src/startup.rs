@@ -34,6 +34,8 @@ pub const NOT_ANSWERING_INTERVAL: Duration = Duration::from_millis(700);
 /// The agent lists a running container about a second after its own start: from this age on, a
 /// look at what it discovered (taken while health cannot pass yet) is worth taking.
 const LIST_EARLY_FROM: Duration = Duration::from_secs(3);
+/// However long the last command took, leave the agent this much air before the next.
+const MIN_PAUSE: Duration = Duration::from_millis(100);
 /// How many of the agent's last log lines an error report shows.
 pub const AGENT_LOG_LINES: usize = 20;
 
@@ -132,7 +134,10 @@ pub async fn wait_healthy(
                 last_lines,
             });
         }
-        // A signal must not wait for an exec (one can hang while the container restarts).
+        // Polls are spaced start to start: a command that takes long (a loaded node) does not
+        // stretch the interval around a tick. A signal must not wait for an exec (one can hang
+        // while the container restarts).
+        let asked_at = Instant::now();
         let report = match interrupt.run(agent.health()).await? {
             Ok(r) => r,
             // The container may have died between the inspect and the exec: the next inspect says.
@@ -150,31 +155,33 @@ pub async fn wait_healthy(
                 listed_early,
             });
         }
-        let now = Instant::now();
-        if now >= deadline {
+        if Instant::now() >= deadline {
             return Err(HealthWaitError::Timeout {
-                waited: now - started,
+                waited: Instant::now() - started,
                 last: report,
             });
         }
         let answering = report.not_up_yet.is_none() && !report.unhealthy_components.is_empty();
-        let age = now - container_start;
-        let pause = next_health_poll(age, answering);
+        let age = asked_at - container_start;
+        let interval = next_health_poll(age, answering);
         if list_early
             && listed_early.is_none()
             && answering
             && age >= LIST_EARLY_FROM
-            && pause > TICK_POLL_INTERVAL
+            && interval > TICK_POLL_INTERVAL
         {
             match agent.workload_containers().await {
                 Ok(listed) => listed_early = Some(listed.into_iter().map(|c| c.id).collect()),
                 Err(e) => tracing::debug!("agent workload-list could not run yet: {e}"),
             }
         }
-        let now = Instant::now();
+        let pause = interval.saturating_sub(asked_at.elapsed()).max(MIN_PAUSE);
         tracing::debug!(answer = %report.summary(), ?pause, "agent not healthy yet");
+        let now = Instant::now();
         interrupt
-            .run(tokio::time::sleep(pause.min(deadline - now)))
+            .run(tokio::time::sleep(
+                pause.min(deadline.saturating_duration_since(now)),
+            ))
             .await?;
         info = engine.inspect(id).await?.ok_or(HealthWaitError::Gone)?;
     }

@@ -195,7 +195,7 @@ async fn create_with_gpu_fallback<E: ContainerEngine>(
         Some(fallback) if fallback.hash != spec.hash => {
             tracing::warn!(
                 "Docker refused the agent GPUs ({refusal}): the NVIDIA driver is here but Docker has no NVIDIA runtime; \
-                 the agent runs without GPU monitoring. To get it: {}, then `ddsky up` again (or --gpus none to silence this)",
+                 the agent runs without GPU monitoring. To get it: {}, then `ddsky down && ddsky up` (or --gpus none to silence this)",
                 gpu::GPU_RUNTIME_FIX
             );
             let facts = DaemonFacts {
