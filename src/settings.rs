@@ -1,6 +1,8 @@
 //! The edge between the command line and the core (ripgrep's raw args -> high-level args): clap's
-//! arguments come in, validated settings in core types go out. Every input check lives here, so the
-//! commands below receive values they can trust and never look at clap or the environment's lists.
+//! arguments come in, validated settings in core types go out. Every input check is made here, before
+//! anything runs (the rules themselves live with their concept: Docker's names in `reference`, the
+//! tags' in `tags`), so the commands below receive values they can trust and never look at clap or
+//! the environment's lists.
 //!
 //! Durations are the one exception: clap parses them (`cli::duration`), so a bad one is a usage error
 //! rendered like every other bad flag value.
