@@ -1,7 +1,7 @@
-//! The command line: clap types only. `commands` turns these into core settings.
+//! The command line: clap types only, depending on nothing else of ddsky. `settings` turns these into
+//! validated core settings; the value enums here are clap mirrors of the core's (which know nothing of
+//! clap), converted there.
 
-use crate::placement::GpuMode;
-use crate::spec::NetworkMode;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use std::time::Duration;
 
@@ -46,6 +46,7 @@ pub struct GlobalArgs {
     pub quiet: u8,
 }
 
+/// The clap mirror of `output::Format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Text,
@@ -76,6 +77,7 @@ pub enum Command {
     K8s(K8sArgs),
 }
 
+/// The clap mirror of `settings::PullPolicy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PullPolicy {
     Missing,
@@ -83,15 +85,24 @@ pub enum PullPolicy {
     Never,
 }
 
-/// A repeatable flag's values, or its environment twin split on whitespace when the flag is absent.
-/// (clap's own env support would split the flag's values too, breaking `--tag "team:a b"`.)
-pub fn or_env_list(given: &[String], var: &str) -> Vec<String> {
-    if !given.is_empty() {
-        return given.to_vec();
-    }
-    crate::output::env_var(var)
-        .map(|v| v.split_whitespace().map(str::to_owned).collect())
-        .unwrap_or_default()
+/// `--gpus auto|all|none`; the clap mirror of `gpu::GpuMode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GpuMode {
+    /// All GPUs when the host has NVIDIA support (an nvidia runtime or /dev/nvidiactl), else none.
+    Auto,
+    /// All GPUs; an error when the host has no NVIDIA support.
+    All,
+    /// No GPUs.
+    None,
+}
+
+/// `--network host|bridge`; the clap mirror of `spec::NetworkMode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NetworkMode {
+    /// The agent shares the host network: the job reaches it at localhost, and it reaches EC2 metadata.
+    Host,
+    /// The default bridge, with APM and DogStatsD published on 127.0.0.1 only.
+    Bridge,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {

@@ -6,6 +6,7 @@
 use crate::agent::{AgentClient, AgentError, DiscoveredIds};
 use crate::engine::{ContainerEvent, Engine, EngineError, RunningContainer};
 use crate::interrupt::{Interrupt, Interrupted};
+use crate::reference::image_repository;
 use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use std::collections::HashSet;
@@ -39,14 +40,6 @@ pub fn next_discovery_poll(pending: Duration, agent_not_up: bool) -> Duration {
 
 /// Ids shorter than this are not matched as prefixes: "a" would match a sixteenth of all containers.
 const MIN_ID_PREFIX: usize = 4;
-
-/// The repository part of an image reference: last path component, without tag or digest.
-/// `751442549699.dkr.ecr.us-east-1.amazonaws.com/metta:latest` -> `metta`.
-pub fn image_repository(image: &str) -> &str {
-    let without_digest = image.split('@').next().unwrap_or(image);
-    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
-    last.split(':').next().unwrap_or(last)
-}
 
 /// Whether `pattern` names this container: by id prefix, by name, or by image repository.
 pub fn matches(pattern: &str, container: &RunningContainer) -> bool {
@@ -370,18 +363,6 @@ mod tests {
             name: name.into(),
             image: image.into(),
         }
-    }
-
-    #[test]
-    fn image_repository_is_the_last_component_without_tag() {
-        assert_eq!(
-            image_repository("751442549699.dkr.ecr.us-east-1.amazonaws.com/metta:latest"),
-            "metta"
-        );
-        assert_eq!(image_repository("metta"), "metta");
-        assert_eq!(image_repository("127.0.0.1:5000/team/metta:v1"), "metta");
-        assert_eq!(image_repository("metta@sha256:abcd"), "metta");
-        assert_eq!(image_repository("registry:5000/metta"), "metta");
     }
 
     #[test]

@@ -3,9 +3,10 @@
 
 use crate::agent_output::{says_not_up_yet, AgentStatus, ApiKeyState, HealthReport};
 use crate::discovery::{self, DiscoveryReport};
-use crate::engine::{short_id, ContainerInfo};
+use crate::engine::ContainerInfo;
 use crate::ports::Conflict;
 use crate::reconcile::is_managed;
+use crate::reference::short_id;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -13,8 +13,6 @@ use futures_util::{Stream, StreamExt};
 use std::collections::HashMap;
 use std::time::Duration;
 
-pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
-
 /// How long `ddsky` waits for the daemon to answer at all: a setup script must not hang on a dead socket.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
 /// The API version ddsky speaks first: Docker 20.10's, which every daemon from 20.10 to 28 accepts and
@@ -37,6 +35,24 @@ const REQUEST_TIMEOUT_SECS: u64 = 120;
 /// SkyPilot's setup with it, past every deadline.
 const EXEC_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// A Docker daemon address in a scheme ddsky speaks (`settings::docker_host` checks it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DockerHost {
+    /// `unix:///path/to/docker.sock`
+    Unix(String),
+    /// `tcp://host:port` or `http://host:port`
+    Http(String),
+}
+
+impl DockerHost {
+    /// The address as the user gave it (DOCKER_HOST syntax).
+    pub fn url(&self) -> &str {
+        match self {
+            DockerHost::Unix(url) | DockerHost::Http(url) => url,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("cannot reach the Docker daemon at {host}: {cause}; check that Docker is running and this user may use it (root or the docker group), or point --docker-host/DOCKER_HOST at it")]
@@ -49,8 +65,6 @@ pub enum EngineError {
     /// non-root user, with the host's root-owned socket mounted in.
     #[error("{0}")]
     SocketRefused(SocketRefusal),
-    #[error("--docker-host {host:?} is not supported: use unix:///path/to/docker.sock or tcp://host:port")]
-    UnsupportedHost { host: String },
     #[error("pulling image {image} failed: {cause}; check the image name, your registry access and network, or use --pull never with an image that is already present")]
     Pull {
         image: String,
@@ -128,16 +142,11 @@ fn status_of(e: &BollardError) -> Option<u16> {
     }
 }
 
-/// The 12-character form Docker prints.
-pub fn short_id(id: &str) -> &str {
-    id.get(..12).unwrap_or(id)
-}
-
 /// A connected, version-negotiated Docker client.
 #[derive(Clone)]
 pub struct Engine {
     docker: Docker,
-    host: String,
+    host: DockerHost,
 }
 
 /// A container as ddsky needs to know it.
@@ -217,7 +226,8 @@ pub struct ContainerEvent {
 
 impl Engine {
     /// Connects to `host` (DOCKER_HOST syntax) and negotiates the API version within 2 s.
-    pub async fn connect(host: &str) -> Result<Self, EngineError> {
+    pub async fn connect(docker_host: &DockerHost) -> Result<Self, EngineError> {
+        let host = docker_host.url();
         let unreachable = |cause: Cause| EngineError::Unreachable {
             host: host.to_owned(),
             cause,
@@ -227,7 +237,7 @@ impl Engine {
                 return Err(unreachable(format!("no socket at {path}").into()));
             }
         }
-        let docker = client(host, &FIELD_API)?.map_err(|e| unreachable(e.into()))?;
+        let docker = client(docker_host, &FIELD_API).map_err(|e| unreachable(e.into()))?;
         let answered = tokio::time::timeout(CONNECT_TIMEOUT, async {
             match docker.ping().await {
                 Ok(_) => Ok(docker),
@@ -266,12 +276,12 @@ impl Engine {
         tracing::debug!(host, api = %docker.client_version(), "connected to Docker");
         Ok(Engine {
             docker,
-            host: host.to_owned(),
+            host: docker_host.clone(),
         })
     }
 
     pub fn host(&self) -> &str {
-        &self.host
+        self.host.url()
     }
 
     /// The API version in use after negotiation.
@@ -391,7 +401,7 @@ impl Engine {
             cause,
         };
         let docker = if start_interval_api {
-            client(&self.host, &START_INTERVAL_API)?.map_err(|e| refused(e.into()))?
+            client(&self.host, &START_INTERVAL_API).map_err(|e| refused(e.into()))?
         } else {
             self.docker.clone()
         };
@@ -653,27 +663,71 @@ impl Engine {
     }
 }
 
+/// What converging the agent container needs from Docker, as a trait so `up`'s decisions are tested
+/// against a fake daemon; [`Engine`] is the real one.
+// Every caller runs on the current-thread runtime, so the futures need no `Send` bound.
+#[allow(async_fn_in_trait)]
+pub trait ContainerEngine {
+    async fn inspect(&self, name: &str) -> Result<Option<ContainerInfo>, EngineError>;
+    async fn image_id(&self, image: &str) -> Result<Option<String>, EngineError>;
+    async fn pull(
+        &self,
+        image: &str,
+        on_progress: &mut dyn FnMut(PullProgress),
+    ) -> Result<(), EngineError>;
+    async fn create(
+        &self,
+        name: &str,
+        body: ContainerCreateBody,
+        start_interval_api: bool,
+    ) -> Result<CreateOutcome, EngineError>;
+    async fn start(&self, id: &str) -> Result<(), EngineError>;
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), EngineError>;
+    async fn remove(&self, id: &str) -> Result<(), EngineError>;
+    async fn daemon_facts(&self) -> Result<(String, bool), EngineError>;
+}
+
+impl ContainerEngine for Engine {
+    async fn inspect(&self, name: &str) -> Result<Option<ContainerInfo>, EngineError> {
+        Engine::inspect(self, name).await
+    }
+    async fn image_id(&self, image: &str) -> Result<Option<String>, EngineError> {
+        Engine::image_id(self, image).await
+    }
+    async fn pull(
+        &self,
+        image: &str,
+        on_progress: &mut dyn FnMut(PullProgress),
+    ) -> Result<(), EngineError> {
+        Engine::pull(self, image, on_progress).await
+    }
+    async fn create(
+        &self,
+        name: &str,
+        body: ContainerCreateBody,
+        start_interval_api: bool,
+    ) -> Result<CreateOutcome, EngineError> {
+        Engine::create(self, name, body, start_interval_api).await
+    }
+    async fn start(&self, id: &str) -> Result<(), EngineError> {
+        Engine::start(self, id).await
+    }
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), EngineError> {
+        Engine::stop(self, id, grace).await
+    }
+    async fn remove(&self, id: &str) -> Result<(), EngineError> {
+        Engine::remove(self, id).await
+    }
+    async fn daemon_facts(&self) -> Result<(String, bool), EngineError> {
+        Engine::daemon_facts(self).await
+    }
+}
+
 /// A client for `host` speaking `version`, without asking the daemon anything.
-fn client(
-    host: &str,
-    version: &ClientVersion,
-) -> Result<Result<Docker, BollardError>, EngineError> {
-    if host.starts_with("unix://") {
-        Ok(Docker::connect_with_unix(
-            host,
-            REQUEST_TIMEOUT_SECS,
-            version,
-        ))
-    } else if host.starts_with("tcp://") || host.starts_with("http://") {
-        Ok(Docker::connect_with_http(
-            host,
-            REQUEST_TIMEOUT_SECS,
-            version,
-        ))
-    } else {
-        Err(EngineError::UnsupportedHost {
-            host: host.to_owned(),
-        })
+fn client(host: &DockerHost, version: &ClientVersion) -> Result<Docker, BollardError> {
+    match host {
+        DockerHost::Unix(url) => Docker::connect_with_unix(url, REQUEST_TIMEOUT_SECS, version),
+        DockerHost::Http(url) => Docker::connect_with_http(url, REQUEST_TIMEOUT_SECS, version),
     }
 }
 

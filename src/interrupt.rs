@@ -54,6 +54,13 @@ impl Interrupt {
         Ok(Interrupt(rx))
     }
 
+    /// An interrupt that never comes, for tests.
+    #[cfg(test)]
+    pub fn never() -> Self {
+        // The sender is dropped: `signalled` then waits forever, as documented there.
+        Interrupt(watch::channel(None).1)
+    }
+
     /// The signal, if one has arrived.
     pub fn received(&self) -> Option<Signal> {
         *self.0.borrow()

@@ -9,6 +9,7 @@ mod discovery;
 mod doctor;
 mod engine;
 mod exit;
+mod gpu;
 mod interrupt;
 mod k8s;
 mod key;
@@ -19,7 +20,9 @@ mod ports;
 mod progress;
 mod reconcile;
 mod redact;
+mod reference;
 mod secrets;
+mod settings;
 mod spec;
 mod startup;
 mod tags;
@@ -91,9 +94,12 @@ fn run(cli: cli::Cli) -> u8 {
                 )
             }
         };
-        let outcome = match commands::Context::new(&cli.global, interrupt.clone()) {
-            Ok(ctx) => commands::run(&ctx, cli.command).await,
-            Err(failure) => Err(failure),
+        let outcome = match settings::from_cli(cli) {
+            Ok((global, command)) => {
+                let ctx = commands::Context::new(global, interrupt.clone());
+                commands::run(&ctx, command).await
+            }
+            Err(invalid) => Err(commands::Failure::from(invalid)),
         };
         match outcome {
             Ok(code) => code,

@@ -1,9 +1,19 @@
 //! stdout for results (text or JSON), stderr for logs and progress. Everything printed is redacted, and
 //! a closed pipe (`ddsky status | head -1`) ends output quietly instead of failing.
 
-use crate::cli::Format;
 use serde::Serialize;
 use std::io::{self, IsTerminal, Write};
+
+/// What stdout carries: text, one JSON document, or (`ddsky env` only) shell or env-file lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+    /// `export KEY='value'` lines (ddsky env).
+    Shell,
+    /// `KEY=value` lines for `docker run --env-file` (ddsky env).
+    EnvFile,
+}
 
 /// Prints the result: `text()` in text mode, `json` as one pretty JSON document otherwise.
 pub fn emit<T: Serialize>(format: Format, json: &T, text: impl FnOnce() -> String) {
@@ -47,17 +57,4 @@ pub fn stderr_is_terminal() -> bool {
 pub fn error_line(line: &str) {
     let mut err = io::stderr().lock();
     let _ = writeln!(err, "{}", crate::redact::redact(line));
-}
-
-/// An environment variable as text. Invalid UTF-8 is not fatal: each bad byte sequence becomes U+FFFD
-/// (which tag normalisation turns into `_`) and a warning says so.
-pub fn env_var(name: &str) -> Option<String> {
-    let raw = std::env::var_os(name)?;
-    match raw.into_string() {
-        Ok(s) => Some(s),
-        Err(raw) => {
-            tracing::warn!("{name} is not valid UTF-8; invalid bytes were replaced");
-            Some(raw.to_string_lossy().into_owned())
-        }
-    }
 }

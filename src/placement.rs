@@ -1,5 +1,5 @@
 //! Where ddsky runs: on a host, inside a container (SkyPilot's runtime mode runs setup inside
-//! `sky_container`), or on Kubernetes; plus the cluster tags from SKYPILOT_CLUSTER_INFO and the GPU decision.
+//! `sky_container`), or on Kubernetes.
 //!
 //! Pure over plain data: [`read_surroundings`] is the only function that touches the system, and it
 //! only reads a handful of files and one environment variable. Everything else takes a
@@ -23,8 +23,6 @@
 
 use std::fs;
 use std::path::Path;
-
-use serde_json::Value;
 
 /// What the process could read about its surroundings (gathered by [`read_surroundings`]).
 /// Missing or unreadable files are `false` / empty.
@@ -250,111 +248,9 @@ fn cgroup_names_container(cgroup: &str) -> bool {
         })
 }
 
-/// SKYPILOT_CLUSTER_INFO (`{"cluster_name": "c", "cloud": "AWS", "region": "us-east-1", "zone":
-/// "us-east-1a", ...}`) as tags: `skypilot_cluster`, `cloud` (lowercased), `region`, `zone`, in that
-/// order. Missing, null or empty fields are skipped (zone is null when SkyPilot did not pin one);
-/// numbers and booleans are written as JSON writes them; arrays and objects are skipped. Blank input
-/// (the variable set but empty) gives no tags. Values are returned trimmed but otherwise raw: tag
-/// normalisation is the caller's. Malformed JSON or a non-object: `Err(reason)`, for a warning.
-pub fn cluster_tags(cluster_info: &str) -> Result<Vec<(String, String)>, String> {
-    let text = cluster_info.trim();
-    if text.is_empty() {
-        return Ok(Vec::new());
-    }
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| format!("SKYPILOT_CLUSTER_INFO is not valid JSON ({e})"))?;
-    let Value::Object(fields) = value else {
-        return Err(format!(
-            "SKYPILOT_CLUSTER_INFO is not a JSON object (it is {})",
-            json_kind(&value)
-        ));
-    };
-    let mut tags = Vec::new();
-    for (field, key) in [
-        ("cluster_name", "skypilot_cluster"),
-        ("cloud", "cloud"),
-        ("region", "region"),
-        ("zone", "zone"),
-    ] {
-        let raw = match fields.get(field) {
-            Some(Value::String(s)) => s.trim().to_owned(),
-            Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
-            _ => continue,
-        };
-        if raw.is_empty() {
-            continue;
-        }
-        let value = if key == "cloud" {
-            raw.to_lowercase()
-        } else {
-            raw
-        };
-        tags.push((key.to_owned(), value));
-    }
-    Ok(tags)
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// `--gpus auto|all|none`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum GpuMode {
-    /// All GPUs when the host has NVIDIA support (an nvidia runtime or /dev/nvidiactl), else none.
-    #[default]
-    Auto,
-    /// All GPUs; an error when the host has no NVIDIA support.
-    All,
-    /// No GPUs.
-    None,
-}
-
-/// Whether the agent gets every GPU (DeviceRequest count -1, capability `gpu`, and
-/// `DD_GPU_ENABLED=true`). `nvidia_runtime`: the daemon lists a runtime whose name contains
-/// "nvidia"; `nvidiactl`: `/dev/nvidiactl` exists. `All` without either: a one-line error naming
-/// the fix, to be reported before anything is created.
-pub fn gpu_decision(mode: GpuMode, nvidia_runtime: bool, nvidiactl: bool) -> Result<bool, String> {
-    let nvidia = nvidia_runtime || nvidiactl;
-    match mode {
-        GpuMode::None => Ok(false),
-        GpuMode::Auto => Ok(nvidia),
-        GpuMode::All if nvidia => Ok(true),
-        GpuMode::All => Err("--gpus all: this host has no NVIDIA GPU support (the Docker daemon lists no \
-             nvidia runtime and /dev/nvidiactl does not exist); install the NVIDIA driver and \
-             nvidia-container-toolkit (then `nvidia-ctk runtime configure --runtime=docker` and restart Docker), \
-             or use --gpus none"
-            .to_owned()),
-    }
-}
-
-/// Docker's refusal of a GPU request when no runtime on the daemon provides GPUs: the NVIDIA
-/// driver may be installed (so /dev/nvidiactl exists) while nvidia-container-toolkit is not set up.
-pub fn docker_refused_gpus(cause: &str) -> bool {
-    cause.contains("could not select device driver")
-}
-
-/// What makes Docker give containers GPUs.
-pub const GPU_RUNTIME_FIX: &str = "install nvidia-container-toolkit and run `sudo nvidia-ctk runtime configure --runtime=docker && sudo systemctl restart docker`";
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dockers_gpu_refusal_is_recognised() {
-        assert!(docker_refused_gpus(
-            "could not select device driver \"\" with capabilities: [[gpu]] (HTTP 500)"
-        ));
-        assert!(!docker_refused_gpus("no such image (HTTP 404)"));
-    }
 
     const ID: &str = "c2d66207092e0be0265bac62cb77bc3efbb69c0b2f73677f6aab6e647666e421";
     const ID2: &str = "8d8e5c3b6f1c4c0b9e7a1f2d3c4b5a69788796a5b4c3d2e1f0a9b8c7d6e5f4a3";
@@ -916,7 +812,7 @@ mod tests {
             if let Placement::Container { own_id: Some(id), .. } = &placement {
                 proptest::prop_assert!(is_hex64(id) && id.bytes().all(is_lower_hex));
             }
-            let _ = cluster_tags(&s.pid1_cgroup);
+            let _ = crate::tags::cluster_tags(&s.pid1_cgroup);
         }
     }
 
@@ -1076,130 +972,5 @@ mod tests {
             detect(&sky_container_on_v2(V2_CADDY_NO_ID_MOUNTINFO)),
             Placement::Host
         );
-    }
-
-    // ---- SKYPILOT_CLUSTER_INFO -----------------------------------------------------------------
-
-    fn tags(v: &[(&str, &str)]) -> Vec<(String, String)> {
-        v.iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
-
-    #[test]
-    fn cluster_info_full() {
-        let info = r#"{"cluster_name": "alice-train-3", "cloud": "AWS", "region": "us-east-1", "zone": "us-east-1a"}"#;
-        assert_eq!(
-            cluster_tags(info).unwrap(),
-            tags(&[
-                ("skypilot_cluster", "alice-train-3"),
-                ("cloud", "aws"),
-                ("region", "us-east-1"),
-                ("zone", "us-east-1a")
-            ])
-        );
-    }
-
-    #[test]
-    fn cluster_info_as_setup_sees_it_with_extra_fields_and_null_zone() {
-        // What a setup phase gets when SkyPilot did not pin a zone; python_path is SkyPilot's own field.
-        let info = r#"{"cluster_name": "sky-5f3a-alice", "cloud": "AWS", "region": "us-west-2", "zone": null, "python_path": "/opt/conda/bin/python3"}"#;
-        assert_eq!(
-            cluster_tags(info).unwrap(),
-            tags(&[
-                ("skypilot_cluster", "sky-5f3a-alice"),
-                ("cloud", "aws"),
-                ("region", "us-west-2")
-            ])
-        );
-    }
-
-    #[test]
-    fn cluster_info_missing_and_odd_fields_are_skipped() {
-        assert_eq!(
-            cluster_tags(r#"{"cloud": "Kubernetes"}"#).unwrap(),
-            tags(&[("cloud", "kubernetes")])
-        );
-        assert_eq!(cluster_tags("{}").unwrap(), vec![]);
-        assert_eq!(
-            cluster_tags(
-                r#"{"cluster_name": "  ", "cloud": ["AWS"], "region": {"name": "x"}, "zone": 3}"#
-            )
-            .unwrap(),
-            tags(&[("zone", "3")])
-        );
-        assert_eq!(
-            cluster_tags(" \n").unwrap(),
-            vec![],
-            "set but empty counts as unset"
-        );
-    }
-
-    #[test]
-    fn cluster_info_malformed_is_an_error() {
-        for bad in [
-            r#"{"cluster_name": "c""#,
-            "cluster_name=c",
-            "'{}'",
-            r#"{"a":1}x"#,
-        ] {
-            let err = cluster_tags(bad).unwrap_err();
-            assert!(
-                err.starts_with("SKYPILOT_CLUSTER_INFO is not valid JSON"),
-                "{bad}: {err}"
-            );
-        }
-        for (bad, kind) in [
-            ("[]", "an array"),
-            ("null", "null"),
-            (r#""AWS""#, "a string"),
-            ("42", "a number"),
-        ] {
-            let err = cluster_tags(bad).unwrap_err();
-            assert!(
-                err.contains("not a JSON object") && err.contains(kind),
-                "{bad}: {err}"
-            );
-        }
-    }
-
-    // ---- GPUs ----------------------------------------------------------------------------------
-
-    #[test]
-    fn gpu_auto_follows_the_host() {
-        assert_eq!(gpu_decision(GpuMode::Auto, false, false), Ok(false));
-        assert_eq!(gpu_decision(GpuMode::Auto, true, false), Ok(true));
-        assert_eq!(gpu_decision(GpuMode::Auto, false, true), Ok(true));
-        assert_eq!(gpu_decision(GpuMode::Auto, true, true), Ok(true));
-    }
-
-    #[test]
-    fn gpu_none_never_requests() {
-        for (r, c) in [(false, false), (true, false), (false, true), (true, true)] {
-            assert_eq!(gpu_decision(GpuMode::None, r, c), Ok(false));
-        }
-    }
-
-    #[test]
-    fn gpu_all_requires_nvidia_support() {
-        assert_eq!(gpu_decision(GpuMode::All, true, false), Ok(true));
-        assert_eq!(gpu_decision(GpuMode::All, false, true), Ok(true));
-        assert_eq!(gpu_decision(GpuMode::All, true, true), Ok(true));
-        let err = gpu_decision(GpuMode::All, false, false).unwrap_err();
-        assert!(!err.contains('\n'), "one line: {err}");
-        assert!(
-            err.contains("nvidia-container-toolkit") && err.contains("--gpus none"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn gpu_mode_parses_like_the_flag() {
-        use clap::ValueEnum;
-        assert_eq!(GpuMode::from_str("auto", false), Ok(GpuMode::Auto));
-        assert_eq!(GpuMode::from_str("all", false), Ok(GpuMode::All));
-        assert_eq!(GpuMode::from_str("none", false), Ok(GpuMode::None));
-        assert!(GpuMode::from_str("some", false).is_err());
-        assert_eq!(GpuMode::default(), GpuMode::Auto);
     }
 }

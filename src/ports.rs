@@ -82,7 +82,7 @@ impl fmt::Display for Holder {
         }
         match (&self.container_name, &self.container_id) {
             (Some(name), _) => write!(f, " in container {name}"),
-            (None, Some(id)) => write!(f, " in container {}", crate::engine::short_id(id)),
+            (None, Some(id)) => write!(f, " in container {}", crate::reference::short_id(id)),
             _ => Ok(()),
         }
     }

@@ -80,7 +80,7 @@ impl Default for DaemonFacts {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
     /// The agent shares the host network: the job reaches it at localhost, and it reaches EC2 metadata.
@@ -357,88 +357,6 @@ fn regex_escape(name: &str) -> String {
         out.push(c);
         out
     })
-}
-
-/// Docker's own rule for container names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
-pub fn validate_container_name(name: &str) -> Result<(), String> {
-    let mut chars = name.chars();
-    let valid = matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
-        && name.len() >= 2
-        && name.len() <= 128
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if valid {
-        Ok(())
-    } else {
-        Err(format!("container name {name:?} is not valid: use letters, digits, '_', '.' and '-', starting with a letter or digit (e.g. dd-agent)"))
-    }
-}
-
-/// Rejects image references Docker would refuse, before anything is created. Lenient on purpose:
-/// registry hosts, ports, paths, tags and digests all pass; whitespace, shell syntax and `..` do not.
-pub fn validate_image_reference(image: &str) -> Result<(), String> {
-    let fix = "use a reference like datadog/agent:7 or registry:5000/datadog/agent:7";
-    if image.is_empty() || image.len() > 512 {
-        return Err(format!(
-            "image reference {image:?} is empty or too long; {fix}"
-        ));
-    }
-    let allowed =
-        |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | ':' | '@');
-    let (name, _digest) = image.split_once('@').unwrap_or((image, ""));
-    if repository_path(name)
-        .chars()
-        .any(|c| c.is_ascii_uppercase())
-    {
-        return Err(format!(
-            "image reference {image:?} is not valid: the repository name must be lowercase; {fix}"
-        ));
-    }
-    let valid = image.chars().all(allowed)
-        && !image.contains("..")
-        && !image.contains("//")
-        && !image.starts_with(['/', '.', '-', ':', '@'])
-        && !image.ends_with(['/', ':', '@'])
-        && name.split('/').all(|part| !part.is_empty());
-    if valid {
-        Ok(())
-    } else {
-        Err(format!("image reference {image:?} is not valid; {fix}"))
-    }
-}
-
-/// The part of `registry/path/repo:tag` that Docker requires in lowercase: the path without the
-/// registry host (a first component with a dot or port, or localhost) and without the tag.
-fn repository_path(name: &str) -> &str {
-    let untagged = match name.rfind(':') {
-        Some(colon) if !name[colon..].contains('/') => &name[..colon],
-        _ => name,
-    };
-    match untagged.split_once('/') {
-        Some((host, path)) if host.contains(['.', ':']) || host == "localhost" => path,
-        _ => untagged,
-    }
-}
-
-/// Parses `KEY=VALUE` for `--agent-env`; DD_API_KEY is refused there so the key has one way in.
-pub fn parse_agent_env(raw: &str) -> Result<(String, String), String> {
-    let (k, v) = raw.split_once('=').ok_or_else(|| {
-        format!(
-            "--agent-env {k:?} is not KEY=VALUE",
-            k = raw.split('=').next().unwrap_or("")
-        )
-    })?;
-    let valid_key = !k.is_empty()
-        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && !k.starts_with(|c: char| c.is_ascii_digit());
-    if !valid_key {
-        return Err(format!(
-            "--agent-env {k:?}: the name must be letters, digits and _; pass it as KEY=VALUE"
-        ));
-    }
-    if k == API_KEY_ENV {
-        return Err("--agent-env DD_API_KEY is not accepted; give the key through DD_API_KEY or AWS Secrets Manager".into());
-    }
-    Ok((k.to_owned(), v.to_owned()))
 }
 
 #[cfg(test)]
@@ -742,67 +660,5 @@ mod tests {
         assert!(!serde_json::to_string(&spec.body.labels)
             .unwrap()
             .contains(KEY));
-    }
-
-    #[test]
-    fn container_names() {
-        assert!(validate_container_name("dd-agent").is_ok());
-        assert!(validate_container_name("a.b_c-1").is_ok());
-        for bad in [
-            "",
-            "x",
-            "/dd-agent",
-            "dd/agent",
-            "-dd",
-            "dd agent",
-            "dd$agent",
-        ] {
-            assert!(validate_container_name(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn image_references() {
-        for good in [
-            "datadog/agent:7",
-            "gcr.io/datadoghq/agent:7",
-            "127.0.0.1:5000/datadog/agent:7",
-            "agent@sha256:abc",
-            "public.ecr.aws/datadog/agent",
-        ] {
-            assert!(validate_image_reference(good).is_ok(), "{good}");
-        }
-        assert!(
-            validate_image_reference("Registry.Example.com:5000/datadog/agent:Latest").is_ok(),
-            "host and tag may have capitals"
-        );
-        for bad in [
-            "",
-            "$(rm -rf /)",
-            "../agent",
-            "datadog//agent",
-            "agent:",
-            "a b",
-            "/agent",
-            "agent;ls",
-            "a/../b",
-            "Datadog/Agent:7",
-        ] {
-            assert!(validate_image_reference(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn agent_env_parsing() {
-        assert_eq!(
-            parse_agent_env("DD_HOSTNAME=node-1").unwrap(),
-            ("DD_HOSTNAME".into(), "node-1".into())
-        );
-        assert_eq!(parse_agent_env("A=b=c").unwrap().1, "b=c");
-        assert!(parse_agent_env("NOVALUE").is_err());
-        assert!(parse_agent_env("1A=x").is_err());
-        assert!(parse_agent_env("DD_API_KEY=x")
-            .unwrap_err()
-            .contains("not accepted"));
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! Pure: the environment arrives as a lookup function so tests can feed any combination of variables.
 
+use serde_json::Value;
 use std::fmt;
 
 /// Datadog truncates longer tags; we do it ourselves so the user is told.
@@ -137,22 +138,37 @@ pub fn build(request: &TagRequest, identity: &JobIdentity) -> Result<TagSet, Tag
         push_normalized(&mut set, &raw)?;
     }
     for raw in &request.extra {
-        let (key, value) = raw
-            .split_once(':')
-            .ok_or_else(|| TagError::NotKeyValue { raw: raw.clone() })?;
-        if value.trim().is_empty() || key.trim().is_empty() {
-            return Err(TagError::NotKeyValue { raw: raw.clone() });
-        }
-        let key_lower = key.trim().to_lowercase();
-        if FLAG_OWNED_KEYS.contains(&key_lower.as_str()) {
-            return Err(TagError::FlagOwned {
-                raw: raw.clone(),
-                key: key_lower,
-            });
-        }
+        check_extra(raw)?;
         push_normalized(&mut set, raw)?;
     }
     Ok(set)
+}
+
+/// The rules for a user's extra tag (`--tag`, DDSKY_TAGS): key:value, not a key that has its own
+/// flag, and something left after normalisation. `settings` applies them before anything runs; the
+/// tags ddsky builds from the job's identity always pass them.
+pub fn check_extra(raw: &str) -> Result<(), TagError> {
+    let (key, value) = raw.split_once(':').ok_or_else(|| TagError::NotKeyValue {
+        raw: raw.to_owned(),
+    })?;
+    if value.trim().is_empty() || key.trim().is_empty() {
+        return Err(TagError::NotKeyValue {
+            raw: raw.to_owned(),
+        });
+    }
+    let key_lower = key.trim().to_lowercase();
+    if FLAG_OWNED_KEYS.contains(&key_lower.as_str()) {
+        return Err(TagError::FlagOwned {
+            raw: raw.to_owned(),
+            key: key_lower,
+        });
+    }
+    if normalize(raw).tag.is_none() {
+        return Err(TagError::NothingLeft {
+            raw: raw.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 fn push_normalized(set: &mut TagSet, raw: &str) -> Result<(), TagError> {
@@ -260,6 +276,61 @@ pub fn normalize(raw: &str) -> Normalized {
     Normalized {
         tag: (!out.is_empty()).then_some(out),
         changes,
+    }
+}
+
+/// SKYPILOT_CLUSTER_INFO (`{"cluster_name": "c", "cloud": "AWS", "region": "us-east-1", "zone":
+/// "us-east-1a", ...}`) as tags: `skypilot_cluster`, `cloud` (lowercased), `region`, `zone`, in that
+/// order. Missing, null or empty fields are skipped (zone is null when SkyPilot did not pin one);
+/// numbers and booleans are written as JSON writes them; arrays and objects are skipped. Blank input
+/// (the variable set but empty) gives no tags. Values are returned trimmed but otherwise raw: tag
+/// normalisation is the caller's. Malformed JSON or a non-object: `Err(reason)`, for a warning.
+pub fn cluster_tags(cluster_info: &str) -> Result<Vec<(String, String)>, String> {
+    let text = cluster_info.trim();
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| format!("SKYPILOT_CLUSTER_INFO is not valid JSON ({e})"))?;
+    let Value::Object(fields) = value else {
+        return Err(format!(
+            "SKYPILOT_CLUSTER_INFO is not a JSON object (it is {})",
+            json_kind(&value)
+        ));
+    };
+    let mut tags = Vec::new();
+    for (field, key) in [
+        ("cluster_name", "skypilot_cluster"),
+        ("cloud", "cloud"),
+        ("region", "region"),
+        ("zone", "zone"),
+    ] {
+        let raw = match fields.get(field) {
+            Some(Value::String(s)) => s.trim().to_owned(),
+            Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
+            _ => continue,
+        };
+        if raw.is_empty() {
+            continue;
+        }
+        let value = if key == "cloud" {
+            raw.to_lowercase()
+        } else {
+            raw
+        };
+        tags.push((key.to_owned(), value));
+    }
+    Ok(tags)
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 
@@ -494,5 +565,93 @@ mod tests {
             set.tags.iter().filter(|t| t.starts_with("team:")).count(),
             1
         );
+    }
+}
+
+#[cfg(test)]
+mod cluster_info_tests {
+    use super::*;
+
+    fn tags(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn cluster_info_full() {
+        let info = r#"{"cluster_name": "alice-train-3", "cloud": "AWS", "region": "us-east-1", "zone": "us-east-1a"}"#;
+        assert_eq!(
+            cluster_tags(info).unwrap(),
+            tags(&[
+                ("skypilot_cluster", "alice-train-3"),
+                ("cloud", "aws"),
+                ("region", "us-east-1"),
+                ("zone", "us-east-1a")
+            ])
+        );
+    }
+
+    #[test]
+    fn cluster_info_as_setup_sees_it_with_extra_fields_and_null_zone() {
+        // What a setup phase gets when SkyPilot did not pin a zone; python_path is SkyPilot's own field.
+        let info = r#"{"cluster_name": "sky-5f3a-alice", "cloud": "AWS", "region": "us-west-2", "zone": null, "python_path": "/opt/conda/bin/python3"}"#;
+        assert_eq!(
+            cluster_tags(info).unwrap(),
+            tags(&[
+                ("skypilot_cluster", "sky-5f3a-alice"),
+                ("cloud", "aws"),
+                ("region", "us-west-2")
+            ])
+        );
+    }
+
+    #[test]
+    fn cluster_info_missing_and_odd_fields_are_skipped() {
+        assert_eq!(
+            cluster_tags(r#"{"cloud": "Kubernetes"}"#).unwrap(),
+            tags(&[("cloud", "kubernetes")])
+        );
+        assert_eq!(cluster_tags("{}").unwrap(), vec![]);
+        assert_eq!(
+            cluster_tags(
+                r#"{"cluster_name": "  ", "cloud": ["AWS"], "region": {"name": "x"}, "zone": 3}"#
+            )
+            .unwrap(),
+            tags(&[("zone", "3")])
+        );
+        assert_eq!(
+            cluster_tags(" \n").unwrap(),
+            vec![],
+            "set but empty counts as unset"
+        );
+    }
+
+    #[test]
+    fn cluster_info_malformed_is_an_error() {
+        for bad in [
+            r#"{"cluster_name": "c""#,
+            "cluster_name=c",
+            "'{}'",
+            r#"{"a":1}x"#,
+        ] {
+            let err = cluster_tags(bad).unwrap_err();
+            assert!(
+                err.starts_with("SKYPILOT_CLUSTER_INFO is not valid JSON"),
+                "{bad}: {err}"
+            );
+        }
+        for (bad, kind) in [
+            ("[]", "an array"),
+            ("null", "null"),
+            (r#""AWS""#, "a string"),
+            ("42", "a number"),
+        ] {
+            let err = cluster_tags(bad).unwrap_err();
+            assert!(
+                err.contains("not a JSON object") && err.contains(kind),
+                "{bad}: {err}"
+            );
+        }
     }
 }

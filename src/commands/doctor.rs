@@ -3,12 +3,12 @@
 
 use super::{identity, Context, Failure};
 use crate::agent::{AgentClient, DiscoveredIds, Health, Status, Tags};
-use crate::cli::DoctorArgs;
 use crate::discovery::{self, Pattern};
 use crate::doctor::{self, Check, DockerFacts, Facts, PortFacts, Verdict};
 use crate::engine::Engine;
 use crate::exit;
 use crate::ports;
+use crate::settings::DoctorSettings;
 use crate::spec::NetworkMode;
 use crate::startup;
 use serde::Serialize;
@@ -16,14 +16,9 @@ use std::time::Duration;
 
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
-pub async fn run(ctx: &Context, args: DoctorArgs) -> Result<u8, Failure> {
+pub async fn run(ctx: &Context, args: DoctorSettings) -> Result<u8, Failure> {
     let tags = identity::resolve(&args.agent).await?;
-    let given = crate::cli::or_env_list(&args.expect, "DDSKY_EXPECT");
-    let patterns = Pattern::all(if given.is_empty() {
-        std::slice::from_ref(&args.default_expect)
-    } else {
-        &given
-    });
+    let patterns = Pattern::all(&args.expect);
     let mut facts = Facts {
         docker: Err(String::new()),
         cgroup_v2: std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),

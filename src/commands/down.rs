@@ -1,10 +1,10 @@
 //! `ddsky down`: graceful teardown of ddsky's own agent.
 
 use super::{Context, Failure};
-use crate::cli::DownArgs;
-use crate::engine::short_id;
 use crate::exit;
 use crate::reconcile::is_managed;
+use crate::reference::short_id;
+use crate::settings::DownSettings;
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -15,7 +15,7 @@ struct DownReport<'a> {
     id: Option<String>,
 }
 
-pub async fn run(ctx: &Context, args: DownArgs) -> Result<u8, Failure> {
+pub async fn run(ctx: &Context, args: DownSettings) -> Result<u8, Failure> {
     let engine = ctx.engine().await?;
     let Some(info) = engine.inspect(&ctx.name).await? else {
         let report = DownReport {

@@ -2,20 +2,21 @@
 //! with the job's tags (`docker run --env-file <(ddsky env --format env-file) ...`).
 
 use super::{identity, Context, Failure};
-use crate::cli::{AgentArgs, EnvArgs, Format};
 use crate::exit;
 use crate::k8s;
+use crate::output::Format;
 use crate::placement::{self, Placement};
+use crate::settings::JobSettings;
 use std::collections::BTreeMap;
 
-pub async fn run(ctx: &Context, args: EnvArgs) -> Result<u8, Failure> {
-    let tags = identity::resolve(&args.agent).await?;
-    let mut vars = job_env(&args.agent, &tags.tags);
+pub async fn run(ctx: &Context, job: JobSettings) -> Result<u8, Failure> {
+    let tags = identity::resolve(&job).await?;
+    let mut vars = job_env(&job, &tags.tags);
     // In a pod, the pod_config of `ddsky k8s` set the node agent's address (downward API) and the
     // service tags: keep those, add the per-pod ones.
     if placement::detect(&placement::read_surroundings()) == Placement::Kubernetes {
         let mut warnings = Vec::new();
-        vars = k8s::inside_pod(vars, crate::output::env_var, &mut warnings);
+        vars = k8s::inside_pod(vars, crate::settings::env_var, &mut warnings);
         warnings.iter().for_each(|w| tracing::warn!("{w}"));
     }
     let body = match ctx.format {
@@ -42,7 +43,7 @@ pub async fn run(ctx: &Context, args: EnvArgs) -> Result<u8, Failure> {
 /// network directly, on a bridge through the ports published on 127.0.0.1 (SkyPilot's job container
 /// uses --net=host). env and service travel as DD_ENV/DD_SERVICE, so DD_TAGS carries the rest.
 /// `ddsky k8s` puts the same variables into the pods (DD_AGENT_HOST from the downward API instead).
-pub(super) fn job_env(args: &AgentArgs, tags: &[String]) -> Vec<(String, String)> {
+pub(super) fn job_env(args: &JobSettings, tags: &[String]) -> Vec<(String, String)> {
     let value_of = |key: &str| {
         tags.iter()
             .find_map(|t| t.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
@@ -86,8 +87,8 @@ mod tests {
     use super::*;
     use crate::spec::NetworkMode;
 
-    fn args() -> AgentArgs {
-        AgentArgs {
+    fn args() -> JobSettings {
+        JobSettings {
             env: "production".into(),
             service: "skypilot-worker".into(),
             tags: vec![],

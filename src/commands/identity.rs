@@ -2,8 +2,7 @@
 //! and `k8s` (the pods' metadata and env).
 
 use super::Failure;
-use crate::cli::AgentArgs;
-use crate::placement;
+use crate::settings::JobSettings;
 use crate::tags::{self, JobIdentity, TagRequest, TagSet};
 use std::time::Duration;
 
@@ -12,7 +11,7 @@ const GIT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Reads the environment (and git, when METTA_GIT_REF is unset), builds and normalises the tags,
 /// and warns about everything that was dropped or changed.
-pub async fn resolve(args: &AgentArgs) -> Result<TagSet, Failure> {
+pub async fn resolve(args: &JobSettings) -> Result<TagSet, Failure> {
     let mut warnings = Vec::new();
     let identity = read(&mut warnings).await;
     tag(args, &identity, warnings)
@@ -21,14 +20,14 @@ pub async fn resolve(args: &AgentArgs) -> Result<TagSet, Failure> {
 /// The job's identity from the environment (and git, when METTA_GIT_REF is unset); what was not
 /// usable is said in `warnings`.
 pub async fn read(warnings: &mut Vec<String>) -> JobIdentity {
-    let mut identity = JobIdentity::from_env(crate::output::env_var, warnings);
+    let mut identity = JobIdentity::from_env(crate::settings::env_var, warnings);
     if identity.git_ref.is_none() {
         identity.git_ref = git_head().await;
     }
     if let Some(info) =
-        crate::output::env_var("SKYPILOT_CLUSTER_INFO").filter(|v| !v.trim().is_empty())
+        crate::settings::env_var("SKYPILOT_CLUSTER_INFO").filter(|v| !v.trim().is_empty())
     {
-        match placement::cluster_tags(&info) {
+        match tags::cluster_tags(&info) {
             Ok(pairs) => identity.cluster = pairs,
             Err(why) => warnings.push(format!("SKYPILOT_CLUSTER_INFO is not usable ({why}); the cluster, cloud, region and zone tags are left out")),
         }
@@ -39,14 +38,14 @@ pub async fn read(warnings: &mut Vec<String>) -> JobIdentity {
 /// The tags of `identity` with the flags' env, service and extra tags, normalised; logs `warnings`
 /// and every change normalisation made.
 pub fn tag(
-    args: &AgentArgs,
+    args: &JobSettings,
     identity: &JobIdentity,
     warnings: Vec<String>,
 ) -> Result<TagSet, Failure> {
     let request = TagRequest {
         env: args.env.clone(),
         service: args.service.clone(),
-        extra: crate::cli::or_env_list(&args.tags, "DDSKY_TAGS"),
+        extra: args.tags.clone(),
     };
     let tags = tags::build(&request, identity).map_err(|e| Failure::Usage(e.to_string()))?;
     warnings

@@ -2,16 +2,17 @@
 //! `config.kubernetes.pod_config` giving the pods the job's tags and the node agent's address.
 
 use super::{env, identity, Context, Failure};
-use crate::cli::{Format, K8sArgs};
 use crate::exit;
 use crate::k8s;
+use crate::output::Format;
+use crate::settings::JobSettings;
 
-pub async fn run(ctx: &Context, args: K8sArgs) -> Result<u8, Failure> {
+pub async fn run(ctx: &Context, job: JobSettings) -> Result<u8, Failure> {
     let mut warnings = Vec::new();
     let identity = identity::read(&mut warnings).await;
     let identity = k8s::launch_identity(identity, &mut warnings);
-    let tags = identity::tag(&args.agent, &identity, warnings)?;
-    let block = k8s::pod_config(&tags, &env::job_env(&args.agent, &tags.tags));
+    let tags = identity::tag(&job, &identity, warnings)?;
+    let block = k8s::pod_config(&tags, &env::job_env(&job, &tags.tags));
     block.warnings.iter().for_each(|w| tracing::warn!("{w}"));
     crate::output::write_stdout(&render(ctx.format, &block.task));
     Ok(exit::OK)
@@ -30,12 +31,11 @@ fn render(format: Format, task: &k8s::TaskConfig) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::AgentArgs;
     use crate::spec::NetworkMode;
     use crate::tags::{self, JobIdentity, TagRequest};
 
     fn rendered(format: Format, git_ref: &str) -> String {
-        let args = AgentArgs {
+        let args = JobSettings {
             env: "production".into(),
             service: "skypilot-worker".into(),
             tags: vec![],

@@ -1,12 +1,12 @@
 //! `ddsky logs`: the agent container's logs through the Docker API.
 
 use super::{Context, Failure};
-use crate::cli::LogsArgs;
 use crate::exit;
+use crate::settings::LogsSettings;
 use futures_util::StreamExt;
 use std::io::Write;
 
-pub async fn run(ctx: &Context, args: LogsArgs) -> Result<u8, Failure> {
+pub async fn run(ctx: &Context, args: LogsSettings) -> Result<u8, Failure> {
     let engine = ctx.engine().await?;
     let Some(info) = engine.inspect(&ctx.name).await? else {
         return Err(Failure::NoAgent {

@@ -11,44 +11,31 @@ mod status;
 mod up;
 
 use crate::agent::AgentError;
-use crate::cli::{Command, Format, GlobalArgs};
 use crate::discovery::WaitError;
-use crate::engine::{Engine, EngineError, DEFAULT_DOCKER_HOST};
+use crate::engine::{DockerHost, Engine, EngineError};
 use crate::exit;
 use crate::interrupt::{Interrupt, Interrupted};
+use crate::output::Format;
+use crate::settings::{CommandSettings, Global, SettingsError};
 use crate::startup::{self, HealthWaitError};
 use std::time::Duration;
 
-/// What every command needs besides its own arguments.
+/// What every command needs besides its own settings.
 pub struct Context {
     pub name: String,
-    pub docker_host: String,
+    pub docker_host: DockerHost,
     pub format: Format,
     pub interrupt: Interrupt,
 }
 
 impl Context {
-    pub fn new(global: &GlobalArgs, interrupt: Interrupt) -> Result<Self, Failure> {
-        crate::spec::validate_container_name(&global.name).map_err(Failure::Usage)?;
-        let docker_host = global
-            .docker_host
-            .clone()
-            .filter(|h| !h.trim().is_empty())
-            .unwrap_or_else(|| DEFAULT_DOCKER_HOST.to_owned());
-        if !["unix://", "tcp://", "http://"]
-            .iter()
-            .any(|s| docker_host.starts_with(s))
-        {
-            return Err(Failure::Engine(EngineError::UnsupportedHost {
-                host: docker_host,
-            }));
-        }
-        Ok(Context {
-            name: global.name.clone(),
-            docker_host,
+    pub fn new(global: Global, interrupt: Interrupt) -> Self {
+        Context {
+            name: global.name,
+            docker_host: global.docker_host,
             format: global.format,
             interrupt,
-        })
+        }
     }
 
     pub async fn engine(&self) -> Result<Engine, Failure> {
@@ -59,21 +46,15 @@ impl Context {
     }
 }
 
-pub async fn run(ctx: &Context, command: Command) -> Result<u8, Failure> {
-    let env_only = matches!(ctx.format, Format::Shell | Format::EnvFile);
-    if env_only && !matches!(command, Command::Env(_)) {
-        return Err(Failure::Usage(
-            "--format shell and env-file are for `ddsky env`; use text or json".into(),
-        ));
-    }
+pub async fn run(ctx: &Context, command: CommandSettings) -> Result<u8, Failure> {
     match command {
-        Command::Env(args) => env::run(ctx, args).await,
-        Command::Doctor(args) => doctor::run(ctx, args).await,
-        Command::Logs(args) => logs::run(ctx, args).await,
-        Command::Up(args) => up::run(ctx, *args).await,
-        Command::Status(args) => status::run(ctx, args).await,
-        Command::Down(args) => down::run(ctx, args).await,
-        Command::K8s(args) => k8s::run(ctx, args).await,
+        CommandSettings::Env(job) => env::run(ctx, job).await,
+        CommandSettings::Doctor(settings) => doctor::run(ctx, settings).await,
+        CommandSettings::Logs(settings) => logs::run(ctx, settings).await,
+        CommandSettings::Up(settings) => up::run(ctx, *settings).await,
+        CommandSettings::Status(settings) => status::run(ctx, settings).await,
+        CommandSettings::Down(settings) => down::run(ctx, settings).await,
+        CommandSettings::K8s(job) => k8s::run(ctx, job).await,
     }
 }
 
@@ -81,6 +62,8 @@ pub async fn run(ctx: &Context, command: Command) -> Result<u8, Failure> {
 /// failed and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
     #[error("{0}")]
     Usage(String),
     #[error(transparent)]
@@ -170,8 +153,7 @@ impl Failure {
 
     pub fn exit_code(&self) -> u8 {
         match self {
-            Failure::Usage(_) => exit::USAGE,
-            Failure::Engine(EngineError::UnsupportedHost { .. }) => exit::USAGE,
+            Failure::Settings(_) | Failure::Usage(_) => exit::USAGE,
             Failure::Unhealthy { .. } => exit::UNHEALTHY,
             Failure::NoAgent { .. } => exit::NO_AGENT,
             Failure::Interrupted(Interrupted(signal)) => signal.exit_code(),

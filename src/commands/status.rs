@@ -2,10 +2,11 @@
 
 use super::{Context, Failure};
 use crate::agent::{AgentClient, DiscoveredIds, Health, Status, Tags, Unless};
-use crate::cli::StatusArgs;
 use crate::discovery::{self, DiscoveryReport, WaitFor};
-use crate::engine::{short_id, ContainerInfo, RunningContainer};
+use crate::engine::{ContainerInfo, RunningContainer};
 use crate::exit;
+use crate::reference::short_id;
+use crate::settings::StatusSettings;
 use crate::startup::{self, HealthWaitError};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
@@ -43,8 +44,8 @@ struct StatusReport {
     expected: Vec<discovery::Expectation>,
 }
 
-pub async fn run(ctx: &Context, args: StatusArgs) -> Result<u8, Failure> {
-    let patterns = discovery::Pattern::all(&crate::cli::or_env_list(&args.expect, "DDSKY_EXPECT"));
+pub async fn run(ctx: &Context, args: StatusSettings) -> Result<u8, Failure> {
+    let patterns = discovery::Pattern::all(&args.expect);
     let engine = ctx.engine().await?;
     let Some(info) = engine.inspect(&ctx.name).await? else {
         let running = engine.running_containers().await?;

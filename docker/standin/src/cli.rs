@@ -34,7 +34,6 @@ pub fn dispatch(args: &[String]) -> i32 {
         Some("workload-list") => workload_list(rest),
         Some("tagger-list") => tagger_list(rest),
         Some("status") => status(rest),
-        Some("stop") => return stop(rest),
         Some("version") => Output::ok(format!(
             "Agent {} - Meta: standin - Commit: 0000000 - Serialization version: v5.0.0 - Go version: go1.24.0\n",
             crate::VERSION
@@ -53,7 +52,6 @@ Available Commands:\n\
   health         Print the current agent health\n\
   run            Run the Agent\n\
   status         Print the current status\n\
-  stop           Stops a running Agent\n\
   tagger-list    Print the tagger content of a running agent\n\
   version        Print the version info\n\
   workload-list  Print the workload content of a running agent\n";
@@ -241,33 +239,6 @@ fn status(args: &[String]) -> Output {
     } else {
         Output::ok(render::status_text(&s, now))
     }
-}
-
-/// `agent stop`: SIGTERM to the daemon named by the pid file. The message is printed first: when
-/// the daemon is the container's main process, the container (and this exec) ends with it.
-fn stop(args: &[String]) -> i32 {
-    if let Err(e) = parse_flags(args, false) {
-        return emit(e);
-    }
-    if let Err(e) = running_agent("/agent/stop") {
-        return emit(e);
-    }
-    let dir = state::state_dir();
-    let pid = std::fs::read_to_string(state::pid_file(&dir))
-        .ok()
-        .and_then(|p| p.trim().parse::<i32>().ok())
-        .filter(|&p| p > 0 && state::pid_alive(p as u32));
-    let Some(pid) = pid else {
-        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-        return emit(render::not_up("/agent/stop", cmd_port(), &refused));
-    };
-    let code = emit(Output::ok("Agent successfully stopped\n".to_string()));
-    // SAFETY: plain kill(2) on a pid we just checked.
-    if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
-        let err = std::io::Error::last_os_error();
-        return emit(Output::error(&format!("error stopping the agent: {err}")));
-    }
-    code
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! * `agent` imitates the official `datadog/agent:7` image as described in
 //!   `/work/shared/datadog-agent.md`: a long-running daemon (`agent` / `agent run`) plus the CLI
 //!   subcommands ddsky runs through `docker exec` (`health`, `workload-list`, `tagger-list`,
-//!   `status`, `stop`). The daemon publishes everything the subcommands need in a JSON state file
+//!   `status`; `version` for the tests). The daemon publishes everything the subcommands need in a JSON state file
 //!   ([`state`]); the subcommands only read that file ([`cli`]) and format it ([`render`]).
 //! * `job` imitates a SkyPilot/Metta job container (see `src/bin/job.rs`).
 

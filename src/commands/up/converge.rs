@@ -1,0 +1,686 @@
+//! Converge: decide what the agent container needs (reconcile::decide) and do it, through the
+//! [`ContainerEngine`] trait so the decisions are unit-tested against a fake daemon.
+
+use super::Failure;
+use crate::engine::{ContainerEngine, ContainerInfo, CreateOutcome, EngineError};
+use crate::gpu;
+use crate::interrupt::Interrupt;
+use crate::ports;
+use crate::progress::PullReporter;
+use crate::reconcile::{self, Action, Decision};
+use crate::reference::short_id;
+use crate::settings::PullPolicy;
+use crate::spec::{self, AgentSpec, DaemonFacts};
+use std::time::Duration;
+
+/// How long a stale agent gets to flush before it is replaced.
+const RECREATE_GRACE: Duration = Duration::from_secs(30);
+/// Concurrent `up`s can each find the name taken by another (or still being removed by another);
+/// rounds with a growing pause settle it within a few seconds.
+const CONVERGE_ATTEMPTS: u32 = 12;
+
+/// What `up` wants: the agent's spec, the spec to fall back to if Docker refuses GPUs
+/// (`--gpus auto` only), the host ports the agent will bind, and how to treat the image and a
+/// foreign container of the same name.
+pub struct Plan {
+    pub spec: AgentSpec,
+    pub gpu_fallback: Option<AgentSpec>,
+    pub ports: Vec<ports::NeededPort>,
+    pub image: String,
+    pub pull: PullPolicy,
+    /// --replace: a container of that name that ddsky did not create may be replaced.
+    pub replace: bool,
+}
+
+impl Plan {
+    /// The spec to compare `existing` with: an agent that fell back to no GPUs (its label says
+    /// Docker refused them) stays without GPUs, rather than being recreated to fail again.
+    fn wanted(&self, existing: Option<&ContainerInfo>) -> (&AgentSpec, Option<String>) {
+        let refused = existing
+            .filter(|c| reconcile::is_managed(c))
+            .and_then(|c| c.labels.get(spec::LABEL_GPUS_REFUSED));
+        match (&self.gpu_fallback, refused) {
+            (Some(fallback), Some(why)) => (fallback, Some(why.clone())),
+            _ => (&self.spec, None),
+        }
+    }
+}
+
+/// What converge did.
+#[derive(Debug)]
+pub struct Converged {
+    pub action: Action,
+    pub id: String,
+    /// For a no-op, the container as just inspected (so the health wait need not ask again).
+    pub unchanged: Option<ContainerInfo>,
+}
+
+/// Brings the container to the plan's spec.
+pub async fn converge<E: ContainerEngine>(
+    engine: &E,
+    interrupt: &Interrupt,
+    plan: &Plan,
+) -> Result<Converged, Failure> {
+    let image = &plan.image;
+    let mut image_checked = false;
+    for attempt in 0..CONVERGE_ATTEMPTS {
+        if attempt > 0 {
+            let pause = Duration::from_millis(50u64 << attempt.min(5));
+            interrupt.run(tokio::time::sleep(pause)).await?;
+        }
+        let existing = engine.inspect(&plan.spec.name).await?;
+        let (spec, gpus_refused) = plan.wanted(existing.as_ref());
+        // Refuse a foreign container before anything else happens, a pull included.
+        if let Decision::Foreign { image } =
+            reconcile::decide(existing.as_ref(), &spec.hash, plan.replace, false)
+        {
+            return Err(Failure::Foreign {
+                name: spec.name.clone(),
+                image,
+                flag: "--replace",
+            });
+        }
+        let mut image_changed = false;
+        if plan.pull == PullPolicy::Always && !image_checked {
+            ensure_image(engine, interrupt, image, plan.pull).await?;
+            image_checked = true;
+            if let (Some(c), Some(id)) = (&existing, engine.image_id(image).await?) {
+                image_changed = c.image_id != id;
+            }
+        }
+        let (action, why) =
+            match reconcile::decide(existing.as_ref(), &spec.hash, plan.replace, image_changed) {
+                Decision::Foreign { image } => {
+                    return Err(Failure::Foreign {
+                        name: spec.name.clone(),
+                        image,
+                        flag: "--replace",
+                    })
+                }
+                Decision::Act(action, why) => (action, why),
+            };
+        tracing::debug!(?action, why, "deciding what to do");
+        match (action, existing) {
+            (Action::None, Some(c)) => {
+                tracing::info!("agent {} is {why}", spec.name);
+                return Ok(Converged {
+                    action: Action::None,
+                    id: c.id.clone(),
+                    unchanged: Some(c),
+                });
+            }
+            (Action::Start, Some(c)) => {
+                ports_free(engine, &plan.ports).await?;
+                tracing::info!("starting agent {}: {why}", spec.name);
+                engine.start(&c.id).await?;
+                return Ok(Converged {
+                    action: Action::Start,
+                    id: c.id,
+                    unchanged: None,
+                });
+            }
+            (Action::Create | Action::Recreate, existing) => {
+                if !image_checked {
+                    ensure_image(engine, interrupt, image, plan.pull).await?;
+                    image_checked = true;
+                }
+                interrupt.check()?;
+                if let Some(old) = existing {
+                    tracing::info!("replacing agent {}: {why}", spec.name);
+                    engine.stop(&old.id, RECREATE_GRACE).await?;
+                    engine.remove(&old.id).await?;
+                }
+                // After the old agent let go of its ports, before anything new exists. A
+                // concurrent `up` may have just created the agent, which holds them now.
+                if let Err(taken) = ports_free(engine, &plan.ports).await {
+                    if engine.inspect(&spec.name).await?.is_some() {
+                        tracing::debug!("another ddsky created {} first; looking again", spec.name);
+                        continue;
+                    }
+                    return Err(taken);
+                }
+                let (docker_root, start_interval) = engine.daemon_facts().await?;
+                let facts = DaemonFacts {
+                    docker_root,
+                    start_interval,
+                    gpus_refused,
+                };
+                if let Some(id) = create_with_gpu_fallback(engine, spec, plan, facts).await? {
+                    tracing::info!(
+                        "agent {} {} ({})",
+                        spec.name,
+                        if action == Action::Create {
+                            "created"
+                        } else {
+                            "recreated"
+                        },
+                        short_id(&id)
+                    );
+                    return Ok(Converged {
+                        action,
+                        id,
+                        unchanged: None,
+                    });
+                }
+                tracing::debug!("another ddsky created {} first; looking again", spec.name);
+            }
+            // Skip is never decided here; None/Start without a container cannot happen.
+            _ => {}
+        }
+    }
+    Err(Failure::LostRaces {
+        name: plan.spec.name.clone(),
+        attempts: CONVERGE_ATTEMPTS,
+    })
+}
+
+/// Creates and starts the agent; when Docker refuses its GPUs, `--gpus auto` (the plan has a
+/// fallback) creates the agent without them and says how to get them; otherwise it fails with that fix.
+async fn create_with_gpu_fallback<E: ContainerEngine>(
+    engine: &E,
+    spec: &AgentSpec,
+    plan: &Plan,
+    facts: DaemonFacts,
+) -> Result<Option<String>, Failure> {
+    let refusal = match create_and_start(engine, &spec.for_daemon(&facts)).await {
+        Err(Failure::Engine(EngineError::Container { cause, .. }))
+            if gpu::docker_refused_gpus(&cause.to_string()) =>
+        {
+            cause.to_string()
+        }
+        other => return other,
+    };
+    match &plan.gpu_fallback {
+        Some(fallback) if fallback.hash != spec.hash => {
+            tracing::warn!(
+                "Docker refused the agent GPUs ({refusal}): the NVIDIA driver is here but Docker has no NVIDIA runtime; \
+                 the agent runs without GPU monitoring. To get it: {}, then `ddsky down && ddsky up` (or --gpus none to silence this)",
+                gpu::GPU_RUNTIME_FIX
+            );
+            let facts = DaemonFacts {
+                gpus_refused: Some(refusal),
+                ..facts
+            };
+            create_and_start(engine, &fallback.for_daemon(&facts)).await
+        }
+        _ => Err(Failure::Gpu(format!(
+            "Docker refused the agent GPUs: {refusal}; the NVIDIA driver is here but Docker has no NVIDIA runtime: {}, or use --gpus none (--gpus auto falls back to no GPUs by itself); nothing was created",
+            gpu::GPU_RUNTIME_FIX
+        ))),
+    }
+}
+
+/// Fails, before anything is created or started, when something on the host holds a port the
+/// agent will bind: the agent would exit and restart forever.
+async fn ports_free<E: ContainerEngine>(
+    engine: &E,
+    needed: &[ports::NeededPort],
+) -> Result<(), Failure> {
+    let mut conflicts = ports::conflicts(needed);
+    if conflicts.is_empty() {
+        return Ok(());
+    }
+    name_containers(engine, &mut conflicts).await;
+    Err(Failure::PortsTaken(ports::explain(
+        &conflicts,
+        needed.iter().any(|n| n.port_is_cmd()),
+    )))
+}
+
+/// Names the containers that hold ports, where the holder is in one.
+pub async fn name_containers<E: ContainerEngine>(engine: &E, conflicts: &mut [ports::Conflict]) {
+    for holder in conflicts.iter_mut().flat_map(|c| c.holders.iter_mut()) {
+        if let Some(id) = holder.container_id.clone() {
+            if let Ok(Some(c)) = engine.inspect(&id).await {
+                holder.container_name = Some(c.name);
+            }
+        }
+    }
+}
+
+/// Creates and starts the container as one step: if start fails, the new container is removed again
+/// so no half-made agent is left. `None` when another process took the name first.
+async fn create_and_start<E: ContainerEngine>(
+    engine: &E,
+    spec: &AgentSpec,
+) -> Result<Option<String>, Failure> {
+    let start_interval = spec
+        .body
+        .healthcheck
+        .as_ref()
+        .is_some_and(|h| h.start_interval.is_some());
+    let id = match engine
+        .create(&spec.name, spec.body.clone(), start_interval)
+        .await?
+    {
+        CreateOutcome::Created { id } => id,
+        CreateOutcome::NameTaken => return Ok(None),
+    };
+    if let Err(e) = engine.start(&id).await {
+        if let Err(cleanup) = engine.remove(&id).await {
+            tracing::warn!("could not remove the container that failed to start: {cleanup}");
+        }
+        return Err(e.into());
+    }
+    Ok(Some(id))
+}
+
+async fn ensure_image<E: ContainerEngine>(
+    engine: &E,
+    interrupt: &Interrupt,
+    image: &str,
+    policy: PullPolicy,
+) -> Result<(), Failure> {
+    let present = engine.image_id(image).await?.is_some();
+    match (policy, present) {
+        (PullPolicy::Never, false) => Err(EngineError::ImageMissing {
+            image: image.to_owned(),
+        }
+        .into()),
+        (PullPolicy::Never | PullPolicy::Missing, true) => Ok(()),
+        (PullPolicy::Missing | PullPolicy::Always, _) => {
+            tracing::info!("pulling {image}");
+            let mut reporter = PullReporter::new(image, crate::output::stderr_is_terminal());
+            let result = interrupt
+                .run(engine.pull(image, &mut |p| reporter.update(p)))
+                .await;
+            reporter.finish();
+            Ok(result??)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{ContainerState, PullProgress};
+    use crate::key::test_key;
+    use crate::spec::{AgentSettings, NetworkMode};
+    use bollard::models::ContainerCreateBody;
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    const IMAGE: &str = "datadog/agent:7";
+
+    /// A daemon in memory: containers by name, the images present, and every call in order.
+    #[derive(Default)]
+    struct FakeEngine {
+        containers: RefCell<HashMap<String, ContainerInfo>>,
+        images: RefCell<HashMap<String, String>>,
+        calls: RefCell<Vec<String>>,
+        /// `create` answers 409 this many times (a concurrent `up` took the name).
+        name_taken: RefCell<u32>,
+        /// `create` fails like Docker without an NVIDIA runtime when the body asks for GPUs.
+        refuse_gpus: bool,
+        next_id: RefCell<u32>,
+    }
+
+    impl FakeEngine {
+        fn with_image() -> Self {
+            let fake = FakeEngine::default();
+            fake.images
+                .borrow_mut()
+                .insert(IMAGE.into(), "sha256:img1".into());
+            fake
+        }
+
+        fn add(&self, name: &str, labels: HashMap<String, String>, running: bool) {
+            let info = container(name, labels, running);
+            self.containers.borrow_mut().insert(name.into(), info);
+        }
+
+        fn calls(&self) -> Vec<String> {
+            self.calls.borrow().clone()
+        }
+
+        fn did(&self, what: &str) -> bool {
+            self.calls.borrow().iter().any(|c| c.starts_with(what))
+        }
+
+        fn log(&self, call: String) {
+            self.calls.borrow_mut().push(call);
+        }
+    }
+
+    fn container(name: &str, labels: HashMap<String, String>, running: bool) -> ContainerInfo {
+        ContainerInfo {
+            id: format!("{name}-id"),
+            name: name.into(),
+            image: IMAGE.into(),
+            image_id: "sha256:img1".into(),
+            labels,
+            state: ContainerState {
+                status: if running { "running" } else { "exited" }.into(),
+                running,
+                restarting: false,
+                health: None,
+                restart_count: 0,
+                started_at: None,
+                exit_code: None,
+                error: None,
+            },
+            binds: vec![],
+            mounts: vec![],
+            pid_mode: None,
+            cgroupns_mode: None,
+            network_mode: None,
+            cmd_port: None,
+        }
+    }
+
+    impl ContainerEngine for FakeEngine {
+        async fn inspect(&self, name: &str) -> Result<Option<ContainerInfo>, EngineError> {
+            self.log(format!("inspect {name}"));
+            let containers = self.containers.borrow();
+            Ok(containers
+                .get(name)
+                .or_else(|| containers.values().find(|c| c.id == name))
+                .cloned())
+        }
+
+        async fn image_id(&self, image: &str) -> Result<Option<String>, EngineError> {
+            Ok(self.images.borrow().get(image).cloned())
+        }
+
+        async fn pull(
+            &self,
+            image: &str,
+            _on_progress: &mut dyn FnMut(PullProgress),
+        ) -> Result<(), EngineError> {
+            self.log(format!("pull {image}"));
+            self.images
+                .borrow_mut()
+                .insert(image.into(), "sha256:img2".into());
+            Ok(())
+        }
+
+        async fn create(
+            &self,
+            name: &str,
+            body: ContainerCreateBody,
+            _start_interval_api: bool,
+        ) -> Result<CreateOutcome, EngineError> {
+            self.log(format!("create {name}"));
+            let wants_gpus = body
+                .host_config
+                .as_ref()
+                .and_then(|h| h.device_requests.as_ref())
+                .is_some_and(|d| !d.is_empty());
+            if self.refuse_gpus && wants_gpus {
+                return Err(EngineError::Container {
+                    action: "create",
+                    name: name.into(),
+                    cause: "could not select device driver \"\" with capabilities: [[gpu]]".into(),
+                });
+            }
+            if *self.name_taken.borrow() > 0 {
+                *self.name_taken.borrow_mut() -= 1;
+                return Ok(CreateOutcome::NameTaken);
+            }
+            *self.next_id.borrow_mut() += 1;
+            let mut info = container(name, body.labels.unwrap_or_default(), false);
+            info.id = format!("new{}", self.next_id.borrow());
+            let id = info.id.clone();
+            self.containers.borrow_mut().insert(name.into(), info);
+            Ok(CreateOutcome::Created { id })
+        }
+
+        async fn start(&self, id: &str) -> Result<(), EngineError> {
+            self.log(format!("start {id}"));
+            for c in self.containers.borrow_mut().values_mut() {
+                if c.id == id {
+                    c.state.running = true;
+                    c.state.status = "running".into();
+                }
+            }
+            Ok(())
+        }
+
+        async fn stop(&self, id: &str, _grace: Duration) -> Result<(), EngineError> {
+            self.log(format!("stop {id}"));
+            Ok(())
+        }
+
+        async fn remove(&self, id: &str) -> Result<(), EngineError> {
+            self.log(format!("remove {id}"));
+            self.containers.borrow_mut().retain(|_, c| c.id != id);
+            Ok(())
+        }
+
+        async fn daemon_facts(&self) -> Result<(String, bool), EngineError> {
+            Ok(("/var/lib/docker".into(), true))
+        }
+    }
+
+    fn settings(gpus: bool) -> AgentSettings {
+        AgentSettings {
+            name: "dd-agent".into(),
+            image: IMAGE.into(),
+            site: "datadoghq.com".into(),
+            network: NetworkMode::Host,
+            apm_port: spec::DEFAULT_APM_PORT,
+            dogstatsd_port: spec::DEFAULT_DOGSTATSD_PORT,
+            tags: vec!["env:production".into()],
+            env: "production".into(),
+            gpus,
+            dd_url: None,
+            extra_env: vec![],
+        }
+    }
+
+    fn plan(pull: PullPolicy, replace: bool) -> Plan {
+        let key = test_key(&"a".repeat(32));
+        Plan {
+            spec: spec::agent_spec(&settings(false), &key),
+            gpu_fallback: None,
+            ports: vec![],
+            image: IMAGE.into(),
+            pull,
+            replace,
+        }
+    }
+
+    /// `--gpus auto` on a host with the driver: GPUs wanted, the no-GPU spec as fallback.
+    fn gpu_auto_plan() -> Plan {
+        let key = test_key(&"a".repeat(32));
+        Plan {
+            spec: spec::agent_spec(&settings(true), &key),
+            gpu_fallback: Some(spec::agent_spec(&settings(false), &key)),
+            ..plan(PullPolicy::Missing, false)
+        }
+    }
+
+    fn labels_of(spec: &AgentSpec) -> HashMap<String, String> {
+        spec.body.labels.clone().unwrap_or_default()
+    }
+
+    fn run<T>(fut: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(fut)
+    }
+
+    #[test]
+    fn no_agent_is_created_and_started() {
+        let fake = FakeEngine::with_image();
+        let out = run(converge(
+            &fake,
+            &Interrupt::never(),
+            &plan(PullPolicy::Missing, false),
+        ))
+        .unwrap();
+        assert_eq!(out.action, Action::Create);
+        assert_eq!(out.id, "new1");
+        assert!(fake.did("create dd-agent") && fake.did("start new1"));
+        assert!(
+            !fake.did("pull"),
+            "the image is present: {:?}",
+            fake.calls()
+        );
+    }
+
+    #[test]
+    fn a_missing_image_is_pulled_first_and_never_means_nothing_is_created() {
+        let fake = FakeEngine::default();
+        let out = run(converge(
+            &fake,
+            &Interrupt::never(),
+            &plan(PullPolicy::Missing, false),
+        ))
+        .unwrap();
+        assert_eq!(out.action, Action::Create);
+        assert_eq!(fake.calls()[1], format!("pull {IMAGE}"));
+
+        let fake = FakeEngine::default();
+        let err = run(converge(
+            &fake,
+            &Interrupt::never(),
+            &plan(PullPolicy::Never, false),
+        ))
+        .unwrap_err();
+        assert!(
+            matches!(err, Failure::Engine(EngineError::ImageMissing { .. })),
+            "{err}"
+        );
+        assert!(!fake.did("create"));
+    }
+
+    #[test]
+    fn an_up_to_date_running_agent_is_left_alone() {
+        let fake = FakeEngine::with_image();
+        let plan = plan(PullPolicy::Missing, false);
+        fake.add("dd-agent", labels_of(&plan.spec), true);
+        let out = run(converge(&fake, &Interrupt::never(), &plan)).unwrap();
+        assert_eq!(out.action, Action::None);
+        assert_eq!(out.id, "dd-agent-id");
+        assert!(
+            out.unchanged.is_some(),
+            "the health wait reuses this inspect"
+        );
+        assert_eq!(fake.calls(), ["inspect dd-agent"]);
+    }
+
+    #[test]
+    fn a_stopped_agent_is_started() {
+        let fake = FakeEngine::with_image();
+        let plan = plan(PullPolicy::Missing, false);
+        fake.add("dd-agent", labels_of(&plan.spec), false);
+        let out = run(converge(&fake, &Interrupt::never(), &plan)).unwrap();
+        assert_eq!(out.action, Action::Start);
+        assert!(fake.did("start dd-agent-id") && !fake.did("create"));
+    }
+
+    #[test]
+    fn a_stale_agent_is_stopped_removed_and_recreated() {
+        let fake = FakeEngine::with_image();
+        let plan = plan(PullPolicy::Missing, false);
+        let mut stale = labels_of(&plan.spec);
+        stale.insert(spec::LABEL_SPEC_HASH.into(), "old".into());
+        fake.add("dd-agent", stale, true);
+        let out = run(converge(&fake, &Interrupt::never(), &plan)).unwrap();
+        assert_eq!(out.action, Action::Recreate);
+        let calls = fake.calls();
+        let at = |c: &str| calls.iter().position(|x| x == c).unwrap();
+        assert!(at("stop dd-agent-id") < at("remove dd-agent-id"));
+        assert!(at("remove dd-agent-id") < at("create dd-agent"));
+    }
+
+    #[test]
+    fn a_foreign_container_is_refused_before_any_pull_unless_replace() {
+        let fake = FakeEngine::default();
+        fake.add("dd-agent", HashMap::new(), true);
+        let err = run(converge(
+            &fake,
+            &Interrupt::never(),
+            &plan(PullPolicy::Always, false),
+        ))
+        .unwrap_err();
+        assert!(matches!(err, Failure::Foreign { .. }), "{err}");
+        assert_eq!(
+            fake.calls(),
+            ["inspect dd-agent"],
+            "nothing pulled, stopped or created"
+        );
+
+        let out = run(converge(
+            &fake,
+            &Interrupt::never(),
+            &plan(PullPolicy::Always, true),
+        ))
+        .unwrap();
+        assert_eq!(out.action, Action::Recreate);
+        assert!(fake.did("remove dd-agent-id"));
+    }
+
+    #[test]
+    fn pull_always_recreates_an_agent_on_an_older_image() {
+        let fake = FakeEngine::with_image();
+        let plan = plan(PullPolicy::Always, false);
+        fake.add("dd-agent", labels_of(&plan.spec), true);
+        let out = run(converge(&fake, &Interrupt::never(), &plan)).unwrap();
+        assert_eq!(out.action, Action::Recreate, "the pull brought sha256:img2");
+        assert_eq!(
+            fake.calls()
+                .iter()
+                .filter(|c| c.starts_with("pull"))
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn losing_the_name_to_a_concurrent_up_looks_again() {
+        let fake = FakeEngine::with_image();
+        *fake.name_taken.borrow_mut() = 1;
+        let out = run(converge(
+            &fake,
+            &Interrupt::never(),
+            &plan(PullPolicy::Missing, false),
+        ))
+        .unwrap();
+        assert_eq!(out.action, Action::Create);
+        assert_eq!(
+            fake.calls()
+                .iter()
+                .filter(|c| c.starts_with("create"))
+                .count(),
+            2
+        );
+    }
+
+    #[test]
+    fn gpus_refused_under_auto_fall_back_to_an_agent_without_them() {
+        let fake = FakeEngine {
+            refuse_gpus: true,
+            ..FakeEngine::with_image()
+        };
+        let out = run(converge(&fake, &Interrupt::never(), &gpu_auto_plan())).unwrap();
+        assert_eq!(out.action, Action::Create);
+        let agent = fake.containers.borrow()["dd-agent"].clone();
+        assert!(
+            agent.labels.contains_key(spec::LABEL_GPUS_REFUSED),
+            "the label keeps the next up from retrying GPUs"
+        );
+
+        // The next `up` compares with the fallback: nothing to do.
+        let again = run(converge(&fake, &Interrupt::never(), &gpu_auto_plan())).unwrap();
+        assert_eq!(again.action, Action::None);
+    }
+
+    #[test]
+    fn gpus_refused_without_a_fallback_create_nothing() {
+        let fake = FakeEngine {
+            refuse_gpus: true,
+            ..FakeEngine::with_image()
+        };
+        let plan = Plan {
+            gpu_fallback: None,
+            ..gpu_auto_plan()
+        };
+        let err = run(converge(&fake, &Interrupt::never(), &plan)).unwrap_err();
+        assert!(matches!(err, Failure::Gpu(_)), "{err}");
+        assert!(fake.containers.borrow().is_empty());
+    }
+}

@@ -1,0 +1,246 @@
+//! `ddsky up`, by job: gather the inputs (tags, key, Docker) and build the plan here, then
+//! [`converge`] the container, wait until it is [`ready`], and [`report`] what was done.
+
+mod converge;
+mod ready;
+mod report;
+
+pub use converge::name_containers;
+
+use super::identity;
+use super::{Context, Failure};
+use crate::discovery::DiscoveryReport;
+use crate::engine::{DockerHost, Engine, EngineError};
+use crate::exit;
+use crate::gpu::{self, GpuMode};
+use crate::key::{self, FoundKey, KeyLookup, SecretLookup};
+use crate::placement::{self, Placement};
+use crate::ports;
+use crate::reconcile::{self, Action, Decision};
+use crate::secrets::AwsSecretStore;
+use crate::settings::{UpSettings, DEFAULT_DOCKER_HOST};
+use crate::spec::{self, AgentSettings, AgentSpec, NetworkMode};
+use crate::tags::TagSet;
+use converge::Plan;
+use std::path::Path;
+
+const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+
+pub async fn run(ctx: &Context, args: UpSettings) -> Result<u8, Failure> {
+    // The job's identity (which may ask git), the key (which may ask AWS) and Docker are independent:
+    // ask all three at once. What each answer means is decided below, in order.
+    let (tags, key, engine) = tokio::join!(
+        identity::resolve(&args.agent),
+        ctx.interrupt.run(find_key(&args)),
+        ctx.engine()
+    );
+    let tags = tags?;
+    let placement = placement::detect(&placement::read_surroundings());
+    if placement == Placement::Kubernetes {
+        let why = "running on Kubernetes (KUBERNETES_SERVICE_HOST is set): there the Datadog Helm chart or Operator runs the agent as a DaemonSet, so ddsky starts none; give the pods the job's tags and the agent's address with `ddsky k8s` where you launch the task (its config.kubernetes.pod_config), and `ddsky env` in run";
+        return skip(ctx, &args, &tags, vec![why.to_owned()], false);
+    }
+
+    let found = match key? {
+        KeyLookup::Found { found, notes } => {
+            // A key taken out of a JSON or binary secret is known only now.
+            crate::redact::register(found.key.expose());
+            notes.iter().for_each(|n| tracing::info!("{n}"));
+            found
+        }
+        KeyLookup::Missing { reasons } => {
+            return skip(ctx, &args, &tags, reasons, args.key.require_key)
+        }
+    };
+
+    let engine = match engine {
+        Ok(engine) => Some(engine),
+        Err(e) if args.dry_run => {
+            tracing::info!("{e}");
+            None
+        }
+        // In a container with no socket and no DOCKER_HOST: the task did not mount the socket. An
+        // explicit --docker-host that does not answer is an error like anywhere else.
+        Err(Failure::Engine(EngineError::Unreachable { .. }))
+            if matches!(placement, Placement::Container { .. })
+                && ctx.docker_host == DockerHost::Unix(DEFAULT_DOCKER_HOST.to_owned())
+                && !Path::new(DEFAULT_SOCKET).exists() =>
+        {
+            let why = "ddsky runs inside a container that cannot reach the Docker socket; give the task \
+                       `config: {docker: {run_options: [\"-v /var/run/docker.sock:/var/run/docker.sock\"]}}` (SkyPilot), \
+                       or run ddsky on the host";
+            return skip(ctx, &args, &tags, vec![why.to_owned()], false);
+        }
+        Err(e) => return Err(e),
+    };
+    let gpus = gpus_wanted(args.gpus, engine.as_ref(), &placement).await?;
+
+    let settings = AgentSettings {
+        name: ctx.name.clone(),
+        image: args.image.clone(),
+        site: args.site.clone(),
+        network: args.agent.network,
+        apm_port: args.agent.apm_port,
+        dogstatsd_port: args.agent.dogstatsd_port,
+        tags: tags.tags.clone(),
+        env: tags.value_of("env").unwrap_or(&args.agent.env).to_owned(),
+        gpus,
+        dd_url: args.dd_url.clone(),
+        extra_env: args.extra_env.clone(),
+    };
+    let spec = spec::agent_spec(&settings, &found.key);
+    let plan = Plan {
+        // --gpus auto never costs the user their monitoring: if Docker refuses the GPUs, this
+        // agent (no GPUs) runs instead.
+        gpu_fallback: (gpus && args.gpus == GpuMode::Auto).then(|| {
+            let without = AgentSettings {
+                gpus: false,
+                ..settings.clone()
+            };
+            spec::agent_spec(&without, &found.key)
+        }),
+        ports: ports::needed(
+            settings.network == NetworkMode::Host,
+            ports::cmd_port(&settings.extra_env),
+            settings.apm_port,
+            settings.dogstatsd_port,
+        ),
+        spec,
+        image: args.image.clone(),
+        pull: args.pull,
+        replace: args.replace,
+    };
+
+    let engine = match engine {
+        Some(engine) if !args.dry_run => engine,
+        engine => return dry_run(ctx, engine.as_ref(), &args, &tags, &found, &plan.spec).await,
+    };
+    let patterns = ready::expectations(&args.expect, &placement);
+    let converged = converge::converge(&engine, &ctx.interrupt, &plan).await?;
+    let (healthy, discovered) = if args.no_wait {
+        (None, DiscoveryReport::default())
+    } else {
+        let waiting = ready::Waiting {
+            name: &ctx.name,
+            id: &converged.id,
+            action: converged.action,
+            unchanged: converged.unchanged,
+            timeout: args.timeout,
+        };
+        let (healthy, discovered) =
+            ready::wait_for_agent(&engine, &ctx.interrupt, waiting, &patterns).await?;
+        (Some(healthy), discovered)
+    };
+    let code = if discovered.matched_are_discovered() {
+        exit::OK
+    } else {
+        exit::NOT_DISCOVERED
+    };
+
+    let summary = report::Up {
+        action: converged.action,
+        name: &ctx.name,
+        id: &converged.id,
+        image: &args.image,
+        tags: &tags.tags,
+        api_key: report::KeySummary::of(&found),
+        healthy,
+        expected: &discovered,
+    };
+    crate::output::emit(ctx.format, &summary, || summary.text());
+    Ok(code)
+}
+
+/// Whether the agent gets the GPUs. On the host, /dev/nvidiactl is the answer (a registered runtime
+/// without a loaded driver could not start the agent anyway). Inside a container the host's devices
+/// may be hidden, so the daemon's runtimes are asked, which costs a `GET /info`.
+async fn gpus_wanted(
+    mode: GpuMode,
+    engine: Option<&Engine>,
+    placement: &Placement,
+) -> Result<bool, Failure> {
+    let nvidiactl = Path::new("/dev/nvidiactl").exists();
+    let ask_daemon = !nvidiactl
+        && (mode == GpuMode::All
+            || (mode == GpuMode::Auto && placement::knows_own_container(placement)));
+    let nvidia_runtime = match engine {
+        Some(engine) if ask_daemon => engine.has_nvidia_runtime().await?,
+        _ => false,
+    };
+    gpu::gpu_decision(mode, nvidia_runtime, nvidiactl).map_err(Failure::Gpu)
+}
+
+async fn find_key(args: &UpSettings) -> KeyLookup {
+    let env_key = crate::settings::env_var(spec::API_KEY_ENV);
+    let store = AwsSecretStore {
+        region: args.key.aws_region.clone(),
+        timeout: args.key.secret_timeout,
+    };
+    let secret = (!args.key.no_aws).then(|| SecretLookup {
+        store: &store,
+        secret_id: &args.key.secret_id,
+    });
+    key::lookup(env_key.as_deref(), secret).await
+}
+
+/// Monitoring is not possible here: say exactly why, create nothing, and succeed (a setup script
+/// must not fail for want of monitoring) unless the user asked for strictness.
+fn skip(
+    ctx: &Context,
+    args: &UpSettings,
+    tags: &TagSet,
+    reasons: Vec<String>,
+    strict: bool,
+) -> Result<u8, Failure> {
+    if strict {
+        return Err(Failure::KeyRequired {
+            reasons: reasons.join("; "),
+        });
+    }
+    let skipped = report::Skipped::new(&ctx.name, &args.image, &tags.tags, &reasons);
+    crate::output::emit(ctx.format, &skipped, || skipped.text());
+    Ok(exit::OK)
+}
+
+/// Works out what `up` would do without changing anything. Without a daemon, it assumes no agent.
+async fn dry_run(
+    ctx: &Context,
+    engine: Option<&Engine>,
+    args: &UpSettings,
+    tags: &TagSet,
+    found: &FoundKey,
+    spec: &AgentSpec,
+) -> Result<u8, Failure> {
+    let (action, reason) = match engine {
+        None => (
+            Action::Create,
+            "Docker is not reachable; assuming there is no agent yet".to_owned(),
+        ),
+        Some(engine) => match reconcile::decide(
+            engine.inspect(&ctx.name).await?.as_ref(),
+            &spec.hash,
+            args.replace,
+            false,
+        ) {
+            Decision::Act(action, why) => (action, why.to_owned()),
+            Decision::Foreign { image } => {
+                return Err(Failure::Foreign {
+                    name: ctx.name.clone(),
+                    image,
+                    flag: "--replace",
+                })
+            }
+        },
+    };
+    let plan = report::DryRun {
+        action,
+        reason,
+        name: &ctx.name,
+        image: &args.image,
+        tags: &tags.tags,
+        api_key: report::KeySummary::of(found),
+        container: spec.redacted_body(),
+    };
+    crate::output::emit(ctx.format, &plan, || plan.text());
+    Ok(exit::OK)
+}

@@ -1,0 +1,403 @@
+//! The edge between the command line and the core (ripgrep's raw args -> high-level args): clap's
+//! arguments come in, validated settings in core types go out. Every input check is made here, before
+//! anything runs (the rules themselves live with their concept: Docker's names in `reference`, the
+//! tags' in `tags`), so the commands below receive values they can trust and never look at clap or
+//! the environment's lists.
+//!
+//! Durations are the one exception: clap parses them (`cli::duration`), so a bad one is a usage error
+//! rendered like every other bad flag value.
+
+use crate::cli::{self, Cli, Command};
+use crate::engine::DockerHost;
+use crate::gpu::GpuMode;
+use crate::output::Format;
+use crate::reference;
+use crate::spec::{NetworkMode, API_KEY_ENV};
+use crate::tags;
+use std::time::Duration;
+
+/// The local socket, when neither --docker-host nor DOCKER_HOST names a daemon.
+pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
+
+/// Input ddsky refuses before it does anything; always a usage error (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The message names the value, what is wrong with it and the fix.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("--docker-host {host:?} is not supported: use unix:///path/to/docker.sock or tcp://host:port")]
+    UnsupportedHost { host: String },
+}
+
+/// `--pull missing|always|never`: when `up` pulls the agent image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPolicy {
+    Missing,
+    Always,
+    Never,
+}
+
+/// What every command is given: the container, the daemon and the output form.
+#[derive(Debug, Clone)]
+pub struct Global {
+    pub name: String,
+    pub docker_host: DockerHost,
+    pub format: Format,
+}
+
+/// One command's validated settings.
+#[derive(Debug)]
+pub enum CommandSettings {
+    Up(Box<UpSettings>),
+    Status(StatusSettings),
+    Down(DownSettings),
+    Env(JobSettings),
+    Doctor(DoctorSettings),
+    Logs(LogsSettings),
+    K8s(JobSettings),
+}
+
+/// What `up`, `env`, `k8s` and `doctor` share: the job's tag inputs and where the agent listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobSettings {
+    /// The `env` tag and DD_ENV.
+    pub env: String,
+    /// The `service` tag.
+    pub service: String,
+    /// Extra `key:value` host tags (--tag, else DDSKY_TAGS), checked; `tags::build` normalises them.
+    pub tags: Vec<String>,
+    pub network: NetworkMode,
+    pub apm_port: u16,
+    pub dogstatsd_port: u16,
+}
+
+/// Where the API key is looked for.
+#[derive(Debug, Clone)]
+pub struct KeySettings {
+    pub require_key: bool,
+    pub secret_id: String,
+    pub no_aws: bool,
+    pub aws_region: Option<String>,
+    pub secret_timeout: Duration,
+}
+
+/// `ddsky up`, validated: the image reference is well-formed and the agent env parsed.
+#[derive(Debug, Clone)]
+pub struct UpSettings {
+    pub agent: JobSettings,
+    pub image: String,
+    pub site: String,
+    pub gpus: GpuMode,
+    pub dd_url: Option<String>,
+    /// `--agent-env` (else DDSKY_AGENT_ENV) as (KEY, VALUE), DD_API_KEY refused.
+    pub extra_env: Vec<(String, String)>,
+    pub pull: PullPolicy,
+    pub replace: bool,
+    pub timeout: Duration,
+    /// The patterns given (--expect, else DDSKY_EXPECT); empty means `up`'s default, which depends
+    /// on where ddsky runs.
+    pub expect: Vec<String>,
+    pub no_wait: bool,
+    pub dry_run: bool,
+    pub key: KeySettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct StatusSettings {
+    /// The patterns given (--expect, else DDSKY_EXPECT).
+    pub expect: Vec<String>,
+    pub wait: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DownSettings {
+    pub timeout: Duration,
+    pub force: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct DoctorSettings {
+    pub agent: JobSettings,
+    /// The patterns to check, never empty (--expect, else DDSKY_EXPECT, else `metta`).
+    pub expect: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogsSettings {
+    pub follow: bool,
+    pub tail: Option<usize>,
+    pub since: Option<Duration>,
+}
+
+// The clap mirrors of the core's value enums, converted.
+
+impl From<cli::Format> for Format {
+    fn from(f: cli::Format) -> Self {
+        match f {
+            cli::Format::Text => Self::Text,
+            cli::Format::Json => Self::Json,
+            cli::Format::Shell => Self::Shell,
+            cli::Format::EnvFile => Self::EnvFile,
+        }
+    }
+}
+
+impl From<cli::PullPolicy> for PullPolicy {
+    fn from(p: cli::PullPolicy) -> Self {
+        match p {
+            cli::PullPolicy::Missing => Self::Missing,
+            cli::PullPolicy::Always => Self::Always,
+            cli::PullPolicy::Never => Self::Never,
+        }
+    }
+}
+
+impl From<cli::GpuMode> for GpuMode {
+    fn from(g: cli::GpuMode) -> Self {
+        match g {
+            cli::GpuMode::Auto => Self::Auto,
+            cli::GpuMode::All => Self::All,
+            cli::GpuMode::None => Self::None,
+        }
+    }
+}
+
+impl From<cli::NetworkMode> for NetworkMode {
+    fn from(n: cli::NetworkMode) -> Self {
+        match n {
+            cli::NetworkMode::Host => Self::Host,
+            cli::NetworkMode::Bridge => Self::Bridge,
+        }
+    }
+}
+
+/// Checks the whole command line, in the order a user reads it: the global flags, then the command's.
+pub fn from_cli(cli: Cli) -> Result<(Global, CommandSettings), SettingsError> {
+    let global = Global::from_args(&cli.global)?;
+    let env_only = matches!(global.format, Format::Shell | Format::EnvFile);
+    if env_only && !matches!(cli.command, Command::Env(_)) {
+        return Err(SettingsError::Invalid(
+            "--format shell and env-file are for `ddsky env`; use text or json".into(),
+        ));
+    }
+    let command = match cli.command {
+        Command::Up(args) => CommandSettings::Up(Box::new(UpSettings::from_args(*args)?)),
+        Command::Status(args) => CommandSettings::Status(StatusSettings {
+            expect: or_env_list(&args.expect, "DDSKY_EXPECT"),
+            wait: args.wait,
+        }),
+        Command::Down(args) => CommandSettings::Down(DownSettings {
+            timeout: args.timeout,
+            force: args.force,
+        }),
+        Command::Env(args) => CommandSettings::Env(JobSettings::from_args(&args.agent)?),
+        Command::K8s(args) => CommandSettings::K8s(JobSettings::from_args(&args.agent)?),
+        Command::Doctor(args) => {
+            let given = or_env_list(&args.expect, "DDSKY_EXPECT");
+            CommandSettings::Doctor(DoctorSettings {
+                agent: JobSettings::from_args(&args.agent)?,
+                expect: if given.is_empty() {
+                    vec![args.default_expect]
+                } else {
+                    given
+                },
+            })
+        }
+        Command::Logs(args) => CommandSettings::Logs(LogsSettings {
+            follow: args.follow,
+            tail: args.tail,
+            since: args.since,
+        }),
+    };
+    Ok((global, command))
+}
+
+impl Global {
+    pub fn from_args(args: &cli::GlobalArgs) -> Result<Self, SettingsError> {
+        reference::validate_container_name(&args.name).map_err(SettingsError::Invalid)?;
+        Ok(Global {
+            name: args.name.clone(),
+            docker_host: docker_host(args.docker_host.as_deref())?,
+            format: args.format.into(),
+        })
+    }
+}
+
+impl JobSettings {
+    pub fn from_args(args: &cli::AgentArgs) -> Result<Self, SettingsError> {
+        let tags = or_env_list(&args.tags, "DDSKY_TAGS");
+        for tag in &tags {
+            tags::check_extra(tag).map_err(|e| SettingsError::Invalid(e.to_string()))?;
+        }
+        Ok(JobSettings {
+            env: args.env.clone(),
+            service: args.service.clone(),
+            tags,
+            network: args.network.into(),
+            apm_port: args.apm_port,
+            dogstatsd_port: args.dogstatsd_port,
+        })
+    }
+}
+
+impl UpSettings {
+    pub fn from_args(args: cli::UpArgs) -> Result<Self, SettingsError> {
+        reference::validate_image_reference(&args.image).map_err(SettingsError::Invalid)?;
+        let extra_env = or_env_list(&args.agent_env, "DDSKY_AGENT_ENV")
+            .iter()
+            .map(|e| parse_agent_env(e))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(SettingsError::Invalid)?;
+        // The tags are checked last, as `up` always did.
+        let agent = JobSettings::from_args(&args.agent)?;
+        Ok(UpSettings {
+            agent,
+            image: args.image,
+            site: args.site,
+            gpus: args.gpus.into(),
+            dd_url: args.dd_url,
+            extra_env,
+            pull: args.pull.into(),
+            replace: args.replace,
+            timeout: args.timeout,
+            expect: or_env_list(&args.expect, "DDSKY_EXPECT"),
+            no_wait: args.no_wait,
+            dry_run: args.dry_run,
+            key: KeySettings {
+                require_key: args.key.require_key,
+                secret_id: args.key.secret_id,
+                no_aws: args.key.no_aws,
+                aws_region: args.key.aws_region,
+                secret_timeout: args.key.secret_timeout,
+            },
+        })
+    }
+}
+
+/// The daemon to talk to: the flag (or DOCKER_HOST) when set and not blank, else the local socket;
+/// only the schemes ddsky speaks.
+pub fn docker_host(given: Option<&str>) -> Result<DockerHost, SettingsError> {
+    let host = given
+        .filter(|h| !h.trim().is_empty())
+        .unwrap_or(DEFAULT_DOCKER_HOST)
+        .to_owned();
+    if host.starts_with("unix://") {
+        Ok(DockerHost::Unix(host))
+    } else if host.starts_with("tcp://") || host.starts_with("http://") {
+        Ok(DockerHost::Http(host))
+    } else {
+        Err(SettingsError::UnsupportedHost { host })
+    }
+}
+
+/// A repeatable flag's values, or its environment twin split on whitespace when the flag is absent.
+/// (clap's own env support would split the flag's values too, breaking `--tag "team:a b"`.)
+pub fn or_env_list(given: &[String], var: &str) -> Vec<String> {
+    if !given.is_empty() {
+        return given.to_vec();
+    }
+    env_var(var)
+        .map(|v| v.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// An environment variable as text. Invalid UTF-8 is not fatal: each bad byte sequence becomes U+FFFD
+/// (which tag normalisation turns into `_`) and a warning says so.
+pub fn env_var(name: &str) -> Option<String> {
+    let raw = std::env::var_os(name)?;
+    match raw.into_string() {
+        Ok(s) => Some(s),
+        Err(raw) => {
+            tracing::warn!("{name} is not valid UTF-8; invalid bytes were replaced");
+            Some(raw.to_string_lossy().into_owned())
+        }
+    }
+}
+
+/// Parses `KEY=VALUE` for `--agent-env`; DD_API_KEY is refused there so the key has one way in.
+pub fn parse_agent_env(raw: &str) -> Result<(String, String), String> {
+    let (k, v) = raw.split_once('=').ok_or_else(|| {
+        format!(
+            "--agent-env {k:?} is not KEY=VALUE",
+            k = raw.split('=').next().unwrap_or("")
+        )
+    })?;
+    let valid_key = !k.is_empty()
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !k.starts_with(|c: char| c.is_ascii_digit());
+    if !valid_key {
+        return Err(format!(
+            "--agent-env {k:?}: the name must be letters, digits and _; pass it as KEY=VALUE"
+        ));
+    }
+    if k == API_KEY_ENV {
+        return Err("--agent-env DD_API_KEY is not accepted; give the key through DD_API_KEY or AWS Secrets Manager".into());
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpu_mode_parses_like_the_flag() {
+        use clap::ValueEnum;
+        let from_str = |s| cli::GpuMode::from_str(s, false).map(GpuMode::from);
+        assert_eq!(from_str("auto"), Ok(GpuMode::Auto));
+        assert_eq!(from_str("all"), Ok(GpuMode::All));
+        assert_eq!(from_str("none"), Ok(GpuMode::None));
+        assert!(from_str("some").is_err());
+        assert_eq!(GpuMode::default(), GpuMode::Auto);
+    }
+
+    #[test]
+    fn bad_tags_are_refused_before_anything_runs() {
+        use clap::Parser;
+        let cli = Cli::try_parse_from(["ddsky", "env", "--tag", "nocolon"]).unwrap();
+        let err = from_cli(cli).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "tag \"nocolon\" is not key:value; pass it as --tag key:value"
+        );
+        let cli = Cli::try_parse_from(["ddsky", "up", "--tag", "env:x"]).unwrap();
+        assert!(from_cli(cli)
+            .unwrap_err()
+            .to_string()
+            .contains("use --env instead"));
+    }
+
+    #[test]
+    fn docker_hosts() {
+        assert_eq!(
+            docker_host(None).unwrap(),
+            DockerHost::Unix(DEFAULT_DOCKER_HOST.into())
+        );
+        assert_eq!(
+            docker_host(Some("  ")).unwrap(),
+            DockerHost::Unix(DEFAULT_DOCKER_HOST.into())
+        );
+        assert_eq!(
+            docker_host(Some("tcp://127.0.0.1:2375")).unwrap(),
+            DockerHost::Http("tcp://127.0.0.1:2375".into())
+        );
+        assert!(matches!(
+            docker_host(Some("ssh://host")),
+            Err(SettingsError::UnsupportedHost { .. })
+        ));
+    }
+
+    #[test]
+    fn agent_env_parsing() {
+        assert_eq!(
+            parse_agent_env("DD_HOSTNAME=node-1").unwrap(),
+            ("DD_HOSTNAME".into(), "node-1".into())
+        );
+        assert_eq!(parse_agent_env("A=b=c").unwrap().1, "b=c");
+        assert!(parse_agent_env("NOVALUE").is_err());
+        assert!(parse_agent_env("1A=x").is_err());
+        assert!(parse_agent_env("DD_API_KEY=x")
+            .unwrap_err()
+            .contains("not accepted"));
+    }
+}
