@@ -576,3 +576,47 @@ impl Intake {
         })
     }
 }
+
+/// Now, as `docker events --since/--until` take it.
+pub fn unix_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    format!("{}.{:09}", now.as_secs(), now.subsec_nanos())
+}
+
+/// The commands run by exec in `container` between `since` and now, Docker's own health probes
+/// included (each is an `agent` command too).
+pub fn execs_since(container: &str, since: &str) -> Vec<String> {
+    let until = unix_now();
+    let events = docker(&[
+        "events",
+        "--since",
+        since,
+        "--until",
+        &until,
+        "--filter",
+        &format!("container={container}"),
+        "--filter",
+        "event=exec_create",
+        "--format",
+        "{{json .Action}}",
+    ]);
+    assert_eq!(events.code, 0, "{events}");
+    events
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<String>(l).unwrap())
+        .map(|a| a.trim_start_matches("exec_create: ").to_owned())
+        .collect()
+}
+
+/// One check of `ddsky doctor --format json`'s report, by name.
+pub fn doctor_check<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name} in {report:#}"))
+}

@@ -14,17 +14,8 @@ fn doctor(s: &Scope, extra: &[&str]) -> (Run, Value) {
     (out, json)
 }
 
-fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no check {name}: {report}"))
-}
-
 fn verdict<'a>(report: &'a Value, name: &str) -> &'a str {
-    check(report, name)["verdict"].as_str().unwrap()
+    doctor_check(report, name)["verdict"].as_str().unwrap()
 }
 
 /// Starts the stand-in by hand (not through ddsky) at the real timings, with the recipe's mounts
@@ -95,7 +86,7 @@ fn a_healthy_setup_passes_every_check_and_the_tags_reach_the_intake() {
     .expect_code(0);
     let accepted = eventually(Duration::from_secs(20), || {
         let (_, report) = doctor(&s, &["--expect", &job]);
-        check(&report, "data accepted")["verdict"] == "ok"
+        doctor_check(&report, "data accepted")["verdict"] == "ok"
     });
     assert!(accepted, "the intake accepted payloads");
     let (out, report) = {
@@ -111,7 +102,7 @@ fn a_healthy_setup_passes_every_check_and_the_tags_reach_the_intake() {
     for c in report["checks"].as_array().unwrap() {
         assert_eq!(c["verdict"], "ok", "{c}");
     }
-    assert!(check(&report, "expected containers")["evidence"]
+    assert!(doctor_check(&report, "expected containers")["evidence"]
         .as_str()
         .unwrap()
         .contains(&format!("container_name:{job}")));
@@ -169,7 +160,7 @@ fn an_intake_answering_403_fails_the_data_check() {
     assert!(failed, "data accepted fails once the intake refuses");
     let (out, report) = doctor(&s, &["--expect", "none-such"]);
     out.expect_code(1);
-    let data = check(&report, "data accepted");
+    let data = doctor_check(&report, "data accepted");
     assert!(data["evidence"].as_str().unwrap().contains("403"), "{data}");
     assert!(data["fix"].as_str().unwrap().contains("403"), "{data}");
 }
@@ -181,7 +172,7 @@ fn an_absent_then_stopped_agent_fail_with_their_fix() {
     out.expect_code(1);
     assert_eq!(verdict(&report, "agent container"), "fail");
     assert_eq!(verdict(&report, "api key"), "skipped");
-    assert!(check(&report, "agent container")["fix"]
+    assert!(doctor_check(&report, "agent container")["fix"]
         .as_str()
         .unwrap()
         .contains("ddsky up"));
@@ -191,7 +182,7 @@ fn an_absent_then_stopped_agent_fail_with_their_fix() {
     let (out, report) = doctor(&s, &[]);
     out.expect_code(1);
     assert_eq!(verdict(&report, "agent container"), "fail");
-    assert!(check(&report, "agent container")["evidence"]
+    assert!(doctor_check(&report, "agent container")["evidence"]
         .as_str()
         .unwrap()
         .contains("exited"));
@@ -211,7 +202,7 @@ fn a_key_the_backend_rejects_fails_the_key_check() {
         "fail",
         "forwarder is unhealthy"
     );
-    assert!(check(&report, "agent health")["fix"]
+    assert!(doctor_check(&report, "agent health")["fix"]
         .as_str()
         .unwrap()
         .contains("API key"));
@@ -229,7 +220,7 @@ fn a_missing_socket_mount_fails_mounts_and_discovery() {
     agent_by_hand(&s, KEY, Some("/var/run/docker.sock"), None);
     let (out, report) = doctor(&s, &["--expect", &s.name("metta")]);
     out.expect_code(1);
-    let mounts = check(&report, "mounts");
+    let mounts = doctor_check(&report, "mounts");
     assert_eq!(mounts["verdict"], "fail");
     assert!(
         mounts["evidence"]
@@ -256,7 +247,7 @@ fn stale_host_tags_after_a_new_run_name_the_fix() {
         .args(s.port_args());
     let out = run(&mut cmd);
     out.expect_code(1);
-    let tags = check(&out.json(), "host tags").clone();
+    let tags = doctor_check(&out.json(), "host tags").clone();
     assert_eq!(tags["verdict"], "fail");
     assert!(
         tags["evidence"]
@@ -281,7 +272,7 @@ fn an_expected_container_the_agent_does_not_list_fails() {
     s.run_job("metta");
     let (out, report) = doctor(&s, &["--expect", &s.name("metta")]);
     out.expect_code(1);
-    let expected = check(&report, "expected containers");
+    let expected = doctor_check(&report, "expected containers");
     assert_eq!(expected["verdict"], "fail");
     assert!(
         expected["evidence"]

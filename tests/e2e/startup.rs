@@ -12,48 +12,6 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn unix_now() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    format!("{}.{:09}", now.as_secs(), now.subsec_nanos())
-}
-
-/// The commands run by exec in `container` between `since` and now, Docker's own health probes
-/// included (each is an `agent` command too).
-fn execs_since(container: &str, since: &str) -> Vec<String> {
-    let until = unix_now();
-    let events = docker(&[
-        "events",
-        "--since",
-        since,
-        "--until",
-        &until,
-        "--filter",
-        &format!("container={container}"),
-        "--filter",
-        "event=exec_create",
-        "--format",
-        "{{json .Action}}",
-    ]);
-    assert_eq!(events.code, 0, "{events}");
-    events
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str::<String>(l).unwrap())
-        .map(|a| a.trim_start_matches("exec_create: ").to_owned())
-        .collect()
-}
-
-fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no check {name} in {report:#}"))
-}
-
 fn no_container_named(name: &str) -> bool {
     inspect(name).is_none()
 }
@@ -126,7 +84,7 @@ fn doctor_in_the_agents_first_seconds_warns_starting_skips_with_one_reason_and_e
     let out = run(s.ddsky().args(&args));
     out.assert_no_secret(&[]);
     let report = out.json();
-    let health = check(&report, "agent health");
+    let health = doctor_check(&report, "agent health");
     assert_eq!(health["verdict"], "warn", "{report:#}");
     let evidence = health["evidence"].as_str().unwrap();
     assert!(
@@ -181,7 +139,7 @@ fn doctor_sends_no_dogstatsd_datagram() {
         &port,
     ]));
     let report = out.json();
-    let ports = check(&report, "logs and ports");
+    let ports = doctor_check(&report, "logs and ports");
     assert!(
         ports["evidence"]
             .as_str()
@@ -239,7 +197,11 @@ fn key_outcomes_200_403_and_an_unreachable_intake_give_valid_invalid_and_a_warni
 
     let (_s, up, doctor) = valid.join().unwrap();
     up.expect_code(0).assert_no_secret(&[]);
-    assert_eq!(check(&doctor, "api key")["verdict"], "ok", "{doctor:#}");
+    assert_eq!(
+        doctor_check(&doctor, "api key")["verdict"],
+        "ok",
+        "{doctor:#}"
+    );
 
     let (_s, up, doctor) = invalid.join().unwrap();
     up.expect_code(3).assert_no_secret(&[]);
@@ -247,7 +209,7 @@ fn key_outcomes_200_403_and_an_unreachable_intake_give_valid_invalid_and_a_warni
         up.stderr.contains("forwarder") && up.stderr.contains("API key"),
         "exit 3 names the forwarder and the key: {up}"
     );
-    let key = check(&doctor, "api key");
+    let key = doctor_check(&doctor, "api key");
     assert_eq!(key["verdict"], "fail", "{doctor:#}");
     assert!(
         key["evidence"].as_str().unwrap().contains("invalid"),
@@ -256,13 +218,13 @@ fn key_outcomes_200_403_and_an_unreachable_intake_give_valid_invalid_and_a_warni
 
     let (_s, up, doctor) = unreachable.join().unwrap();
     up.expect_code(0).assert_no_secret(&[]);
-    let key = check(&doctor, "api key");
+    let key = doctor_check(&doctor, "api key");
     assert_eq!(
         key["verdict"], "warn",
         "assumed valid, not failed: {doctor:#}"
     );
     assert_eq!(
-        check(&doctor, "agent health")["verdict"],
+        doctor_check(&doctor, "agent health")["verdict"],
         "ok",
         "{doctor:#}"
     );
@@ -308,7 +270,7 @@ fn a_taken_command_port_5001_stops_up_before_it_creates_anything_and_doctor_name
     args.extend(ports.iter().map(String::as_str));
     let doctor = run(s.ddsky().args(&args));
     let report = doctor.json();
-    let c = check(&report, "host ports");
+    let c = doctor_check(&report, "host ports");
     assert_eq!(c["verdict"], "fail", "{report:#}");
     assert!(c["evidence"].as_str().unwrap().contains("5001/tcp"), "{c}");
 }
