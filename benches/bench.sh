@@ -16,7 +16,8 @@
 # workload-list; 4 discovery latency and CPU while waiting; 5 peak RSS and binary size; 6 CPU on the
 # node (ddsky plus the agent commands it runs, each 300 ms of CPU in the stand-in as in the real CLI)
 # during up from nothing to discovered at the real agent's timings, and how soon after the agent's
-# own readiness up returns; 7 agent commands per minute in steady state.
+# own readiness up returns; 7 agent commands per minute in steady state; 8 how soon SIGINT or
+# SIGTERM ends `up` while it waits for health.
 # DDSKY_TEST_IMAGES: the test-image namespace (default ddsky-test), as for the tests.
 # Takes about 5 minutes on 2 cores (starting and removing 300 containers is most of it).
 # Needs hyperfine, jq, GNU time and (for the stand-in's shell) a static busybox:
@@ -378,6 +379,29 @@ for b in "$src_bin" "$static_bin"; do
   line=$(awk -v s="$(stat -c %s "$b")" -v p="${b#"$repo"/}" 'BEGIN {printf "5 binary size %s: %.1f MB (%d bytes) (target < 25 MB)%s", p, s/1048576, s, (s >= 25*1048576 ? " MISSED" : "")}')
   note "$line"
 done
+
+# 8. How soon a signal ends `up` while it waits for health (the tests only bound it generously):
+# SIGINT and SIGTERM alternately, 6 runs, against an agent that stays unhealthy.
+docker rm -f "$AGENT" >/dev/null 2>&1
+sig_ms=()
+mapfile -t f8 < <(up_flags 600 none-such)
+for i in 1 2 3 4 5 6; do
+  if [ $((i % 2)) = 1 ]; then sig=INT; else sig=TERM; fi
+  "$BIN" --name "$AGENT" "${f8[@]}" >/dev/null 2>&1 &
+  pid=$!
+  for _ in $(seq 1 100); do
+    [ "$(docker inspect -f '{{.State.Running}}' "$AGENT" 2>/dev/null)" = true ] && break
+    sleep 0.1
+  done
+  sleep 2 # inside the health wait: an exec may be in flight
+  t0=$(ms)
+  kill -s "$sig" "$pid"
+  wait "$pid" 2>/dev/null
+  sig_ms+=($(($(ms) - t0)))
+done
+docker rm -f "$AGENT" >/dev/null 2>&1
+line=$(printf '%s\n' "${sig_ms[@]}" | median | awk -v all="${sig_ms[*]}" '{printf "8 SIGINT/SIGTERM while up waits for health -> exit: median %d ms (runs: %s ms) (target < 1000 ms)%s", $1, all, ($1 >= 1000 ? " MISSED" : "")}')
+note "$line"
 
 echo
 echo "== summary (load average now $(cut -d' ' -f1-3 /proc/loadavg); took $(($(date +%s) - started)) s, cleanup follows) =="
