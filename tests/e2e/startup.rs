@@ -397,11 +397,18 @@ impl Drop for SecondDaemon {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = Command::new("umount")
-            .args(["-R", "-l"])
-            .arg(self.dir.join("exec"))
-            .stderr(Stdio::null())
-            .status();
+        // dockerd leaves mounts under its dirs (exec/netns/default is an nsfs bind in the host's
+        // mount namespace): unmount each, deepest first, or the directory cannot be removed.
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|p| std::path::Path::new(p).starts_with(&self.dir))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for point in points {
+            let _ = Command::new("umount").args(["-l", point]).status();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
