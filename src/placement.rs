@@ -21,6 +21,7 @@
 //!   own: a false "container" only changes which advice ddsky gives, a false "host" would make it fail
 //!   a job. (Note: some CI VMs carry a `/.dockerenv` although PID 1 is their init.)
 
+use crate::reference::full_container_id;
 use std::fs;
 use std::path::Path;
 
@@ -177,11 +178,6 @@ fn hex64_prefix(s: &str) -> Option<&str> {
     Some(&s[..64])
 }
 
-/// `s` is exactly a 64-hex id.
-fn is_hex64(s: &str) -> bool {
-    s.len() == 64 && hex64_prefix(s).is_some()
-}
-
 /// The mount points a container runtime fills from its per-container directory.
 const CONTAINER_FILES: [&str; 3] = ["/etc/hostname", "/etc/resolv.conf", "/etc/hosts"];
 
@@ -227,7 +223,7 @@ pub fn id_from_cgroup(cgroup: &str) -> Option<String> {
                 .iter()
                 .find_map(|prefix| name.strip_prefix(prefix))
                 .unwrap_or(name);
-            is_hex64(id).then(|| id.to_ascii_lowercase())
+            full_container_id(id)
         })
     })
 }
@@ -810,7 +806,7 @@ mod tests {
             };
             let placement = detect(&s);
             if let Placement::Container { own_id: Some(id), .. } = &placement {
-                proptest::prop_assert!(is_hex64(id) && id.bytes().all(is_lower_hex));
+                proptest::prop_assert!(full_container_id(id).as_deref() == Some(id.as_str()));
             }
             let _ = crate::tags::cluster_tags(&s.pid1_cgroup);
         }

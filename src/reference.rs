@@ -2,6 +2,13 @@
 //! image references (their grammar and their repository part). Pure. `settings` applies the checks to
 //! the user's input; discovery and the reports use the rest.
 
+/// A full container id: 64 hex characters, returned lowercase; anything else is not one. Docker,
+/// the agent's output and cgroup paths all name containers this way.
+pub fn full_container_id(s: &str) -> Option<String> {
+    let s = s.trim();
+    (s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())).then(|| s.to_ascii_lowercase())
+}
+
 /// The 12-character form Docker prints.
 pub fn short_id(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
@@ -78,6 +85,17 @@ fn repository_path(name: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn full_container_ids() {
+        let id = "8c2b5d3b9e7a41f0c6d2e1a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4";
+        assert_eq!(full_container_id(id).as_deref(), Some(id));
+        assert_eq!(full_container_id(&id.to_uppercase()).as_deref(), Some(id));
+        assert_eq!(full_container_id(&format!(" {id}\n")).as_deref(), Some(id));
+        assert_eq!(full_container_id(&id[1..]), None);
+        assert_eq!(full_container_id(&format!("{}z", &id[1..])), None);
+        assert_eq!(full_container_id(&format!("{id}0")), None);
+    }
 
     #[test]
     fn container_names() {
