@@ -148,19 +148,20 @@ fn container_block(c: &ContainerRecord) -> String {
         Some(r) => (r.name, r.tag),
         None => (c.image.clone(), String::new()),
     };
+    // Go's fmt.Fprintln puts a space between "Key:" and an empty value.
     format!(
         "\n=== Entity container sources(merged):[docker runtime] id: {id} ===\n\
          ----------- Entity ID -----------\n\
          Kind: container ID: {id}\n\
          ----------- Entity Meta -----------\n\
          Name: {name}\n\
-         Namespace:\n\
+         Namespace: \n\
          ----------- Image -----------\n\
          Name: {image_name}\n\
          Tag: {tag}\n\
          ----------- Container Info -----------\n\
          Runtime: docker\n\
-         RuntimeFlavor:\n\
+         RuntimeFlavor: \n\
          Running: true\n\
          ----------- Resources -----------\n\
          ===\n",
@@ -173,37 +174,27 @@ fn process_block(c: &ContainerRecord) -> String {
     format!(
         "\n=== Entity process sources(merged):[process_collector] id: {pid} ===\n\
          ----------- Entity ID -----------\n\
-         Kind: process ID: {pid}\n\
-         ----------- Process Info -----------\n\
          PID: {pid}\n\
          Namespace PID: 1\n\
          Container ID: {id}\n\
          Creation time: {started}\n\
-         Language:\n\
          ===\n",
         pid = c.pid,
         id = c.id,
-        started = c.started_at,
+        started = timefmt::go_time_string(&c.started_at),
     )
 }
 
 fn image_block(c: &ContainerRecord) -> String {
-    let short = ImageRef::parse(&c.image)
-        .map(|r| r.short)
-        .unwrap_or_default();
     format!(
         "\n=== Entity container_image_metadata sources(merged):[docker] id: {iid} ===\n\
          ----------- Entity ID -----------\n\
          Kind: container_image_metadata ID: {iid}\n\
          ----------- Entity Meta -----------\n\
          Name: {raw}\n\
-         Namespace:\n\
-         ----------- Image Info -----------\n\
-         Short Name: {short}\n\
-         Repo Tags: [{raw}]\n\
-         Repo Digests: []\n\
-         OS: linux\n\
-         Architecture: amd64\n\
+         Namespace: \n\
+         Repo tags: [{raw}]\n\
+         Repo digests: []\n\
          ===\n",
         iid = c.image_id,
         raw = c.image,
@@ -243,6 +234,7 @@ pub fn workload_json(state: &AgentState, now: f64, rng: &mut Rng, pretty: bool) 
     to_json(&json!({ "Entities": kinds }), pretty)
 }
 
+/// The fields of workloadmeta's `Container` (EntityID and EntityMeta embedded), as Go marshals them.
 fn container_json(c: &ContainerRecord) -> Value {
     let image = ImageRef::parse(&c.image);
     json!({
@@ -252,7 +244,6 @@ fn container_json(c: &ContainerRecord) -> Value {
         "Namespace": "",
         "Annotations": null,
         "Labels": c.labels,
-        "UID": "",
         "EnvVars": null,
         "Hostname": c.hostname,
         "Image": {
@@ -273,13 +264,26 @@ fn container_json(c: &ContainerRecord) -> Value {
             "Running": true,
             "Status": "running",
             "Health": "",
+            "CreatedAt": c.started_at,
             "StartedAt": c.started_at,
             "FinishedAt": "0001-01-01T00:00:00Z",
             "ExitCode": null,
         },
         "CollectorTags": null,
         "Owner": null,
-        "Resources": {},
+        "SecurityContext": null,
+        "Resources": {
+            "GPURequest": null,
+            "GPULimit": null,
+            "GPUVendorList": null,
+            "CPURequest": null,
+            "CPULimit": null,
+            "MemoryRequest": null,
+            "MemoryLimit": null,
+        },
+        "ResolvedAllocatedResources": null,
+        "CgroupPath": format!("/docker/{}", c.id),
+        "RestartCount": 0,
     })
 }
 
@@ -295,9 +299,13 @@ fn process_json(c: &ContainerRecord) -> Value {
         "Exe": "",
         "Comm": "",
         "Cmdline": null,
+        "Uids": null,
+        "Gids": null,
         "ContainerID": c.id,
         "CreationTime": c.started_at,
         "Language": null,
+        "Owner": null,
+        "Service": null,
     })
 }
 
@@ -307,11 +315,18 @@ fn image_json(c: &ContainerRecord) -> Value {
         "ID": c.image_id,
         "Name": c.image,
         "Namespace": "",
-        "ShortName": ImageRef::parse(&c.image).map(|r| r.short).unwrap_or_default(),
+        "Annotations": null,
+        "Labels": null,
         "RepoTags": [c.image],
         "RepoDigests": [],
+        "MediaType": "",
+        "SizeBytes": 0,
         "OS": "linux",
+        "OSVersion": "",
         "Architecture": "amd64",
+        "Variant": "",
+        "Layers": null,
+        "SBOM": null,
     })
 }
 
@@ -386,6 +401,7 @@ fn status_value(state: &AgentState, now: f64) -> Value {
         checks.insert("docker".to_string(), docker_check(state, now, runs));
     }
     json!({
+        "agent_metadata": {},
         "version": state.version,
         "flavor": "agent",
         "pid": state.pid,
@@ -395,7 +411,7 @@ fn status_value(state: &AgentState, now: f64) -> Value {
         "meta": { "hostname": state.hostname, "timezones": ["UTC"] },
         "hostnameStats": {
             "provider": state.hostname_provider,
-            "errors": {},
+            "errors": hostname_errors(&state.hostname_provider),
         },
         "hostTags": state.host_tags,
         "forwarderStats": {
@@ -408,33 +424,34 @@ fn status_value(state: &AgentState, now: f64) -> Value {
             "Workers": { "Count": 4 },
             "Checks": checks,
         },
-        "apmStats": {
-            "enabled": state.apm.enabled,
-            "port": state.apm.port,
-            "listening": state.apm.listening,
-            "error": state.apm.error,
-            "connections": state.apm.connections,
-            "requests": state.apm.requests,
-            "bytes": state.apm.bytes,
-        },
+        // The dogstatsd expvar, with its UDP and UDS listeners' counters merged in ("Udp"/"Uds"
+        // prefixes). No apmStats (the trace-agent's own expvar) or config: nothing reads them.
         "dogstatsdStats": {
-            "enabled": state.dogstatsd.enabled,
-            "port": state.dogstatsd.port,
-            "listening": state.dogstatsd.listening,
-            "error": state.dogstatsd.error,
-            "UdpPackets": state.dogstatsd.packets,
-            "UdpBytes": state.dogstatsd.bytes,
+            "EventPackets": 0,
+            "EventParseErrors": 0,
             "MetricPackets": state.dogstatsd.metric_samples,
+            "MetricParseErrors": 0,
+            "ServiceCheckPackets": 0,
+            "ServiceCheckParseErrors": 0,
+            "UdpBytes": state.dogstatsd.bytes,
+            "UdpPacketReadingErrors": 0,
+            "UdpPackets": state.dogstatsd.packets,
+            "UdsBytes": 0,
+            "UdsOriginDetectionErrors": 0,
+            "UdsPacketReadingErrors": 0,
+            "UdsPackets": 0,
         },
-        "logsStats": { "is_running": state.logs_enabled },
-        "config": {
-            "logs_enabled": state.logs_enabled,
-            "apm_enabled": state.apm_enabled,
-            "process_collection_enabled": state.process_collection_enabled,
-            "site": state.site,
-            "env": state.env,
-        },
+        "logsStats": { "is_running": state.logs_enabled, "endpoints": {} },
     })
+}
+
+/// The providers the agent tried before the one that answered: DD_HOSTNAME comes first.
+fn hostname_errors(provider: &str) -> Value {
+    if provider == "configuration" {
+        json!({})
+    } else {
+        json!({ "'hostname' configuration/environment": "hostname is empty" })
+    }
 }
 
 /// `runnerStats.Checks.docker`: its one instance.
@@ -725,13 +742,13 @@ mod tests {
              Kind: container ID: {ID1}\n\
              ----------- Entity Meta -----------\n\
              Name: myapp\n\
-             Namespace:\n\
+             Namespace: \n\
              ----------- Image -----------\n\
              Name: nginx\n\
              Tag: latest\n\
              ----------- Container Info -----------\n\
              Runtime: docker\n\
-             RuntimeFlavor:\n\
+             RuntimeFlavor: \n\
              Running: true\n\
              ----------- Resources -----------\n\
              ===\n"
@@ -830,7 +847,6 @@ mod tests {
         assert_eq!(check["LastError"], "");
         assert_eq!(v["dogstatsdStats"]["UdpPackets"], 3);
         assert_eq!(v["logsStats"]["is_running"], false);
-        assert_eq!(v["config"]["apm_enabled"], false);
     }
 
     #[test]
@@ -838,7 +854,10 @@ mod tests {
         let out = status_json(&state(), 1031.0);
         assert_eq!(out.matches("\"node-1\"").count(), 1, "{out}");
         let v: Value = serde_json::from_str(&out).unwrap();
-        assert_eq!(v["hostnameStats"], json!({"provider": "os", "errors": {}}));
+        assert_eq!(
+            v["hostnameStats"],
+            json!({"provider": "os", "errors": {"'hostname' configuration/environment": "hostname is empty"}})
+        );
     }
 
     #[test]
@@ -939,6 +958,8 @@ mod tests {
         assert!(text.starts_with("Getting the status from the agent.\n\n"));
         assert!(text.contains("API key ending with bcdef: API Key valid"));
     }
+
+    mod against_the_samples;
 
     #[test]
     fn preamble_is_a_log_line() {

@@ -22,6 +22,15 @@ pub fn rfc3339(secs: f64) -> String {
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 
+/// Go's `time.Time.String()` of a UTC RFC 3339 time, as workload-list prints a process's creation
+/// time: `2026-11-25T12:00:00.5Z` -> `2026-11-25 12:00:00.5 +0000 UTC`.
+pub fn go_time_string(rfc3339: &str) -> String {
+    match rfc3339.strip_suffix('Z') {
+        Some(utc) => format!("{} +0000 UTC", utc.replacen('T', " ", 1)),
+        None => rfc3339.to_owned(),
+    }
+}
+
 /// Splits Unix seconds into (year, month, day, hour, minute, second), UTC.
 fn civil(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
     let days = secs.div_euclid(86_400);
