@@ -650,6 +650,53 @@ mod tests {
         );
     }
 
+    /// Concurrent `up`s that always get there first: every round is lost, then ddsky gives up with
+    /// its own error (exit 1) instead of looping, having created and started nothing. The clock is
+    /// tokio's paused one, so the ~13 s of growing pauses take no real time.
+    #[test]
+    fn losing_every_race_gives_up_with_its_own_error() {
+        let fake = FakeEngine::with_image();
+        *fake.name_taken.borrow_mut() = u32::MAX;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let (result, paused_for) = runtime.block_on(async {
+            let started = tokio::time::Instant::now();
+            let result = converge(
+                &fake,
+                &Interrupt::never(),
+                &plan(PullPolicy::Missing, false),
+            )
+            .await;
+            (result, started.elapsed())
+        });
+        let failure = result.expect_err("every race lost");
+        assert!(
+            matches!(
+                &failure,
+                Failure::LostRaces { name, attempts } if name == "dd-agent" && *attempts == CONVERGE_ATTEMPTS
+            ),
+            "{failure}"
+        );
+        assert_eq!(failure.exit_code(), crate::exit::FAILURE);
+        assert!(failure.to_string().contains("run `ddsky up` again"));
+        let creates = fake
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with("create"))
+            .count();
+        assert_eq!(creates, CONVERGE_ATTEMPTS as usize);
+        assert!(!fake.did("start"), "{:?}", fake.calls());
+        // 50 ms doubling up to 1.6 s, then 1.6 s per round: 12.7 s in all (the timer wheel may
+        // round each pause up to its next millisecond).
+        assert!(
+            paused_for >= Duration::from_millis(12_700) && paused_for < Duration::from_secs(13),
+            "{paused_for:?}"
+        );
+    }
+
     #[test]
     fn gpus_refused_under_auto_fall_back_to_an_agent_without_them() {
         let fake = FakeEngine {
