@@ -6,7 +6,9 @@
 # Installs: Debian's busybox-static (the stand-in agent image's shell), bash-static (the SkyPilot
 # rehearsal's job image), docker-registry (pull tests), util-linux (flock); PyPI's moto[server] (AWS
 # tests); SkyPilot's loader in two virtual environments under target/skypilot-venvs, made once and
-# reused (the example task YAMLs are checked by it).
+# reused (the example task YAMLs are checked by it); a newer Docker Engine (Debian trixie's docker.io
+# and containerd, API 1.45) unpacked under target/newer-engine, not installed, that one test starts as
+# a second daemon.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,6 +61,27 @@ for version in "${skypilot_versions[@]}"; do
   fi
 done
 export DDSKY_SKYPILOT_VENVS="$venv_root"
+
+# A newer engine than the machine's 20.10, unpacked from Debian trixie's packages (apt-get download
+# with a sources list of its own: nothing of the host's apt state changes). Runs with the host's runc.
+engine_root=${DDSKY_NEWER_ENGINE:-$PWD/target/newer-engine}
+if [ ! -x "$engine_root/root/usr/sbin/dockerd" ] || [ ! -x "$engine_root/root/usr/bin/containerd" ]; then
+  command -v apt-get >/dev/null && command -v dpkg >/dev/null ||
+    stop "no apt-get/dpkg to fetch Debian trixie's docker.io and containerd: unpack both (dpkg -x) into $engine_root/root, or set DDSKY_NEWER_ENGINE to a folder holding them"
+  say "fetching Debian trixie's docker.io and containerd into $engine_root (unpacked, not installed; once)"
+  rm -rf "$engine_root"
+  mkdir -p "$engine_root/lists/partial" "$engine_root/cache/archives/partial" "$engine_root/debs" "$engine_root/root"
+  printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: trixie\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+    >"$engine_root/trixie.sources"
+  apt_opts=(-o "Dir::Etc::SourceList=$engine_root/trixie.sources" -o Dir::Etc::SourceParts=/dev/null
+    -o "Dir::State::Lists=$engine_root/lists" -o "Dir::Cache=$engine_root/cache" -o APT::Sandbox::User=root)
+  apt-get "${apt_opts[@]}" update -qq ||
+    stop "could not read Debian trixie's package lists (deb.debian.org); see the lines above"
+  (cd "$engine_root/debs" && apt-get "${apt_opts[@]}" download -qq docker.io containerd) ||
+    stop "could not download trixie's docker.io and containerd; see the lines above"
+  for deb in "$engine_root"/debs/*.deb; do dpkg -x "$deb" "$engine_root/root"; done
+fi
+export DDSKY_NEWER_ENGINE="$engine_root"
 
 # The daemon is started before the session on this kind of machine; start one where none answers.
 if ! docker info >/dev/null 2>&1; then

@@ -304,8 +304,34 @@ struct SecondDaemon {
     socket: PathBuf,
 }
 
+/// Which dockerd a [`SecondDaemon`] runs.
+enum Engine {
+    /// The machine's own (Debian bookworm's docker.io 20.10: API 1.41).
+    Installed,
+    /// Debian trixie's docker.io 26.1.5 and containerd (API 1.45), unpacked, not installed.
+    Newer,
+}
+
+/// Where scripts/test.sh unpacked the newer engine (`DDSKY_NEWER_ENGINE`, else target/newer-engine).
+fn newer_engine_root() -> PathBuf {
+    let root = std::env::var_os("DDSKY_NEWER_ENGINE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/newer-engine"));
+    assert!(
+        root.join("root/usr/sbin/dockerd").is_file() && root.join("root/usr/bin/containerd").is_file(),
+        "no newer Docker Engine under {}: run the tests with `bash scripts/test.sh`, which unpacks \
+         Debian trixie's docker.io and containerd there (or set DDSKY_NEWER_ENGINE to such a folder)",
+        root.display()
+    );
+    root
+}
+
 impl SecondDaemon {
     fn start(name: &str) -> Self {
+        Self::start_engine(name, Engine::Installed)
+    }
+
+    fn start_engine(name: &str, engine: Engine) -> Self {
         let dir =
             std::env::temp_dir().join(format!("ddskyt-dockerd-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -314,8 +340,28 @@ impl SecondDaemon {
         std::fs::write(&config, "{}").unwrap();
         let socket = dir.join("docker.sock");
         let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
-        let child = Command::new("unshare")
-            .args(["--net", "--fork", "dockerd", "--config-file"])
+        let mut unshare = Command::new("unshare");
+        unshare.args(["--net", "--fork"]);
+        match engine {
+            Engine::Installed => {
+                unshare.arg("dockerd");
+            }
+            Engine::Newer => {
+                // Its dockerd starts the containerd (and shims) found first on PATH; runc is the host's.
+                let root = newer_engine_root().join("root");
+                let path = std::env::var("PATH").unwrap_or_default();
+                unshare.arg(root.join("usr/sbin/dockerd")).env(
+                    "PATH",
+                    format!(
+                        "{}:{}:{path}",
+                        root.join("usr/bin").display(),
+                        root.join("usr/sbin").display()
+                    ),
+                );
+            }
+        }
+        let child = unshare
+            .arg("--config-file")
             .arg(&config)
             .arg("--data-root")
             .arg(dir.join("data"))
@@ -358,6 +404,23 @@ impl SecondDaemon {
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
+    }
+
+    /// `up` again on this daemon is a no-op, and none of it ever reached the shared daemon.
+    fn assert_up_again_changes_nothing(&self, s: &Scope) {
+        let again = run(s.up().env("DOCKER_HOST", self.host()).args([
+            "--no-wait",
+            "--expect",
+            "none-such",
+            "--format",
+            "json",
+        ]));
+        again.expect_code(0);
+        assert_eq!(again.json()["action"], "none", "{again}");
+        assert!(
+            no_container_named(&s.agent),
+            "nothing of it reached the shared daemon"
+        );
     }
 
     /// Copies an image from the shared daemon into this one.
@@ -450,17 +513,61 @@ fn the_logs_mount_follows_the_daemons_data_root() {
         root.display().to_string()
     );
     // A no-op `up` reads the root from the label; nothing changes.
-    let again = run(s.up().env("DOCKER_HOST", daemon.host()).args([
-        "--no-wait",
+    daemon.assert_up_again_changes_nothing(&s);
+}
+
+/// Docker 25+ (API 1.44) keeps a health check's `StartInterval`; an older API drops it. On such an
+/// engine ddsky creates the agent at 1.44 (it asked the daemon's version first), so the health
+/// check is probed every 5 s while the agent starts instead of every 30 s; the rest (inspect, start,
+/// the execs that ask the agent) speaks 1.41 and works as on 20.10. Discovery is not asked here:
+/// the agent mounts /var/run/docker.sock, which is the shared daemon's, not this one's.
+#[test]
+fn on_a_newer_engine_the_agent_keeps_its_start_interval() {
+    let s = Scope::new("newengine");
+    let daemon = SecondDaemon::start_engine("newengine", Engine::Newer);
+    let api = daemon.docker(&["version", "--format", "{{.Server.APIVersion}}"]);
+    let api_minor: u32 = api
+        .stdout
+        .trim()
+        .strip_prefix("1.")
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("API version: {api}"));
+    assert!(api_minor >= 44, "this engine speaks API 1.{api_minor}");
+    daemon.load(agent_image());
+    let out = run(s.up().env("DOCKER_HOST", daemon.host()).args([
         "--expect",
         "none-such",
         "--format",
         "json",
     ]));
-    again.expect_code(0);
-    assert_eq!(again.json()["action"], "none", "{again}");
-    // And nothing of it reached the shared daemon.
-    assert!(no_container_named(&s.agent));
+    out.expect_code(0).assert_no_secret(&[]);
+    let report = out.json();
+    assert_eq!(report["action"], "create", "{out}");
+    assert_eq!(report["healthy"], true, "{out}");
+    // Read at the engine's own API version: at 1.41 (the CLI's) it hides StartInterval.
+    let inspected = api_get(
+        &daemon.socket,
+        &format!("/v1.{api_minor}/containers/{}/json", s.agent),
+    );
+    let check = &inspected["Config"]["Healthcheck"];
+    assert_eq!(check["StartInterval"], 5_000_000_000u64, "{check}");
+    assert_eq!(check["Interval"], 30_000_000_000u64, "{check}");
+    // A second `up` on this engine changes nothing: it compares the spec, not what the API kept.
+    daemon.assert_up_again_changes_nothing(&s);
+}
+
+/// `GET path` on a daemon's socket: the JSON body.
+fn api_get(socket: &std::path::Path, path: &str) -> Value {
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
 /// Creates `name` through the Engine API from `body` (the create body exactly), and starts it.
