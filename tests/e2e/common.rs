@@ -52,6 +52,15 @@ pub fn ddsky_image() -> &'static str {
 pub const KEY: &str = "c0ffee0123456789abcdef0123456789";
 pub const OTHER_KEY: &str = "beef00112233445566778899aabbccdd";
 
+/// A scratch directory in the temp dir, `ddskyt-<pid>-<what>-XXXXXX`, removed when dropped: also
+/// when the test fails.
+pub fn scratch_dir(what: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("ddskyt-{}-{what}-", std::process::id()))
+        .tempdir()
+        .expect("a scratch directory in the temp dir")
+}
+
 pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }

@@ -9,18 +9,18 @@ use std::time::{Duration, Instant};
 struct Registry {
     child: Child,
     port: u16,
-    dir: std::path::PathBuf,
+    /// Its storage; removed on drop, after the registry is killed.
+    _dir: tempfile::TempDir,
 }
 
 impl Registry {
-    fn start(scope: &Scope) -> Self {
+    fn start() -> Self {
         let port = free_port();
-        let dir = std::env::temp_dir().join(format!("{}-registry", scope.prefix));
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("config.yml");
+        let dir = scratch_dir("registry");
+        let config = dir.path().join("config.yml");
         std::fs::write(
             &config,
-            format!("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\nlog:\n  level: error\n", dir.join("data").display()),
+            format!("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\nlog:\n  level: error\n", dir.path().join("data").display()),
         )
         .unwrap();
         let child = Command::new("docker-registry")
@@ -35,7 +35,11 @@ impl Registry {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
         assert!(up, "registry did not start");
-        Registry { child, port, dir }
+        Registry {
+            child,
+            port,
+            _dir: dir,
+        }
     }
 }
 
@@ -43,14 +47,13 @@ impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
 #[test]
 fn a_missing_image_is_pulled_from_the_registry_then_used() {
     let s = Scope::new("pull");
-    let registry = Registry::start(&s);
+    let registry = Registry::start();
     let image = format!("127.0.0.1:{}/datadog/agent:7", registry.port);
     docker(&["tag", agent_image(), &image]).expect_code(0);
     docker(&["push", &image]).expect_code(0);

@@ -144,7 +144,8 @@ fn env_file_feeds_docker_run() {
         .args(["env", "--format", "env-file", "--apm-port", "9126"]);
     let out = run(&mut env);
     out.expect_code(0);
-    let file = std::env::temp_dir().join(format!("{}.env", s.prefix));
+    let scratch = scratch_dir("envfile");
+    let file = scratch.path().join("job.env");
     std::fs::write(&file, &out.stdout).unwrap();
     // The stand-in job image has no shell; the agent image's `agent` binary is not a shell either, so
     // read the variables back through `docker inspect` of a container created with the env file.
@@ -158,7 +159,6 @@ fn env_file_feeds_docker_run() {
         job_image(),
     ])
     .expect_code(0);
-    let _ = std::fs::remove_file(&file);
     let vars = env_of(&inspect(&name).unwrap());
     for expected in [
         "DD_AGENT_HOST=localhost",
@@ -185,12 +185,12 @@ fn env_file_feeds_docker_run() {
 #[test]
 fn git_ref_falls_back_to_the_checked_out_commit() {
     let s = Scope::new("gitref");
-    let dir = std::env::temp_dir().join(format!("{}-repo", s.prefix));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = scratch_dir("gitref-repo");
+    let dir = scratch.path();
     let git = |args: &[&str]| {
         let out = std::process::Command::new("git")
             .args(args)
-            .current_dir(&dir)
+            .current_dir(dir)
             .output()
             .unwrap();
         assert!(
@@ -213,18 +213,14 @@ fn git_ref_falls_back_to_the_checked_out_commit() {
         "x",
     ]);
     let head = git(&["rev-parse", "HEAD"]);
-    let out = run(s
-        .ddsky()
-        .current_dir(&dir)
-        .args(["env", "--format", "json"]));
+    let out = run(s.ddsky().current_dir(dir).args(["env", "--format", "json"]));
     let without_env = out.json();
     let with_env = run(s
         .ddsky()
-        .current_dir(&dir)
+        .current_dir(dir)
         .env("METTA_GIT_REF", "f".repeat(40))
         .args(["env", "--format", "json"]))
     .json();
-    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(without_env["DD_VERSION"], head.as_str(), "{out}");
     assert_eq!(
         with_env["DD_VERSION"],
@@ -299,8 +295,8 @@ fn a_non_root_job_image_is_told_the_socket_refused_it_and_how_to_fix_it() {
 /// Runs docker/skypilot/setup-snippet.sh with bash, `ddsky` replaced by a script that answers
 /// `--version` and does `up_body` for `up`: what setup sees for each outcome, without Docker.
 fn snippet_with_fake_ddsky(test: &str, up_body: &str, env: &[(&str, &str)]) -> Run {
-    let dir = std::env::temp_dir().join(format!("ddsky-snippet-{}-{test}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = scratch_dir(&format!("snippet-{test}"));
+    let dir = scratch.path();
     let fake = dir.join("ddsky");
     std::fs::write(
         &fake,
@@ -314,14 +310,12 @@ fn snippet_with_fake_ddsky(test: &str, up_body: &str, env: &[(&str, &str)]) -> R
     cmd.arg(repo().join("docker/skypilot/setup-snippet.sh"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", &dir)
+        .env("HOME", dir)
         .env("DDSKY_BIN", &fake);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = run(&mut cmd);
-    let _ = std::fs::remove_dir_all(&dir);
-    out
+    run(&mut cmd)
 }
 
 fn warnings(out: &Run) -> Vec<&str> {

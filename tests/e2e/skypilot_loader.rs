@@ -169,12 +169,7 @@ struct Case {
 /// examples' comments say; HOME is a fresh temp dir (SkyPilot writes ~/.sky); AWS cannot be reached.
 fn load(version: &str, cases: &[Case]) -> Vec<Value> {
     let python = venv_python(version);
-    let home = std::env::temp_dir().join(format!(
-        "ddsky-loader-{}-{version}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-    ));
-    std::fs::create_dir_all(&home).unwrap();
+    let home = scratch_dir(&format!("loader-{version}"));
     let input: Vec<Value> = cases
         .iter()
         .map(|c| {
@@ -189,7 +184,7 @@ fn load(version: &str, cases: &[Case]) -> Vec<Value> {
         .args(["-c", DRIVER])
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", &home)
+        .env("HOME", home.path())
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
@@ -207,7 +202,6 @@ fn load(version: &str, cases: &[Case]) -> Vec<Value> {
         .unwrap_or_else(|e| panic!("{}: {e}", python.display()));
     serde_json::to_writer(child.stdin.take().unwrap(), &input).unwrap();
     let out = child.wait_with_output().unwrap();
-    let _ = std::fs::remove_dir_all(&home);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let results = stdout
         .lines()
@@ -223,8 +217,6 @@ fn load(version: &str, cases: &[Case]) -> Vec<Value> {
     assert_eq!(results.len(), cases.len());
     results
 }
-
-static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 fn example_yamls() -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("docker/skypilot"))
@@ -319,8 +311,8 @@ fn every_example_yaml_passes_skypilots_own_loader_with_its_launch_commands() {
 fn a_broken_example_fails_the_loader_check() {
     // The check must catch what SkyPilot refuses: the login trio split (the launch line the
     // runtime example had before), a field SkyPilot does not know, a YAML without a launch line.
-    let dir = std::env::temp_dir().join(format!("ddsky-loader-broken-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = scratch_dir("loader-broken");
+    let dir = scratch.path();
     let runtime =
         std::fs::read_to_string(repo().join("docker/skypilot/runtime-mode.yaml")).unwrap();
     let mut files = vec![];
@@ -346,7 +338,6 @@ fn a_broken_example_fails_the_loader_check() {
         files.push((path, text, "docker/skypilot/runtime-mode.yaml".to_owned()));
     }
     let problems = check_examples(&files);
-    let _ = std::fs::remove_dir_all(&dir);
     let all = problems.join("\n");
     let versions = pinned_versions();
     assert!(

@@ -302,6 +302,8 @@ struct SecondDaemon {
     child: Child,
     dir: PathBuf,
     socket: PathBuf,
+    /// Holds `dir`; removes it after `drop` has unmounted what dockerd left there.
+    _scratch: tempfile::TempDir,
 }
 
 /// Which dockerd a [`SecondDaemon`] runs.
@@ -332,10 +334,8 @@ impl SecondDaemon {
     }
 
     fn start_engine(name: &str, engine: Engine) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("ddskyt-dockerd-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = scratch_dir(&format!("dockerd-{name}"));
+        let dir = scratch.path().to_owned();
         let config = dir.join("daemon.json");
         std::fs::write(&config, "{}").unwrap();
         let socket = dir.join("docker.sock");
@@ -381,7 +381,12 @@ impl SecondDaemon {
             .stderr(log)
             .spawn()
             .expect("unshare + dockerd start (root needed)");
-        let daemon = SecondDaemon { child, dir, socket };
+        let daemon = SecondDaemon {
+            child,
+            dir,
+            socket,
+            _scratch: scratch,
+        };
         let ready = eventually(Duration::from_secs(60), || {
             daemon
                 .docker(&["info", "--format", "{{.DockerRootDir}}"])
@@ -462,6 +467,7 @@ impl Drop for SecondDaemon {
         let _ = self.child.wait();
         // dockerd leaves mounts under its dirs (exec/netns/default is an nsfs bind in the host's
         // mount namespace): unmount each, deepest first, or the directory cannot be removed.
+        // `_scratch` removes it once this returns.
         let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
         let mut points: Vec<&str> = mounts
             .lines()
@@ -472,7 +478,6 @@ impl Drop for SecondDaemon {
         for point in points {
             let _ = Command::new("umount").args(["-l", point]).status();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -632,7 +637,8 @@ fn an_agent_made_by_another_ddsky_version_with_the_same_spec_is_left_running_unt
 /// node whose NVIDIA driver is installed but whose Docker has no NVIDIA runtime: this daemon
 /// refuses every GPU request.
 fn up_with_a_driver_but_no_runtime(s: &Scope, gpus: &str) -> Run {
-    let device = std::env::temp_dir().join(format!("{}-nvidiactl", s.prefix));
+    let scratch = scratch_dir("nvidiactl");
+    let device = scratch.path().join("nvidiactl");
     std::fs::write(&device, "").unwrap();
     let mut cmd: Vec<String> = vec![
         "run".into(),
@@ -670,9 +676,7 @@ fn up_with_a_driver_but_no_runtime(s: &Scope, gpus: &str) -> Run {
     );
     cmd.extend(s.port_args());
     cmd.extend(s.agent_args());
-    let out = run(Command::new("docker").args(&cmd));
-    let _ = std::fs::remove_file(&device);
-    out
+    run(Command::new("docker").args(&cmd))
 }
 
 #[test]
