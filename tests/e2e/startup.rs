@@ -338,28 +338,43 @@ impl SecondDaemon {
         let dir = scratch.path().to_owned();
         let config = dir.join("daemon.json");
         std::fs::write(&config, "{}").unwrap();
-        let socket = dir.join("docker.sock");
         let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
         let mut unshare = Command::new("unshare");
-        unshare.args(["--net", "--fork"]);
-        match engine {
+        // `listen` is the socket as dockerd sees it, `socket` as this process does.
+        let (listen, socket) = match engine {
             Engine::Installed => {
-                unshare.arg("dockerd");
+                unshare.args(["--net", "--fork", "dockerd"]);
+                let socket = dir.join("docker.sock");
+                (socket.clone(), socket)
             }
             Engine::Newer => {
-                // Its dockerd starts the containerd (and shims) found first on PATH; runc is the host's.
+                // In a mount namespace of its own with a private /run, its socket is its own
+                // /var/run/docker.sock: the agent it runs mounts that path and so discovers this
+                // daemon's containers. Its dockerd starts the containerd (and shims) first on PATH;
+                // runc is the host's.
+                let private_run = dir.join("run");
+                std::fs::create_dir_all(&private_run).unwrap();
                 let root = newer_engine_root().join("root");
                 let path = std::env::var("PATH").unwrap_or_default();
-                unshare.arg(root.join("usr/sbin/dockerd")).env(
-                    "PATH",
-                    format!(
-                        "{}:{}:{path}",
-                        root.join("usr/bin").display(),
-                        root.join("usr/sbin").display()
-                    ),
-                );
+                unshare
+                    .args(["--net", "--mount", "--fork", "sh", "-c"])
+                    .arg(r#"mount --bind "$0" /run && exec "$@""#)
+                    .arg(&private_run)
+                    .arg(root.join("usr/sbin/dockerd"))
+                    .env(
+                        "PATH",
+                        format!(
+                            "{}:{}:{path}",
+                            root.join("usr/bin").display(),
+                            root.join("usr/sbin").display()
+                        ),
+                    );
+                (
+                    PathBuf::from("/run/docker.sock"),
+                    private_run.join("docker.sock"),
+                )
             }
-        }
+        };
         let child = unshare
             .arg("--config-file")
             .arg(&config)
@@ -370,7 +385,7 @@ impl SecondDaemon {
             .arg("--pidfile")
             .arg(dir.join("dockerd.pid"))
             .arg("-H")
-            .arg(format!("unix://{}", socket.display()))
+            .arg(format!("unix://{}", listen.display()))
             .args([
                 "--bridge=none",
                 "--iptables=false",
@@ -524,10 +539,9 @@ fn the_logs_mount_follows_the_daemons_data_root() {
 /// Docker 25+ (API 1.44) keeps a health check's `StartInterval`; an older API drops it. On such an
 /// engine ddsky creates the agent at 1.44 (it asked the daemon's version first), so the health
 /// check is probed every 5 s while the agent starts instead of every 30 s; the rest (inspect, start,
-/// the execs that ask the agent) speaks 1.41 and works as on 20.10. Discovery is not asked here:
-/// the agent mounts /var/run/docker.sock, which is the shared daemon's, not this one's.
+/// events, the execs that ask the agent) speaks 1.41 and works as on 20.10: the job is discovered.
 #[test]
-fn on_a_newer_engine_the_agent_keeps_its_start_interval() {
+fn on_a_newer_engine_the_agent_keeps_its_start_interval_and_discovers_the_job() {
     let s = Scope::new("newengine");
     let daemon = SecondDaemon::start_engine("newengine", Engine::Newer);
     let api = daemon.docker(&["version", "--format", "{{.Server.APIVersion}}"]);
@@ -539,16 +553,29 @@ fn on_a_newer_engine_the_agent_keeps_its_start_interval() {
         .unwrap_or_else(|| panic!("API version: {api}"));
     assert!(api_minor >= 44, "this engine speaks API 1.{api_minor}");
     daemon.load(agent_image());
-    let out = run(s.up().env("DOCKER_HOST", daemon.host()).args([
-        "--expect",
-        "none-such",
-        "--format",
-        "json",
-    ]));
+    daemon.load(job_image());
+    let job = s.name("job");
+    let started = daemon.docker(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        &job,
+        job_image(),
+    ]);
+    assert_eq!(started.code, 0, "{started}");
+    let out = run(s
+        .up()
+        .env("DOCKER_HOST", daemon.host())
+        .args(["--expect", &job, "--format", "json"]));
     out.expect_code(0).assert_no_secret(&[]);
     let report = out.json();
     assert_eq!(report["action"], "create", "{out}");
     assert_eq!(report["healthy"], true, "{out}");
+    let expected = &report["expected"][0];
+    assert_eq!(expected["pattern"], job.as_str(), "{out}");
+    assert_eq!(expected["discovered"], true, "{out}");
     // Read at the engine's own API version: at 1.41 (the CLI's) it hides StartInterval.
     let inspected = api_get(
         &daemon.socket,
