@@ -15,10 +15,13 @@ use std::time::Duration;
 
 /// How long `ddsky` waits for the daemon to answer at all: a setup script must not hang on a dead socket.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
-/// The API version ddsky speaks first: Docker 20.10's, which every daemon from 20.10 to 28 accepts and
-/// which has everything ddsky uses (cgroupns needs 1.41). Asking the daemon first (`GET /version`)
-/// costs ~10 ms of daemon work on every run, so negotiation happens only when a daemon refuses 1.41
-/// (Docker 29 raised its minimum to 1.44).
+/// The API version ddsky's client is built with: Docker 20.10's, which has everything ddsky uses
+/// (cgroupns needs 1.41). Note that bollard 0.21 does not put it in the request path (its URI
+/// builder joins an absolute path onto the `/v1.41` base, which drops the prefix: ddsky sends
+/// `GET /_ping`, not `GET /v1.41/_ping`), so every daemon answers at its own current version and
+/// none refuses; `engine::tests::requests_carry_no_version_prefix` notices if that changes. Should a
+/// daemon refuse the version (Docker 29's minimum is 1.44), ddsky speaks the minimum it names, with
+/// no `GET /version` round trip (~10 ms of daemon work) on the runs where nothing is refused.
 const FIELD_API: ClientVersion = ClientVersion {
     major_version: 1,
     minor_version: 41,
@@ -142,7 +145,7 @@ fn status_of(e: &BollardError) -> Option<u16> {
     }
 }
 
-/// A connected, version-negotiated Docker client.
+/// A connected Docker client (see [`FIELD_API`] for the API version it speaks).
 #[derive(Clone)]
 pub struct Engine {
     docker: Docker,
@@ -225,7 +228,7 @@ pub struct ContainerEvent {
 }
 
 impl Engine {
-    /// Connects to `host` (DOCKER_HOST syntax) and negotiates the API version within 2 s.
+    /// Connects to `host` (DOCKER_HOST syntax) within 1.5 s; a daemon that refuses the API version gets the minimum it names.
     pub async fn connect(docker_host: &DockerHost) -> Result<Self, EngineError> {
         let host = docker_host.url();
         let unreachable = |cause: Cause| EngineError::Unreachable {
@@ -241,8 +244,13 @@ impl Engine {
         let answered = tokio::time::timeout(CONNECT_TIMEOUT, async {
             match docker.ping().await {
                 Ok(_) => Ok(docker),
-                Err(e) if refuses_version(&e) => docker.negotiate_version().await,
-                Err(e) => Err(e),
+                Err(e) => match minimum_version(&e) {
+                    Some(minimum) => {
+                        let docker = client(docker_host, &minimum)?;
+                        docker.ping().await.map(|_| docker)
+                    }
+                    None => Err(e),
+                },
             }
         })
         .await;
@@ -284,13 +292,13 @@ impl Engine {
         self.host.url()
     }
 
-    /// The API version in use after negotiation.
+    /// The API version the client is built with (1.41, or the minimum a refusing daemon named).
     pub fn api_version(&self) -> String {
         self.docker.client_version().to_string()
     }
 
-    /// The daemon's own version, e.g. 20.10.24.
-    pub async fn server_version(&self) -> Result<String, EngineError> {
+    /// The daemon's own version and the API version it answers at, e.g. (20.10.24, 1.41).
+    pub async fn daemon_version(&self) -> Result<(String, Option<String>), EngineError> {
         let v = self
             .docker
             .version()
@@ -299,7 +307,7 @@ impl Engine {
                 action: "read the daemon version",
                 cause: e.into(),
             })?;
-        Ok(v.version.unwrap_or_default())
+        Ok((v.version.unwrap_or_default(), v.api_version))
     }
 
     /// What a container created on this daemon depends on: its data root (`GET /info`) and
@@ -740,9 +748,19 @@ fn parse_api_version(v: &str) -> Option<ClientVersion> {
     })
 }
 
-/// The daemon's answer to an API version it no longer supports ("client version 1.41 is too old").
-fn refuses_version(e: &BollardError) -> bool {
-    matches!(e, BollardError::DockerResponseServerError { status_code: 400, message } if message.contains("version"))
+/// The version a daemon asks for when it refuses ours; moby's version middleware answers 400 "client
+/// version 1.41 is too old. Minimum supported API version is 1.44, please upgrade your client to a
+/// newer version".
+fn minimum_version(e: &BollardError) -> Option<ClientVersion> {
+    let BollardError::DockerResponseServerError {
+        status_code: 400,
+        message,
+    } = e
+    else {
+        return None;
+    };
+    let named = message.split("Minimum supported API version is").nth(1)?;
+    parse_api_version(named.trim().split([',', ' ']).next()?)
 }
 
 fn is_permission_denied(text: &str) -> bool {
@@ -930,6 +948,117 @@ fn health_word(s: HealthStatusEnum) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixListener;
+    use std::sync::{Arc, Mutex};
+
+    /// A daemon on a unix socket that answers each request with the next of `answers` (status,
+    /// JSON body) and records the request lines.
+    struct FakeDaemon {
+        host: DockerHost,
+        requests: Arc<Mutex<Vec<String>>>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl FakeDaemon {
+        fn start(answers: Vec<(u16, &'static str)>) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("docker.sock");
+            let listener = UnixListener::bind(&path).unwrap();
+            let requests = Arc::new(Mutex::new(Vec::new()));
+            let seen = Arc::clone(&requests);
+            std::thread::spawn(move || {
+                for (status, body) in answers {
+                    let Ok((stream, _)) = listener.accept() else {
+                        return;
+                    };
+                    let mut reader = BufReader::new(&stream);
+                    let mut line = String::new();
+                    let _ = reader.read_line(&mut line);
+                    seen.lock().unwrap().push(line.trim_end().to_owned());
+                    // The rest of the head; these requests have no body.
+                    let mut header = String::new();
+                    while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                        header.clear();
+                    }
+                    let _ = write!(
+                        &stream,
+                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nApi-Version: 1.52\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                }
+            });
+            FakeDaemon {
+                host: DockerHost::Unix(format!("unix://{}", path.display())),
+                requests,
+                _dir: dir,
+            }
+        }
+
+        fn requests(&self) -> Vec<String> {
+            self.requests.lock().unwrap().clone()
+        }
+    }
+
+    fn connect(daemon: &FakeDaemon) -> Result<Engine, EngineError> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(Engine::connect(&daemon.host))
+    }
+
+    /// What every daemon from 20.10 to 29 accepts today. If a bollard upgrade puts `/v1.41` back
+    /// into the path, Docker 29 refuses it and the refusal path below is what keeps ddsky working.
+    #[test]
+    fn requests_carry_no_version_prefix() {
+        let daemon = FakeDaemon::start(vec![(200, "\"OK\"")]);
+        let engine = connect(&daemon).unwrap();
+        assert_eq!(daemon.requests(), vec!["GET /_ping HTTP/1.1".to_owned()]);
+        assert_eq!(engine.api_version(), "1.41");
+    }
+
+    #[test]
+    fn a_daemon_that_refuses_the_version_is_spoken_to_at_the_minimum_it_names() {
+        let daemon = FakeDaemon::start(vec![
+            (
+                400,
+                r#"{"message":"client version 1.41 is too old. Minimum supported API version is 1.44, please upgrade your client to a newer version"}"#,
+            ),
+            (200, "\"OK\""),
+        ]);
+        let engine = connect(&daemon).unwrap();
+        assert_eq!(engine.api_version(), "1.44");
+        assert_eq!(daemon.requests().len(), 2, "{:?}", daemon.requests());
+    }
+
+    #[test]
+    fn other_refusals_are_errors_not_version_changes() {
+        let daemon = FakeDaemon::start(vec![(400, r#"{"message":"bad request"}"#)]);
+        let err = connect(&daemon).err().expect("refused");
+        assert!(err.to_string().contains("bad request"), "{err}");
+        assert_eq!(daemon.requests().len(), 1);
+    }
+
+    #[test]
+    fn the_minimum_version_is_read_from_the_refusal() {
+        let refusal = |message: &str| BollardError::DockerResponseServerError {
+            status_code: 400,
+            message: message.into(),
+        };
+        let named = minimum_version(&refusal(
+            "client version 1.41 is too old. Minimum supported API version is 1.44, please upgrade your client to a newer version",
+        ));
+        assert_eq!(named.map(|v| v.to_string()).as_deref(), Some("1.44"));
+        assert!(minimum_version(&refusal("Minimum supported API version is 1.52")).is_some());
+        assert!(minimum_version(&refusal("no such container")).is_none());
+        assert!(minimum_version(&BollardError::DockerResponseServerError {
+            status_code: 500,
+            message: "Minimum supported API version is 1.44".into(),
+        })
+        .is_none());
+    }
 
     #[test]
     fn caller_ids_come_from_proc_status() {

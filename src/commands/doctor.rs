@@ -40,10 +40,16 @@ pub async fn run(ctx: &Context, args: DoctorSettings) -> Result<u8, Failure> {
     match ctx.interrupt.run(Engine::connect(&ctx.docker_host)).await? {
         Err(e) => facts.docker = Err(e.to_string()),
         Ok(engine) => {
+            // The daemon answers at its own API version (ddsky's requests carry none), so that
+            // is the one to report; the client's only when the daemon would not say.
+            let (server_version, server_api) = match engine.daemon_version().await {
+                Ok((version, api)) => (Some(version), api),
+                Err(_) => (None, None),
+            };
             facts.docker = Ok(DockerFacts {
                 host: engine.host().to_owned(),
-                api_version: engine.api_version(),
-                server_version: engine.server_version().await.ok(),
+                api_version: server_api.unwrap_or_else(|| engine.api_version()),
+                server_version,
             });
             facts.agent = engine.inspect(&ctx.name).await?;
             facts.agent_age = facts.agent.as_ref().and_then(startup::running_for);

@@ -584,6 +584,17 @@ fn on_a_newer_engine_the_agent_keeps_its_start_interval_and_discovers_the_job() 
     let check = &inspected["Config"]["Healthcheck"];
     assert_eq!(check["StartInterval"], 5_000_000_000u64, "{check}");
     assert_eq!(check["Interval"], 30_000_000_000u64, "{check}");
+    // doctor names the API version this daemon answers at, not the client's 1.41.
+    let doctor = run(s
+        .ddsky()
+        .env("DOCKER_HOST", daemon.host())
+        .args(["doctor", "--format", "json"])
+        .args(s.port_args()));
+    let docker_api = doctor_check(&doctor.json(), "docker api")["evidence"].to_string();
+    assert!(
+        docker_api.contains(&format!("API 1.{api_minor}, Docker 26.")),
+        "{docker_api}"
+    );
     // A second `up` on this engine changes nothing: it compares the spec, not what the API kept.
     daemon.assert_up_again_changes_nothing(&s);
 }
