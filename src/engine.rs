@@ -391,8 +391,10 @@ impl Engine {
         }
     }
 
-    /// Creates the container; `start_interval_api` sends the request at API 1.44 (the daemon was
-    /// asked and has it), without which a daemon drops the health check's `StartInterval`.
+    /// Creates the container; `start_interval_api` builds the client at API 1.44 (the daemon was
+    /// asked and has it): a request at 1.41 would have the health check's `StartInterval` dropped.
+    /// (bollard 0.21 puts no version in the path, so the daemon's own applies anyway; this keeps
+    /// the create right should that change, see [`FIELD_API`].)
     pub async fn create(
         &self,
         name: &str,
