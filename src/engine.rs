@@ -410,7 +410,8 @@ impl Engine {
             name: name.to_owned(),
             cause,
         };
-        let docker = if start_interval_api {
+        // Never below the version the daemon already asked for (its minimum, if it refused 1.41).
+        let docker = if start_interval_api && self.docker.client_version() < START_INTERVAL_API {
             client(&self.host, &START_INTERVAL_API).map_err(|e| refused(e.into()))?
         } else {
             self.docker.clone()
