@@ -300,10 +300,10 @@ fn a_taken_apm_port_stops_up_before_it_creates_anything() {
 /// on drop, also when the test fails.
 struct SecondDaemon {
     child: Child,
-    dir: PathBuf,
     socket: PathBuf,
-    /// Holds `dir`; removes it after `drop` has unmounted what dockerd left there.
-    _scratch: tempfile::TempDir,
+    /// Its data root, exec root, config and log; removed after `drop` has unmounted what dockerd
+    /// left there.
+    scratch: tempfile::TempDir,
 }
 
 /// Which dockerd a [`SecondDaemon`] runs.
@@ -398,9 +398,8 @@ impl SecondDaemon {
             .expect("unshare + dockerd start (root needed)");
         let daemon = SecondDaemon {
             child,
-            dir,
             socket,
-            _scratch: scratch,
+            scratch,
         };
         let ready = eventually(Duration::from_secs(60), || {
             daemon
@@ -410,6 +409,10 @@ impl SecondDaemon {
         });
         assert!(ready, "second dockerd did not come up: {}", daemon.log());
         daemon
+    }
+
+    fn dir(&self) -> &std::path::Path {
+        self.scratch.path()
     }
 
     fn host(&self) -> String {
@@ -423,7 +426,7 @@ impl SecondDaemon {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir().join("dockerd.log")).unwrap_or_default()
     }
 
     /// `up` again on this daemon is a no-op, and none of it ever reached the shared daemon.
@@ -471,7 +474,7 @@ impl Drop for SecondDaemon {
             self.docker(&["rm", "-f", id]);
         }
         // SIGTERM to unshare's child (dockerd) through its pidfile, then to unshare itself.
-        if let Ok(pid) = std::fs::read_to_string(self.dir.join("dockerd.pid")) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir().join("dockerd.pid")) {
             let _ = Command::new("kill").arg(pid.trim()).status();
         }
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -482,12 +485,12 @@ impl Drop for SecondDaemon {
         let _ = self.child.wait();
         // dockerd leaves mounts under its dirs (exec/netns/default is an nsfs bind in the host's
         // mount namespace): unmount each, deepest first, or the directory cannot be removed.
-        // `_scratch` removes it once this returns.
+        // `scratch` removes it once this returns.
         let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
         let mut points: Vec<&str> = mounts
             .lines()
             .filter_map(|l| l.split_whitespace().nth(1))
-            .filter(|p| std::path::Path::new(p).starts_with(&self.dir))
+            .filter(|p| std::path::Path::new(p).starts_with(self.dir()))
             .collect();
         points.sort_by_key(|p| std::cmp::Reverse(p.len()));
         for point in points {
@@ -501,7 +504,7 @@ fn the_logs_mount_follows_the_daemons_data_root() {
     let s = Scope::new("dataroot");
     let daemon = SecondDaemon::start("dataroot");
     daemon.load(agent_image());
-    let root = daemon.dir.join("data");
+    let root = daemon.dir().join("data");
     let out = run(s.up().env("DOCKER_HOST", daemon.host()).args([
         "--no-wait",
         "--expect",
@@ -539,7 +542,7 @@ fn the_logs_mount_follows_the_daemons_data_root() {
 /// Docker 25+ (API 1.44) keeps a health check's `StartInterval`; an older API drops it. On such an
 /// engine ddsky creates the agent at 1.44 (it asked the daemon's version first), so the health
 /// check is probed every 5 s while the agent starts instead of every 30 s; the rest (inspect, start,
-/// events, the execs that ask the agent) speaks 1.41 and works as on 20.10: the job is discovered.
+/// events, the execs that ask the agent) works as on 20.10: the job is discovered.
 #[test]
 fn on_a_newer_engine_the_agent_keeps_its_start_interval_and_discovers_the_job() {
     let s = Scope::new("newengine");
