@@ -167,6 +167,12 @@ pub struct UpArgs {
     #[arg(long, env = "DDSKY_PULL", value_enum, default_value_t = PullPolicy::Missing)]
     pub pull: PullPolicy,
 
+    /// The host directory the agent keeps its log positions in (its registry.json), mounted as its
+    /// /opt/datadog-agent/run: a restarted agent resumes where it stopped, and the drain before a
+    /// stop reads it.
+    #[arg(long, env = "DDSKY_RUN_DIR", default_value = crate::spec::AGENT_RUN_DIR, value_name = "PATH")]
+    pub run_dir: String,
+
     /// Remove a container of the same name that ddsky did not create.
     #[arg(long, env = "DDSKY_REPLACE", value_parser = clap::builder::BoolishValueParser::new())]
     pub replace: bool,
@@ -270,13 +276,23 @@ pub struct StatusArgs {
 
 #[derive(Debug, Args)]
 pub struct DownArgs {
-    /// Grace period after SIGTERM before the agent is killed.
-    #[arg(long, default_value = "30s", value_parser = duration)]
+    /// The whole teardown: first the drain (until the agent has sent the job containers' logs),
+    /// then the stop's grace (up to 12 s, at most half of this) before the agent is killed.
+    #[arg(long, env = "DDSKY_DOWN_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub timeout: Duration,
 
     /// Also stop and remove a container of that name that ddsky did not create.
     #[arg(long)]
     pub force: bool,
+
+    /// Stop at once, without waiting for the agent to send the job's last log lines (they may be lost).
+    #[arg(long, env = "DDSKY_NO_DRAIN", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_drain: bool,
+
+    /// A job container whose log must be sent before the stop (repeatable) [default: metta, plus
+    /// self inside a container] [env: DDSKY_EXPECT, space-separated, used when no --expect is given].
+    #[arg(long = "expect", value_name = "PATTERN")]
+    pub expect: Vec<String>,
 }
 
 #[cfg(test)]

@@ -612,6 +612,7 @@ mod tests {
                 health: Some("healthy".into()),
                 restart_count: 0,
                 started_at: None,
+                finished_at: None,
                 exit_code: None,
                 error: None,
             },
@@ -625,6 +626,7 @@ mod tests {
             cgroupns_mode: Some("host".into()),
             network_mode: None,
             cmd_port: None,
+            log_path: None,
         }
     }
 

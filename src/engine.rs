@@ -5,7 +5,8 @@ use bollard::errors::Error as BollardError;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum, HealthStatusEnum};
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions, LogsOptions,
+    ContainerArchiveInfoOptions, CreateContainerOptions, CreateImageOptions,
+    DownloadFromContainerOptions, EventsOptions, ListContainersOptions, LogsOptions,
     RemoveContainerOptions, StopContainerOptions,
 };
 use bollard::{ClientVersion, Docker};
@@ -171,6 +172,8 @@ pub struct ContainerInfo {
     pub network_mode: Option<String>,
     /// The agent's command API port when its env moves it (`DD_CMD_PORT`).
     pub cmd_port: Option<u16>,
+    /// The json-file log on the host (`LogPath`); empty with other log drivers.
+    pub log_path: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,6 +186,7 @@ pub struct ContainerState {
     pub health: Option<String>,
     pub restart_count: i64,
     pub started_at: Option<String>,
+    pub finished_at: Option<String>,
     pub exit_code: Option<i64>,
     pub error: Option<String>,
 }
@@ -561,10 +565,19 @@ impl Engine {
 
     /// Every running container on the host.
     pub async fn running_containers(&self) -> Result<Vec<RunningContainer>, EngineError> {
+        self.list_containers(false).await
+    }
+
+    /// Every container on the host, stopped ones too (a finished job's log is still there).
+    pub async fn all_containers(&self) -> Result<Vec<RunningContainer>, EngineError> {
+        self.list_containers(true).await
+    }
+
+    async fn list_containers(&self, all: bool) -> Result<Vec<RunningContainer>, EngineError> {
         let list = self
             .docker
             .list_containers(Some(ListContainersOptions {
-                all: false,
+                all,
                 ..Default::default()
             }))
             .await
@@ -589,6 +602,68 @@ impl Engine {
                 })
             })
             .collect())
+    }
+
+    /// A small file inside a container (through its mounts too), by the archive API: works from
+    /// inside another container, where the host's paths are out of reach. `None` when absent.
+    pub async fn read_file(&self, id: &str, path: &str) -> Result<Option<Vec<u8>>, EngineError> {
+        let failed = |cause: Cause| EngineError::Container {
+            action: "read a file of",
+            name: id.to_owned(),
+            cause,
+        };
+        let mut stream = self.docker.download_from_container(
+            id,
+            Some(DownloadFromContainerOptions {
+                path: path.to_owned(),
+            }),
+        );
+        let mut tarball = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(bytes) => tarball.extend_from_slice(&bytes),
+                Err(e) if status_of(&e) == Some(404) => return Ok(None),
+                Err(e) => return Err(failed(e.into())),
+            }
+        }
+        let mut archive = tar::Archive::new(tarball.as_slice());
+        let entries = archive
+            .entries()
+            .map_err(|e| failed(Cause::Seen(format!("unreadable archive: {e}"))))?;
+        for entry in entries {
+            let mut entry =
+                entry.map_err(|e| failed(Cause::Seen(format!("unreadable archive: {e}"))))?;
+            if entry.header().entry_type().is_file() {
+                let mut body = Vec::new();
+                std::io::Read::read_to_end(&mut entry, &mut body)
+                    .map_err(|e| failed(Cause::Seen(format!("unreadable archive: {e}"))))?;
+                return Ok(Some(body));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A file's size inside a container (a HEAD of the archive API: nothing is copied), `None`
+    /// when absent.
+    pub async fn file_size(&self, id: &str, path: &str) -> Result<Option<u64>, EngineError> {
+        match self
+            .docker
+            .get_container_archive_info(
+                id,
+                Some(ContainerArchiveInfoOptions {
+                    path: path.to_owned(),
+                }),
+            )
+            .await
+        {
+            Ok(stat) => Ok(Some(u64::try_from(stat.size).unwrap_or(0))),
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(EngineError::Container {
+                action: "look at a file of",
+                name: id.to_owned(),
+                cause: e.into(),
+            }),
+        }
     }
 
     /// Container start/die/destroy events from now on, so waits can sleep until something changes.
@@ -696,6 +771,14 @@ pub trait ContainerEngine {
     async fn stop(&self, id: &str, grace: Duration) -> Result<(), EngineError>;
     async fn remove(&self, id: &str) -> Result<(), EngineError>;
     async fn daemon_facts(&self) -> Result<(String, bool), EngineError>;
+    /// Waits (up to `budget`) until `agent` has sent the logs of the job containers; never fails:
+    /// what it could not do is a warning, and the caller goes on.
+    async fn drain_logs(
+        &self,
+        agent: &ContainerInfo,
+        patterns: &[crate::discovery::Pattern],
+        budget: Duration,
+    );
 }
 
 impl ContainerEngine for Engine {
@@ -731,6 +814,18 @@ impl ContainerEngine for Engine {
     }
     async fn daemon_facts(&self) -> Result<(String, bool), EngineError> {
         Engine::daemon_facts(self).await
+    }
+    async fn drain_logs(
+        &self,
+        agent: &ContainerInfo,
+        patterns: &[crate::discovery::Pattern],
+        budget: Duration,
+    ) {
+        match crate::commands::drain_logs(self, agent, patterns, budget).await {
+            Ok(d) if d.verdict.done() => tracing::info!("{}", d.summary()),
+            Ok(d) => tracing::warn!("{}", d.summary()),
+            Err(e) => tracing::warn!("could not drain the job's logs before the stop: {e}"),
+        }
     }
 }
 
@@ -909,6 +1004,7 @@ fn container_info(c: bollard::models::ContainerInspectResponse) -> ContainerInfo
                 .map(str::to_owned),
             restart_count: c.restart_count.unwrap_or(0),
             started_at: state.started_at,
+            finished_at: state.finished_at,
             exit_code: state.exit_code,
             error: state.error.filter(|e| !e.is_empty()),
         },
@@ -923,6 +1019,7 @@ fn container_info(c: bollard::models::ContainerInspectResponse) -> ContainerInfo
         cgroupns_mode: host.cgroupns_mode.map(|m| m.to_string()),
         network_mode: host.network_mode,
         cmd_port,
+        log_path: c.log_path.filter(|p| !p.is_empty()),
     }
 }
 

@@ -7,6 +7,7 @@ mod cli;
 mod commands;
 mod discovery;
 mod doctor;
+mod drain;
 mod engine;
 mod exit;
 mod gpu;

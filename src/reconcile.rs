@@ -112,6 +112,7 @@ mod tests {
                 health: None,
                 restart_count: 0,
                 started_at: None,
+                finished_at: None,
                 exit_code: None,
                 error: None,
             },
@@ -121,6 +122,7 @@ mod tests {
             cgroupns_mode: None,
             network_mode: None,
             cmd_port: None,
+            log_path: None,
         }
     }
 

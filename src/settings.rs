@@ -92,6 +92,8 @@ pub struct UpSettings {
     /// `--agent-env` (else DDSKY_AGENT_ENV) as (KEY, VALUE), DD_API_KEY refused.
     pub extra_env: Vec<(String, String)>,
     pub pull: PullPolicy,
+    /// The host directory for the agent's run dir (its log positions), absolute.
+    pub run_dir: String,
     pub replace: bool,
     pub timeout: Duration,
     /// The patterns given (--expect, else DDSKY_EXPECT); empty means `up`'s default, which depends
@@ -111,8 +113,13 @@ pub struct StatusSettings {
 
 #[derive(Debug, Clone)]
 pub struct DownSettings {
+    /// The whole teardown: the drain, then the stop's grace.
     pub timeout: Duration,
     pub force: bool,
+    /// Stop at once, without waiting for the job's logs to be sent.
+    pub no_drain: bool,
+    /// The job containers whose logs are drained (--expect, else DDSKY_EXPECT; empty: `up`'s default).
+    pub expect: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -189,6 +196,8 @@ pub fn from_cli(cli: Cli) -> Result<(Global, CommandSettings), SettingsError> {
         Command::Down(args) => CommandSettings::Down(DownSettings {
             timeout: args.timeout,
             force: args.force,
+            no_drain: args.no_drain,
+            expect: or_env_list(&args.expect, "DDSKY_EXPECT"),
         }),
         Command::Env(args) => CommandSettings::Env(JobSettings::from_args(&args.agent)?),
         Command::K8s(args) => CommandSettings::K8s(JobSettings::from_args(&args.agent)?),
@@ -248,6 +257,12 @@ impl UpSettings {
             .map(|e| parse_agent_env(e))
             .collect::<Result<Vec<_>, _>>()
             .map_err(SettingsError::Invalid)?;
+        if !args.run_dir.starts_with('/') || args.run_dir.contains(':') {
+            return Err(SettingsError::Invalid(format!(
+                "--run-dir {:?} must be an absolute host path without ':' (e.g. /opt/datadog-agent/run)",
+                args.run_dir
+            )));
+        }
         // The tags are checked last, as `up` always did.
         let agent = JobSettings::from_args(&args.agent)?;
         Ok(UpSettings {
@@ -258,6 +273,7 @@ impl UpSettings {
             dd_url: args.dd_url,
             extra_env,
             pull: args.pull.into(),
+            run_dir: args.run_dir,
             replace: args.replace,
             timeout: args.timeout,
             expect: or_env_list(&args.expect, "DDSKY_EXPECT"),

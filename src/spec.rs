@@ -44,17 +44,33 @@ pub const DEFAULT_DOGSTATSD_PORT: u16 = 8125;
 /// Docker's default data root; `GET /info` `DockerRootDir` says where a daemon really keeps it.
 pub const DEFAULT_DOCKER_ROOT: &str = "/var/lib/docker";
 
+/// Where the agent keeps its log positions (the auditor's registry.json), inside its container.
+pub const AGENT_RUN_DIR: &str = "/opt/datadog-agent/run";
+/// The auditor's registry: per log file, the offset the intake acknowledged.
+pub const REGISTRY_PATH: &str = "/opt/datadog-agent/run/registry.json";
+
+/// How long the image's s6-overlay gives the agent after `docker stop` before it kills it: the
+/// image sets neither, and s6's 3 s default can SIGKILL an agent still flushing its last logs.
+/// Services grace first (the agent stops its pipelines and flushes), then the kill grace.
+pub const S6_SERVICES_GRACE: Duration = Duration::from_secs(8);
+pub const S6_KILL_GRACE: Duration = Duration::from_secs(2);
+/// Docker's own grace for the container (`StopTimeout`): after s6's, so s6 ends the agent its way.
+pub const AGENT_STOP_TIMEOUT: Duration = Duration::from_secs(12);
+/// How long after its start the agent adds the host tags (the run's) to its metrics and logs itself,
+/// while Datadog's backend does not know the brand-new host's tags yet.
+pub const EXPECTED_TAGS_DURATION: &str = "15m";
+
 /// The bind mounts of Datadog's recipe: the socket for discovery, /proc and cgroups for metrics,
 /// the container log dir for logs, the run dir so log positions survive restarts, passwd for process names.
 /// The logs are mounted at the same path inside: the agent opens the `LogPath` Docker reports.
-pub fn binds(docker_root: &str) -> Vec<String> {
+pub fn binds(docker_root: &str, run_dir: &str) -> Vec<String> {
     let logs = format!("{}/containers", docker_root.trim_end_matches('/'));
     vec![
         "/var/run/docker.sock:/var/run/docker.sock:ro".into(),
         "/proc/:/host/proc/:ro".into(),
         "/sys/fs/cgroup/:/host/sys/fs/cgroup:ro".into(),
         format!("{logs}:{logs}:ro"),
-        "/opt/datadog-agent/run:/opt/datadog-agent/run:rw".into(),
+        format!("{run_dir}:{AGENT_RUN_DIR}:rw"),
         "/etc/passwd:/etc/passwd:ro".into(),
     ]
 }
@@ -108,6 +124,8 @@ pub struct AgentSettings {
     pub dd_url: Option<String>,
     /// Extra `KEY=VALUE` for the agent, after ddsky's own (Docker keeps the last of duplicates).
     pub extra_env: Vec<(String, String)>,
+    /// The host directory mounted as the agent's run dir (its log positions).
+    pub run_dir: String,
 }
 
 /// The container ddsky would create: the body exactly as sent, and the hash stored in its labels.
@@ -130,8 +148,25 @@ impl AgentSpec {
     /// once the agent runs.
     pub fn for_daemon(&self, facts: &DaemonFacts) -> AgentSpec {
         let mut body = self.body.clone();
-        if let Some(hc) = body.host_config.as_mut() {
-            hc.binds = Some(binds(&facts.docker_root));
+        let default_logs = format!("{DEFAULT_DOCKER_ROOT}/containers");
+        let logs = format!("{}/containers", facts.docker_root.trim_end_matches('/'));
+        if let Some(binds) = body.host_config.as_mut().and_then(|hc| hc.binds.as_mut()) {
+            for bind in binds.iter_mut() {
+                if bind.starts_with(&format!("{default_logs}:")) {
+                    *bind = format!("{logs}:{logs}:ro");
+                }
+            }
+        }
+        // The agent looks for container logs under /var/lib/docker unless told where the data root is
+        // (findDockerLogPath); without this it falls back to the socket, and its registry then
+        // holds no byte offsets to drain against.
+        if logs != default_logs {
+            if let Some(env) = body.env.as_mut() {
+                env.push(format!(
+                    "DD_LOGS_CONFIG_DOCKER_PATH_OVERRIDE={}",
+                    facts.docker_root.trim_end_matches('/')
+                ));
+            }
         }
         if facts.start_interval {
             if let Some(check) = body.healthcheck.as_mut() {
@@ -198,6 +233,26 @@ pub fn agent_spec(settings: &AgentSettings, key: &ApiKey) -> AgentSpec {
             "DD_CONTAINER_EXCLUDE".into(),
             format!("name:^{}$", regex_escape(&settings.name)),
         ),
+        // Logs over HTTP always: its sends are acknowledged, so the registry's offsets mean "sent"
+        // (what the drain before a stop waits for), and a failed start-up probe cannot switch the
+        // agent to TCP for its whole life.
+        ("DD_LOGS_CONFIG_FORCE_USE_HTTP".into(), "true".into()),
+        (
+            "DD_EXPECTED_TAGS_DURATION".into(),
+            EXPECTED_TAGS_DURATION.into(),
+        ),
+        (
+            "DD_LOGS_CONFIG_EXPECTED_TAGS_DURATION".into(),
+            EXPECTED_TAGS_DURATION.into(),
+        ),
+        (
+            "S6_SERVICES_GRACETIME".into(),
+            S6_SERVICES_GRACE.as_millis().to_string(),
+        ),
+        (
+            "S6_KILL_GRACETIME".into(),
+            S6_KILL_GRACE.as_millis().to_string(),
+        ),
     ];
     // On the host network the ports are the agent's own listeners; on a bridge they are published.
     if settings.network == NetworkMode::Host {
@@ -242,7 +297,7 @@ pub fn agent_spec(settings: &AgentSettings, key: &ApiKey) -> AgentSpec {
     };
 
     let host_config = HostConfig {
-        binds: Some(binds(DEFAULT_DOCKER_ROOT)),
+        binds: Some(binds(DEFAULT_DOCKER_ROOT, &settings.run_dir)),
         pid_mode: Some("host".into()),
         cgroupns_mode: Some(HostConfigCgroupnsModeEnum::HOST),
         network_mode: Some(network_mode.into()),
@@ -274,6 +329,7 @@ pub fn agent_spec(settings: &AgentSettings, key: &ApiKey) -> AgentSpec {
         env: Some(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()),
         exposed_ports,
         healthcheck: Some(health_check()),
+        stop_timeout: Some(AGENT_STOP_TIMEOUT.as_secs() as i64),
         labels: Some(HashMap::from([
             (LABEL_MANAGED_BY.into(), MANAGED_BY_VALUE.into()),
             (LABEL_VERSION.into(), env!("CARGO_PKG_VERSION").into()),
@@ -379,6 +435,7 @@ mod tests {
             gpus: false,
             dd_url: None,
             extra_env: vec![],
+            run_dir: AGENT_RUN_DIR.into(),
         }
     }
 
@@ -390,7 +447,10 @@ mod tests {
     fn follows_the_recipe() {
         let spec = agent_spec(&settings(), &test_key(KEY));
         let hc = spec.body.host_config.as_ref().unwrap();
-        assert_eq!(hc.binds.as_ref().unwrap(), &binds("/var/lib/docker"));
+        assert_eq!(
+            hc.binds.as_ref().unwrap(),
+            &binds("/var/lib/docker", "/opt/datadog-agent/run")
+        );
         assert!(hc
             .binds
             .as_ref()
@@ -421,9 +481,20 @@ mod tests {
             "DD_DOGSTATSD_NON_LOCAL_TRAFFIC=true",
             "DD_PROCESS_CONFIG_PROCESS_COLLECTION_ENABLED=true",
             "DD_CONTAINER_EXCLUDE=name:^dd-agent$",
+            "DD_LOGS_CONFIG_FORCE_USE_HTTP=true",
+            "DD_EXPECTED_TAGS_DURATION=15m",
+            "DD_LOGS_CONFIG_EXPECTED_TAGS_DURATION=15m",
+            "S6_SERVICES_GRACETIME=8000",
+            "S6_KILL_GRACETIME=2000",
         ] {
             assert!(env.iter().any(|e| e == expected), "missing {expected}");
         }
+        // s6 ends the agent its way before Docker's own grace runs out.
+        assert!(S6_SERVICES_GRACE + S6_KILL_GRACE < AGENT_STOP_TIMEOUT);
+        assert_eq!(spec.body.stop_timeout, Some(12));
+        assert!(!env
+            .iter()
+            .any(|e| e.starts_with("DD_LOGS_CONFIG_DOCKER_PATH_OVERRIDE")));
         assert!(!env
             .iter()
             .any(|e| e.starts_with("DD_APM_RECEIVER_PORT") || e.starts_with("DD_GPU_ENABLED")));
@@ -556,6 +627,11 @@ mod tests {
             "{binds:?}"
         );
         assert!(!binds.iter().any(|b| b.starts_with("/var/lib/docker")));
+        assert!(
+            env_of(&placed)
+                .contains(&"DD_LOGS_CONFIG_DOCKER_PATH_OVERRIDE=/mnt/nvme/docker".to_string()),
+            "the agent must look for container logs under the moved data root"
+        );
         let labels = placed.body.labels.as_ref().unwrap();
         assert_eq!(labels[LABEL_DOCKER_ROOT], "/mnt/nvme/docker/");
         assert_eq!(labels[LABEL_SPEC_HASH], spec.hash);

@@ -3,6 +3,9 @@
 
 mod doctor;
 mod down;
+mod teardown;
+
+pub use teardown::drain_logs;
 mod env;
 mod identity;
 mod k8s;

@@ -15,6 +15,9 @@ use std::time::Duration;
 
 /// How long a stale agent gets to flush before it is replaced.
 const RECREATE_GRACE: Duration = Duration::from_secs(30);
+/// How long a stale agent gets to send the job's logs before it is stopped. The new agent resumes
+/// from the registry it leaves (the run dir is the host's), so this only covers a lost run dir.
+const RECREATE_DRAIN: Duration = Duration::from_secs(10);
 /// Concurrent `up`s can each find the name taken by another (or still being removed by another);
 /// rounds with a growing pause settle it within a few seconds.
 const CONVERGE_ATTEMPTS: u32 = 12;
@@ -30,6 +33,8 @@ pub struct Plan {
     pub pull: PullPolicy,
     /// --replace: a container of that name that ddsky did not create may be replaced.
     pub replace: bool,
+    /// The job containers whose logs a replaced agent must send before it stops.
+    pub drain: Vec<crate::discovery::Pattern>,
 }
 
 impl Plan {
@@ -127,6 +132,9 @@ pub async fn converge<E: ContainerEngine>(
                 interrupt.check()?;
                 if let Some(old) = existing {
                     tracing::info!("replacing agent {}: {why}", spec.name);
+                    if old.state.running && reconcile::is_managed(&old) {
+                        engine.drain_logs(&old, &plan.drain, RECREATE_DRAIN).await;
+                    }
                     engine.stop(&old.id, RECREATE_GRACE).await?;
                     engine.remove(&old.id).await?;
                 }
@@ -356,6 +364,7 @@ mod tests {
                 health: None,
                 restart_count: 0,
                 started_at: None,
+                finished_at: None,
                 exit_code: None,
                 error: None,
             },
@@ -365,10 +374,19 @@ mod tests {
             cgroupns_mode: None,
             network_mode: None,
             cmd_port: None,
+            log_path: None,
         }
     }
 
     impl ContainerEngine for FakeEngine {
+        async fn drain_logs(
+            &self,
+            agent: &ContainerInfo,
+            _patterns: &[crate::discovery::Pattern],
+            _budget: Duration,
+        ) {
+            self.log(format!("drain {}", agent.id));
+        }
         async fn inspect(&self, name: &str) -> Result<Option<ContainerInfo>, EngineError> {
             self.log(format!("inspect {name}"));
             let containers = self.containers.borrow();
@@ -465,6 +483,7 @@ mod tests {
             gpus,
             dd_url: None,
             extra_env: vec![],
+            run_dir: crate::spec::AGENT_RUN_DIR.into(),
         }
     }
 
@@ -477,6 +496,7 @@ mod tests {
             image: IMAGE.into(),
             pull,
             replace,
+            drain: vec![],
         }
     }
 
@@ -583,6 +603,7 @@ mod tests {
         assert_eq!(out.action, Action::Recreate);
         let calls = fake.calls();
         let at = |c: &str| calls.iter().position(|x| x == c).unwrap();
+        assert!(at("drain dd-agent-id") < at("stop dd-agent-id"));
         assert!(at("stop dd-agent-id") < at("remove dd-agent-id"));
         assert!(at("remove dd-agent-id") < at("create dd-agent"));
     }

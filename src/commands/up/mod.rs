@@ -6,6 +6,7 @@ mod ready;
 mod report;
 
 pub use converge::name_containers;
+pub use ready::expectations;
 
 use super::identity;
 use super::{Context, Failure};
@@ -87,8 +88,10 @@ pub async fn run(ctx: &Context, args: UpSettings) -> Result<u8, Failure> {
         gpus,
         dd_url: args.dd_url.clone(),
         extra_env: args.extra_env.clone(),
+        run_dir: args.run_dir.clone(),
     };
     let spec = spec::agent_spec(&settings, &found.key);
+    let patterns = ready::expectations(&args.expect, &placement);
     let plan = Plan {
         // --gpus auto never costs the user their monitoring: if Docker refuses the GPUs, this
         // agent (no GPUs) runs instead.
@@ -109,13 +112,13 @@ pub async fn run(ctx: &Context, args: UpSettings) -> Result<u8, Failure> {
         image: args.image.clone(),
         pull: args.pull,
         replace: args.replace,
+        drain: patterns.clone(),
     };
 
     let engine = match engine {
         Some(engine) if !args.dry_run => engine,
         engine => return dry_run(ctx, engine.as_ref(), &args, &tags, &found, &plan.spec).await,
     };
-    let patterns = ready::expectations(&args.expect, &placement);
     let converged = converge::converge(&engine, &ctx.interrupt, &plan).await?;
     let (healthy, discovered) = if args.no_wait {
         (None, DiscoveryReport::default())

@@ -281,6 +281,7 @@ mod tests {
             gpus: false,
             dd_url: None,
             extra_env: vec![],
+            run_dir: crate::spec::AGENT_RUN_DIR.into(),
         };
         let spec = spec::agent_spec(&settings, &found.key);
         let dry = DryRun {

@@ -1,0 +1,135 @@
+//! Stopping the agent without losing the job's last lines: drain, then stop with a grace the agent
+//! really gets, then say how it ended. Used by `down`, `run --down` and `up` when it replaces an agent.
+
+use crate::discovery::{self, Pattern};
+use crate::drain::{self, DrainVerdict, JobLog, Registry};
+use crate::engine::{ContainerInfo, Engine, EngineError};
+use crate::spec::REGISTRY_PATH;
+use std::time::{Duration, Instant};
+
+/// How often the registry is read while draining: the agent rewrites it every second.
+const DRAIN_LOOK_EVERY: Duration = Duration::from_millis(500);
+
+/// The line the image's s6 prints when it had to SIGKILL the agent (its stop did not finish in time).
+pub const KILLED_LINE: &str = "AGENT EXITED WITH CODE 256, SIGNAL 9";
+
+/// What a drain found, for the report.
+#[derive(Debug, Clone)]
+pub struct Drained {
+    pub verdict: DrainVerdict,
+    pub took: Duration,
+    pub budget: Duration,
+}
+
+impl Drained {
+    pub fn summary(&self) -> String {
+        drain::summary(&self.verdict, self.took, self.budget)
+    }
+}
+
+/// The job containers whose logs must be sent before the agent stops: those matching `patterns`,
+/// running or stopped since the agent started (older ones were never its to send), json-file logged.
+async fn job_logs(
+    engine: &Engine,
+    agent: &ContainerInfo,
+    patterns: &[Pattern],
+) -> Result<Vec<JobLog>, EngineError> {
+    let mut logs = Vec::new();
+    for c in engine.all_containers().await? {
+        if c.id == agent.id || !patterns.iter().any(|p| discovery::matches(&p.needle, &c)) {
+            continue;
+        }
+        let Some(info) = engine.inspect(&c.id).await? else {
+            continue;
+        };
+        let ran_with_agent = info.state.running
+            || match (&info.state.finished_at, &agent.state.started_at) {
+                // RFC 3339 in UTC from the same daemon: the text orders like the time.
+                (Some(finished), Some(started)) => finished >= started,
+                _ => true,
+            };
+        let Some(path) = info.log_path.clone().filter(|_| ran_with_agent) else {
+            continue;
+        };
+        // Read through the agent's own mount of the data root: ddsky may run in a container.
+        let Some(size) = engine.file_size(&agent.id, &path).await? else {
+            tracing::debug!("{path} is not visible in the agent; not drained");
+            continue;
+        };
+        logs.push(JobLog {
+            id: info.id,
+            name: info.name,
+            path,
+            size,
+        });
+    }
+    Ok(logs)
+}
+
+/// Waits until the agent has sent every byte the job containers had logged when this began, or
+/// `budget` runs out. A registry that cannot be read counts as empty (nothing acknowledged yet).
+pub async fn drain_logs(
+    engine: &Engine,
+    agent: &ContainerInfo,
+    patterns: &[Pattern],
+    budget: Duration,
+) -> Result<Drained, EngineError> {
+    let start = Instant::now();
+    let logs = job_logs(engine, agent, patterns).await?;
+    loop {
+        let registry = match engine.read_file(&agent.id, REGISTRY_PATH).await {
+            Ok(Some(bytes)) => {
+                Registry::parse(&String::from_utf8_lossy(&bytes)).unwrap_or_else(|e| {
+                    tracing::debug!("{e}");
+                    Registry::default()
+                })
+            }
+            Ok(None) => Registry::default(),
+            Err(e) => {
+                tracing::debug!("cannot read the agent's registry yet: {e}");
+                Registry::default()
+            }
+        };
+        let verdict = drain::verdict(&registry, &logs);
+        let took = start.elapsed();
+        if verdict.done() || took + DRAIN_LOOK_EVERY > budget {
+            return Ok(Drained {
+                verdict,
+                took,
+                budget,
+            });
+        }
+        tokio::time::sleep(DRAIN_LOOK_EVERY).await;
+    }
+}
+
+/// How a stopped agent ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Clean,
+    /// Killed before it finished stopping (s6's SIGKILL, or Docker's after the grace).
+    Killed,
+}
+
+/// Stops the agent within `grace` and reads how it ended from its exit code and last lines.
+pub async fn stop(
+    engine: &Engine,
+    agent: &ContainerInfo,
+    grace: Duration,
+) -> Result<Ending, EngineError> {
+    engine.stop(&agent.id, grace).await?;
+    let exit_code = engine
+        .inspect(&agent.id)
+        .await?
+        .and_then(|c| c.state.exit_code);
+    let killed_by_s6 = engine
+        .last_log_lines(&agent.id, 20)
+        .await
+        .iter()
+        .any(|l| l.contains(KILLED_LINE));
+    Ok(if killed_by_s6 || exit_code == Some(137) {
+        Ending::Killed
+    } else {
+        Ending::Clean
+    })
+}
