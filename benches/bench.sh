@@ -17,7 +17,8 @@
 # node (ddsky plus the agent commands it runs, each 300 ms of CPU in the stand-in as in the real CLI)
 # during up from nothing to discovered at the real agent's timings, and how soon after the agent's
 # own readiness up returns; 7 agent commands per minute in steady state; 8 how soon SIGINT or
-# SIGTERM ends `up` while it waits for health.
+# SIGTERM ends `up` while it waits for health; 9 `ddsky run`'s cost on a job printing 100 MB of
+# lines, with and without the copy into the container log.
 # DDSKY_TEST_IMAGES: the test-image namespace (default ddsky-test), as for the tests.
 # Takes about 5 minutes on 2 cores (starting and removing 300 containers is most of it).
 # Needs hyperfine, jq, GNU time and (for the stand-in's shell) a static busybox:
@@ -402,6 +403,42 @@ done
 docker rm -f "$AGENT" >/dev/null 2>&1
 line=$(printf '%s\n' "${sig_ms[@]}" | median | awk -v all="${sig_ms[*]}" '{printf "8 SIGINT/SIGTERM while up waits for health -> exit: median %d ms (runs: %s ms) (target < 1000 ms)%s", $1, all, ($1 >= 1000 ? " MISSED" : "")}')
 note "$line"
+
+# 9. `ddsky run` on a job that prints 100 MB of lines (issue 19): wall time against the job alone,
+# (a) on this machine, where nothing is copied (the job inherits ddsky's stdout), (b) inside a
+# container like SkyPilot's sky_container (PID 1 an idle bash on a pty), where ddsky passes the
+# output through AND copies it into the container log, against the job piped through `cat` (the
+# least a copying supervisor pays); ddsky's CPU and peak RSS there (busybox time -v), and how many
+# lines the container log took. Median of 3 each.
+JOBLINE='step=123456 loss=0.4242 lr=3.0e-04 tokens/s=98765 grad_norm=1.234 epoch=7 of the training'
+JOB100="yes '$JOBLINE' | head -c 100000000"
+t_alone=() t_run=()
+for _ in 1 2 3; do
+  t0=$(ms); sh -c "$JOB100" >/dev/null; t_alone+=($(($(ms) - t0)))
+  t0=$(ms); "$BIN" run --no-aws -- sh -c "$JOB100" >/dev/null 2>&1; t_run+=($(($(ms) - t0)))
+done
+a=$(printf '%s\n' "${t_alone[@]}" | median); r=$(printf '%s\n' "${t_run[@]}" | median)
+note "$(awk -v a="$a" -v r="$r" 'BEGIN {printf "9a run, 100 MB of lines, nothing copied: job alone median %d ms, under ddsky run %d ms, ratio %.2f (target <= 1.1)%s", a, r, r/a, (r/a > 1.1 ? " MISSED" : "")}')"
+SKY=ddskyb-sky
+docker rm -f "$SKY" >/dev/null 2>&1
+if docker run -d -it --name "$SKY" --label "$RUN_LABEL" --log-opt max-size=200m \
+  --entrypoint /bin/bash "$NS/skypilot-job:latest" >/dev/null 2>&1 && docker cp "$BIN" "$SKY:/bin/ddsky-bench" >/dev/null 2>&1; then
+  t_cat=() t_copy=() cpu=() rss=() copied=()
+  for _ in 1 2 3; do
+    t0=$(ms); docker exec "$SKY" sh -c "$JOB100 | cat" >/dev/null; t_cat+=($(($(ms) - t0)))
+    t0=$(ms)
+    out=$(docker exec -e DDSKY_NO_AWS=1 "$SKY" sh -c "busybox time -v /bin/ddsky-bench run -v -- sh -c \"$JOB100\" 2>/tmp/err >/dev/null; cat /tmp/err")
+    t_copy+=($(($(ms) - t0)))
+    cpu+=($(printf '%s\n' "$out" | awk -F': ' '/User time/ {u=$2} /System time/ {s=$2} END {printf "%d", (u+s)*1000}'))
+    rss+=($(printf '%s\n' "$out" | awk -F': ' '/Maximum resident/ {printf "%.1f", $2/1024}'))
+    copied+=("$(printf '%s\n' "$out" | sed -n 's/.*\([0-9][0-9]*\) lines copied.*/\1/p; s/.*lines of the job.s output were not copied into it (\([0-9]*\) copied).*/\1 (some dropped)/p' | head -1)")
+  done
+  c=$(printf '%s\n' "${t_cat[@]}" | median); k=$(printf '%s\n' "${t_copy[@]}" | median)
+  note "$(awk -v c="$c" -v k="$k" -v cpu="$(printf '%s\n' "${cpu[@]}" | median)" -v rss="$(printf '%s\n' "${rss[@]}" | sort -n | tail -1)" -v copied="${copied[*]}" 'BEGIN {printf "9b run in a container, 100 MB passed through and copied into its log: job | cat median %d ms, under ddsky run %d ms, ratio %.2f (target <= 1.5); ddsky CPU median %d ms, peak RSS %s MB (target < 30 MB); lines in the container log per run: %s%s", c, k, k/c, cpu, rss, copied, (k/c > 1.5 || rss >= 30 ? " MISSED" : "")}')"
+else
+  note "9b skipped: cannot start $NS/skypilot-job:latest (docker/build-test-images.sh builds it)"
+fi
+docker rm -f "$SKY" >/dev/null 2>&1
 
 echo
 echo "== summary (load average now $(cut -d' ' -f1-3 /proc/loadavg); took $(($(date +%s) - started)) s, cleanup follows) =="

@@ -104,7 +104,7 @@ mkdir -p "$sky_rootfs/bin" "$sky_rootfs/root/.ddsky" "$sky_rootfs/root/sky_workd
 chmod 1777 "$sky_rootfs/tmp"
 cp "$bash_static" "$sky_rootfs/bin/bash"
 cp "$busybox" "$sky_rootfs/bin/busybox"
-for tool in sh mkdir chmod mv rm timeout sleep cat ls; do ln -s busybox "$sky_rootfs/bin/$tool"; done
+for tool in sh mkdir chmod mv rm timeout sleep cat ls seq yes head mkfifo tr kill env; do ln -s busybox "$sky_rootfs/bin/$tool"; done
 cp "$bin_dir/ddsky" "$sky_rootfs/root/.ddsky/ddsky"
 cp "$script_dir/skypilot/job.Dockerfile" "$work/skypilot-job/Dockerfile"
 build_image "$skypilot_job_tag" "$work/skypilot-job"

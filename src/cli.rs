@@ -22,7 +22,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
     /// The agent container every command acts on.
     #[arg(long, global = true, env = "DDSKY_NAME", default_value = "dd-agent")]
@@ -65,6 +65,10 @@ pub enum Command {
     Status(StatusArgs),
     /// Stop the agent gracefully and remove its container.
     Down(DownArgs),
+    /// Run the job under ddsky: its env, its output (also into this container's log when ddsky runs
+    /// inside one, as in SkyPilot's runtime mode), its signals and its exit status; the agent is
+    /// refreshed alongside, and with --down drained and stopped after the job.
+    Run(Box<RunArgs>),
     /// What the job container needs to send traces, metrics and logs to the agent, correctly tagged.
     Env(EnvArgs),
     /// Run every troubleshooting check and say what is wrong and how to fix it.
@@ -110,7 +114,7 @@ fn duration(s: &str) -> Result<Duration, String> {
 }
 
 /// What both `up` and `env` need: the job's tags and where the agent listens.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct AgentArgs {
     /// The `env` tag and DD_ENV.
     #[arg(long, env = "DDSKY_ENV", default_value = "production")]
@@ -137,7 +141,7 @@ pub struct AgentArgs {
     pub dogstatsd_port: u16,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct UpArgs {
     #[command(flatten)]
     pub agent: AgentArgs,
@@ -199,7 +203,34 @@ pub struct UpArgs {
     pub key: KeyArgs,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "Nothing ddsky fails at (no key, no Docker, a refused agent, a closed or blocked \
+    container log) stops, delays or changes the job: each is one warning line, and ddsky exits with \
+    the job's exit status (a signal death as 128+n; 127 when the command is not found)."
+)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub up: UpArgs,
+
+    /// After the job ends, drain the agent (until it has sent the job's log) and stop it.
+    #[arg(long, env = "DDSKY_RUN_DOWN", value_parser = clap::builder::BoolishValueParser::new())]
+    pub down: bool,
+
+    /// With --down: the whole teardown, drain and stop (inside SkyPilot's 30 s cancel window).
+    #[arg(long, env = "DDSKY_DOWN_TIMEOUT", default_value = "20s", value_parser = duration)]
+    pub down_timeout: Duration,
+
+    /// With --down: stop at once, without waiting for the job's last lines to be sent.
+    #[arg(long, env = "DDSKY_NO_DRAIN", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_drain: bool,
+
+    /// The job: a program and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct KeyArgs {
     /// Fail (exit 1) instead of skipping when no API key is found.
     #[arg(long, env = "DDSKY_REQUIRE_KEY", value_parser = clap::builder::BoolishValueParser::new())]
@@ -330,6 +361,25 @@ mod tests {
         assert_eq!(up.image, "datadog/agent:7");
         assert_eq!(up.agent.network, NetworkMode::Host);
         assert_eq!(up.key.secret_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn run_takes_ups_flags_and_the_job_after_two_dashes() {
+        let cli = Cli::try_parse_from([
+            "ddsky", "run", "--down", "--image", "x/y:1", "--", "python", "train.py", "--lr", "3",
+        ])
+        .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!()
+        };
+        assert!(run.down);
+        assert_eq!(run.up.image, "x/y:1");
+        assert_eq!(run.command, ["python", "train.py", "--lr", "3"]);
+        assert!(
+            Cli::try_parse_from(["ddsky", "run"]).is_err(),
+            "a job is required"
+        );
+        assert!(Cli::try_parse_from(["ddsky", "run", "--bogus", "--", "true"]).is_err());
     }
 
     #[test]

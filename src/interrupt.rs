@@ -35,6 +35,15 @@ pub struct Interrupted(pub Signal);
 #[derive(Clone)]
 pub struct Interrupt(watch::Receiver<Option<Signal>>);
 
+/// Raises a [`Interrupt::manual`] interrupt.
+pub struct Trigger(watch::Sender<Option<Signal>>);
+
+impl Trigger {
+    pub fn raise(&self) {
+        let _ = self.0.send(Some(Signal::Terminate));
+    }
+}
+
 impl Interrupt {
     /// Starts listening for SIGINT and SIGTERM. Must be called inside the runtime.
     pub fn install() -> std::io::Result<Self> {
@@ -59,6 +68,13 @@ impl Interrupt {
     pub fn never() -> Self {
         // The sender is dropped: `signalled` then waits forever, as documented there.
         Interrupt(watch::channel(None).1)
+    }
+
+    /// An interrupt ddsky raises itself: `ddsky run` ends its agent refresh this way when the job
+    /// ends, so the refresh stops as at a signal (nothing half-made) instead of being dropped.
+    pub fn manual() -> (Trigger, Self) {
+        let (tx, rx) = watch::channel(None);
+        (Trigger(tx), Interrupt(rx))
     }
 
     /// The signal, if one has arrived.

@@ -28,16 +28,19 @@ mod spec;
 mod startup;
 mod tags;
 
-use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = match cli::Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => return ExitCode::from(usage_error(e)),
+    let parsed = match settings::parse() {
+        Ok(parsed) => parsed,
+        Err(settings::ParseError::Clap(e)) => return ExitCode::from(usage_error(e)),
+        Err(settings::ParseError::Settings(e)) => {
+            output::error_line(&format!("ddsky: error: {e}"));
+            return ExitCode::from(exit::USAGE);
+        }
     };
-    logging::init(cli.global.verbose, cli.global.quiet);
-    ExitCode::from(run(cli))
+    logging::init(parsed.cli.global.verbose, parsed.cli.global.quiet);
+    ExitCode::from(run(parsed))
 }
 
 /// Help and version print as clap renders them; real usage errors become one line with exit 2.
@@ -66,7 +69,7 @@ fn usage_error(e: clap::Error) -> u8 {
     exit::USAGE
 }
 
-fn run(cli: cli::Cli) -> u8 {
+fn run(parsed: settings::Parsed) -> u8 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -95,7 +98,8 @@ fn run(cli: cli::Cli) -> u8 {
                 )
             }
         };
-        let outcome = match settings::from_cli(cli) {
+        let outcome = match settings::from_cli(parsed.cli, parsed.env_problem, parsed.inherited_env)
+        {
             Ok((global, command)) => {
                 let ctx = commands::Context::new(global, interrupt.clone());
                 commands::run(&ctx, command).await

@@ -14,6 +14,7 @@ use crate::output::Format;
 use crate::reference;
 use crate::spec::{NetworkMode, API_KEY_ENV};
 use crate::tags;
+use std::ffi::OsString;
 use std::time::Duration;
 
 /// The local socket, when neither --docker-host nor DOCKER_HOST names a daemon.
@@ -51,6 +52,7 @@ pub enum CommandSettings {
     Up(Box<UpSettings>),
     Status(StatusSettings),
     Down(DownSettings),
+    Run(Box<RunSettings>),
     Env(JobSettings),
     Doctor(DoctorSettings),
     Logs(LogsSettings),
@@ -109,6 +111,23 @@ pub struct StatusSettings {
     /// The patterns given (--expect, else DDSKY_EXPECT).
     pub expect: Vec<String>,
     pub wait: Option<Duration>,
+}
+
+/// `ddsky run`, validated. The job always runs: `agent` is the agent's settings, or why monitoring
+/// is off for this run (a bad value in the environment: the command line's own flags were checked
+/// like any command's, before the job started).
+#[derive(Debug)]
+pub struct RunSettings {
+    pub command: Vec<OsString>,
+    /// The environment ddsky was started with, which the job inherits (ddsky may drop bad DDSKY_*
+    /// values from its own).
+    pub inherited_env: Vec<(OsString, OsString)>,
+    /// The job's tag inputs and ports, for the variables `ddsky env` prints.
+    pub job: JobSettings,
+    pub agent: Result<UpSettings, String>,
+    pub down: bool,
+    pub down_timeout: Duration,
+    pub no_drain: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -179,7 +198,105 @@ impl From<cli::NetworkMode> for NetworkMode {
 }
 
 /// Checks the whole command line, in the order a user reads it: the global flags, then the command's.
-pub fn from_cli(cli: Cli) -> Result<(Global, CommandSettings), SettingsError> {
+/// The command line, parsed, with what `ddsky run` needs to never let the environment stop its job.
+pub struct Parsed {
+    pub cli: Cli,
+    /// `ddsky run` only: a bad value in the environment, which turns monitoring off for this run.
+    pub env_problem: Option<String>,
+    pub inherited_env: Vec<(OsString, OsString)>,
+}
+
+/// Why the command line itself is refused (exit 2).
+#[derive(Debug)]
+pub enum ParseError {
+    Clap(clap::Error),
+    Settings(SettingsError),
+}
+
+/// Parses the command line. `ddsky run` is lenient with the environment alone: when the command
+/// line is valid but an environment twin (DDSKY_*, DD_SITE, DD_DD_URL, DOCKER_HOST) is not, the
+/// twins are dropped from ddsky's own environment (the job still inherits them, from the snapshot
+/// taken first) and the problem is returned, so the job runs without monitoring instead of not at
+/// all. Called before any thread starts.
+pub fn parse() -> Result<Parsed, ParseError> {
+    use clap::{CommandFactory, FromArgMatches, Parser};
+    let inherited_env: Vec<_> = std::env::vars_os().collect();
+    let first = Cli::try_parse();
+    let is_run = match &first {
+        Ok(cli) => matches!(cli.command, Command::Run(_)),
+        Err(_) => Cli::command()
+            .ignore_errors(true)
+            .try_get_matches()
+            .is_ok_and(|m| m.subcommand_name() == Some("run")),
+    };
+    let problem = match &first {
+        _ if !is_run => None,
+        Err(e) => Some(first_line(&e.render().to_string())),
+        Ok(cli) => validate_run(cli).err().map(|e| e.to_string()),
+    };
+    let Some(problem) = problem else {
+        return first
+            .map(|cli| Parsed {
+                cli,
+                env_problem: None,
+                inherited_env: inherited_env.clone(),
+            })
+            .map_err(ParseError::Clap);
+    };
+    let mut command = Cli::command();
+    let mut twins: Vec<String> = ["DDSKY_TAGS", "DDSKY_AGENT_ENV", "DDSKY_EXPECT"]
+        .map(String::from)
+        .to_vec();
+    let run = command.find_subcommand_mut("run").map(|c| c.clone());
+    for arg in command
+        .get_arguments()
+        .chain(run.iter().flat_map(|r| r.get_arguments()))
+    {
+        if let Some(var) = arg.get_env() {
+            twins.push(var.to_string_lossy().into_owned());
+        }
+    }
+    for var in twins {
+        std::env::remove_var(var);
+    }
+    let matches = Cli::command().try_get_matches().map_err(ParseError::Clap)?;
+    let cli = Cli::from_arg_matches(&matches).map_err(ParseError::Clap)?;
+    validate_run(&cli).map_err(ParseError::Settings)?;
+    Ok(Parsed {
+        cli,
+        env_problem: Some(problem),
+        inherited_env,
+    })
+}
+
+/// What `from_cli` would refuse of a `ddsky run` command line, checked before the job starts.
+fn validate_run(cli: &Cli) -> Result<(), SettingsError> {
+    Global::from_args(&cli.global)?;
+    if let Command::Run(args) = &cli.command {
+        if args.up.dry_run {
+            return Err(SettingsError::Invalid(
+                "--dry-run is for `ddsky up`; `ddsky run` always runs the job".into(),
+            ));
+        }
+        UpSettings::from_args(args.up.clone())?;
+    }
+    Ok(())
+}
+
+fn first_line(rendered: &str) -> String {
+    rendered
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("invalid value")
+        .to_owned()
+}
+
+pub fn from_cli(
+    cli: Cli,
+    env_problem: Option<String>,
+    inherited_env: Vec<(OsString, OsString)>,
+) -> Result<(Global, CommandSettings), SettingsError> {
     let global = Global::from_args(&cli.global)?;
     let env_only = matches!(global.format, Format::Shell | Format::EnvFile);
     if env_only && !matches!(cli.command, Command::Env(_)) {
@@ -199,6 +316,21 @@ pub fn from_cli(cli: Cli) -> Result<(Global, CommandSettings), SettingsError> {
             no_drain: args.no_drain,
             expect: or_env_list(&args.expect, "DDSKY_EXPECT"),
         }),
+        Command::Run(args) => {
+            let args = *args;
+            CommandSettings::Run(Box::new(RunSettings {
+                command: args.command,
+                inherited_env,
+                job: JobSettings::from_args(&args.up.agent)?,
+                agent: match env_problem {
+                    Some(problem) => Err(problem),
+                    None => UpSettings::from_args(args.up).map_err(|e| e.to_string()),
+                },
+                down: args.down,
+                down_timeout: args.down_timeout,
+                no_drain: args.no_drain,
+            }))
+        }
         Command::Env(args) => CommandSettings::Env(JobSettings::from_args(&args.agent)?),
         Command::K8s(args) => CommandSettings::K8s(JobSettings::from_args(&args.agent)?),
         Command::Doctor(args) => {
@@ -371,13 +503,13 @@ mod tests {
     fn bad_tags_are_refused_before_anything_runs() {
         use clap::Parser;
         let cli = Cli::try_parse_from(["ddsky", "env", "--tag", "nocolon"]).unwrap();
-        let err = from_cli(cli).unwrap_err();
+        let err = from_cli(cli, None, vec![]).unwrap_err();
         assert_eq!(
             err.to_string(),
             "tag \"nocolon\" is not key:value; pass it as --tag key:value"
         );
         let cli = Cli::try_parse_from(["ddsky", "up", "--tag", "env:x"]).unwrap();
-        assert!(from_cli(cli)
+        assert!(from_cli(cli, None, vec![])
             .unwrap_err()
             .to_string()
             .contains("use --env instead"));

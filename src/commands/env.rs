@@ -10,15 +10,7 @@ use crate::settings::JobSettings;
 use std::collections::BTreeMap;
 
 pub async fn run(ctx: &Context, job: JobSettings) -> Result<u8, Failure> {
-    let tags = identity::resolve(&job).await?;
-    let mut vars = job_env(&job, &tags.tags);
-    // In a pod, the pod_config of `ddsky k8s` set the node agent's address (downward API) and the
-    // service tags: keep those, add the per-pod ones.
-    if placement::detect(&placement::read_surroundings()) == Placement::Kubernetes {
-        let mut warnings = Vec::new();
-        vars = k8s::inside_pod(vars, crate::settings::env_var, &mut warnings);
-        warnings.iter().for_each(|w| tracing::warn!("{w}"));
-    }
+    let vars = job_vars(&job).await?;
     let body = match ctx.format {
         Format::Json => {
             serde_json::to_string_pretty(&vars.iter().cloned().collect::<BTreeMap<_, _>>())
@@ -37,6 +29,20 @@ pub async fn run(ctx: &Context, job: JobSettings) -> Result<u8, Failure> {
     };
     crate::output::write_stdout(&body);
     Ok(exit::OK)
+}
+
+/// The variables for the job here: [`job_env`], and in a pod what the pod already has.
+pub(super) async fn job_vars(job: &JobSettings) -> Result<Vec<(String, String)>, Failure> {
+    let tags = identity::resolve(job).await?;
+    let mut vars = job_env(job, &tags.tags);
+    // In a pod, the pod_config of `ddsky k8s` set the node agent's address (downward API) and the
+    // service tags: keep those, add the per-pod ones.
+    if placement::detect(&placement::read_surroundings()) == Placement::Kubernetes {
+        let mut warnings = Vec::new();
+        vars = k8s::inside_pod(vars, crate::settings::env_var, &mut warnings);
+        warnings.iter().for_each(|w| tracing::warn!("{w}"));
+    }
+    Ok(vars)
 }
 
 /// The job's side of the contract. Both network modes reach the agent at localhost: on the host

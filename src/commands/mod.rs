@@ -10,6 +10,7 @@ mod env;
 mod identity;
 mod k8s;
 mod logs;
+mod run;
 mod status;
 mod up;
 
@@ -29,6 +30,9 @@ pub struct Context {
     pub docker_host: DockerHost,
     pub format: Format,
     pub interrupt: Interrupt,
+    /// Results go to stdout; `ddsky run` turns this off for its agent's refresh, since stdout
+    /// carries the job's output there: the result's first line is logged instead.
+    pub results_on_stdout: bool,
 }
 
 impl Context {
@@ -38,6 +42,16 @@ impl Context {
             docker_host: global.docker_host,
             format: global.format,
             interrupt,
+            results_on_stdout: true,
+        }
+    }
+
+    /// Prints a command's result, or logs its first line when stdout belongs to someone else.
+    pub fn emit<T: serde::Serialize>(&self, json: &T, text: impl FnOnce() -> String) {
+        if self.results_on_stdout {
+            crate::output::emit(self.format, json, text);
+        } else if let Some(line) = text().lines().next() {
+            tracing::info!("{line}");
         }
     }
 
@@ -57,6 +71,7 @@ pub async fn run(ctx: &Context, command: CommandSettings) -> Result<u8, Failure>
         CommandSettings::Up(settings) => up::run(ctx, *settings).await,
         CommandSettings::Status(settings) => status::run(ctx, settings).await,
         CommandSettings::Down(settings) => down::run(ctx, settings).await,
+        CommandSettings::Run(settings) => run::run(ctx, *settings).await,
         CommandSettings::K8s(job) => k8s::run(ctx, job).await,
     }
 }

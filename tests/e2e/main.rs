@@ -11,6 +11,7 @@ mod lifecycle;
 mod rehearsal;
 mod reliability;
 mod robustness;
+mod run;
 mod skypilot;
 mod skypilot_loader;
 mod standin;

@@ -150,7 +150,7 @@ pub async fn run(ctx: &Context, args: UpSettings) -> Result<u8, Failure> {
         healthy,
         expected: &discovered,
     };
-    crate::output::emit(ctx.format, &summary, || summary.text());
+    ctx.emit(&summary, || summary.text());
     Ok(code)
 }
 
@@ -201,7 +201,7 @@ fn skip(
         });
     }
     let skipped = report::Skipped::new(&ctx.name, &args.image, &tags.tags, &reasons);
-    crate::output::emit(ctx.format, &skipped, || skipped.text());
+    ctx.emit(&skipped, || skipped.text());
     Ok(exit::OK)
 }
 

@@ -1,0 +1,244 @@
+//! `ddsky run [--down] -- CMD ARGS...`: the job's supervisor. The job starts at once with the
+//! variables `ddsky env` prints; meanwhile the agent is refreshed like `up --no-wait` (a no-op when
+//! it already carries this run's tags); the job's output passes through unchanged and, inside a
+//! container whose PID 1 output is not ddsky's own (SkyPilot's runtime mode), is copied there,
+//! where the agent collects it; signals are forwarded once; with --down the agent is drained and
+//! stopped after the job, inside SkyPilot's 30 s kill window. ddsky exits with the job's status.
+//!
+//! Nothing ddsky fails at may change the job: every failure of ddsky's own is one warning line.
+
+mod signals;
+mod supervisor;
+
+use super::{down, env, up, Context, Failure};
+use crate::engine::Engine;
+use crate::interrupt::Interrupt;
+use crate::placement::{self, Placement};
+use crate::reconcile::is_managed;
+use crate::settings::{RunSettings, UpSettings};
+use std::ffi::OsString;
+use std::time::{Duration, Instant};
+use supervisor::{Copy, Job};
+
+/// SkyPilot SIGKILLs a cancelled job 30 s after its SIGTERM: the teardown ends before.
+const KILL_WINDOW: Duration = Duration::from_secs(28);
+/// How long the job's last output may take to be passed on once it exited (a grandchild that keeps
+/// the pipe open is not waited for longer).
+const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+/// How long a refresh interrupted by the job's end may take to leave things whole.
+const REFRESH_GRACE: Duration = Duration::from_secs(15);
+
+pub async fn run(ctx: &Context, args: RunSettings) -> Result<u8, Failure> {
+    let placement = placement::detect(&placement::read_surroundings());
+    let job = Job {
+        command: args.command.clone(),
+        env: job_env(&args).await,
+    };
+    let copy = copy_target(&placement, &args.command);
+    let mut started = match supervisor::start(&job, &copy) {
+        Ok(started) => started,
+        Err(e) => {
+            crate::output::error_line(&format!("ddsky: {e}"));
+            if args.down {
+                teardown(ctx, &args, &placement, None).await;
+            }
+            return Ok(e.exit_code());
+        }
+    };
+    let first_signal = match signals::forward_to(started.pid()) {
+        Ok(rx) => Some(rx),
+        Err(e) => {
+            tracing::warn!("cannot forward signals to the job: {e}");
+            None
+        }
+    };
+
+    let (stop_refresh, refresh_interrupt) = Interrupt::manual();
+    let refresh = refresh_agent(ctx, &args, &placement, refresh_interrupt);
+    let waited = tokio::task::spawn_blocking(move || {
+        let code = started.wait();
+        (code, started)
+    });
+    tokio::pin!(refresh);
+    tokio::pin!(waited);
+    let mut refreshed = false;
+    let joined = loop {
+        tokio::select! {
+            joined = &mut waited => break joined,
+            () = &mut refresh, if !refreshed => refreshed = true,
+        }
+    };
+    if !refreshed {
+        stop_refresh.raise();
+        if tokio::time::timeout(REFRESH_GRACE, &mut refresh)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the agent refresh did not end in time after the job; left as it is");
+        }
+    }
+    let (code, started) = match joined {
+        Ok(done) => done,
+        Err(e) => {
+            tracing::warn!("lost track of the job: {e}");
+            return Ok(crate::exit::FAILURE);
+        }
+    };
+    let report = tokio::task::spawn_blocking(move || started.finish(OUTPUT_GRACE))
+        .await
+        .ok()
+        .flatten();
+    if let Some(report) = report {
+        say_how_the_copy_went(&report);
+    }
+    if args.down {
+        let signalled = first_signal.and_then(|rx| *rx.borrow());
+        teardown(ctx, &args, &placement, signalled).await;
+    }
+    Ok(code)
+}
+
+/// The inherited environment with the variables `ddsky env` prints on top; without them (and a
+/// warning) when the job's identity cannot be worked out.
+async fn job_env(args: &RunSettings) -> Vec<(OsString, OsString)> {
+    let mut env = args.inherited_env.clone();
+    match env::job_vars(&args.job).await {
+        Ok(vars) => {
+            for (k, v) in vars {
+                env.retain(|(existing, _)| existing.as_os_str() != k.as_str());
+                env.push((k.into(), v.into()));
+            }
+        }
+        Err(e) => tracing::warn!("the job runs without ddsky's DD_* variables: {e}"),
+    }
+    env
+}
+
+/// Inside a container whose PID 1 output is not already ddsky's (SkyPilot's runtime mode: an idle
+/// bash on a pty, while the job comes in over SSH), the agent collects only PID 1's output: copy
+/// the job's there. On a host (task mode: the job is a `docker run` whose own log the agent reads)
+/// and on Kubernetes (the pod's output is SkyPilot's) nothing is copied.
+fn copy_target(placement: &Placement, command: &[OsString]) -> Copy {
+    const PID1_OUT: &str = "/proc/1/fd/1";
+    const PID1_ERR: &str = "/proc/1/fd/2";
+    // Only where ddsky can name its container: a VM image's stray /.dockerenv must not send the
+    // job's output to the VM's init.
+    if !placement::knows_own_container(placement)
+        || std::process::id() == 1
+        || supervisor::stdout_is(PID1_OUT)
+    {
+        return Copy::Nowhere;
+    }
+    let shown = command
+        .iter()
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
+    Copy::To {
+        stdout: PID1_OUT.into(),
+        stderr: PID1_ERR.into(),
+        header: format!("ddsky: the output of `{shown}` follows"),
+    }
+}
+
+fn say_how_the_copy_went(report: &supervisor::CopyReport) {
+    if let Some(why) = &report.failure {
+        tracing::warn!(
+            "the job's output was not copied into this container's log ({why}); it still reaches SkyPilot's log. \
+             A job running as another user needs root, or the group owning PID 1's output (see the README)"
+        );
+    } else if report.dropped > 0 || report.stuck {
+        tracing::warn!(
+            "this container's log did not keep up: {} lines of the job's output were not copied into it ({} copied); \
+             the job's own output was not affected",
+            report.dropped,
+            report.copied
+        );
+    } else {
+        tracing::debug!("{} lines copied into this container's log", report.copied);
+    }
+}
+
+/// `up --no-wait` for this run's tags, its result logged (stdout is the job's). Never fails: the
+/// job runs unmonitored with a warning instead.
+async fn refresh_agent(
+    ctx: &Context,
+    args: &RunSettings,
+    placement: &Placement,
+    interrupt: Interrupt,
+) {
+    if *placement == Placement::Kubernetes {
+        return;
+    }
+    let settings = match &args.agent {
+        Ok(settings) => UpSettings {
+            no_wait: true,
+            ..settings.clone()
+        },
+        Err(problem) => {
+            tracing::warn!("monitoring is off for this run: {problem}; the job runs anyway");
+            return;
+        }
+    };
+    let refresh_ctx = Context {
+        name: ctx.name.clone(),
+        docker_host: ctx.docker_host.clone(),
+        format: ctx.format,
+        interrupt,
+        results_on_stdout: false,
+    };
+    match up::run(&refresh_ctx, settings).await {
+        Ok(_) => {}
+        Err(Failure::Interrupted(_)) => {
+            tracing::info!("the job ended before the agent refresh did; it stopped there, leaving nothing half-made")
+        }
+        Err(e) => tracing::warn!("the agent was not refreshed ({e}); the job runs anyway"),
+    }
+}
+
+/// `down` after the job: drain, stop, remove, each failure a warning. Within `--down-timeout`, and
+/// when a signal came (a cancel), within SkyPilot's kill window from that signal.
+async fn teardown(
+    ctx: &Context,
+    args: &RunSettings,
+    placement: &Placement,
+    signalled: Option<Instant>,
+) {
+    if *placement == Placement::Kubernetes {
+        return;
+    }
+    let Ok(settings) = &args.agent else { return };
+    let budget = match signalled {
+        Some(at) => args
+            .down_timeout
+            .min(KILL_WINDOW.saturating_sub(at.elapsed())),
+        None => args.down_timeout,
+    };
+    let result = async {
+        let engine = Engine::connect(&ctx.docker_host).await?;
+        let Some(agent) = engine.inspect(&ctx.name).await? else {
+            tracing::info!("no agent container named {}; nothing to stop", ctx.name);
+            return Ok(());
+        };
+        if !is_managed(&agent) {
+            tracing::warn!(
+                "{} was not created by ddsky; left running (use `ddsky down --force`)",
+                ctx.name
+            );
+            return Ok(());
+        }
+        let patterns = up::expectations(&settings.expect, placement);
+        let ended =
+            down::drain_and_stop(&engine, &agent, &patterns, budget, !args.no_drain).await?;
+        engine.remove(&agent.id).await?;
+        let drained = ended
+            .drained
+            .map(|d| format!("; {}", d.summary()))
+            .unwrap_or_default();
+        tracing::info!("agent {} stopped and removed{drained}", ctx.name);
+        Ok::<(), Failure>(())
+    };
+    if let Err(e) = result.await {
+        tracing::warn!("the agent was not stopped cleanly: {e}");
+    }
+}
