@@ -608,7 +608,7 @@ fn a_stop_right_after_the_job_exits_loses_its_last_lines_and_s6_kills_the_agent(
 
     let out = agent_stdout(&agent);
     assert_eq!(
-        out.lines().filter(|l| !l.trim().is_empty()).last(),
+        out.lines().rfind(|l| !l.trim().is_empty()),
         Some("AGENT EXITED WITH CODE 256, SIGNAL 9"),
         "the flush cannot finish within S6_SERVICES_GRACETIME:\n{out}"
     );
