@@ -495,6 +495,13 @@ pub struct Intake {
 
 impl Intake {
     pub fn start(validate: u16, payload: u16) -> Self {
+        Intake::start_with_logs_delay(validate, payload, Duration::ZERO)
+    }
+
+    /// Like [`Intake::start`], but every `POST /api/v2/logs` is answered only after `delay`, and
+    /// counts as arrived only if its sender is still connected then (an intake commits a payload
+    /// when it answers; a sender killed meanwhile delivered nothing).
+    pub fn start_with_logs_delay(validate: u16, payload: u16, delay: Duration) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -518,12 +525,18 @@ impl Intake {
                 }
                 let mut body = vec![0; length];
                 let _ = reader.read_exact(&mut body);
-                if head
-                    .to_ascii_lowercase()
-                    .contains("\r\ncontent-encoding: deflate")
-                {
+                let lower = head.to_ascii_lowercase();
+                if lower.contains("\r\ncontent-encoding: deflate") {
                     let mut plain = Vec::new();
                     if flate2::read::ZlibDecoder::new(&body[..])
+                        .read_to_end(&mut plain)
+                        .is_ok()
+                    {
+                        body = plain;
+                    }
+                } else if lower.contains("\r\ncontent-encoding: gzip") {
+                    let mut plain = Vec::new();
+                    if flate2::read::GzDecoder::new(&body[..])
                         .read_to_end(&mut plain)
                         .is_ok()
                     {
@@ -533,6 +546,21 @@ impl Intake {
                 let mut request_line = head.lines().next().unwrap_or("").split_whitespace();
                 let method = request_line.next().unwrap_or("").to_owned();
                 let target = request_line.next().unwrap_or("").to_owned();
+                if !delay.is_zero() && target.starts_with(LOGS_PATH) {
+                    std::thread::sleep(delay);
+                    // The sender hung up meanwhile (EOF): nothing was delivered.
+                    conn.set_nonblocking(true).ok();
+                    let mut probe = [0u8; 1];
+                    let gone = match conn.peek(&mut probe) {
+                        Ok(0) => true,
+                        Ok(_) => false,
+                        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+                    };
+                    conn.set_nonblocking(false).ok();
+                    if gone {
+                        continue;
+                    }
+                }
                 let status = if target.starts_with("/api/v1/validate") {
                     validate
                 } else {
@@ -575,6 +603,28 @@ impl Intake {
             .collect()
     }
 
+    /// Every entry of every `POST /api/v2/logs` (a JSON array; the start-up probe's `{}` is not
+    /// one), in arrival order.
+    pub fn logs(&self) -> Vec<LogEntry> {
+        self.received_at(LOGS_PATH)
+            .iter()
+            .filter(|r| r.method == "POST")
+            .filter_map(|r| serde_json::from_slice::<Value>(&r.body).ok())
+            .filter_map(|v| v.as_array().cloned())
+            .flatten()
+            .map(|e| LogEntry::from_json(&e))
+            .collect()
+    }
+
+    /// The [`Intake::logs`] entries tagged `container_id:<id>`.
+    pub fn logs_of(&self, container_id: &str) -> Vec<LogEntry> {
+        let tag = format!("container_id:{container_id}");
+        self.logs()
+            .into_iter()
+            .filter(|e| e.ddtags.contains(&tag))
+            .collect()
+    }
+
     /// The host tags of the last host-metadata payload (`POST /intake/`, `host-tags.system`).
     pub fn host_tags(&self) -> Option<Vec<String>> {
         let last = self.received_at("/intake/").pop()?;
@@ -583,6 +633,43 @@ impl Intake {
                 .filter_map(|t| t.as_str().map(String::from))
                 .collect()
         })
+    }
+}
+
+/// Where the agent sends logs, below `DD_LOGS_CONFIG_LOGS_DD_URL`.
+pub const LOGS_PATH: &str = "/api/v2/logs";
+
+/// One log entry as the intake received it (`ddtags` split on commas).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogEntry {
+    pub message: String,
+    pub status: String,
+    pub ddtags: Vec<String>,
+    pub hostname: String,
+    pub service: String,
+    pub ddsource: String,
+    /// Milliseconds since the epoch.
+    pub timestamp: i64,
+}
+
+impl LogEntry {
+    fn from_json(v: &Value) -> Self {
+        let text = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+        LogEntry {
+            message: text("message"),
+            status: text("status"),
+            ddtags: v["ddtags"]
+                .as_str()
+                .unwrap_or_default()
+                .split(',')
+                .filter(|t| !t.is_empty())
+                .map(String::from)
+                .collect(),
+            hostname: text("hostname"),
+            service: text("service"),
+            ddsource: text("ddsource"),
+            timestamp: v["timestamp"].as_i64().unwrap_or(0),
+        }
     }
 }
 

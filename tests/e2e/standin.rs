@@ -370,3 +370,373 @@ fn the_docker_check_appears_after_its_first_run_and_never_without_the_socket() {
     let checks = status(&without)["runnerStats"]["Checks"].clone();
     assert_eq!(checks, serde_json::json!({}), "no socket, no docker check");
 }
+
+// --- Container logs: the stand-in tails `<id>-json.log` and ships it like the real agent -------
+
+/// Where the Docker daemon keeps a container's json log (the host path and, mounted at the same
+/// place, the agent's).
+fn json_log(id: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("/var/lib/docker/containers/{id}/{id}-json.log"))
+}
+
+fn log_size(id: &str) -> u64 {
+    std::fs::metadata(json_log(id)).map_or(0, |m| m.len())
+}
+
+/// The registry's Offset for a container's file (None when it has no entry).
+fn registry_offset(run_dir: &std::path::Path, id: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(run_dir.join("registry.json")).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    let key = format!("file:{}", json_log(id).display());
+    v["Registry"][key]["Offset"].as_str()?.parse().ok()
+}
+
+/// A stand-in collecting every container's logs as ddsky's spec runs it (socket, the containers
+/// directory read-only, `run_dir` as /opt/datadog-agent/run), named `<prefix>-<suffix>`.
+fn run_logs_agent(s: &Scope, suffix: &str, run_dir: &std::path::Path, env: &[String]) -> String {
+    let name = s.name(suffix);
+    let mut args: Vec<String> = [
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--network",
+        "host",
+        "-v",
+        "/var/run/docker.sock:/var/run/docker.sock:ro",
+        "-v",
+        "/var/lib/docker/containers:/var/lib/docker/containers:ro",
+        "-v",
+        &format!("{}:/opt/datadog-agent/run:rw", run_dir.display()),
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    for e in [
+        format!("DD_API_KEY={KEY}"),
+        format!("DD_CMD_PORT={}", s.cmd_port),
+        format!("DD_APM_RECEIVER_PORT={}", s.apm_port),
+        format!("DD_DOGSTATSD_PORT={}", s.dogstatsd_port),
+        "DD_TAGS=env:production service:skypilot-worker".into(),
+        "DD_LOGS_ENABLED=true".into(),
+        "DD_LOGS_CONFIG_CONTAINER_COLLECT_ALL=true".into(),
+        format!("DD_CONTAINER_EXCLUDE=name:^{name}$"),
+    ]
+    .into_iter()
+    .chain(env.iter().cloned())
+    {
+        args.extend(["-e".into(), e]);
+    }
+    args.push(agent_image().into());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    docker(&refs).expect_code(0);
+    name
+}
+
+/// The env that points the logs pipeline at `intake`, plain HTTP without the probe.
+fn logs_to(intake: &Intake) -> Vec<String> {
+    vec![
+        format!("DD_LOGS_CONFIG_LOGS_DD_URL={}", intake.url()),
+        "DD_LOGS_CONFIG_FORCE_USE_HTTP=true".into(),
+    ]
+}
+
+/// A job container running `script` under the agent image's busybox sh; returns its id.
+fn run_sh_job(s: &Scope, suffix: &str, script: &str) -> String {
+    let out = docker(&[
+        "run",
+        "-d",
+        "--name",
+        &s.name(suffix),
+        "--label",
+        &format!("ddsky-test={}", s.prefix),
+        "--entrypoint",
+        "/bin/sh",
+        agent_image(),
+        "-c",
+        script,
+    ]);
+    assert_eq!(out.code, 0, "{out}");
+    out.stdout.trim().to_owned()
+}
+
+fn agent_stdout(name: &str) -> String {
+    docker(&["logs", name]).stdout
+}
+
+/// Waits until the agent has started tailing the job's file.
+fn wait_tailing(agent: &str, id: &str) {
+    let needle = format!("Start tailing file: {}", json_log(id).display());
+    assert!(
+        eventually(Duration::from_secs(30), || agent_stdout(agent)
+            .contains(&needle)),
+        "the agent never tailed {id}:\n{}",
+        agent_stdout(agent)
+    );
+}
+
+/// 300 lines of traceback (about 30 KiB of json log) on stderr, printed after `delay` seconds,
+/// then the job fails.
+fn traceback_job(delay: u32) -> String {
+    format!(
+        "busybox sleep {delay}; i=0; while [ $i -lt 300 ]; do \
+         echo \"Traceback frame $i: File /sky_workdir/train.py, line $i, in training_step\" >&2; \
+         i=$((i+1)); done; echo 'RuntimeError: CUDA out of memory' >&2; exit 1"
+    )
+}
+const TRACEBACK_LINES: usize = 301;
+
+fn wait_exited(name: &str) {
+    assert!(
+        eventually(Duration::from_secs(60), || inspect(name)
+            .is_some_and(|c| c["State"]["Running"] == false)),
+        "{name} never exited"
+    );
+}
+
+#[test]
+fn a_jobs_lines_arrive_in_order_with_container_tags_and_the_registry_reaches_the_file_size() {
+    let s = Scope::new("logsorder");
+    let run_dir = scratch_dir("logsorder");
+    let intake = Intake::start(200, 202);
+    let agent = run_logs_agent(
+        &s,
+        "agent",
+        run_dir.path(),
+        &[logs_to(&intake), vec!["DD_LOGS_CONFIG_BATCH_WAIT=1".into()]].concat(),
+    );
+    let job = s.name("job");
+    let id = run_sh_job(
+        &s,
+        "job",
+        "busybox sleep 4; echo 'first line'; echo '  to stderr \t' >&2; busybox sleep 0.3; echo; \
+         echo '   '; busybox head -c 20000 /dev/zero | busybox tr '\\0' x; echo; echo 'last line'",
+    );
+    wait_tailing(&agent, &id);
+    wait_exited(&job);
+    let size = log_size(&id);
+    assert!(size > 20000, "{size}");
+    assert!(
+        eventually(Duration::from_secs(60), || registry_offset(
+            run_dir.path(),
+            &id
+        ) == Some(size)),
+        "the registry never reached {size}: {:?}",
+        registry_offset(run_dir.path(), &id)
+    );
+    let got = intake.logs_of(&id);
+    let messages: Vec<(&str, &str)> = got
+        .iter()
+        .map(|e| (e.message.as_str(), e.status.as_str()))
+        .collect();
+    let long = "x".repeat(20000);
+    assert_eq!(
+        messages,
+        vec![
+            ("first line", "info"),
+            ("to stderr", "error"),
+            (long.as_str(), "info"),
+            ("last line", "info"),
+        ],
+        "partial lines joined, blanks trimmed, empty lines dropped, in file order"
+    );
+    for e in &got {
+        for tag in [
+            format!("container_name:{job}"),
+            "short_image:agent".to_string(),
+            format!("image_name:{}", agent_image().split(':').next().unwrap()),
+            "image_tag:7".to_string(),
+        ] {
+            assert!(e.ddtags.contains(&tag), "{tag} missing: {e:?}");
+        }
+        assert!(
+            !e.ddtags.iter().any(|t| t == "env:production"),
+            "no host tags on logs: {e:?}"
+        );
+        assert_eq!(
+            (e.service.as_str(), e.ddsource.as_str()),
+            ("agent", "agent")
+        );
+        assert!(
+            !e.hostname.is_empty() && e.timestamp > 1_600_000_000_000,
+            "{e:?}"
+        );
+    }
+    let post = intake
+        .received_at(LOGS_PATH)
+        .into_iter()
+        .find(|r| String::from_utf8_lossy(&r.body).contains(&id))
+        .unwrap();
+    let head = post.head.to_ascii_lowercase();
+    for h in [
+        format!("dd-api-key: {KEY}"),
+        "content-type: application/json".into(),
+        "content-encoding: gzip".into(),
+        "dd-protocol: agent-json".into(),
+        "dd-evp-origin: agent".into(),
+        "dd-evp-origin-version: ".into(),
+    ] {
+        assert!(head.contains(&h), "{h} missing:\n{}", post.head);
+    }
+    let registry: Value = serde_json::from_str(
+        &std::fs::read_to_string(run_dir.path().join("registry.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(registry["Version"], 2);
+    let entry = &registry["Registry"][format!("file:{}", json_log(&id).display())];
+    assert!(
+        entry["LastUpdated"].as_str().unwrap().ends_with('Z'),
+        "{entry}"
+    );
+    assert!(entry["IngestionTimestamp"].as_i64().unwrap() > 0, "{entry}");
+    assert!(entry["TailingMode"].is_string(), "{entry}");
+}
+
+#[test]
+fn a_stop_right_after_the_job_exits_loses_its_last_lines_and_s6_kills_the_agent() {
+    let s = Scope::new("logslost");
+    let run_dir = scratch_dir("logslost");
+    // The intake takes 8 s to answer a logs payload: longer than s6's 3 s grace, shorter than
+    // the agent's 10 s request timeout.
+    let intake = Intake::start_with_logs_delay(200, 202, Duration::from_secs(8));
+    let agent = run_logs_agent(&s, "agent", run_dir.path(), &logs_to(&intake));
+    let job = s.name("job");
+    let id = run_sh_job(&s, "job", &traceback_job(5));
+    wait_tailing(&agent, &id);
+    wait_exited(&job);
+    docker(&["stop", "-t", "30", &agent]).expect_code(0);
+
+    let out = agent_stdout(&agent);
+    assert_eq!(
+        out.lines().rfind(|l| !l.trim().is_empty()),
+        Some("AGENT EXITED WITH CODE 256, SIGNAL 9"),
+        "the flush cannot finish within S6_SERVICES_GRACETIME:\n{out}"
+    );
+    assert!(!out.contains("logs-agent stopped"), "{out}");
+    let got = intake.logs_of(&id);
+    assert!(
+        got.len() < TRACEBACK_LINES,
+        "without a drain the last lines are lost, got all {}",
+        got.len()
+    );
+    assert!(
+        registry_offset(run_dir.path(), &id).unwrap_or(0) < log_size(&id),
+        "the registry says all was sent"
+    );
+}
+
+#[test]
+fn waiting_for_the_registry_to_reach_the_file_size_before_the_stop_loses_nothing() {
+    let s = Scope::new("logsdrain");
+    let run_dir = scratch_dir("logsdrain");
+    let intake = Intake::start(200, 202);
+    let agent = run_logs_agent(&s, "agent", run_dir.path(), &logs_to(&intake));
+    let job = s.name("job");
+    let id = run_sh_job(&s, "job", &traceback_job(5));
+    wait_tailing(&agent, &id);
+    wait_exited(&job);
+    let size = log_size(&id);
+    assert!(
+        eventually(Duration::from_secs(60), || registry_offset(
+            run_dir.path(),
+            &id
+        ) == Some(size)),
+        "the registry never reached {size}"
+    );
+    docker(&["stop", "-t", "30", &agent]).expect_code(0);
+    let got = intake.logs_of(&id);
+    assert_eq!(got.len(), TRACEBACK_LINES);
+    assert!(got.iter().all(|e| e.status == "error"));
+    assert_eq!(
+        got[0].message,
+        "Traceback frame 0: File /sky_workdir/train.py, line 0, in training_step"
+    );
+    assert_eq!(
+        got.last().unwrap().message,
+        "RuntimeError: CUDA out of memory"
+    );
+    let out = agent_stdout(&agent);
+    assert!(out.contains("logs-agent stopped"), "a clean stop:\n{out}");
+    assert!(!out.contains("AGENT EXITED"), "{out}");
+}
+
+#[test]
+fn without_a_logs_url_nothing_is_sent_not_even_to_dd_url_and_the_offset_stays_0() {
+    let s = Scope::new("logsnonet");
+    let run_dir = scratch_dir("logsnonet");
+    let intake = Intake::start(200, 202);
+    // DD_DD_URL is the metrics intake: the logs pipeline never uses it.
+    let agent = run_logs_agent(
+        &s,
+        "agent",
+        run_dir.path(),
+        &[
+            format!("DD_DD_URL={}", intake.url()),
+            "DD_LOGS_CONFIG_FORCE_USE_HTTP=true".into(),
+            "DD_LOGS_CONFIG_BATCH_WAIT=1".into(),
+        ],
+    );
+    let id = run_sh_job(&s, "job", "busybox sleep 3; echo one; echo two; exit 0");
+    wait_tailing(&agent, &id);
+    wait_exited(&s.name("job"));
+    assert!(
+        eventually(Duration::from_secs(30), || agent_stdout(&agent)
+            .contains("Could not send payload")),
+        "{}",
+        agent_stdout(&agent)
+    );
+    // The auditor has written the registry since (every second).
+    assert!(eventually(Duration::from_secs(10), || run_dir
+        .path()
+        .join("registry.json")
+        .exists()));
+    assert!(intake.received_at(LOGS_PATH).is_empty());
+    assert_eq!(registry_offset(run_dir.path(), &id).unwrap_or(0), 0);
+}
+
+#[test]
+fn a_restarted_agent_resumes_from_the_registry() {
+    let s = Scope::new("logsresume");
+    let run_dir = scratch_dir("logsresume");
+    let intake = Intake::start(200, 202);
+    let env = [logs_to(&intake), vec!["DD_LOGS_CONFIG_BATCH_WAIT=1".into()]].concat();
+    // The stand-in job: `metta stand-in: step N` every second.
+    let id = s.run_job("job");
+    let first = run_logs_agent(&s, "agent1", run_dir.path(), &env);
+    assert!(
+        eventually(Duration::from_secs(40), || registry_offset(
+            run_dir.path(),
+            &id
+        )
+        .is_some_and(|o| o > 0)
+            && intake.logs_of(&id).len() >= 3),
+        "the first agent sent nothing"
+    );
+    docker(&["stop", "-t", "30", &first]).expect_code(0);
+    assert!(agent_stdout(&first).contains("logs-agent stopped"));
+    let sent_by_first = intake.logs_of(&id).len();
+    std::thread::sleep(Duration::from_secs(3));
+    run_logs_agent(&s, "agent2", run_dir.path(), &env);
+    assert!(
+        eventually(Duration::from_secs(40), || intake.logs_of(&id).len()
+            >= sent_by_first + 5),
+        "the second agent sent nothing"
+    );
+    let steps: Vec<u64> = intake
+        .logs_of(&id)
+        .iter()
+        .filter_map(|e| e.message.strip_prefix("metta stand-in: step "))
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let max = *steps.iter().max().unwrap();
+    let unique: std::collections::BTreeSet<u64> = steps.iter().copied().collect();
+    assert_eq!(
+        unique,
+        (1..=max).collect(),
+        "every line from the first to the last, none skipped: {steps:?}"
+    );
+    assert!(
+        steps.len() - unique.len() <= 2,
+        "at most ~1 s sent twice: {steps:?}"
+    );
+}

@@ -89,6 +89,7 @@ async fn serve(config: Config) -> i32 {
             return 1;
         }
     };
+    let logs_config = crate::logs::config::LogsConfig::from_env();
     let dir = state::state_dir();
     if let Err(e) = std::fs::create_dir_all(&dir).and_then(|_| {
         state::write_atomic(
@@ -155,8 +156,8 @@ async fn serve(config: Config) -> i32 {
     let startup = tokio::time::sleep(Duration::from_secs_f64(config.startup_secs));
     tokio::select! {
         _ = startup => {}
-        _ = sigterm.recv() => return stop(&dir),
-        _ = sigint.recv() => return stop(&dir),
+        _ = sigterm.recv() => return terminate(&dir, &logs_config, None).await,
+        _ = sigint.recv() => return terminate(&dir, &logs_config, None).await,
     }
     let cmd_api = match std::net::TcpListener::bind(("127.0.0.1", config.cmd_port))
         .and_then(|l| l.set_nonblocking(true).map(|_| l))
@@ -205,12 +206,27 @@ async fn serve(config: Config) -> i32 {
         forwarder_shared,
         move || notify.changed.notify_one(),
     ));
+    let logs = crate::logs::start(config.clone(), logs_config.clone(), shared.clone());
 
     tokio::select! {
         _ = sigterm.recv() => {}
         _ = sigint.recv() => {}
     }
-    stop(&dir)
+    terminate(&dir, &logs_config, logs).await
+}
+
+/// SIGTERM/SIGINT: s6-overlay's kill is armed first (the stop races it), then the logs agent
+/// stops cleanly if it can ([`crate::logs::Logs::stop`]), then the rest ([`stop`]).
+async fn terminate(
+    dir: &Path,
+    logs_config: &crate::logs::config::LogsConfig,
+    logs: Option<crate::logs::Logs>,
+) -> i32 {
+    crate::logs::arm_s6_kill(logs_config.s6_grace);
+    if let Some(logs) = logs {
+        logs.stop().await;
+    }
+    stop(dir)
 }
 
 /// Removes the state and pid files (the auth token stays, as the real agent's does); returns 0.

@@ -15,6 +15,7 @@ pub mod forwarder;
 pub mod imageref;
 pub mod listeners;
 pub mod logline;
+pub mod logs;
 pub mod model;
 pub mod render;
 pub mod rng;
