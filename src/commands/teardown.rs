@@ -10,6 +10,11 @@ use std::time::{Duration, Instant};
 /// How often the registry is read while draining: the agent rewrites it every second.
 const DRAIN_LOOK_EVERY: Duration = Duration::from_millis(500);
 
+/// How long the job logs' sizes may keep growing before the drain takes them as they are, and how
+/// often they are looked at meanwhile.
+const LOG_SETTLE: Duration = Duration::from_millis(1500);
+const LOG_SETTLE_LOOK: Duration = Duration::from_millis(250);
+
 /// The line the image's s6 prints when it had to SIGKILL the agent (its stop did not finish in time).
 pub const KILLED_LINE: &str = "AGENT EXITED WITH CODE 256, SIGNAL 9";
 
@@ -51,19 +56,41 @@ async fn job_logs(
         let Some(path) = info.log_path.clone().filter(|_| ran_with_agent) else {
             continue;
         };
-        // Read through the agent's own mount of the data root: ddsky may run in a container.
-        let Some(size) = engine.file_size(&agent.id, &path).await? else {
-            tracing::debug!("{path} is not visible in the agent; not drained");
-            continue;
-        };
         logs.push(JobLog {
             id: info.id,
             name: info.name,
             path,
-            size,
+            size: 0,
         });
     }
-    Ok(logs)
+    // Docker writes a container's output to its log a moment after the container wrote it: take
+    // the sizes once they stop growing (or after LOG_SETTLE), so the job's last lines are in them.
+    let deadline = Instant::now() + LOG_SETTLE;
+    let mut previous: Option<Vec<Option<u64>>> = None;
+    loop {
+        let mut sizes = Vec::with_capacity(logs.len());
+        for log in &logs {
+            // Read through the agent's own mount of the data root: ddsky may run in a container.
+            sizes.push(engine.file_size(&agent.id, &log.path).await?);
+        }
+        if previous.as_ref() == Some(&sizes) || Instant::now() >= deadline {
+            let mut seen = Vec::new();
+            for (mut log, size) in logs.into_iter().zip(sizes) {
+                match size {
+                    Some(size) => {
+                        log.size = size;
+                        seen.push(log);
+                    }
+                    None => {
+                        tracing::debug!("{} is not visible in the agent; not drained", log.path)
+                    }
+                }
+            }
+            return Ok(seen);
+        }
+        previous = Some(sizes);
+        tokio::time::sleep(LOG_SETTLE_LOOK).await;
+    }
 }
 
 /// Waits until the agent has sent every byte the job containers had logged when this began, or

@@ -509,79 +509,84 @@ impl Intake {
         std::thread::spawn(move || {
             for conn in listener.incoming().take(2000) {
                 let Ok(mut conn) = conn else { continue };
-                conn.set_read_timeout(Some(Duration::from_secs(5))).ok();
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut head = String::new();
-                let mut length = 0usize;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
+                let sink = sink.clone();
+                // One thread per connection: a slow answer to one sender (every agent on the host
+                // sends every container's logs, each pipeline its own connection) holds up no other.
+                std::thread::spawn(move || {
+                    conn.set_read_timeout(Some(Duration::from_secs(5))).ok();
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    let mut head = String::new();
+                    let mut length = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                        head.push_str(&line);
                     }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        length = v.trim().parse().unwrap_or(0);
+                    let mut body = vec![0; length];
+                    let _ = reader.read_exact(&mut body);
+                    let lower = head.to_ascii_lowercase();
+                    if lower.contains("\r\ncontent-encoding: deflate") {
+                        let mut plain = Vec::new();
+                        if flate2::read::ZlibDecoder::new(&body[..])
+                            .read_to_end(&mut plain)
+                            .is_ok()
+                        {
+                            body = plain;
+                        }
+                    } else if lower.contains("\r\ncontent-encoding: gzip") {
+                        let mut plain = Vec::new();
+                        if flate2::read::GzDecoder::new(&body[..])
+                            .read_to_end(&mut plain)
+                            .is_ok()
+                        {
+                            body = plain;
+                        }
                     }
-                    head.push_str(&line);
-                }
-                let mut body = vec![0; length];
-                let _ = reader.read_exact(&mut body);
-                let lower = head.to_ascii_lowercase();
-                if lower.contains("\r\ncontent-encoding: deflate") {
-                    let mut plain = Vec::new();
-                    if flate2::read::ZlibDecoder::new(&body[..])
-                        .read_to_end(&mut plain)
-                        .is_ok()
-                    {
-                        body = plain;
+                    let mut request_line = head.lines().next().unwrap_or("").split_whitespace();
+                    let method = request_line.next().unwrap_or("").to_owned();
+                    let target = request_line.next().unwrap_or("").to_owned();
+                    if !delay.is_zero() && target.starts_with(LOGS_PATH) {
+                        std::thread::sleep(delay);
+                        // The sender hung up meanwhile (EOF): nothing was delivered.
+                        conn.set_nonblocking(true).ok();
+                        let mut probe = [0u8; 1];
+                        let gone = match conn.peek(&mut probe) {
+                            Ok(0) => true,
+                            Ok(_) => false,
+                            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+                        };
+                        conn.set_nonblocking(false).ok();
+                        if gone {
+                            return;
+                        }
                     }
-                } else if lower.contains("\r\ncontent-encoding: gzip") {
-                    let mut plain = Vec::new();
-                    if flate2::read::GzDecoder::new(&body[..])
-                        .read_to_end(&mut plain)
-                        .is_ok()
-                    {
-                        body = plain;
-                    }
-                }
-                let mut request_line = head.lines().next().unwrap_or("").split_whitespace();
-                let method = request_line.next().unwrap_or("").to_owned();
-                let target = request_line.next().unwrap_or("").to_owned();
-                if !delay.is_zero() && target.starts_with(LOGS_PATH) {
-                    std::thread::sleep(delay);
-                    // The sender hung up meanwhile (EOF): nothing was delivered.
-                    conn.set_nonblocking(true).ok();
-                    let mut probe = [0u8; 1];
-                    let gone = match conn.peek(&mut probe) {
-                        Ok(0) => true,
-                        Ok(_) => false,
-                        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+                    let status = if target.starts_with("/api/v1/validate") {
+                        validate
+                    } else {
+                        payload
                     };
-                    conn.set_nonblocking(false).ok();
-                    if gone {
-                        continue;
-                    }
-                }
-                let status = if target.starts_with("/api/v1/validate") {
-                    validate
-                } else {
-                    payload
-                };
-                sink.lock().unwrap().push(Received {
-                    method,
-                    target,
-                    head,
-                    body,
-                });
-                let reason = match status {
-                    200 => "OK",
-                    202 => "Accepted",
-                    403 => "Forbidden",
-                    _ => "Error",
-                };
-                let _ = write!(
+                    sink.lock().unwrap().push(Received {
+                        method,
+                        target,
+                        head,
+                        body,
+                    });
+                    let reason = match status {
+                        200 => "OK",
+                        202 => "Accepted",
+                        403 => "Forbidden",
+                        _ => "Error",
+                    };
+                    let _ = write!(
                     conn,
                     "HTTP/1.1 {status} {reason}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
                 );
+                });
             }
         });
         Intake { port, received }

@@ -6,6 +6,7 @@ mod common;
 
 mod aws_secrets;
 mod doctor;
+mod drain;
 mod k8s;
 mod lifecycle;
 mod rehearsal;

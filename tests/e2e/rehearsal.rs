@@ -14,15 +14,15 @@ use std::time::{Duration, Instant};
 
 /// SkyPilot's watchdog: SIGKILL this long after the SIGTERM that ends a phase or cancels a job
 /// (sky/skylet/subprocess_daemon.py).
-const SKYPILOT_KILL_GRACE: Duration = Duration::from_secs(30);
+pub(crate) const SKYPILOT_KILL_GRACE: Duration = Duration::from_secs(30);
 
 /// The job image of the rehearsal (docker/skypilot/job.Dockerfile): static bash, busybox, and ddsky
 /// at ~/.ddsky/ddsky where the example's file_mounts put it.
-fn skypilot_job_image() -> String {
+pub(crate) fn skypilot_job_image() -> String {
     format!("{}/skypilot-job:latest", image_namespace())
 }
 
-fn runtime_yaml() -> Yaml {
+pub(crate) fn runtime_yaml() -> Yaml {
     let text = std::fs::read_to_string(repo().join("docker/skypilot/runtime-mode.yaml")).unwrap();
     serde_yaml_ng::from_str(&text).unwrap()
 }
@@ -32,7 +32,7 @@ fn runtime_yaml() -> Yaml {
 /// `--cap-add=SYS_ADMIN`, `--device=/dev/fuse`, `--security-opt=apparmor:unconfined`,
 /// `--entrypoint=/bin/bash`, `--shm-size`. Left out: `--cap-add=SYS_RESOURCE`, which this machine's
 /// daemon refuses, and `--runtime=nvidia --gpus all` (no GPU here).
-fn start_sky_container(s: &Scope, yaml: &Yaml) -> (String, String) {
+pub(crate) fn start_sky_container(s: &Scope, yaml: &Yaml) -> (String, String) {
     let name = s.name("sky_container");
     let mut args: Vec<String> = vec![
         "run".into(),
@@ -74,7 +74,11 @@ fn start_sky_container(s: &Scope, yaml: &Yaml) -> (String, String) {
 /// The environment SkyPilot gives a phase: the task's `envs` (with the launch line's --env), its
 /// `secrets`, the phase's SKYPILOT_* variables; plus this test's own settings (its agent's name,
 /// ports and stand-in knobs, the stand-in image), which a real task leaves at their defaults.
-fn phase_env(s: &Scope, yaml: &Yaml, skypilot: &[(&str, &str)]) -> Vec<(String, String)> {
+pub(crate) fn phase_env(
+    s: &Scope,
+    yaml: &Yaml,
+    skypilot: &[(&str, &str)],
+) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = yaml["envs"]
         .as_mapping()
         .unwrap()
@@ -116,7 +120,7 @@ fn phase_env(s: &Scope, yaml: &Yaml, skypilot: &[(&str, &str)]) -> Vec<(String, 
 }
 
 /// `docker exec` of `script` in sky_container through `bash -c`, in ~/sky_workdir, with `env`.
-fn exec_script(container: &str, env: &[(String, String)], script: &str) -> Command {
+pub(crate) fn exec_script(container: &str, env: &[(String, String)], script: &str) -> Command {
     let mut cmd = Command::new("docker");
     cmd.args(["exec", "-w", "/root/sky_workdir"]);
     for (k, v) in env {
@@ -129,7 +133,7 @@ fn exec_script(container: &str, env: &[(String, String)], script: &str) -> Comma
 /// SkyPilot's end of a phase: SIGTERM to every process the phase left (here: every process of the
 /// container but its entrypoint, PID 1, which is a superset), SIGKILL to the survivors after the
 /// grace. Returns how long the processes took to go, or None when the SIGKILL was needed.
-fn end_phase_like_skypilot(container: &str) -> Option<Duration> {
+pub(crate) fn end_phase_like_skypilot(container: &str) -> Option<Duration> {
     let grace_tenths = SKYPILOT_KILL_GRACE.as_millis() / 100;
     let script = format!(
         r#"pids=()

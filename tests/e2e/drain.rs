@@ -1,0 +1,248 @@
+//! The job's every line, in Datadog: the runtime-mode rehearsal with `ddsky run --down` and a job
+//! that crashes with a traceback, `ddsky down` right after a task-mode job, and `--no-drain` losing
+//! what the drain keeps (against an intake slow enough that the stand-in's stop cannot send it).
+
+use crate::common::*;
+use crate::rehearsal::{exec_script, phase_env, runtime_yaml, start_sky_container};
+use std::process::Command;
+use std::time::Duration;
+
+const TRACEBACK_FRAMES: usize = 300;
+
+/// A training job that logs its steps, then crashes: a ~21 KiB traceback on stderr, exit 1 at once.
+fn crashing_job() -> String {
+    format!(
+        r#"for i in $(seq 1 50); do echo "step $i loss=0.$i"; done
+{{ echo "Traceback (most recent call last):"; for i in $(seq 1 {TRACEBACK_FRAMES}); do echo "  File \"/workspace/metta/metta/rl/trainer.py\", line $i, in train_step_$i"; done; echo "RuntimeError: CUDA error: device-side assert triggered"; }} >&2
+exit 1"#
+    )
+}
+
+/// The lines the job printed, in order.
+fn expected_lines() -> Vec<String> {
+    let mut lines: Vec<String> = (1..=50).map(|i| format!("step {i} loss=0.{i}")).collect();
+    lines.push("Traceback (most recent call last):".into());
+    lines.extend((1..=TRACEBACK_FRAMES).map(|i| {
+        format!("File \"/workspace/metta/metta/rl/trainer.py\", line {i}, in train_step_{i}")
+    }));
+    lines.push("RuntimeError: CUDA error: device-side assert triggered".into());
+    lines
+}
+
+/// The job's lines as the intake received them (the agent trims each message), in arrival order.
+fn received_lines(intake: &Intake, container: &str) -> Vec<String> {
+    intake
+        .logs_of(container)
+        .into_iter()
+        .map(|e| e.message)
+        .filter(|m| {
+            m.starts_with("step ")
+                || m.contains("Traceback")
+                || m.contains("trainer.py")
+                || m.starts_with("RuntimeError")
+        })
+        .collect()
+}
+
+fn write_job_script(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    let path = dir.path().join("job.sh");
+    std::fs::write(&path, crashing_job()).unwrap();
+    path
+}
+
+#[test]
+fn runtime_mode_every_line_of_a_crashing_job_reaches_the_intake_before_the_agent_stops() {
+    let s = Scope::new("drainrehearsal");
+    let intake = Intake::start(200, 202);
+    let run_dir = scratch_dir("drainrehearsal-run");
+    let yaml = runtime_yaml();
+    let (sky, sky_id) = start_sky_container(&s, &yaml);
+    let scripts = scratch_dir("drainrehearsal-job");
+    docker(&[
+        "cp",
+        write_job_script(&scripts).to_str().unwrap(),
+        &format!("{sky}:/root/job.sh"),
+    ])
+    .expect_code(0);
+
+    let with_intake = |mut env: Vec<(String, String)>| {
+        for (k, v) in env.iter_mut() {
+            if k == "DDSKY_AGENT_ENV" {
+                v.push_str(&format!(" DD_LOGS_CONFIG_LOGS_DD_URL={}", intake.url()));
+            }
+        }
+        env.push((
+            "DDSKY_RUN_DIR".into(),
+            run_dir.path().to_str().unwrap().into(),
+        ));
+        env
+    };
+    let task_id = "sky-2026-12-06-03-18-31-563597_metta-dd_1";
+    let setup_env = with_intake(phase_env(
+        &s,
+        &yaml,
+        &[
+            ("SKYPILOT_SETUP_NODE_RANK", "0"),
+            ("SKYPILOT_NUM_NODES", "1"),
+            ("SKYPILOT_TASK_ID", task_id),
+        ],
+    ));
+    let setup = run(&mut exec_script(
+        &sky,
+        &setup_env,
+        yaml["setup"].as_str().unwrap(),
+    ));
+    setup.expect_code(0);
+    assert!(
+        inspect(&s.agent).is_some(),
+        "setup started the agent: {setup}"
+    );
+
+    // The run block, exactly as the example has it, with the training command swapped for the job.
+    let run_block = yaml["run"].as_str().unwrap();
+    assert!(
+        run_block.contains("run --down -- python train.py"),
+        "{run_block}"
+    );
+    let run_block = run_block.replace("python train.py", "bash /root/job.sh");
+    let run_env = with_intake(phase_env(
+        &s,
+        &yaml,
+        &[
+            ("SKYPILOT_NODE_RANK", "0"),
+            ("SKYPILOT_NUM_NODES", "1"),
+            ("SKYPILOT_TASK_ID", task_id),
+        ],
+    ));
+    let out = run(&mut exec_script(&sky, &run_env, &run_block));
+    out.expect_code(1).assert_no_secret(&[]);
+    // What SkyPilot's log gets is the job's own output.
+    assert!(out.stdout.contains("step 50 loss=0.50"), "{out}");
+    assert!(out.stderr.contains("RuntimeError: CUDA error"), "{out}");
+    assert!(out.stderr.contains("drained 1 container's log in"), "{out}");
+    assert!(
+        inspect(&s.agent).is_none(),
+        "run --down removed the agent: {out}"
+    );
+
+    // Every line, the traceback's last included, arrived, in order, with the run's tags.
+    assert_eq!(received_lines(&intake, &sky_id), expected_lines(), "{out}");
+    let last = intake
+        .logs_of(&sky_id)
+        .into_iter()
+        .find(|e| e.message.starts_with("RuntimeError"))
+        .unwrap();
+    for tag in [
+        "metta_run_id:alice.20250829.141502",
+        "skypilot_node_rank:0",
+        &format!("skypilot_task_id:{task_id}"),
+        &format!("container_id:{sky_id}"),
+    ] {
+        assert!(
+            last.ddtags.iter().any(|t| t == tag),
+            "{tag} in {:?}",
+            last.ddtags
+        );
+    }
+}
+
+/// `ddsky up` on the host with the intake for logs and the test's own run dir.
+fn up_with_logs(s: &Scope, intake: &Intake, run_dir: &tempfile::TempDir, expect: &str) {
+    run(s.up().args([
+        "--agent-env",
+        &format!("DD_LOGS_CONFIG_LOGS_DD_URL={}", intake.url()),
+        "--run-dir",
+        run_dir.path().to_str().unwrap(),
+        "--expect",
+        expect,
+    ]))
+    .expect_code(0);
+}
+
+/// A task-mode job: a named host container, in the foreground, not removed when it exits.
+fn run_task_mode_job(name: &str, script: &std::path::Path) -> String {
+    let out = run(Command::new("docker").args([
+        "run",
+        "--name",
+        name,
+        "-v",
+        &format!("{}:/root/job.sh:ro", script.display()),
+        "--entrypoint",
+        "/bin/bash",
+        &format!("{}/skypilot-job:latest", image_namespace()),
+        "/root/job.sh",
+    ]));
+    out.expect_code(1);
+    inspect(name).unwrap()["Id"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn down_right_after_a_task_mode_job_loses_nothing_and_says_how_long_the_drain_took() {
+    let s = Scope::new("draintask");
+    let intake = Intake::start(200, 202);
+    let run_dir = scratch_dir("draintask-run");
+    let scripts = scratch_dir("draintask-job");
+    let script = write_job_script(&scripts);
+    let job = s.name("job");
+    up_with_logs(&s, &intake, &run_dir, &job);
+    let id = run_task_mode_job(&job, &script);
+    let down = run(s
+        .ddsky()
+        .args(["down", "--expect", &job, "--format", "json"]));
+    down.expect_code(0);
+    let report = down.json();
+    assert_eq!(report["drain"]["done"], true, "{down}");
+    assert_eq!(
+        report["drain"]["containers"][0]["unsent_bytes"], 0,
+        "{down}"
+    );
+    assert_eq!(report["killed"], false, "{down}");
+    assert!(
+        down.stderr.contains("drained 1 container's log in"),
+        "{down}"
+    );
+    assert_eq!(received_lines(&intake, &id), expected_lines());
+    // Not a TTY: stderr lines are errors.
+    let last = intake.logs_of(&id).into_iter().last().unwrap();
+    assert_eq!(last.status, "error", "{last:?}");
+}
+
+#[test]
+fn no_drain_loses_the_tail_that_the_drain_keeps() {
+    let s = Scope::new("drainnodrain");
+    // An intake that answers logs after 12 s: longer than the agent lives after SIGTERM (s6's
+    // services grace, 8 s as ddsky sets it), so a send still waiting at the stop is lost.
+    let intake = Intake::start_with_logs_delay(200, 202, Duration::from_secs(12));
+    let run_dir = scratch_dir("drainnodrain-run");
+    let scripts = scratch_dir("drainnodrain-job");
+    let script = write_job_script(&scripts);
+
+    // With the drain (a budget long enough for one slow answer), nothing is lost.
+    let kept = s.name("kept");
+    up_with_logs(&s, &intake, &run_dir, &kept);
+    let kept_id = run_task_mode_job(&kept, &script);
+    let down = run(s
+        .ddsky()
+        .args(["down", "--expect", &kept, "--timeout", "60s"]));
+    down.expect_code(0);
+    assert!(down.stdout.contains("drained 1 container's log"), "{down}");
+    assert_eq!(
+        received_lines(&intake, &kept_id),
+        expected_lines(),
+        "{down}"
+    );
+
+    // Without it, the same job's lines are lost: the agent is stopped while its sends wait.
+    let lost = s.name("lost");
+    up_with_logs(&s, &intake, &run_dir, &lost);
+    let lost_id = run_task_mode_job(&lost, &script);
+    let down = run(s.ddsky().args(["down", "--expect", &lost, "--no-drain"]));
+    down.expect_code(0);
+    std::thread::sleep(Duration::from_secs(13));
+    let got = received_lines(&intake, &lost_id);
+    assert!(
+        got.len() < expected_lines().len(),
+        "without the drain the stand-in must lose the tail (got all {} lines): it is kinder than the real agent",
+        got.len()
+    );
+}
