@@ -5,6 +5,7 @@ mod agent_output;
 mod batch;
 mod cli;
 mod commands;
+mod datadog_api;
 mod discovery;
 mod doctor;
 mod engine;
@@ -26,6 +27,7 @@ mod settings;
 mod spec;
 mod startup;
 mod tags;
+mod verify;
 
 use clap::Parser;
 use std::process::ExitCode;
