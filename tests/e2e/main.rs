@@ -3,6 +3,7 @@
 //! shared harness in `common` is used by every module.
 
 mod common;
+mod fake_datadog;
 
 mod aws_secrets;
 mod doctor;
@@ -15,3 +16,4 @@ mod skypilot;
 mod skypilot_loader;
 mod standin;
 mod startup;
+mod verify;
