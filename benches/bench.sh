@@ -403,6 +403,16 @@ docker rm -f "$AGENT" >/dev/null 2>&1
 line=$(printf '%s\n' "${sig_ms[@]}" | median | awk -v all="${sig_ms[*]}" '{printf "8 SIGINT/SIGTERM while up waits for health -> exit: median %d ms (runs: %s ms) (target < 1000 ms)%s", $1, all, ($1 >= 1000 ? " MISSED" : "")}')
 note "$line"
 
+# ---------------------------------------------------------------------------------------------
+# 9 `ddsky verify`: API calls and wall time per look for 4 and 64 nodes against the test API (the
+# e2e suite's fake Datadog API over a synthesized world; the calls must be equal).
+fig9=$(cd "$repo" && DDSKY_TEST_IMAGES=$NS cargo test -q --test e2e verify_scale_figure -- --ignored --nocapture 2>/dev/null | grep '^verify:')
+if [ -n "$fig9" ]; then
+  note "9 $(echo "$fig9" | paste -sd';' -)"
+else
+  note "9 verify calls per look: could not run (cargo test --test e2e verify_scale_figure -- --ignored)"
+fi
+
 echo
 echo "== summary (load average now $(cut -d' ' -f1-3 /proc/loadavg); took $(($(date +%s) - started)) s, cleanup follows) =="
 printf '%s\n' "${summary[@]}" | sort -s -k1,1n
