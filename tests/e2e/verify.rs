@@ -15,8 +15,34 @@ fn now() -> f64 {
         .as_secs_f64()
 }
 
+/// For the tests on a synthesized world: no Docker, so no images or containers to make; the same
+/// clean, loopback-only environment as `Scope::ddsky`.
+struct NoDocker;
+
+trait Ddsky {
+    fn ddsky(&self) -> Command;
+}
+
+impl Ddsky for Scope {
+    fn ddsky(&self) -> Command {
+        Scope::ddsky(self)
+    }
+}
+
+impl Ddsky for NoDocker {
+    fn ddsky(&self) -> Command {
+        let mut cmd = Command::new(ddsky_bin());
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+            .current_dir(std::env::temp_dir());
+        cmd
+    }
+}
+
 /// `ddsky verify` against `fake`, keys in the environment, AWS not asked.
-fn verify(s: &Scope, fake: &FakeDatadog, args: &[&str]) -> Command {
+fn verify(s: &impl Ddsky, fake: &FakeDatadog, args: &[&str]) -> Command {
     let mut cmd = s.ddsky();
     cmd.env("DD_API_KEY", KEY)
         .env("DD_APP_KEY", APP_KEY)
@@ -179,7 +205,7 @@ fn verify_names_the_node_without_the_job_container_until_it_runs() {
 
 #[test]
 fn verify_names_the_refused_key_and_permission() {
-    let s = Scope::new("verifykeys");
+    let s = NoDocker;
     // A wrong application key: exit 1, naming the application key, never printing either key.
     let fake = synthetic(
         Behaviour {
@@ -251,7 +277,7 @@ fn verify_names_the_refused_key_and_permission() {
 
 #[test]
 fn verify_survives_throttling_and_5xx() {
-    let s = Scope::new("verifythrottle");
+    let s = NoDocker;
     let fake = synthetic(
         Behaviour {
             throttle_first: 2,
@@ -290,7 +316,7 @@ fn verify_survives_throttling_and_5xx() {
 
 #[test]
 fn verify_64_nodes_cost_the_calls_of_4_and_name_exactly_the_bad_ranks() {
-    let s = Scope::new("verifyscale");
+    let s = NoDocker;
     let mut calls = Vec::new();
     for nodes in [4u32, 64] {
         let fake = synthetic(Behaviour::new(), nodes, "big", &[], &[]);
@@ -333,7 +359,7 @@ fn verify_64_nodes_cost_the_calls_of_4_and_name_exactly_the_bad_ranks() {
 #[test]
 #[ignore = "a figure for benches/bench.sh, not a check"]
 fn verify_scale_figure() {
-    let s = Scope::new("verifyfigure");
+    let s = NoDocker;
     for nodes in [4u32, 64] {
         let fake = synthetic(Behaviour::new(), nodes, "big", &[], &[]);
         let started = Instant::now();
