@@ -18,7 +18,7 @@
 # during up from nothing to discovered at the real agent's timings, and how soon after the agent's
 # own readiness up returns; 7 agent commands per minute in steady state; 8 how soon SIGINT or
 # SIGTERM ends `up` while it waits for health; 9 `ddsky run`'s cost on a job printing 100 MB of
-# lines, with and without the copy into the container log.
+# lines, with and without the copy into the container log. 10 `ddsky verify`'s API calls per look at 4 and 64 nodes.
 # DDSKY_TEST_IMAGES: the test-image namespace (default ddsky-test), as for the tests.
 # Takes about 5 minutes on 2 cores (starting and removing 300 containers is most of it).
 # Needs hyperfine, jq, GNU time and (for the stand-in's shell) a static busybox:
@@ -439,6 +439,15 @@ else
   note "9b skipped: cannot start $NS/skypilot-job:latest (docker/build-test-images.sh builds it)"
 fi
 docker rm -f "$SKY" >/dev/null 2>&1
+# ---------------------------------------------------------------------------------------------
+# 10 `ddsky verify`: API calls and wall time per look for 4 and 64 nodes against the test API (the
+# e2e suite's fake Datadog API over a synthesized world; the calls must be equal).
+fig10=$(cd "$repo" && DDSKY_TEST_IMAGES=$NS cargo test -q --test e2e verify_scale_figure -- --ignored --nocapture 2>/dev/null | grep '^verify:')
+if [ -n "$fig10" ]; then
+  note "10 $(echo "$fig10" | paste -sd';' -)"
+else
+  note "10 verify calls per look: could not run (cargo test --test e2e verify_scale_figure -- --ignored)"
+fi
 
 echo
 echo "== summary (load average now $(cut -d' ' -f1-3 /proc/loadavg); took $(($(date +%s) - started)) s, cleanup follows) =="

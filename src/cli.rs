@@ -79,6 +79,9 @@ pub enum Command {
     /// and the node agent's address (run it where you launch the task).
     #[command(visible_alias = "kubernetes")]
     K8s(K8sArgs),
+    /// From where the job was launched: prove that every node's metrics, container metrics and logs
+    /// reached Datadog, tagged with the run (needs DD_API_KEY and DD_APP_KEY).
+    Verify(VerifyArgs),
 }
 
 /// The clap mirror of `settings::PullPolicy`.
@@ -324,6 +327,62 @@ pub struct DownArgs {
     /// self inside a container] [env: DDSKY_EXPECT, space-separated, used when no --expect is given].
     #[arg(long = "expect", value_name = "PATTERN")]
     pub expect: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The run: hosts tagged metta_run_id:ID.
+    #[arg(long, value_name = "ID")]
+    pub run_id: Option<String>,
+
+    /// The cluster: hosts tagged skypilot_cluster:NAME.
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
+
+    /// Another tag every node carries, key:value (repeatable). At least one of --run-id, --cluster,
+    /// --tag is needed.
+    #[arg(long = "tag", value_name = "KEY:VALUE")]
+    pub tags: Vec<String>,
+
+    /// The window looked at: a node is silent when it sent no point in it.
+    #[arg(long, default_value = "10m", value_parser = duration)]
+    pub since: Duration,
+
+    /// How many nodes to expect [default: the skypilot_num_nodes tag the nodes carry].
+    #[arg(long, value_name = "N")]
+    pub nodes: Option<u32>,
+
+    /// The job's container: its name or image repository (repeatable) [default: metta]
+    /// [env: DDSKY_EXPECT, space-separated, used when no --expect is given].
+    #[arg(long = "expect", value_name = "PATTERN")]
+    pub expect: Vec<String>,
+
+    /// Check GPU metrics on every node (nodes that report GPUs are always checked).
+    #[arg(long)]
+    pub gpus: bool,
+
+    /// Do not check logs (an account without Log Management).
+    #[arg(long)]
+    pub no_logs: bool,
+
+    /// Look again until every node is ok or this long has passed (looks 15 s apart).
+    #[arg(long, value_name = "DUR", value_parser = duration)]
+    pub wait: Option<Duration>,
+
+    /// The Datadog site (the API is https://api.<site>; DDSKY_API_URL overrides it).
+    #[arg(long, env = "DD_SITE", default_value = "datadoghq.com")]
+    pub site: String,
+
+    /// The AWS Secrets Manager secret holding the application key, asked when DD_APP_KEY is unset.
+    #[arg(
+        long,
+        env = "DDSKY_APP_KEY_SECRET_ID",
+        default_value = "datadog/app-key"
+    )]
+    pub app_key_secret_id: String,
+
+    #[command(flatten)]
+    pub key: KeyArgs,
 }
 
 #[cfg(test)]

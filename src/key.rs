@@ -242,6 +242,118 @@ pub async fn lookup<S: SecretStore>(
     KeyLookup::Missing { reasons }
 }
 
+/// A Datadog application key, which `ddsky verify` needs to read data (40 hexadecimal characters).
+/// Like [`ApiKey`], Debug and Display print `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AppKey(String);
+
+impl AppKey {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AppKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl fmt::Display for AppKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+/// Checks an application key candidate: trimmed, 40 hexadecimal characters. The message never
+/// carries the candidate.
+pub fn check_app_key_shape(candidate: &str) -> Result<AppKey, String> {
+    let key = candidate.trim();
+    if key.contains(['"', '\'']) {
+        return Err(ShapeProblem::Quotes.to_string());
+    }
+    if key.contains(char::is_whitespace) {
+        return Err(ShapeProblem::InnerWhitespace.to_string());
+    }
+    let len = key.chars().count();
+    if len == 32 {
+        return Err("it is 32 characters long, like an API key; an application key is 40 hexadecimal characters (Organization Settings > Application Keys)".into());
+    }
+    if len != 40 {
+        return Err(format!(
+            "it is {len} characters long; an application key is 40 hexadecimal characters"
+        ));
+    }
+    if !key.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err("it has characters other than 0-9 and a-f; an application key is 40 hexadecimal characters".into());
+    }
+    Ok(AppKey(key.to_owned()))
+}
+
+/// JSON fields that may hold the application key in a secret.
+const JSON_APP_KEY_FIELDS: [&str; 5] = [
+    "appKey",
+    "app_key",
+    "applicationKey",
+    "application_key",
+    "DD_APP_KEY",
+];
+
+/// The application key chain: `env_value` (DD_APP_KEY) first, then the secret store (a plain
+/// string, or a JSON object with one of [`JSON_APP_KEY_FIELDS`]). Gives the key, or one line per
+/// source saying why it gave none.
+pub async fn lookup_app_key<S: SecretStore>(
+    env_value: Option<&str>,
+    secret: Option<SecretLookup<'_, S>>,
+) -> Result<AppKey, Vec<String>> {
+    let mut reasons = Vec::new();
+    match env_value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => reasons.push("DD_APP_KEY unset".to_owned()),
+        Some(candidate) => match check_app_key_shape(candidate) {
+            Ok(key) => return Ok(key),
+            Err(problem) => reasons.push(format!("DD_APP_KEY is not used: {problem}")),
+        },
+    }
+    match secret {
+        None => reasons.push("AWS Secrets Manager not asked (--no-aws)".to_owned()),
+        Some(SecretLookup { store, secret_id }) => {
+            let SecretAnswer { place, payload } = store.fetch(secret_id).await;
+            let outcome = payload
+                .and_then(|payload| app_key_from_secret(&payload))
+                .and_then(|candidate| {
+                    check_app_key_shape(&candidate).map_err(|p| format!("the key is not used: {p}"))
+                });
+            match outcome {
+                Ok(key) => return Ok(key),
+                Err(why) => reasons.push(format!("{place}: {why}")),
+            }
+        }
+    }
+    Err(reasons)
+}
+
+fn app_key_from_secret(payload: &SecretPayload) -> Result<String, String> {
+    let text = match payload {
+        SecretPayload::Text(t) => t.clone(),
+        SecretPayload::Binary(b) => String::from_utf8(b.clone())
+            .map_err(|_| SecretFormatError::BinaryNotText.to_string())?,
+    };
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(SecretFormatError::Empty.to_string());
+    }
+    if !trimmed.starts_with('{') {
+        return Ok(trimmed.to_owned());
+    }
+    let value: serde_json::Value = serde_json::from_str(trimmed)
+        .map_err(|e| SecretFormatError::MalformedJson(e.to_string()).to_string())?;
+    JSON_APP_KEY_FIELDS
+        .iter()
+        .find_map(|field| value.get(field).and_then(|v| v.as_str()))
+        .map(str::to_owned)
+        .ok_or_else(|| "the JSON secret has no appKey, app_key, applicationKey, application_key or DD_APP_KEY string field; add one".to_owned())
+}
+
 #[cfg(test)]
 pub(crate) fn test_key(raw: &str) -> ApiKey {
     check_shape(raw).expect("test keys are 32 hex characters")
@@ -435,6 +547,35 @@ mod tests {
                 "AWS Secrets Manager not asked (--no-aws)"
             ]
         );
+    }
+
+    #[test]
+    fn application_keys() {
+        let app = "0123456789abcdef0123456789abcdef01234567";
+        let key = check_app_key_shape(&format!(" {app}\n")).unwrap();
+        assert_eq!(key.expose(), app);
+        assert_eq!(format!("{key} {key:?}"), "<redacted> <redacted>");
+        assert!(check_app_key_shape(KEY)
+            .unwrap_err()
+            .contains("like an API key"));
+        assert!(check_app_key_shape(&"g".repeat(40))
+            .unwrap_err()
+            .contains("0-9"));
+        let store = FakeStore(Ok(SecretPayload::Text(format!(r#"{{"appKey":"{app}"}}"#))));
+        let got = block_on(lookup_app_key(
+            None,
+            Some(SecretLookup {
+                store: &store,
+                secret_id: "datadog/app-key",
+            }),
+        ));
+        assert_eq!(got.unwrap().expose(), app);
+        let reasons = block_on(lookup_app_key::<FakeStore>(Some(KEY), None)).unwrap_err();
+        assert!(
+            reasons[0].starts_with("DD_APP_KEY is not used"),
+            "{reasons:?}"
+        );
+        assert!(!reasons.concat().contains(KEY));
     }
 
     #[test]

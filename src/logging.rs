@@ -8,6 +8,10 @@ pub fn init(verbose: u8, quiet: u8) {
     if let Some(raw) = std::env::var_os(crate::spec::API_KEY_ENV) {
         redact::register(&raw.to_string_lossy());
     }
+    // So is the application key (`ddsky verify`).
+    if let Some(raw) = std::env::var_os("DD_APP_KEY") {
+        redact::register(&raw.to_string_lossy());
+    }
     let level = match (verbose, quiet) {
         (0, 0) => "info",
         (1, _) => "debug",

@@ -5,6 +5,7 @@ mod agent_output;
 mod batch;
 mod cli;
 mod commands;
+mod datadog_api;
 mod discovery;
 mod doctor;
 mod drain;
@@ -27,6 +28,7 @@ mod settings;
 mod spec;
 mod startup;
 mod tags;
+mod verify;
 
 use std::process::ExitCode;
 

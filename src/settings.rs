@@ -57,6 +57,28 @@ pub enum CommandSettings {
     Doctor(DoctorSettings),
     Logs(LogsSettings),
     K8s(JobSettings),
+    Verify(Box<VerifySettings>),
+}
+
+/// `ddsky verify`, validated: which run, where the API is, what to check.
+#[derive(Debug, Clone)]
+pub struct VerifySettings {
+    /// The tags every node of the run carries, normalised.
+    pub tags: Vec<String>,
+    pub since: Duration,
+    pub nodes: Option<u32>,
+    /// Never empty (--expect, else DDSKY_EXPECT, else `metta`).
+    pub expect: Vec<String>,
+    pub gpus: bool,
+    pub no_logs: bool,
+    pub wait: Option<Duration>,
+    pub site: String,
+    /// `https://api.<site>`, or DDSKY_API_URL.
+    pub api_base: String,
+    /// The web UI, for links.
+    pub ui_base: String,
+    pub key: KeySettings,
+    pub app_key_secret_id: String,
 }
 
 /// What `up`, `env`, `k8s` and `doctor` share: the job's tag inputs and where the agent listens.
@@ -344,6 +366,9 @@ pub fn from_cli(
                 },
             })
         }
+        Command::Verify(args) => {
+            CommandSettings::Verify(Box::new(VerifySettings::from_args(args)?))
+        }
         Command::Logs(args) => CommandSettings::Logs(LogsSettings {
             follow: args.follow,
             tail: args.tail,
@@ -418,6 +443,62 @@ impl UpSettings {
                 aws_region: args.key.aws_region,
                 secret_timeout: args.key.secret_timeout,
             },
+        })
+    }
+}
+
+impl VerifySettings {
+    pub fn from_args(args: cli::VerifyArgs) -> Result<Self, SettingsError> {
+        let tags = crate::verify::selector_tags(
+            args.run_id.as_deref(),
+            args.cluster.as_deref(),
+            &args.tags,
+        )
+        .map_err(SettingsError::Invalid)?;
+        let site = args.site.trim().to_owned();
+        if site.is_empty() || site.contains(['/', ' ', ':']) {
+            return Err(SettingsError::Invalid(format!(
+                "DD_SITE / --site {site:?} is not a site; use e.g. datadoghq.com, datadoghq.eu, us5.datadoghq.com"
+            )));
+        }
+        let api_base = match env_var("DDSKY_API_URL").filter(|v| !v.trim().is_empty()) {
+            Some(url) => crate::verify::check_api_url(&url).map_err(SettingsError::Invalid)?,
+            None => crate::verify::api_base(&site),
+        };
+        if args.since < Duration::from_secs(1) {
+            return Err(SettingsError::Invalid(
+                "--since must be at least 1s (e.g. 10m)".into(),
+            ));
+        }
+        if args.nodes == Some(0) {
+            return Err(SettingsError::Invalid(
+                "--nodes 0 expects nothing; give the run's node count or leave it out".into(),
+            ));
+        }
+        let given = or_env_list(&args.expect, "DDSKY_EXPECT");
+        Ok(VerifySettings {
+            tags,
+            since: args.since,
+            nodes: args.nodes,
+            expect: if given.is_empty() {
+                vec!["metta".into()]
+            } else {
+                given
+            },
+            gpus: args.gpus,
+            no_logs: args.no_logs,
+            wait: args.wait,
+            ui_base: crate::verify::ui_base(&site),
+            site,
+            api_base,
+            key: KeySettings {
+                require_key: true,
+                secret_id: args.key.secret_id,
+                no_aws: args.key.no_aws,
+                aws_region: args.key.aws_region,
+                secret_timeout: args.key.secret_timeout,
+            },
+            app_key_secret_id: args.app_key_secret_id,
         })
     }
 }

@@ -13,6 +13,7 @@ mod logs;
 mod run;
 mod status;
 mod up;
+mod verify;
 
 use crate::agent::AgentError;
 use crate::discovery::WaitError;
@@ -73,6 +74,7 @@ pub async fn run(ctx: &Context, command: CommandSettings) -> Result<u8, Failure>
         CommandSettings::Down(settings) => down::run(ctx, settings).await,
         CommandSettings::Run(settings) => run::run(ctx, *settings).await,
         CommandSettings::K8s(job) => k8s::run(ctx, job).await,
+        CommandSettings::Verify(settings) => verify::run(ctx, *settings).await,
     }
 }
 
@@ -127,6 +129,10 @@ pub enum Failure {
     NoAgent { name: String },
     #[error(transparent)]
     Interrupted(#[from] Interrupted),
+    /// `ddsky verify`: Datadog's API refused (a key, a permission) or failed; the message names
+    /// which key and permission, never a key.
+    #[error("{0}")]
+    Api(String),
 }
 
 impl From<WaitError> for Failure {
@@ -184,7 +190,8 @@ impl Failure {
             | Failure::AgentGone { .. }
             | Failure::AgentStopped { .. }
             | Failure::LostRaces { .. }
-            | Failure::KeyRequired { .. } => exit::FAILURE,
+            | Failure::KeyRequired { .. }
+            | Failure::Api(_) => exit::FAILURE,
         }
     }
 

@@ -600,6 +600,11 @@ impl Intake {
         self.received.lock().unwrap().clone()
     }
 
+    /// The live list of what arrived, for a reader on another thread (the fake Datadog API).
+    pub fn feed(&self) -> Arc<Mutex<Vec<Received>>> {
+        self.received.clone()
+    }
+
     /// The requests whose path starts with `prefix`.
     pub fn received_at(&self, prefix: &str) -> Vec<Received> {
         self.received()

@@ -3,6 +3,7 @@
 //! shared harness in `common` is used by every module.
 
 mod common;
+mod fake_datadog;
 
 mod aws_secrets;
 mod doctor;
@@ -17,3 +18,4 @@ mod skypilot;
 mod skypilot_loader;
 mod standin;
 mod startup;
+mod verify;

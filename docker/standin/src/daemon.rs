@@ -201,10 +201,32 @@ async fn serve(config: Config) -> i32 {
     *api_up_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(now());
     shared.changed.notify_one();
     let notify = shared.clone();
+    // The docker check's containers: running, past the discovery delay, not excluded (the
+    // agent's own container never reports), and only while the check is scheduled at all.
+    let inventory = shared.clone();
+    let check_config = config.clone();
     tokio::spawn(forwarder::run(
         config.clone(),
         forwarder_shared,
         move || notify.changed.notify_one(),
+        move || {
+            if !docker_check {
+                return Vec::new();
+            }
+            let now = now();
+            let all = inventory
+                .inventory
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .snapshot();
+            all.into_iter()
+                .filter(|c| !c.excluded && c.seen_at + check_config.discovery_delay_secs <= now)
+                .map(|c| {
+                    let tags = crate::model::container_tags(&c, &check_config.labels_as_tags);
+                    (c.id, tags)
+                })
+                .collect()
+        },
     ));
     let logs = crate::logs::start(config.clone(), logs_config.clone(), shared.clone());
 

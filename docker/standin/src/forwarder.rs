@@ -114,6 +114,60 @@ pub fn series_payload(hostname: &str, timestamp: i64) -> Value {
     })
 }
 
+/// Host system metrics, as the agent's cpu, load and memory checks report them (one point each per
+/// flush; `system.cpu.user` is a rate, so it first appears at the second flush, as the real cpu
+/// check needs two samples).
+pub fn system_series(hostname: &str, timestamp: i64, second_sample: bool) -> Vec<Value> {
+    let load = std::fs::read_to_string("/host/proc/loadavg")
+        .or_else(|_| std::fs::read_to_string("/proc/loadavg"))
+        .ok()
+        .and_then(|l| {
+            l.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0);
+    let mut metrics = vec![("system.load.1", load), ("system.mem.used", 1024.0)];
+    if second_sample {
+        metrics.push(("system.cpu.user", 1.5));
+    }
+    metrics
+        .into_iter()
+        .map(|(metric, value)| gauge(metric, hostname, timestamp, value, Vec::new()))
+        .collect()
+}
+
+/// The docker check's container metrics for one running container, tagged with the container's
+/// tags (container_name, image_name, short_image, container_id, ...) and `runtime:docker`.
+/// `docker.cpu.usage` is a rate: the caller sends it only for containers seen at the previous run.
+pub fn container_series(
+    hostname: &str,
+    timestamp: i64,
+    container_tags: &[String],
+    with_rate: bool,
+) -> Vec<Value> {
+    let mut tags = container_tags.to_vec();
+    tags.push("runtime:docker".to_string());
+    let mut metrics = vec![("docker.mem.rss", 4096.0)];
+    if with_rate {
+        metrics.push(("docker.cpu.usage", 0.5));
+    }
+    metrics
+        .into_iter()
+        .map(|(metric, value)| gauge(metric, hostname, timestamp, value, tags.clone()))
+        .collect()
+}
+
+fn gauge(metric: &str, hostname: &str, timestamp: i64, value: f64, tags: Vec<String>) -> Value {
+    json!({
+        "metric": metric,
+        "type": 3,
+        "points": [{ "timestamp": timestamp, "value": value }],
+        "resources": [{ "name": hostname, "type": "host" }],
+        "tags": tags,
+    })
+}
+
 /// The host-metadata payload (v5 `/intake/`): the host tags travel here, under `host-tags.system`.
 pub fn host_metadata_payload(config: &Config, timestamp: i64) -> Value {
     json!({
@@ -403,6 +457,7 @@ pub async fn run(
     config: Arc<Config>,
     shared: Arc<Shared>,
     on_change: impl Fn() + Send + Sync + 'static,
+    containers: impl Fn() -> Vec<(String, Vec<String>)> + Send + Sync + 'static,
 ) {
     let intake = Arc::new(Intake::new(
         config.dd_url.as_deref(),
@@ -453,6 +508,8 @@ pub async fn run(
     metadata_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut retry: VecDeque<Transaction> = VecDeque::new();
     let mut previous_ok = false;
+    let mut flushes = 0u64;
+    let mut seen_before: std::collections::HashSet<String> = std::collections::HashSet::new();
     loop {
         let now = crate::timefmt::now() as i64;
         let mut batch: Vec<(Transaction, bool)> = Vec::new();
@@ -465,9 +522,20 @@ pub async fn run(
             }
             _ = flush_ticker.tick() => {
                 batch.extend(retry.drain(..).map(|tx| (tx, true)));
+                let mut payload = series_payload(&config.hostname, now);
+                let mut extra = system_series(&config.hostname, now, flushes > 0);
+                let running = containers();
+                for (id, tags) in &running {
+                    extra.extend(container_series(&config.hostname, now, tags, seen_before.contains(id)));
+                }
+                seen_before = running.into_iter().map(|(id, _)| id).collect();
+                flushes += 1;
+                if let Some(series) = payload["series"].as_array_mut() {
+                    series.extend(extra);
+                }
                 batch.push((Transaction {
                     endpoint: SERIES,
-                    body: compress(&series_payload(&config.hostname, now)),
+                    body: compress(&payload),
                 }, false));
             }
         }
@@ -524,6 +592,31 @@ mod tests {
         assert_eq!(v["host-tags"]["system"], json!(["a:b", "c:d"]));
         assert_eq!(v["internalHostname"], "node-1");
         assert_eq!(v["meta"]["hostname"], "node-1");
+    }
+
+    #[test]
+    fn system_and_container_series_carry_the_host_and_container_tags() {
+        let first = system_series("node-1", 5, false);
+        assert!(first.iter().all(|s| s["metric"] != "system.cpu.user"));
+        let next = system_series("node-1", 5, true);
+        assert!(next.iter().any(|s| s["metric"] == "system.cpu.user"));
+        assert!(next.iter().all(|s| s["resources"][0]["name"] == "node-1"));
+        let tags = vec![
+            "container_name:job".to_string(),
+            "short_image:metta".to_string(),
+        ];
+        let c = container_series("node-1", 5, &tags, true);
+        let cpu = c
+            .iter()
+            .find(|s| s["metric"] == "docker.cpu.usage")
+            .unwrap();
+        assert_eq!(
+            cpu["tags"],
+            json!(["container_name:job", "short_image:metta", "runtime:docker"])
+        );
+        assert!(container_series("node-1", 5, &tags, false)
+            .iter()
+            .all(|s| s["metric"] != "docker.cpu.usage"));
     }
 
     #[test]
