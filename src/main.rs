@@ -21,6 +21,7 @@ mod progress;
 mod reconcile;
 mod redact;
 mod reference;
+mod registry;
 mod secrets;
 mod settings;
 mod spec;
