@@ -316,6 +316,8 @@ async fn ensure_image<E: ContainerEngine>(
         reporter.finish();
         let (kind, why) = match result? {
             Ok(()) => return Ok(image.clone()),
+            // One reference: no fallback, the daemon's error as it always was.
+            Err(PullError::Engine(e)) if images.len() == 1 => return Err(e.into()),
             Err(PullError::Stalled) => (
                 PullRefusal::TimedOut,
                 format!(
