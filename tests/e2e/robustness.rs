@@ -225,7 +225,7 @@ fn refused_pulls_fall_back_to_the_next_registry_and_the_agent_runs() {
                 "--image",
                 &list,
                 "--pull-timeout",
-                "5s",
+                "45s",
                 "--expect",
                 "none-such",
             ])
@@ -242,7 +242,7 @@ fn refused_pulls_fall_back_to_the_next_registry_and_the_agent_runs() {
     for (registry, why) in [
         (&limited, "rate limited (toomanyrequests"),
         (&broken, "server error"),
-        (&silent, "timed out (no progress for 5s)"),
+        (&silent, "timed out (no progress for 45s)"),
     ] {
         let line = refusals
             .iter()
