@@ -149,9 +149,15 @@ pub struct UpArgs {
     #[command(flatten)]
     pub agent: AgentArgs,
 
-    /// The agent image.
-    #[arg(long, env = "DDSKY_IMAGE", default_value = "datadog/agent:7")]
-    pub image: String,
+    /// The agent image: one reference or a comma-separated list tried in order, the next when a
+    /// pull fails [default: Datadog's registries for the cloud in SKYPILOT_CLUSTER_INFO, Docker Hub
+    /// last, tag 7].
+    #[arg(long, env = "DDSKY_IMAGE", value_name = "REF[,REF...]")]
+    pub image: Option<String>,
+
+    /// How long a pull may go without any progress before the next registry of the list is tried.
+    #[arg(long, env = "DDSKY_PULL_TIMEOUT", default_value = "60s", value_parser = duration)]
+    pub pull_timeout: Duration,
 
     /// The Datadog site to send to.
     #[arg(long, env = "DD_SITE", default_value = "datadoghq.com")]
@@ -417,7 +423,8 @@ mod tests {
         );
         assert_eq!(up.gpus, GpuMode::Auto);
         assert_eq!(up.timeout, Duration::from_secs(180));
-        assert_eq!(up.image, "datadog/agent:7");
+        assert_eq!(up.image, None, "the list by cloud is chosen by up");
+        assert_eq!(up.pull_timeout, Duration::from_secs(60));
         assert_eq!(up.agent.network, NetworkMode::Host);
         assert_eq!(up.key.secret_timeout, Duration::from_secs(10));
     }
@@ -432,7 +439,7 @@ mod tests {
             panic!()
         };
         assert!(run.down);
-        assert_eq!(run.up.image, "x/y:1");
+        assert_eq!(run.up.image.as_deref(), Some("x/y:1"));
         assert_eq!(run.command, ["python", "train.py", "--lr", "3"]);
         assert!(
             Cli::try_parse_from(["ddsky", "run"]).is_err(),

@@ -378,6 +378,21 @@ fn namespaces(a: &ContainerInfo, cgroup_v2: bool) -> Check {
     Check::ok(NAME, evidence)
 }
 
+/// The host socket the agent watches: the source of its /var/run/docker.sock bind (and the
+/// DOCKER_HOST it is given, when that is not the socket), as `ddsky up` mounts it.
+fn agent_socket(a: &ContainerInfo) -> Option<String> {
+    let source = a.binds.iter().find_map(|b| {
+        let mut parts = b.split(':');
+        let (src, dst) = (parts.next()?, parts.next()?);
+        (dst.trim_end_matches('/') == "/var/run/docker.sock").then(|| src.to_owned())
+    })?;
+    Some(if source == "/var/run/docker.sock" {
+        source
+    } else {
+        format!("{source} (mounted at /var/run/docker.sock)")
+    })
+}
+
 fn mounts(a: &ContainerInfo) -> Check {
     const NAME: &str = "mounts";
     let missing: Vec<String> = REQUIRED_MOUNTS
@@ -386,7 +401,8 @@ fn mounts(a: &ContainerInfo) -> Check {
         .map(|(dest, why)| format!("{dest} ({why})"))
         .collect();
     if missing.is_empty() {
-        Check::ok(NAME, "docker socket, /host/proc, /host/sys/fs/cgroup, container logs and run dir are mounted")
+        let socket = agent_socket(a).unwrap_or_else(|| "/var/run/docker.sock".into());
+        Check::ok(NAME, format!("docker socket {socket}, /host/proc, /host/sys/fs/cgroup, container logs and run dir are mounted"))
     } else {
         let fix = if is_managed(a) {
             "`ddsky up` recreates the agent with every mount"

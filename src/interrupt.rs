@@ -32,6 +32,25 @@ impl std::fmt::Display for Signal {
 #[error("interrupted by {0}; nothing was left half-made")]
 pub struct Interrupted(pub Signal);
 
+/// Whether `sig`'s disposition is SIG_IGN (inherited: ddsky has installed nothing yet).
+fn inherited_ignore(sig: libc::c_int) -> bool {
+    // SAFETY: a null new action only reads the current one into `old`, which is plain data.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
+/// The next delivery of a signal listened to; never for one left ignored.
+async fn recv(listener: &mut Option<tokio::signal::unix::Signal>) {
+    match listener {
+        Some(l) => {
+            l.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 #[derive(Clone)]
 pub struct Interrupt(watch::Receiver<Option<Signal>>);
 
@@ -46,15 +65,28 @@ impl Trigger {
 
 impl Interrupt {
     /// Starts listening for SIGINT and SIGTERM. Must be called inside the runtime.
+    ///
+    /// A signal this process was started with ignored (a non-interactive shell starts `cmd &` with
+    /// SIGINT and SIGQUIT ignored, `nohup`-like wrappers may ignore more) stays ignored: ddsky does
+    /// what a shell does, so a Ctrl-C meant for the script that started it in the background does
+    /// not end it; SIGTERM still does unless it too was ignored.
     pub fn install() -> std::io::Result<Self> {
         use tokio::signal::unix::{signal, SignalKind};
         let (tx, rx) = watch::channel(None);
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut term = signal(SignalKind::terminate())?;
+        let listen = |sig: libc::c_int, kind: SignalKind| -> std::io::Result<_> {
+            if inherited_ignore(sig) {
+                tracing::debug!("signal {sig} was ignored when ddsky started; it stays ignored");
+                Ok(None)
+            } else {
+                signal(kind).map(Some)
+            }
+        };
+        let mut int = listen(libc::SIGINT, SignalKind::interrupt())?;
+        let mut term = listen(libc::SIGTERM, SignalKind::terminate())?;
         tokio::spawn(async move {
             let got = tokio::select! {
-                _ = int.recv() => Signal::Interrupt,
-                _ = term.recv() => Signal::Terminate,
+                _ = recv(&mut int) => Signal::Interrupt,
+                _ = recv(&mut term) => Signal::Terminate,
             };
             let _ = tx.send(Some(got));
             // Keep the sender alive so receivers see the value rather than a closed channel.

@@ -23,6 +23,7 @@ mod progress;
 mod reconcile;
 mod redact;
 mod reference;
+mod registry;
 mod secrets;
 mod settings;
 mod spec;

@@ -12,6 +12,7 @@ use crate::engine::DockerHost;
 use crate::gpu::GpuMode;
 use crate::output::Format;
 use crate::reference;
+use crate::registry::ImageList;
 use crate::spec::{NetworkMode, API_KEY_ENV};
 use crate::tags;
 use std::ffi::OsString;
@@ -109,7 +110,10 @@ pub struct KeySettings {
 #[derive(Debug, Clone)]
 pub struct UpSettings {
     pub agent: JobSettings,
-    pub image: String,
+    /// `--image`/DDSKY_IMAGE as a list; `None`: the default list for the cloud (`registry`).
+    pub image: Option<ImageList>,
+    /// How long a pull may go without progress before the next entry is tried.
+    pub pull_timeout: Duration,
     pub site: String,
     pub gpus: GpuMode,
     pub dd_url: Option<String>,
@@ -408,7 +412,13 @@ impl JobSettings {
 
 impl UpSettings {
     pub fn from_args(args: cli::UpArgs) -> Result<Self, SettingsError> {
-        reference::validate_image_reference(&args.image).map_err(SettingsError::Invalid)?;
+        let image = args
+            .image
+            .as_deref()
+            .filter(|i| !i.trim().is_empty())
+            .map(ImageList::parse)
+            .transpose()
+            .map_err(SettingsError::Invalid)?;
         let extra_env = or_env_list(&args.agent_env, "DDSKY_AGENT_ENV")
             .iter()
             .map(|e| parse_agent_env(e))
@@ -424,7 +434,8 @@ impl UpSettings {
         let agent = JobSettings::from_args(&args.agent)?;
         Ok(UpSettings {
             agent,
-            image: args.image,
+            image,
+            pull_timeout: args.pull_timeout,
             site: args.site,
             gpus: args.gpus.into(),
             dd_url: args.dd_url,

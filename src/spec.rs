@@ -63,16 +63,91 @@ pub const EXPECTED_TAGS_DURATION: &str = "15m";
 /// The bind mounts of Datadog's recipe: the socket for discovery, /proc and cgroups for metrics,
 /// the container log dir for logs, the run dir so log positions survive restarts, passwd for process names.
 /// The logs are mounted at the same path inside: the agent opens the `LogPath` Docker reports.
+#[cfg(test)]
 pub fn binds(docker_root: &str, run_dir: &str) -> Vec<String> {
+    binds_for(docker_root, run_dir, &DaemonAccess::DefaultSocket)
+}
+
+/// Where the agent finds its Docker socket, and what it mounts: see [`DaemonAccess`].
+pub const AGENT_SOCKET: &str = "/var/run/docker.sock";
+
+/// How the agent reaches the daemon ddsky talks to, so that it watches the same one.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum DaemonAccess {
+    /// The host's /var/run/docker.sock, Datadog's recipe: ddsky talks to it, or ddsky runs in a
+    /// container (where the path it was given means nothing on the host).
+    #[default]
+    DefaultSocket,
+    /// Another unix socket on the host (rootless Docker, a second daemon): mounted at
+    /// /var/run/docker.sock inside, and DOCKER_HOST says so.
+    Socket(String),
+    /// A `tcp://` daemon: the agent keeps the local socket and gets the same DOCKER_HOST, with
+    /// DOCKER_TLS_VERIFY and DOCKER_CERT_PATH (mounted read-only at its path) when set.
+    Tcp {
+        host: String,
+        tls_verify: Option<String>,
+        cert_path: Option<String>,
+    },
+}
+
+impl DaemonAccess {
+    /// The environment the agent needs to use that daemon.
+    pub fn env(&self) -> Vec<(String, String)> {
+        match self {
+            DaemonAccess::DefaultSocket => vec![],
+            DaemonAccess::Socket(_) => {
+                vec![("DOCKER_HOST".into(), format!("unix://{AGENT_SOCKET}"))]
+            }
+            DaemonAccess::Tcp {
+                host,
+                tls_verify,
+                cert_path,
+            } => {
+                let mut env = vec![("DOCKER_HOST".into(), host.clone())];
+                if let Some(v) = tls_verify {
+                    env.push(("DOCKER_TLS_VERIFY".into(), v.clone()));
+                }
+                if let Some(c) = cert_path {
+                    env.push(("DOCKER_CERT_PATH".into(), c.clone()));
+                }
+                env
+            }
+        }
+    }
+
+    /// In words, for logs and doctor.
+    pub fn describe(&self) -> String {
+        match self {
+            DaemonAccess::DefaultSocket => AGENT_SOCKET.to_string(),
+            DaemonAccess::Socket(path) => format!("{path} (mounted at {AGENT_SOCKET})"),
+            DaemonAccess::Tcp { host, .. } => format!("{host} (DOCKER_HOST)"),
+        }
+    }
+}
+
+/// [`binds`] for a daemon reached through `access`.
+pub fn binds_for(docker_root: &str, run_dir: &str, access: &DaemonAccess) -> Vec<String> {
     let logs = format!("{}/containers", docker_root.trim_end_matches('/'));
-    vec![
-        "/var/run/docker.sock:/var/run/docker.sock:ro".into(),
+    let socket = match access {
+        DaemonAccess::Socket(path) => path.as_str(),
+        _ => AGENT_SOCKET,
+    };
+    let mut binds = vec![
+        format!("{socket}:{AGENT_SOCKET}:ro"),
         "/proc/:/host/proc/:ro".into(),
         "/sys/fs/cgroup/:/host/sys/fs/cgroup:ro".into(),
         format!("{logs}:{logs}:ro"),
         format!("{run_dir}:{AGENT_RUN_DIR}:rw"),
         "/etc/passwd:/etc/passwd:ro".into(),
-    ]
+    ];
+    if let DaemonAccess::Tcp {
+        cert_path: Some(certs),
+        ..
+    } = access
+    {
+        binds.push(format!("{certs}:{certs}:ro"));
+    }
+    binds
 }
 
 /// What the daemon that will run the agent is like, learnt only when a container is created.
@@ -109,6 +184,9 @@ pub enum NetworkMode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentSettings {
     pub name: String,
+    /// The image list's identity (`registry::ImageList::identity`: the references, comma-separated):
+    /// hashed as the body's `Image`, so the mirror that answered is no change; the body names the
+    /// list's first reference until [`AgentSpec::with_image`] names the one pulled or present.
     pub image: String,
     pub site: String,
     pub network: NetworkMode,
@@ -126,6 +204,8 @@ pub struct AgentSettings {
     pub extra_env: Vec<(String, String)>,
     /// The host directory mounted as the agent's run dir (its log positions).
     pub run_dir: String,
+    /// How the agent reaches the daemon ddsky talks to (its socket, or DOCKER_HOST).
+    pub daemon: DaemonAccess,
 }
 
 /// The container ddsky would create: the body exactly as sent, and the hash stored in its labels.
@@ -134,6 +214,8 @@ pub struct AgentSpec {
     pub name: String,
     pub body: ContainerCreateBody,
     pub hash: String,
+    /// How the agent reaches the daemon (its binds follow it in [`AgentSpec::for_daemon`]).
+    pub daemon: DaemonAccess,
 }
 
 impl AgentSpec {
@@ -182,7 +264,15 @@ impl AgentSpec {
             name: self.name.clone(),
             body,
             hash: self.hash.clone(),
+            daemon: self.daemon.clone(),
         }
+    }
+
+    /// The spec created from `reference`, one entry of the image list: the hash is the list's.
+    pub fn with_image(&self, reference: &str) -> AgentSpec {
+        let mut spec = self.clone();
+        spec.body.image = Some(reference.to_owned());
+        spec
     }
 }
 
@@ -272,6 +362,7 @@ pub fn agent_spec(settings: &AgentSettings, key: &ApiKey) -> AgentSpec {
     if let Some(url) = &settings.dd_url {
         env.push(("DD_DD_URL".into(), url.clone()));
     }
+    env.extend(settings.daemon.env());
     for (k, v) in &settings.extra_env {
         env.retain(|(existing, _)| existing != k);
         env.push((k.clone(), v.clone()));
@@ -297,7 +388,11 @@ pub fn agent_spec(settings: &AgentSettings, key: &ApiKey) -> AgentSpec {
     };
 
     let host_config = HostConfig {
-        binds: Some(binds(DEFAULT_DOCKER_ROOT, &settings.run_dir)),
+        binds: Some(binds_for(
+            DEFAULT_DOCKER_ROOT,
+            &settings.run_dir,
+            &settings.daemon,
+        )),
         pid_mode: Some("host".into()),
         cgroupns_mode: Some(HostConfigCgroupnsModeEnum::HOST),
         network_mode: Some(network_mode.into()),
@@ -338,6 +433,9 @@ pub fn agent_spec(settings: &AgentSettings, key: &ApiKey) -> AgentSpec {
         ..Default::default()
     };
     let hash = spec_hash(&body, key);
+    // The list was hashed; Docker is given one reference.
+    let first = settings.image.split(',').next().unwrap_or_default().trim();
+    body.image = Some(first.to_owned());
     body.labels
         .get_or_insert_with(HashMap::new)
         .insert(LABEL_SPEC_HASH.into(), hash.clone());
@@ -345,6 +443,7 @@ pub fn agent_spec(settings: &AgentSettings, key: &ApiKey) -> AgentSpec {
         name: settings.name.clone(),
         body,
         hash,
+        daemon: settings.daemon.clone(),
     }
 }
 
@@ -436,6 +535,7 @@ mod tests {
             dd_url: None,
             extra_env: vec![],
             run_dir: AGENT_RUN_DIR.into(),
+            daemon: DaemonAccess::DefaultSocket,
         }
     }
 
@@ -728,6 +828,86 @@ mod tests {
             base,
             "a rotated key changes the hash"
         );
+    }
+
+    #[test]
+    fn the_mirror_that_answered_is_no_change_but_the_list_is() {
+        let key = test_key(KEY);
+        let list = AgentSettings {
+            image: "a.io/agent:7,b.io/agent:7".into(),
+            ..settings()
+        };
+        let spec = agent_spec(&list, &key);
+        assert_eq!(spec.body.image.as_deref(), Some("a.io/agent:7"));
+        let from_b = spec.with_image("b.io/agent:7");
+        assert_eq!(from_b.body.image.as_deref(), Some("b.io/agent:7"));
+        assert_eq!(from_b.hash, spec.hash);
+        assert_eq!(
+            from_b
+                .for_daemon(&DaemonFacts::default())
+                .body
+                .labels
+                .unwrap()[LABEL_SPEC_HASH],
+            spec.hash
+        );
+        let other_list = AgentSettings {
+            image: "b.io/agent:7,a.io/agent:7".into(),
+            ..settings()
+        };
+        assert_ne!(agent_spec(&other_list, &key).hash, spec.hash);
+        // A single reference hashes as it always did.
+        assert_eq!(
+            agent_spec(&settings(), &key).body.image.as_deref(),
+            Some("datadog/agent:7")
+        );
+    }
+
+    #[test]
+    fn the_agent_watches_the_daemon_ddsky_talks_to() {
+        let key = test_key(KEY);
+        let default = agent_spec(&settings(), &key);
+        let other = agent_spec(
+            &AgentSettings {
+                daemon: DaemonAccess::Socket("/run/user/1000/docker.sock".into()),
+                ..settings()
+            },
+            &key,
+        );
+        let binds = |s: &AgentSpec| s.body.host_config.clone().unwrap().binds.unwrap();
+        assert!(binds(&default).contains(&"/var/run/docker.sock:/var/run/docker.sock:ro".into()));
+        assert!(!env_of(&default)
+            .iter()
+            .any(|e| e.starts_with("DOCKER_HOST=")));
+        assert!(
+            binds(&other).contains(&"/run/user/1000/docker.sock:/var/run/docker.sock:ro".into())
+        );
+        assert!(env_of(&other).contains(&"DOCKER_HOST=unix:///var/run/docker.sock".into()));
+        assert_ne!(other.hash, default.hash);
+        let placed = other.for_daemon(&DaemonFacts::default());
+        assert!(
+            binds(&placed).contains(&"/run/user/1000/docker.sock:/var/run/docker.sock:ro".into())
+        );
+
+        let tcp = agent_spec(
+            &AgentSettings {
+                daemon: DaemonAccess::Tcp {
+                    host: "tcp://10.0.0.5:2376".into(),
+                    tls_verify: Some("1".into()),
+                    cert_path: Some("/etc/docker/certs".into()),
+                },
+                ..settings()
+            },
+            &key,
+        );
+        let env = env_of(&tcp);
+        for e in [
+            "DOCKER_HOST=tcp://10.0.0.5:2376",
+            "DOCKER_TLS_VERIFY=1",
+            "DOCKER_CERT_PATH=/etc/docker/certs",
+        ] {
+            assert!(env.contains(&e.to_string()), "{env:?}");
+        }
+        assert!(binds(&tcp).contains(&"/etc/docker/certs:/etc/docker/certs:ro".into()));
     }
 
     #[test]

@@ -125,6 +125,8 @@ pub enum Failure {
     KeyRequired { reasons: String },
     #[error("{name} kept changing under {attempts} concurrent `ddsky up` runs, each a step ahead of this one; run `ddsky up` again once they are done")]
     LostRaces { name: String, attempts: u32 },
+    #[error("no registry of the image list gave the agent image, nothing was created: {refusals}; wait for the rate limit to pass, check the network, or give --image a registry this node can pull from (a pull-through cache)")]
+    PullsRefused { refusals: String },
     #[error("no agent container named {name}; start it with `ddsky up`")]
     NoAgent { name: String },
     #[error(transparent)]
@@ -190,6 +192,7 @@ impl Failure {
             | Failure::AgentGone { .. }
             | Failure::AgentStopped { .. }
             | Failure::LostRaces { .. }
+            | Failure::PullsRefused { .. }
             | Failure::KeyRequired { .. }
             | Failure::Api(_) => exit::FAILURE,
         }

@@ -143,6 +143,39 @@ impl std::fmt::Display for Run {
     }
 }
 
+/// Starts `cmd` with SIGINT, SIGQUIT and SIGTERM at their default dispositions, whatever this test
+/// process inherited: run as `cmd &` from a script without job control (`(bash scripts/test.sh &)`),
+/// the tests start with SIGINT and SIGQUIT ignored, and ddsky keeps an inherited "ignore" (see the
+/// README), so the signal tests would signal a process that ignores them.
+pub fn default_signals(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec only async-signal-safe calls (signal) are made.
+    unsafe {
+        cmd.pre_exec(|| {
+            for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGTERM] {
+                if libc::signal(sig, libc::SIG_DFL) == libc::SIG_ERR {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Starts `cmd` with SIGINT ignored, as a background job of a non-interactive shell starts.
+pub fn ignoring_sigint(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: as in `default_signals`.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::signal(libc::SIGINT, libc::SIG_IGN) == libc::SIG_ERR {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 pub fn ddsky_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ddsky"))
 }
@@ -258,6 +291,7 @@ impl Scope {
         if let Ok(host) = std::env::var("DOCKER_HOST") {
             cmd.env("DOCKER_HOST", host);
         }
+        default_signals(&mut cmd);
         cmd
     }
 

@@ -96,6 +96,215 @@ fn a_missing_image_is_pulled_from_the_registry_then_used() {
     docker(&["rmi", &image]);
 }
 
+/// How a [`FakeRegistry`] answers a manifest request.
+#[derive(Clone, Copy)]
+enum Answer {
+    /// Docker Hub's anonymous rate limit: 429 with its error body.
+    TooManyRequests,
+    /// 500 Internal Server Error.
+    ServerError,
+    /// Accepts the connection and never answers.
+    Never,
+}
+
+/// A registry on a loopback port that answers `GET /v2/` like a registry and every manifest
+/// request with its [`Answer`]; counts the manifest requests it got.
+struct FakeRegistry {
+    port: u16,
+    manifests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FakeRegistry {
+    fn start(answer: Answer) -> Self {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let manifests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = manifests.clone();
+        std::thread::spawn(move || {
+            let mut held = vec![];
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let counter = counter.clone();
+                let keep = conn.try_clone().ok();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn);
+                    loop {
+                        let mut request = String::new();
+                        if reader.read_line(&mut request).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        // Headers up to the blank line (no request here has a body).
+                        loop {
+                            let mut line = String::new();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if line.trim().is_empty() {
+                                break;
+                            }
+                        }
+                        let path = request.split_whitespace().nth(1).unwrap_or("");
+                        let head = request.starts_with("HEAD");
+                        let (status, body) = if !request.contains("HTTP/1.") {
+                            // A TLS hello: Docker tries https first, then plain http on loopback.
+                            ("400 Bad Request", String::new())
+                        } else if path == "/v2/" || path == "/v2" {
+                            ("200 OK", "{}".to_owned())
+                        } else if path.contains("/manifests/") {
+                            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            match answer {
+                                Answer::TooManyRequests => ("429 Too Many Requests", r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit. You may increase the limit by authenticating and upgrading: https://www.docker.com/increase-rate-limits"}]}"#.to_owned()),
+                                Answer::ServerError => ("500 Internal Server Error", "oops".to_owned()),
+                                Answer::Never => {
+                                    std::thread::sleep(Duration::from_secs(600));
+                                    return;
+                                }
+                            }
+                        } else {
+                            ("404 Not Found", r#"{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry"}]}"#.to_owned())
+                        };
+                        let response = format!(
+                            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nDocker-Distribution-API-Version: registry/2.0\r\nContent-Length: {}\r\n\r\n{}",
+                            body.len(),
+                            if head { "" } else { body.as_str() }
+                        );
+                        if reader.get_mut().write_all(response.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+                held.push(keep);
+            }
+        });
+        FakeRegistry { port, manifests }
+    }
+
+    fn image(&self) -> String {
+        format!("127.0.0.1:{}/datadog/agent:7", self.port)
+    }
+
+    fn asked(&self) -> usize {
+        self.manifests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The lines of `stderr` that say a registry refused.
+fn refusal_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.contains("registry 127.0.0.1:") && l.contains(" refused "))
+        .collect()
+}
+
+/// A 64-node launch behind one NAT address: Docker Hub answers 429, another mirror 500, a third
+/// never answers; the good registry last in the list gives the agent. One line per refusal; a
+/// second `up` is a no-op; status names the reference the agent runs.
+#[test]
+fn refused_pulls_fall_back_to_the_next_registry_and_the_agent_runs() {
+    let s = Scope::new("fallback");
+    let registry = Registry::start();
+    let good = format!("127.0.0.1:{}/datadog/agent:7", registry.port);
+    docker(&["tag", agent_image(), &good]).expect_code(0);
+    docker(&["push", &good]).expect_code(0);
+    docker(&["rmi", &good]).expect_code(0);
+    let limited = FakeRegistry::start(Answer::TooManyRequests);
+    let broken = FakeRegistry::start(Answer::ServerError);
+    let silent = FakeRegistry::start(Answer::Never);
+    let list = [
+        limited.image(),
+        broken.image(),
+        silent.image(),
+        good.clone(),
+    ]
+    .join(",");
+    let up = |args: &[&str]| {
+        run(s
+            .up()
+            .args([
+                "--image",
+                &list,
+                "--pull-timeout",
+                "45s",
+                "--expect",
+                "none-such",
+            ])
+            .args(["--format", "json"])
+            .args(args))
+    };
+
+    let first = up(&[]);
+    first.expect_code(0).assert_no_secret(&[]);
+    assert_eq!(first.json()["action"], "create", "{first}");
+    assert_eq!(first.json()["image"], good.as_str(), "{first}");
+    let refusals = refusal_lines(&first.stderr);
+    assert_eq!(refusals.len(), 3, "one line per refusal: {first}");
+    for (registry, why) in [
+        (&limited, "rate limited (toomanyrequests"),
+        (&broken, "server error"),
+        (&silent, "timed out (no progress for 45s)"),
+    ] {
+        let line = refusals
+            .iter()
+            .find(|l| l.contains(&format!("registry 127.0.0.1:{} ", registry.port)))
+            .unwrap_or_else(|| panic!("a line for {}: {first}", registry.image()));
+        assert!(line.contains(why), "{why:?} in {line}");
+        assert!(
+            registry.asked() > 0,
+            "the daemon asked {}",
+            registry.image()
+        );
+    }
+    assert_eq!(inspect(&s.agent).unwrap()["Config"]["Image"], good.as_str());
+    assert_eq!(inspect(&s.agent).unwrap()["State"]["Running"], true);
+
+    // The agent from the good mirror is the agent the list asks for: nothing to do, nothing pulled.
+    let second = up(&[]);
+    second.expect_code(0);
+    assert_eq!(second.json()["action"], "none", "{second}");
+    assert!(refusal_lines(&second.stderr).is_empty(), "{second}");
+
+    let status = run(s.ddsky().args(["status", "--format", "json"]));
+    status.expect_code(0);
+    assert_eq!(status.json()["agent"]["image"], good.as_str(), "{status}");
+
+    run(s.ddsky().arg("down")).expect_code(0);
+    docker(&["rmi", &good]);
+}
+
+#[test]
+fn every_registry_refusing_fails_naming_each_answer_and_creates_nothing() {
+    let s = Scope::new("allrefuse");
+    let limited = FakeRegistry::start(Answer::TooManyRequests);
+    let broken = FakeRegistry::start(Answer::ServerError);
+    let list = [limited.image(), broken.image()].join(",");
+    let out = run(s.up().args(["--image", &list, "--expect", "none-such"]));
+    out.expect_code(1).assert_no_secret(&[]);
+    assert_eq!(refusal_lines(&out.stderr).len(), 2, "{out}");
+    let last = out
+        .stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    for want in [
+        format!(
+            "127.0.0.1:{} ({}): rate limited",
+            limited.port,
+            limited.image()
+        ),
+        format!(
+            "127.0.0.1:{} ({}): server error",
+            broken.port,
+            broken.image()
+        ),
+        "nothing was created".to_owned(),
+    ] {
+        assert!(last.contains(&want), "{want:?} in the error: {out}");
+    }
+    assert!(inspect(&s.agent).is_none(), "nothing created");
+}
+
 /// Starts `n` `ddsky up` at once and checks that every one succeeds.
 fn ups_at_once(s: &Scope, n: usize, args: &[&str]) {
     let children: Vec<Child> = (0..n)
@@ -240,6 +449,40 @@ fn a_signal_at_any_moment_of_up_leaves_no_half_created_container() {
             );
         }
     }
+}
+
+/// Started with SIGINT ignored (a script's `ddsky up &` without job control), ddsky keeps ignoring
+/// it, as a shell's background job does; SIGTERM still ends it with 143.
+#[test]
+fn an_inherited_ignored_sigint_stays_ignored_and_sigterm_still_ends_up() {
+    let s = Scope::new("sigign");
+    let mut cmd = s.up();
+    cmd.args([
+        "--agent-env",
+        "STANDIN_UNHEALTHY_SECS=120",
+        "--expect",
+        "none-such",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    ignoring_sigint(&mut cmd);
+    let mut child = cmd.spawn().expect("ddsky starts");
+    assert!(
+        eventually(Duration::from_secs(20), || inspect(&s.agent)
+            .is_some_and(|c| c["State"]["Running"] == true)),
+        "agent started"
+    );
+    signal(&child, "INT");
+    // It goes on waiting for health: still there once the agent has been asked a few times.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "an inherited SIG_IGN for SIGINT is kept"
+    );
+    signal(&child, "TERM");
+    let (status, _) = wait_exit(child, Duration::from_secs(30));
+    assert_eq!(status, Some(143));
+    assert_eq!(inspect(&s.agent).unwrap()["State"]["Running"], true);
 }
 
 #[test]

@@ -539,6 +539,70 @@ fn the_logs_mount_follows_the_daemons_data_root() {
     daemon.assert_up_again_changes_nothing(&s);
 }
 
+/// ddsky talks to a daemon whose socket is not /var/run/docker.sock (rootless Docker, a second
+/// daemon): the agent mounts that socket, so it watches that daemon and discovers its job; doctor
+/// names the socket. (On the shared daemon's /var/run/docker.sock it would see none of it.)
+#[test]
+fn the_agent_watches_the_daemon_at_a_socket_elsewhere_and_discovers_its_job() {
+    let s = Scope::new("socket");
+    let daemon = SecondDaemon::start("socket");
+    assert_ne!(daemon.socket, PathBuf::from("/var/run/docker.sock"));
+    daemon.load(agent_image());
+    daemon.load(job_image());
+    let job = s.name("job");
+    let started = daemon.docker(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        &job,
+        job_image(),
+    ]);
+    assert_eq!(started.code, 0, "{started}");
+    let out = run(s
+        .up()
+        .env("DOCKER_HOST", daemon.host())
+        .args(["--expect", &job, "--format", "json"]));
+    out.expect_code(0).assert_no_secret(&[]);
+    let report = out.json();
+    assert_eq!(report["healthy"], true, "{out}");
+    assert_eq!(report["expected"][0]["pattern"], job.as_str(), "{out}");
+    assert_eq!(report["expected"][0]["discovered"], true, "{out}");
+    let inspected = daemon.docker(&["inspect", &s.agent]);
+    assert_eq!(inspected.code, 0, "{inspected}");
+    let c: Value = serde_json::from_str::<Value>(&inspected.stdout).unwrap()[0].clone();
+    let bind = format!("{}:/var/run/docker.sock:ro", daemon.socket.display());
+    assert!(
+        c["HostConfig"]["Binds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b == bind.as_str()),
+        "{}",
+        c["HostConfig"]["Binds"]
+    );
+    assert!(env_of(&c).contains(&"DOCKER_HOST=unix:///var/run/docker.sock".to_string()));
+    let doctor = run(s
+        .ddsky()
+        .env("DOCKER_HOST", daemon.host())
+        .args(["doctor", "--format", "json"])
+        .args(s.port_args()));
+    let report = doctor.json();
+    let socket = daemon.socket.display().to_string();
+    let api = doctor_check(&report, "docker api")["evidence"].to_string();
+    let mounts = doctor_check(&report, "mounts")["evidence"].to_string();
+    assert!(
+        api.contains(&socket),
+        "doctor names the socket ddsky talks to: {api}"
+    );
+    assert!(
+        mounts.contains(&socket),
+        "and the one the agent watches: {mounts}"
+    );
+    daemon.assert_up_again_changes_nothing(&s);
+}
+
 /// Docker 25+ (API 1.44) keeps a health check's `StartInterval`; an older API drops it. On such an
 /// engine ddsky creates the agent at 1.44 (it asked the daemon's version first), so the health
 /// check is probed every 5 s while the agent starts instead of every 30 s; the rest (inspect, start,

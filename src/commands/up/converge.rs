@@ -9,6 +9,7 @@ use crate::ports;
 use crate::progress::PullReporter;
 use crate::reconcile::{self, Action, Decision};
 use crate::reference::short_id;
+use crate::registry::{self, ImageList, PullRefusal};
 use crate::settings::PullPolicy;
 use crate::spec::{self, AgentSpec, DaemonFacts};
 use std::time::Duration;
@@ -29,7 +30,10 @@ pub struct Plan {
     pub spec: AgentSpec,
     pub gpu_fallback: Option<AgentSpec>,
     pub ports: Vec<ports::NeededPort>,
-    pub image: String,
+    /// The references to try, in order (`--image`, else the default list for the cloud).
+    pub images: ImageList,
+    /// How long a pull may go without progress before the next reference is tried.
+    pub pull_timeout: Duration,
     pub pull: PullPolicy,
     /// --replace: a container of that name that ddsky did not create may be replaced.
     pub replace: bool,
@@ -58,6 +62,8 @@ pub struct Converged {
     pub id: String,
     /// For a no-op, the container as just inspected (so the health wait need not ask again).
     pub unchanged: Option<ContainerInfo>,
+    /// The reference the agent runs (the entry of the list that was present or pulled).
+    pub image: String,
 }
 
 /// Brings the container to the plan's spec.
@@ -66,8 +72,7 @@ pub async fn converge<E: ContainerEngine>(
     interrupt: &Interrupt,
     plan: &Plan,
 ) -> Result<Converged, Failure> {
-    let image = &plan.image;
-    let mut image_checked = false;
+    let mut image_checked: Option<String> = None;
     for attempt in 0..CONVERGE_ATTEMPTS {
         if attempt > 0 {
             let pause = Duration::from_millis(50u64 << attempt.min(5));
@@ -86,12 +91,13 @@ pub async fn converge<E: ContainerEngine>(
             });
         }
         let mut image_changed = false;
-        if plan.pull == PullPolicy::Always && !image_checked {
-            ensure_image(engine, interrupt, image, plan.pull).await?;
-            image_checked = true;
-            if let (Some(c), Some(id)) = (&existing, engine.image_id(image).await?) {
+        if plan.pull == PullPolicy::Always && image_checked.is_none() {
+            let image = ensure_image(engine, interrupt, plan).await?;
+            // The same agent from another mirror has the same image id: no change.
+            if let (Some(c), Some(id)) = (&existing, engine.image_id(&image).await?) {
                 image_changed = c.image_id != id;
             }
+            image_checked = Some(image);
         }
         let (action, why) =
             match reconcile::decide(existing.as_ref(), &spec.hash, plan.replace, image_changed) {
@@ -111,6 +117,7 @@ pub async fn converge<E: ContainerEngine>(
                 return Ok(Converged {
                     action: Action::None,
                     id: c.id.clone(),
+                    image: c.image.clone(),
                     unchanged: Some(c),
                 });
             }
@@ -121,14 +128,19 @@ pub async fn converge<E: ContainerEngine>(
                 return Ok(Converged {
                     action: Action::Start,
                     id: c.id,
+                    image: c.image,
                     unchanged: None,
                 });
             }
             (Action::Create | Action::Recreate, existing) => {
-                if !image_checked {
-                    ensure_image(engine, interrupt, image, plan.pull).await?;
-                    image_checked = true;
-                }
+                let image = match &image_checked {
+                    Some(image) => image.clone(),
+                    None => {
+                        let image = ensure_image(engine, interrupt, plan).await?;
+                        image_checked = Some(image.clone());
+                        image
+                    }
+                };
                 interrupt.check()?;
                 if let Some(old) = existing {
                     tracing::info!("replacing agent {}: {why}", spec.name);
@@ -153,7 +165,10 @@ pub async fn converge<E: ContainerEngine>(
                     start_interval,
                     gpus_refused,
                 };
-                if let Some(id) = create_with_gpu_fallback(engine, spec, plan, facts).await? {
+                let spec = &spec.with_image(&image);
+                if let Some(id) =
+                    create_with_gpu_fallback(engine, spec, plan, &image, facts).await?
+                {
                     tracing::info!(
                         "agent {} {} ({})",
                         spec.name,
@@ -167,6 +182,7 @@ pub async fn converge<E: ContainerEngine>(
                     return Ok(Converged {
                         action,
                         id,
+                        image,
                         unchanged: None,
                     });
                 }
@@ -188,6 +204,7 @@ async fn create_with_gpu_fallback<E: ContainerEngine>(
     engine: &E,
     spec: &AgentSpec,
     plan: &Plan,
+    image: &str,
     facts: DaemonFacts,
 ) -> Result<Option<String>, Failure> {
     let refusal = match create_and_start(engine, &spec.for_daemon(&facts)).await {
@@ -209,7 +226,7 @@ async fn create_with_gpu_fallback<E: ContainerEngine>(
                 gpus_refused: Some(refusal),
                 ..facts
             };
-            create_and_start(engine, &fallback.for_daemon(&facts)).await
+            create_and_start(engine, &fallback.with_image(image).for_daemon(&facts)).await
         }
         _ => Err(Failure::Gpu(format!(
             "Docker refused the agent GPUs: {refusal}; the NVIDIA driver is here but Docker has no NVIDIA runtime: {}, or use --gpus none (--gpus auto falls back to no GPUs by itself); nothing was created",
@@ -273,28 +290,105 @@ async fn create_and_start<E: ContainerEngine>(
     Ok(Some(id))
 }
 
+/// Makes one reference of the list present and returns it: under `--pull missing|never` the
+/// first one already present is used as it is; otherwise each is pulled in turn until one
+/// succeeds, one line per refusal naming the registry and why. All refused: nothing is created.
 async fn ensure_image<E: ContainerEngine>(
     engine: &E,
     interrupt: &Interrupt,
+    plan: &Plan,
+) -> Result<String, Failure> {
+    let images = plan.images.entries();
+    if plan.pull != PullPolicy::Always {
+        for image in images {
+            if engine.image_id(image).await?.is_some() {
+                return Ok(image.clone());
+            }
+        }
+    }
+    if plan.pull == PullPolicy::Never {
+        return Err(EngineError::ImageMissing {
+            image: plan.images.to_string(),
+        }
+        .into());
+    }
+    let mut refusals = Vec::new();
+    for (i, image) in images.iter().enumerate() {
+        tracing::info!("pulling {image}");
+        let mut reporter = PullReporter::new(image, crate::output::stderr_is_terminal());
+        let result = interrupt
+            .run(pull_bounded(engine, image, plan.pull_timeout, &mut |p| {
+                reporter.update(p)
+            }))
+            .await;
+        reporter.finish();
+        let (kind, why) = match result? {
+            Ok(()) => return Ok(image.clone()),
+            // One reference: no fallback, the daemon's error as it always was.
+            Err(PullError::Engine(e)) if images.len() == 1 => return Err(e.into()),
+            Err(PullError::Stalled) => (
+                PullRefusal::TimedOut,
+                format!(
+                    "no progress for {}",
+                    humantime::format_duration(plan.pull_timeout)
+                ),
+            ),
+            Err(PullError::Engine(e)) => {
+                let cause = match &e {
+                    EngineError::Pull { cause, .. } => cause.to_string(),
+                    other => other.to_string(),
+                };
+                (registry::classify(&cause), cause)
+            }
+        };
+        let registry = registry::registry_of(image);
+        let next = images
+            .get(i + 1)
+            .map(|n| format!("; trying {n}"))
+            .unwrap_or_default();
+        tracing::warn!(
+            "registry {registry} refused {image}: {} ({why}){next}",
+            kind.describe()
+        );
+        refusals.push(format!("{registry} ({image}): {} ({why})", kind.describe()));
+    }
+    Err(Failure::PullsRefused {
+        refusals: refusals.join("; "),
+    })
+}
+
+enum PullError {
+    Engine(EngineError),
+    /// No progress message within the bound: a registry that never answers.
+    Stalled,
+}
+
+/// One pull, ended when it goes `stall` without a progress message (a registry that accepts the
+/// connection and never answers would otherwise hold `up` forever).
+async fn pull_bounded<E: ContainerEngine>(
+    engine: &E,
     image: &str,
-    policy: PullPolicy,
-) -> Result<(), Failure> {
-    let present = engine.image_id(image).await?.is_some();
-    match (policy, present) {
-        (PullPolicy::Never, false) => Err(EngineError::ImageMissing {
-            image: image.to_owned(),
+    stall: Duration,
+    on_progress: &mut dyn FnMut(crate::engine::PullProgress),
+) -> Result<(), PullError> {
+    let last = std::cell::Cell::new(tokio::time::Instant::now());
+    let mut report = |p| {
+        last.set(tokio::time::Instant::now());
+        on_progress(p)
+    };
+    let pull = engine.pull(image, &mut report);
+    let watchdog = async {
+        loop {
+            let deadline = last.get() + stall;
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
         }
-        .into()),
-        (PullPolicy::Never | PullPolicy::Missing, true) => Ok(()),
-        (PullPolicy::Missing | PullPolicy::Always, _) => {
-            tracing::info!("pulling {image}");
-            let mut reporter = PullReporter::new(image, crate::output::stderr_is_terminal());
-            let result = interrupt
-                .run(engine.pull(image, &mut |p| reporter.update(p)))
-                .await;
-            reporter.finish();
-            Ok(result??)
-        }
+    };
+    tokio::select! {
+        result = pull => result.map_err(PullError::Engine),
+        () = watchdog => Err(PullError::Stalled),
     }
 }
 
@@ -321,6 +415,10 @@ mod tests {
         /// `create` fails like Docker without an NVIDIA runtime when the body asks for GPUs.
         refuse_gpus: bool,
         next_id: RefCell<u32>,
+        /// Pulls of these references fail with the daemon's message.
+        refuse_pulls: HashMap<String, String>,
+        /// Pulls of these references never answer.
+        hang_pulls: Vec<String>,
     }
 
     impl FakeEngine {
@@ -406,6 +504,15 @@ mod tests {
             _on_progress: &mut dyn FnMut(PullProgress),
         ) -> Result<(), EngineError> {
             self.log(format!("pull {image}"));
+            if self.hang_pulls.iter().any(|h| h == image) {
+                std::future::pending::<()>().await;
+            }
+            if let Some(message) = self.refuse_pulls.get(image) {
+                return Err(EngineError::Pull {
+                    image: image.into(),
+                    cause: message.clone().into(),
+                });
+            }
             self.images
                 .borrow_mut()
                 .insert(image.into(), "sha256:img2".into());
@@ -437,6 +544,7 @@ mod tests {
             }
             *self.next_id.borrow_mut() += 1;
             let mut info = container(name, body.labels.unwrap_or_default(), false);
+            info.image = body.image.unwrap_or_default();
             info.id = format!("new{}", self.next_id.borrow());
             let id = info.id.clone();
             self.containers.borrow_mut().insert(name.into(), info);
@@ -484,6 +592,7 @@ mod tests {
             dd_url: None,
             extra_env: vec![],
             run_dir: crate::spec::AGENT_RUN_DIR.into(),
+            daemon: spec::DaemonAccess::DefaultSocket,
         }
     }
 
@@ -493,7 +602,8 @@ mod tests {
             spec: spec::agent_spec(&settings(false), &key),
             gpu_fallback: None,
             ports: vec![],
-            image: IMAGE.into(),
+            images: ImageList::parse(IMAGE).unwrap(),
+            pull_timeout: Duration::from_secs(60),
             pull,
             replace,
             drain: vec![],
@@ -750,5 +860,153 @@ mod tests {
         let err = run(converge(&fake, &Interrupt::never(), &plan)).unwrap_err();
         assert!(matches!(err, Failure::Gpu(_)), "{err}");
         assert!(fake.containers.borrow().is_empty());
+    }
+
+    const RATE_LIMITED: &str = "toomanyrequests: You have reached your pull rate limit. You may increase the limit by authenticating and upgrading: https://www.docker.com/increase-rate-limits";
+    const SERVER_ERROR: &str = "received unexpected HTTP status: 500 Internal Server Error";
+
+    fn list_plan(list: &str, pull: PullPolicy) -> Plan {
+        let key = test_key(&"a".repeat(32));
+        let images = ImageList::parse(list).unwrap();
+        Plan {
+            spec: spec::agent_spec(
+                &AgentSettings {
+                    image: images.identity(),
+                    ..settings(false)
+                },
+                &key,
+            ),
+            images,
+            ..plan(pull, false)
+        }
+    }
+
+    fn refusing(pairs: &[(&str, &str)]) -> FakeEngine {
+        FakeEngine {
+            refuse_pulls: pairs
+                .iter()
+                .map(|(i, m)| (i.to_string(), m.to_string()))
+                .collect(),
+            ..FakeEngine::default()
+        }
+    }
+
+    #[test]
+    fn refused_pulls_fall_back_to_the_next_registry_and_the_mirror_is_no_change() {
+        let fake = refusing(&[
+            ("a.io/agent:7", RATE_LIMITED),
+            ("b.io/agent:7", SERVER_ERROR),
+        ]);
+        let plan = list_plan(
+            "a.io/agent:7,b.io/agent:7,c.io/agent:7",
+            PullPolicy::Missing,
+        );
+        let out = run(converge(&fake, &Interrupt::never(), &plan)).unwrap();
+        assert_eq!(out.action, Action::Create);
+        assert_eq!(out.image, "c.io/agent:7");
+        let pulls: Vec<String> = fake
+            .calls()
+            .into_iter()
+            .filter(|c| c.starts_with("pull"))
+            .collect();
+        assert_eq!(
+            pulls,
+            [
+                "pull a.io/agent:7",
+                "pull b.io/agent:7",
+                "pull c.io/agent:7"
+            ]
+        );
+        let agent = fake.containers.borrow()["dd-agent"].clone();
+        assert_eq!(
+            agent.image, "c.io/agent:7",
+            "created from the one that answered"
+        );
+        assert_eq!(agent.labels[spec::LABEL_SPEC_HASH], plan.spec.hash);
+
+        // Next time a.io answers: the agent from c.io is the same agent.
+        let fake_again = FakeEngine::with_image();
+        fake_again
+            .containers
+            .borrow_mut()
+            .insert("dd-agent".into(), agent);
+        let again = run(converge(&fake_again, &Interrupt::never(), &plan)).unwrap();
+        assert_eq!(again.action, Action::None);
+        assert_eq!(again.image, "c.io/agent:7");
+        assert!(!fake_again.did("pull"));
+    }
+
+    #[test]
+    fn every_registry_refusing_creates_nothing_and_names_each_answer() {
+        let fake = refusing(&[
+            ("a.io/agent:7", RATE_LIMITED),
+            ("127.0.0.1:5000/agent:7", SERVER_ERROR),
+            ("datadog/agent:7", "manifest unknown: manifest unknown"),
+        ]);
+        let plan = list_plan(
+            "a.io/agent:7,127.0.0.1:5000/agent:7,datadog/agent:7",
+            PullPolicy::Missing,
+        );
+        let err = run(converge(&fake, &Interrupt::never(), &plan)).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, Failure::PullsRefused { .. }), "{text}");
+        assert_eq!(err.exit_code(), crate::exit::FAILURE);
+        for want in [
+            "a.io (a.io/agent:7): rate limited (toomanyrequests",
+            "127.0.0.1:5000 (127.0.0.1:5000/agent:7): server error (received unexpected HTTP status: 500",
+            "docker.io (datadog/agent:7): image not found",
+            "nothing was created",
+        ] {
+            assert!(text.contains(want), "{want:?} in {text}");
+        }
+        assert!(!fake.did("create"));
+    }
+
+    #[test]
+    fn an_entry_already_present_is_used_without_pulling() {
+        let fake = FakeEngine::default();
+        fake.images
+            .borrow_mut()
+            .insert("b.io/agent:7".into(), "sha256:b".into());
+        let plan = list_plan("a.io/agent:7,b.io/agent:7", PullPolicy::Missing);
+        let out = run(converge(&fake, &Interrupt::never(), &plan)).unwrap();
+        assert_eq!(out.image, "b.io/agent:7");
+        assert!(!fake.did("pull"), "{:?}", fake.calls());
+
+        // --pull always tries the list from the top.
+        let fake = FakeEngine::default();
+        let plan = list_plan("a.io/agent:7,b.io/agent:7", PullPolicy::Always);
+        let out = run(converge(&fake, &Interrupt::never(), &plan)).unwrap();
+        assert_eq!(out.image, "a.io/agent:7");
+
+        // --pull never: none present is an error naming the list.
+        let fake = FakeEngine::default();
+        let plan = list_plan("a.io/agent:7,b.io/agent:7", PullPolicy::Never);
+        let err = run(converge(&fake, &Interrupt::never(), &plan)).unwrap_err();
+        assert!(
+            err.to_string().contains("a.io/agent:7, b.io/agent:7"),
+            "{err}"
+        );
+    }
+
+    /// A registry that never answers holds the pull only for the bound, then the next is tried
+    /// (tokio's paused clock: no real waiting).
+    #[test]
+    fn a_registry_that_never_answers_is_left_after_the_bound() {
+        let fake = FakeEngine {
+            hang_pulls: vec!["a.io/agent:7".into()],
+            ..FakeEngine::default()
+        };
+        let plan = list_plan("a.io/agent:7,b.io/agent:7", PullPolicy::Missing);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let out = runtime
+            .block_on(converge(&fake, &Interrupt::never(), &plan))
+            .unwrap();
+        assert_eq!(out.image, "b.io/agent:7");
+        assert!(fake.did("pull a.io/agent:7"));
     }
 }

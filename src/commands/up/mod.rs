@@ -18,9 +18,10 @@ use crate::key::{self, FoundKey, KeyLookup, SecretLookup};
 use crate::placement::{self, Placement};
 use crate::ports;
 use crate::reconcile::{self, Action, Decision};
+use crate::registry::{self, ImageList};
 use crate::secrets::AwsSecretStore;
-use crate::settings::{UpSettings, DEFAULT_DOCKER_HOST};
-use crate::spec::{self, AgentSettings, AgentSpec, NetworkMode};
+use crate::settings::{PullPolicy, UpSettings, DEFAULT_DOCKER_HOST};
+use crate::spec::{self, AgentSettings, AgentSpec, DaemonAccess, NetworkMode};
 use crate::tags::TagSet;
 use converge::Plan;
 use std::path::Path;
@@ -36,10 +37,15 @@ pub async fn run(ctx: &Context, args: UpSettings) -> Result<u8, Failure> {
         ctx.engine()
     );
     let tags = tags?;
+    // The default list follows the cloud SkyPilot reports (the `cloud` tag, from SKYPILOT_CLUSTER_INFO).
+    let images = args
+        .image
+        .clone()
+        .unwrap_or_else(|| registry::default_images(tags.value_of("cloud")));
     let placement = placement::detect(&placement::read_surroundings());
     if placement == Placement::Kubernetes {
         let why = "running on Kubernetes (KUBERNETES_SERVICE_HOST is set): there the Datadog Helm chart or Operator runs the agent as a DaemonSet, so ddsky starts none; give the pods the job's tags and the agent's address with `ddsky k8s` where you launch the task (its config.kubernetes.pod_config), and `ddsky env` in run";
-        return skip(ctx, &args, &tags, vec![why.to_owned()], false);
+        return skip(ctx, &images, &tags, vec![why.to_owned()], false);
     }
 
     let found = match key? {
@@ -50,7 +56,7 @@ pub async fn run(ctx: &Context, args: UpSettings) -> Result<u8, Failure> {
             found
         }
         KeyLookup::Missing { reasons } => {
-            return skip(ctx, &args, &tags, reasons, args.key.require_key)
+            return skip(ctx, &images, &tags, reasons, args.key.require_key)
         }
     };
 
@@ -70,7 +76,7 @@ pub async fn run(ctx: &Context, args: UpSettings) -> Result<u8, Failure> {
             let why = "ddsky runs inside a container that cannot reach the Docker socket; give the task \
                        `config: {docker: {run_options: [\"-v /var/run/docker.sock:/var/run/docker.sock\"]}}` (SkyPilot), \
                        or run ddsky on the host";
-            return skip(ctx, &args, &tags, vec![why.to_owned()], false);
+            return skip(ctx, &images, &tags, vec![why.to_owned()], false);
         }
         Err(e) => return Err(e),
     };
@@ -78,7 +84,7 @@ pub async fn run(ctx: &Context, args: UpSettings) -> Result<u8, Failure> {
 
     let settings = AgentSettings {
         name: ctx.name.clone(),
-        image: args.image.clone(),
+        image: images.identity(),
         site: args.site.clone(),
         network: args.agent.network,
         apm_port: args.agent.apm_port,
@@ -89,7 +95,14 @@ pub async fn run(ctx: &Context, args: UpSettings) -> Result<u8, Failure> {
         dd_url: args.dd_url.clone(),
         extra_env: args.extra_env.clone(),
         run_dir: args.run_dir.clone(),
+        daemon: daemon_access(&ctx.docker_host, &placement),
     };
+    if settings.daemon != DaemonAccess::DefaultSocket {
+        tracing::info!(
+            "the agent watches the daemon ddsky talks to: {}",
+            settings.daemon.describe()
+        );
+    }
     let spec = spec::agent_spec(&settings, &found.key);
     let patterns = ready::expectations(&args.expect, &placement);
     let plan = Plan {
@@ -109,7 +122,8 @@ pub async fn run(ctx: &Context, args: UpSettings) -> Result<u8, Failure> {
             settings.dogstatsd_port,
         ),
         spec,
-        image: args.image.clone(),
+        images: images.clone(),
+        pull_timeout: args.pull_timeout,
         pull: args.pull,
         replace: args.replace,
         drain: patterns.clone(),
@@ -117,7 +131,18 @@ pub async fn run(ctx: &Context, args: UpSettings) -> Result<u8, Failure> {
 
     let engine = match engine {
         Some(engine) if !args.dry_run => engine,
-        engine => return dry_run(ctx, engine.as_ref(), &args, &tags, &found, &plan.spec).await,
+        engine => {
+            return dry_run(
+                ctx,
+                engine.as_ref(),
+                &args,
+                &images,
+                &tags,
+                &found,
+                &plan.spec,
+            )
+            .await
+        }
     };
     let converged = converge::converge(&engine, &ctx.interrupt, &plan).await?;
     let (healthy, discovered) = if args.no_wait {
@@ -144,7 +169,7 @@ pub async fn run(ctx: &Context, args: UpSettings) -> Result<u8, Failure> {
         action: converged.action,
         name: &ctx.name,
         id: &converged.id,
-        image: &args.image,
+        image: &converged.image,
         tags: &tags.tags,
         api_key: report::KeySummary::of(&found),
         healthy,
@@ -190,7 +215,7 @@ async fn find_key(args: &UpSettings) -> KeyLookup {
 /// must not fail for want of monitoring) unless the user asked for strictness.
 fn skip(
     ctx: &Context,
-    args: &UpSettings,
+    images: &ImageList,
     tags: &TagSet,
     reasons: Vec<String>,
     strict: bool,
@@ -200,7 +225,7 @@ fn skip(
             reasons: reasons.join("; "),
         });
     }
-    let skipped = report::Skipped::new(&ctx.name, &args.image, &tags.tags, &reasons);
+    let skipped = report::Skipped::new(&ctx.name, images.first(), &tags.tags, &reasons);
     ctx.emit(&skipped, || skipped.text());
     Ok(exit::OK)
 }
@@ -210,10 +235,22 @@ async fn dry_run(
     ctx: &Context,
     engine: Option<&Engine>,
     args: &UpSettings,
+    images: &ImageList,
     tags: &TagSet,
     found: &FoundKey,
     spec: &AgentSpec,
 ) -> Result<u8, Failure> {
+    // Which entries are here already (`None`: Docker not asked).
+    let mut present = Vec::new();
+    for image in images.entries() {
+        present.push(match engine {
+            Some(engine) => Some(engine.image_id(image).await?.is_some()),
+            None => None,
+        });
+    }
+    let entries = report::ImageEntry::list(images, &present);
+    let image = report::ImageEntry::would_use(&entries, args.pull == PullPolicy::Always);
+    let spec = &spec.with_image(image);
     let (action, reason) = match engine {
         None => (
             Action::Create,
@@ -239,11 +276,43 @@ async fn dry_run(
         action,
         reason,
         name: &ctx.name,
-        image: &args.image,
+        image,
+        images: entries.clone(),
         tags: &tags.tags,
         api_key: report::KeySummary::of(found),
         container: spec.redacted_body(),
     };
     crate::output::emit(ctx.format, &plan, || plan.text());
     Ok(exit::OK)
+}
+
+/// How the agent reaches the daemon ddsky talks to. On the host a unix socket other than
+/// /var/run/docker.sock is mounted in its place, and a tcp:// daemon is passed on as DOCKER_HOST
+/// (with the TLS settings ddsky has). Inside a container the paths ddsky sees are not the host's:
+/// the agent gets the host's /var/run/docker.sock, as Datadog's recipe has it.
+fn daemon_access(host: &DockerHost, placement: &Placement) -> DaemonAccess {
+    if *placement != Placement::Host {
+        return DaemonAccess::DefaultSocket;
+    }
+    match host {
+        DockerHost::Unix(url) => {
+            let path = url.trim_start_matches("unix://");
+            let same =
+                |a: &str, b: &str| match (Path::new(a).canonicalize(), Path::new(b).canonicalize())
+                {
+                    (Ok(a), Ok(b)) => a == b,
+                    _ => a == b,
+                };
+            if same(path, DEFAULT_SOCKET) {
+                DaemonAccess::DefaultSocket
+            } else {
+                DaemonAccess::Socket(path.to_owned())
+            }
+        }
+        DockerHost::Http(url) => DaemonAccess::Tcp {
+            host: url.clone(),
+            tls_verify: crate::settings::env_var("DOCKER_TLS_VERIFY").filter(|v| !v.is_empty()),
+            cert_path: crate::settings::env_var("DOCKER_CERT_PATH").filter(|v| !v.is_empty()),
+        },
+    }
 }

@@ -5,6 +5,7 @@ use crate::discovery::{self, DiscoveryReport};
 use crate::key::FoundKey;
 use crate::reconcile::Action;
 use crate::reference::short_id;
+use crate::registry::{self, ImageList};
 use serde::Serialize;
 
 /// Where the key came from and its last characters: all any output shows of it.
@@ -56,13 +57,49 @@ impl<'a> Skipped<'a> {
     }
 }
 
+/// One reference of the image list, as `--dry-run` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageEntry {
+    pub reference: String,
+    pub registry: String,
+    /// Whether the image is here already; `null` when Docker was not reachable.
+    pub present: Option<bool>,
+}
+
+impl ImageEntry {
+    pub fn list(images: &ImageList, present: &[Option<bool>]) -> Vec<ImageEntry> {
+        images
+            .entries()
+            .iter()
+            .zip(present.iter().copied().chain(std::iter::repeat(None)))
+            .map(|(r, present)| ImageEntry {
+                reference: r.clone(),
+                registry: registry::registry_of(r).to_owned(),
+                present,
+            })
+            .collect()
+    }
+
+    /// The reference `up` would run: the first present one (unless --pull always), else the first.
+    pub fn would_use(entries: &[ImageEntry], pull_always: bool) -> &str {
+        entries
+            .iter()
+            .find(|e| !pull_always && e.present == Some(true))
+            .or(entries.first())
+            .map_or("", |e| e.reference.as_str())
+    }
+}
+
 /// `up --dry-run`: what would be done, and the exact container body (key redacted).
 #[derive(Debug, Serialize)]
 pub struct DryRun<'a> {
     pub action: Action,
     pub reason: String,
     pub name: &'a str,
+    /// The reference the agent would run.
     pub image: &'a str,
+    /// Every reference `up` tries, in order, and which are present.
+    pub images: Vec<ImageEntry>,
     pub tags: &'a [String],
     pub api_key: KeySummary,
     pub container: bollard::models::ContainerCreateBody,
@@ -71,12 +108,26 @@ pub struct DryRun<'a> {
 impl DryRun<'_> {
     pub fn text(&self) -> String {
         let body = serde_json::to_string_pretty(&self.container).unwrap_or_default();
+        let images: Vec<String> = self
+            .images
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let here = match e.present {
+                    Some(true) => "present",
+                    Some(false) => "not present",
+                    None => "not checked",
+                };
+                format!("  {}. {} ({}, {here})", i + 1, e.reference, e.registry)
+            })
+            .collect();
         format!(
-            "dry run: would {action} agent {name} ({reason})\nimage: {image}\ntags: {tags}\napi key: from {source}, ending {ending}\ncontainer:\n{body}",
+            "dry run: would {action} agent {name} ({reason})\nimage: {image}\nimages, tried in order:\n{images}\ntags: {tags}\napi key: from {source}, ending {ending}\ncontainer:\n{body}",
             action = self.action.verb(),
             name = self.name,
             reason = self.reason,
             image = self.image,
+            images = images.join("\n"),
             tags = self.tags.join(" "),
             source = self.api_key.source,
             ending = self.api_key.ending,
@@ -269,9 +320,10 @@ mod tests {
     fn up_dry_run_json() {
         let tags = tags();
         let found = found();
+        let images = registry::default_images(Some("aws"));
         let settings = AgentSettings {
             name: "dd-agent".into(),
-            image: "datadog/agent:7".into(),
+            image: images.identity(),
             site: "datadoghq.com".into(),
             network: NetworkMode::Host,
             apm_port: spec::DEFAULT_APM_PORT,
@@ -282,13 +334,24 @@ mod tests {
             dd_url: None,
             extra_env: vec![],
             run_dir: crate::spec::AGENT_RUN_DIR.into(),
+            daemon: spec::DaemonAccess::DefaultSocket,
         };
-        let spec = spec::agent_spec(&settings, &found.key);
+        let entries =
+            ImageEntry::list(&images, &[Some(false), Some(true), Some(false), Some(true)]);
+        let image = ImageEntry::would_use(&entries, false).to_owned();
+        assert_eq!(image, "registry.datadoghq.com/agent:7", "the first present");
+        assert_eq!(
+            ImageEntry::would_use(&entries, true),
+            "public.ecr.aws/datadog/agent:7",
+            "--pull always pulls the first"
+        );
+        let spec = spec::agent_spec(&settings, &found.key).with_image(&image);
         let dry = DryRun {
             action: Action::Create,
             reason: "no agent container yet".into(),
             name: "dd-agent",
-            image: "datadog/agent:7",
+            image: &image,
+            images: entries,
             tags: &tags,
             api_key: KeySummary::of(&found),
             container: spec.redacted_body(),
@@ -299,5 +362,16 @@ mod tests {
         assert!(dry
             .text()
             .starts_with("dry run: would create agent dd-agent (no agent container yet)\n"));
+        assert!(
+            dry.text().contains(
+                "image: registry.datadoghq.com/agent:7\nimages, tried in order:\n  \
+                 1. public.ecr.aws/datadog/agent:7 (public.ecr.aws, not present)\n  \
+                 2. registry.datadoghq.com/agent:7 (registry.datadoghq.com, present)\n  \
+                 3. gcr.io/datadoghq/agent:7 (gcr.io, not present)\n  \
+                 4. docker.io/datadog/agent:7 (docker.io, present)\n"
+            ),
+            "{}",
+            dry.text()
+        );
     }
 }
