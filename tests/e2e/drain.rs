@@ -10,9 +10,11 @@ use std::time::Duration;
 const TRACEBACK_FRAMES: usize = 300;
 
 /// A training job that logs its steps, then crashes: a ~21 KiB traceback on stderr, exit 1 at once.
+/// It runs a few seconds first, as any training job does: an agent, the real one too, discovers a
+/// container about a second after it starts, and never collects one that was gone before that.
 fn crashing_job() -> String {
     format!(
-        r#"for i in $(seq 1 50); do echo "step $i loss=0.$i"; done
+        r#"sleep 3; for i in $(seq 1 50); do echo "step $i loss=0.$i"; done
 {{ echo "Traceback (most recent call last):"; for i in $(seq 1 {TRACEBACK_FRAMES}); do echo "  File \"/workspace/metta/metta/rl/trainer.py\", line $i, in train_step_$i"; done; echo "RuntimeError: CUDA error: device-side assert triggered"; }} >&2
 exit 1"#
     )
@@ -101,7 +103,7 @@ fn runtime_mode_every_line_of_a_crashing_job_reaches_the_intake_before_the_agent
     // The run block, exactly as the example has it, with the training command swapped for the job.
     let run_block = yaml["run"].as_str().unwrap();
     assert!(
-        run_block.contains("run --down -- python train.py"),
+        run_block.contains("run --down --} python train.py"),
         "{run_block}"
     );
     let run_block = run_block.replace("python train.py", "bash /root/job.sh");
@@ -210,9 +212,10 @@ fn down_right_after_a_task_mode_job_loses_nothing_and_says_how_long_the_drain_to
 #[test]
 fn no_drain_loses_the_tail_that_the_drain_keeps() {
     let s = Scope::new("drainnodrain");
-    // An intake that answers logs after 12 s: longer than the agent lives after SIGTERM (s6's
-    // services grace, 8 s as ddsky sets it), so a send still waiting at the stop is lost.
-    let intake = Intake::start_with_logs_delay(200, 202, Duration::from_secs(12));
+    // An intake that answers logs after 9 s: longer than the agent lives after SIGTERM (s6's
+    // services grace, 8 s as ddsky sets it), so a send still waiting at the stop is lost, and
+    // shorter than the agent's 10 s request timeout, so a send that is waited for succeeds.
+    let intake = Intake::start_with_logs_delay(200, 202, Duration::from_secs(9));
     let run_dir = scratch_dir("drainnodrain-run");
     let scripts = scratch_dir("drainnodrain-job");
     let script = write_job_script(&scripts);
@@ -238,7 +241,7 @@ fn no_drain_loses_the_tail_that_the_drain_keeps() {
     let lost_id = run_task_mode_job(&lost, &script);
     let down = run(s.ddsky().args(["down", "--expect", &lost, "--no-drain"]));
     down.expect_code(0);
-    std::thread::sleep(Duration::from_secs(13));
+    std::thread::sleep(Duration::from_secs(10));
     let got = received_lines(&intake, &lost_id);
     assert!(
         got.len() < expected_lines().len(),

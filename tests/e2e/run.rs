@@ -271,20 +271,26 @@ fn inside_a_container_the_jobs_output_also_lands_in_the_container_log() {
     ])
     .expect_code(0);
     let job = "echo first line; echo an error >&2; echo last line; exit 1";
+    // ddsky's stdout and stderr are one pipe, as under SkyPilot: the job's two streams then share
+    // one pipe too, so the container log has them in the order the job wrote them.
     let out = run(Command::new("docker").args([
         "exec",
         "-e",
         "DDSKY_NO_AWS=1",
+        "-e",
+        &format!("JOB={job}"),
         &name,
-        "/root/.ddsky/ddsky",
-        "run",
-        "--",
         "/bin/bash",
         "-c",
-        job,
+        "/root/.ddsky/ddsky run -- /bin/bash -c \"$JOB\" 2>&1",
     ]));
     out.expect_code(1);
-    assert_eq!(out.stdout, "first line\nlast line\n", "{out}");
+    let job_lines: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| ["first line", "an error", "last line"].contains(l))
+        .collect();
+    assert_eq!(job_lines, ["first line", "an error", "last line"], "{out}");
     let logs = docker(&["logs", &name]);
     let lines: Vec<&str> = logs
         .stdout
