@@ -238,6 +238,8 @@ pub struct Scope {
     /// The agent's command API port (`DD_CMD_PORT`; the real default 5001 would collide: every
     /// test agent runs on the host network, two tests at a time).
     pub cmd_port: u16,
+    /// The agent's run dir on the host (`--run-dir`): its registry.json is this test's alone.
+    pub run_dir: tempfile::TempDir,
 }
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -258,6 +260,7 @@ impl Scope {
             apm_port: free_port(),
             dogstatsd_port: free_port(),
             cmd_port: free_port(),
+            run_dir: scratch_dir("run"),
         };
         scope.cleanup();
         scope
@@ -320,7 +323,9 @@ impl Scope {
                 "2s",
             ])
             .args(self.port_args())
-            .args(["--agent-env", &format!("DD_CMD_PORT={}", self.cmd_port)]);
+            .args(["--agent-env", &format!("DD_CMD_PORT={}", self.cmd_port)])
+            .arg("--run-dir")
+            .arg(self.run_dir.path());
         cmd
     }
 

@@ -82,7 +82,11 @@ fn up_node(s: &Scope, intake: &Intake, run_id: &str, rank: u32, nodes: u32, expe
         .env("SKYPILOT_NODE_RANK", rank.to_string())
         .env("SKYPILOT_NUM_NODES", nodes.to_string())
         .args(["--dd-url", &intake.url(), "--expect", expect])
-        .args(["--agent-env", &format!("DD_HOSTNAME={host}")]);
+        .args(["--agent-env", &format!("DD_HOSTNAME={host}")])
+        .args([
+            "--agent-env",
+            &format!("DD_LOGS_CONFIG_LOGS_DD_URL={}", intake.url()),
+        ]);
     run(&mut cmd)
 }
 
@@ -101,15 +105,11 @@ fn verify_sees_two_nodes_then_names_the_one_that_stopped() {
     up_node(&s0, &intake, &run_id, 0, 2, &job).expect_code(0);
     up_node(&s1, &intake, &run_id, 1, 2, &job).expect_code(0);
 
-    // Both nodes, every column (logs: the stand-in has no logs pipeline on this branch), at trace
-    // level: the keys never appear.
-    let out = run(verify(
-        &s0,
-        &fake,
-        &["--run-id", &run_id, "--expect", &job, "--no-logs"],
-    )
-    .args(["--wait", "90s", "--format", "json", "-vv"])
-    .env("RUST_LOG", "trace"));
+    // Both nodes, every column (logs: the job's lines the stand-ins sent), at trace level: the
+    // keys never appear.
+    let out = run(verify(&s0, &fake, &["--run-id", &run_id, "--expect", &job])
+        .args(["--wait", "90s", "--format", "json", "-vv"])
+        .env("RUST_LOG", "trace"));
     out.assert_no_secret(&[APP_KEY]);
     out.expect_code(0);
     let report = out.json();
@@ -118,7 +118,8 @@ fn verify_sees_two_nodes_then_names_the_one_that_stopped() {
     assert_eq!(ranks_where(&report, |n| n["ok"] == true), vec![0, 1]);
     assert_eq!(report["nodes"][1]["host"], format!("{}-node1", s1.prefix));
     assert_eq!(report["nodes"][0]["container"]["status"], "ok");
-    assert_eq!(report["logs"]["checked"], false);
+    assert_eq!(report["logs"]["checked"], true, "{report:#}");
+    assert_eq!(report["nodes"][0]["logs"]["status"], "ok", "{report:#}");
 
     // Node 1's agent stops; once its last point is out of the window, the next look names rank 1.
     run(s1.ddsky().args(["down", "--timeout", "5s"])).expect_code(0);
@@ -261,7 +262,8 @@ fn verify_names_the_refused_key_and_permission() {
     ));
     out.expect_code(0);
     let report = out.json();
-    assert_eq!(report["logs"]["checked"], false);
+    assert_eq!(report["logs"]["checked"], true, "{report:#}");
+    assert_eq!(report["nodes"][0]["logs"]["status"], "ok", "{report:#}");
     assert!(report["logs"]["reason"]
         .as_str()
         .unwrap()
