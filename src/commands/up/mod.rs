@@ -288,10 +288,11 @@ async fn dry_run(
 
 /// How the agent reaches the daemon ddsky talks to. On the host a unix socket other than
 /// /var/run/docker.sock is mounted in its place, and a tcp:// daemon is passed on as DOCKER_HOST
-/// (with the TLS settings ddsky has). Inside a container the paths ddsky sees are not the host's:
-/// the agent gets the host's /var/run/docker.sock, as Datadog's recipe has it.
+/// (with the TLS settings ddsky has). Inside a container (one ddsky can name: a VM image's stray
+/// /.dockerenv does not count) the paths ddsky sees are not the host's: the agent gets the host's
+/// /var/run/docker.sock, as Datadog's recipe has it.
 fn daemon_access(host: &DockerHost, placement: &Placement) -> DaemonAccess {
-    if *placement != Placement::Host {
+    if *placement == Placement::Kubernetes || placement::knows_own_container(placement) {
         return DaemonAccess::DefaultSocket;
     }
     match host {
