@@ -1,8 +1,8 @@
 //! Runtime mode rehearsed the way SkyPilot runs it (docker/skypilot/runtime-mode.yaml): a job
 //! container started with sky_container's own flags, the example's `setup` block run inside it through
 //! `docker exec ... bash -c` with SkyPilot's setup variables, SkyPilot's end of a phase (SIGTERM to the
-//! phase's processes, SIGKILL 30 s later), then the `run` block cancelled the same way: its EXIT trap
-//! must take the agent down inside that 30 s window.
+//! phase's processes, SIGKILL 30 s later), then the `run` block cancelled the same way: its
+//! `ddsky run --down` must take the agent down inside that 30 s window.
 //!
 //! The blocks are read from the YAML itself, so the test breaks when the example does. Only the
 //! training command (`python train.py`) is swapped for a `sleep`, the job image having no python.
@@ -158,7 +158,7 @@ kill -KILL "${{alive[@]}}"; echo "SIGKILLED ${{alive[*]}}"; exit 9"#
 }
 
 #[test]
-fn runtime_mode_setup_survives_skypilots_end_of_setup_and_the_run_trap_tears_down_in_the_window() {
+fn runtime_mode_setup_survives_skypilots_end_of_setup_and_ddsky_run_down_tears_down_in_the_window() {
     let s = Scope::new("rehearsal");
     let yaml = runtime_yaml();
     let (sky, sky_id) = start_sky_container(&s, &yaml);
@@ -213,8 +213,8 @@ fn runtime_mode_setup_survives_skypilots_end_of_setup_and_the_run_trap_tears_dow
     status.expect_code(0);
     assert_eq!(status.json()["expected"][0]["discovered"], true, "{status}");
 
-    // Run, cancelled (`sky cancel`): SIGTERM to the run phase's processes; the trap's `ddsky down`
-    // must have removed the agent before SkyPilot's SIGKILL 30 s later.
+    // Run, cancelled (`sky cancel`): SIGTERM to the run phase's processes; `ddsky run --down` must
+    // have drained and removed the agent before SkyPilot's SIGKILL 30 s later.
     let run_env = phase_env(
         &s,
         &yaml,
@@ -254,11 +254,11 @@ fn runtime_mode_setup_survives_skypilots_end_of_setup_and_the_run_trap_tears_dow
     assert_eq!(
         out.status.code(),
         Some(143),
-        "exit 143 after the TERM trap\n{run_out}"
+        "exit 143: the job's death by SIGTERM, passed on by ddsky run\n{run_out}"
     );
     assert!(
         inspect(&s.agent).is_none(),
-        "the trap's ddsky down removed the agent (within {within:?})\n{run_out}"
+        "ddsky run --down removed the agent (within {within:?})\n{run_out}"
     );
     assert!(!run_out.contains(KEY), "{run_out}");
 }
