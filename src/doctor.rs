@@ -395,8 +395,18 @@ fn agent_socket(a: &ContainerInfo) -> Option<String> {
 
 fn mounts(a: &ContainerInfo) -> Check {
     const NAME: &str = "mounts";
+    // The container logs are mounted at the daemon's data root (an NVMe volume on ML AMIs, a second
+    // daemon's own root), which ddsky recorded on the agent when it created it.
+    let logs = a
+        .labels
+        .get(crate::spec::LABEL_DOCKER_ROOT)
+        .map(|root| format!("{}/containers", root.trim_end_matches('/')));
     let missing: Vec<String> = REQUIRED_MOUNTS
         .iter()
+        .map(|(dest, why)| match (&logs, *dest) {
+            (Some(logs), "/var/lib/docker/containers") => (logs.as_str(), *why),
+            _ => (*dest, *why),
+        })
         .filter(|(dest, _)| !a.mounts.iter().any(|m| m.trim_end_matches('/') == *dest))
         .map(|(dest, why)| format!("{dest} ({why})"))
         .collect();
@@ -961,6 +971,29 @@ mod tests {
             .unwrap();
         assert_eq!(c.verdict, Verdict::Fail);
         assert!(c.evidence.contains("/var/run/docker.sock"), "{c:?}");
+    }
+
+    #[test]
+    fn the_logs_mount_is_looked_for_under_the_agents_data_root() {
+        let mut f = healthy_facts();
+        let agent = f.agent.as_mut().unwrap();
+        agent.labels.insert(
+            crate::spec::LABEL_DOCKER_ROOT.into(),
+            "/mnt/nvme/docker".into(),
+        );
+        let mounts_check = |f: &Facts| {
+            evaluate(f)
+                .into_iter()
+                .find(|c| c.name == "mounts")
+                .unwrap()
+        };
+        let c = mounts_check(&f);
+        assert_eq!(c.verdict, Verdict::Fail, "{c:?}");
+        assert!(c.evidence.contains("/mnt/nvme/docker/containers"), "{c:?}");
+        let agent = f.agent.as_mut().unwrap();
+        agent.mounts.retain(|m| m != "/var/lib/docker/containers");
+        agent.mounts.push("/mnt/nvme/docker/containers".into());
+        assert_eq!(mounts_check(&f).verdict, Verdict::Ok);
     }
 
     #[test]

@@ -542,3 +542,44 @@ fn status_into_a_closed_pipe_is_not_an_error() {
         "{out}"
     );
 }
+
+/// The default image list follows the cloud SkyPilot reports (SKYPILOT_CLUSTER_INFO), Docker Hub
+/// always last, and `up --dry-run` shows it, with which entry is present locally.
+#[test]
+fn the_default_image_list_follows_the_cloud_in_dry_run_with_docker_hub_last() {
+    let s = Scope::new("imagelist");
+    let first_of = |cloud: Option<&str>| {
+        let mut cmd = s.ddsky();
+        cmd.env("DD_API_KEY", KEY)
+            .args(["up", "--dry-run", "--no-aws", "--format", "json"]);
+        if let Some(cloud) = cloud {
+            cmd.env(
+                "SKYPILOT_CLUSTER_INFO",
+                format!(r#"{{"cluster_name": "c", "cloud": "{cloud}", "region": "r"}}"#),
+            );
+        }
+        let out = run(&mut cmd);
+        out.expect_code(0).assert_no_secret(&[]);
+        let report = out.json();
+        let refs: Vec<String> = report["images"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{out}"))
+            .iter()
+            .map(|e| {
+                assert!(e["present"].is_boolean() || e["present"].is_null(), "{e}");
+                e["reference"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        assert_eq!(
+            refs.last().map(String::as_str),
+            Some("docker.io/datadog/agent:7"),
+            "Docker Hub last: {refs:?}"
+        );
+        assert!(refs.iter().all(|r| r.ends_with(":7")), "{refs:?}");
+        refs[0].clone()
+    };
+    assert_eq!(first_of(Some("AWS")), "public.ecr.aws/datadog/agent:7");
+    assert_eq!(first_of(Some("GCP")), "gcr.io/datadoghq/agent:7");
+    assert_eq!(first_of(Some("Azure")), "datadoghq.azurecr.io/agent:7");
+    assert_eq!(first_of(None), "registry.datadoghq.com/agent:7");
+}
