@@ -286,7 +286,19 @@ fn an_expected_container_the_agent_does_not_list_fails() {
 #[test]
 fn logs_tail_and_follow() {
     let s = Scope::new("logs");
-    run(s.up().args(["--expect", "none-such"])).expect_code(0);
+    // An intake for the agent's logs: without one (no network), its logs pipeline holds unsent
+    // payloads at the stop for up to its 30 s stop_grace_period, as the real agent does, and
+    // `docker stop -t 5` kills it before its last line.
+    let intake = Intake::start(200, 202);
+    run(s.up().args([
+        "--expect",
+        "none-such",
+        "--dd-url",
+        &intake.url(),
+        "--agent-env",
+        &format!("DD_LOGS_CONFIG_LOGS_DD_URL={}", intake.url()),
+    ]))
+    .expect_code(0);
     let tail = run(s.ddsky().args(["logs", "--tail", "5"]));
     tail.expect_code(0);
     let all = run(s.ddsky().arg("logs"));

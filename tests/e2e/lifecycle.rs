@@ -50,6 +50,8 @@ fn up_creates_exactly_the_recipe_and_a_second_up_is_a_no_op() {
     assert_eq!(host["RestartPolicy"]["Name"], "unless-stopped");
     assert_eq!(host["LogConfig"]["Type"], "json-file");
     assert_eq!(host["LogConfig"]["Config"]["max-size"], "10m");
+    // The run dir is the test's own (`--run-dir`; the default, /opt/datadog-agent/run, is in the
+    // dry-run snapshot tests/fixtures/up-dry-run.json).
     assert_eq!(
         strs(&host["Binds"]),
         [
@@ -57,7 +59,7 @@ fn up_creates_exactly_the_recipe_and_a_second_up_is_a_no_op() {
             "/proc/:/host/proc/:ro",
             "/sys/fs/cgroup/:/host/sys/fs/cgroup:ro",
             "/var/lib/docker/containers:/var/lib/docker/containers:ro",
-            "/opt/datadog-agent/run:/opt/datadog-agent/run:rw",
+            &format!("{}:/opt/datadog-agent/run:rw", s.run_dir.path().display()),
             "/etc/passwd:/etc/passwd:ro",
         ]
     );
