@@ -35,6 +35,9 @@ pub async fn run(ctx: &Context, args: RunSettings) -> Result<u8, Failure> {
         env: job_env(&args).await,
     };
     let copy = copy_target(&placement, &args.command);
+    let listener = signals::Listener::new()
+        .map_err(|e| tracing::warn!("cannot forward signals to the job: {e}"))
+        .ok();
     let mut started = match supervisor::start(&job, &copy) {
         Ok(started) => started,
         Err(e) => {
@@ -45,13 +48,7 @@ pub async fn run(ctx: &Context, args: RunSettings) -> Result<u8, Failure> {
             return Ok(e.exit_code());
         }
     };
-    let first_signal = match signals::forward_to(started.pid()) {
-        Ok(rx) => Some(rx),
-        Err(e) => {
-            tracing::warn!("cannot forward signals to the job: {e}");
-            None
-        }
-    };
+    let first_signal = listener.map(|l| l.forward_to(started.pid()));
 
     let (stop_refresh, refresh_interrupt) = Interrupt::manual();
     let refresh = refresh_agent(ctx, &args, &placement, refresh_interrupt);

@@ -61,6 +61,18 @@ pub fn scratch_dir(what: &str) -> tempfile::TempDir {
         .expect("a scratch directory in the temp dir")
 }
 
+/// `ddsky` for commands that need no Docker: nothing from the developer's shell, outside any git
+/// checkout (no git_ref of its own), AWS kept local (no call is expected).
+pub fn ddsky_without_docker() -> Command {
+    let mut cmd = Command::new(ddsky_bin());
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .current_dir(std::env::temp_dir());
+    cmd
+}
+
 pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }

@@ -1,22 +1,14 @@
 //! SkyPilot on Kubernetes: `ddsky k8s` (the pod_config printed at launch), `ddsky env` inside a pod,
 //! `up`'s skip, and the example task. The built binary only: no Docker, no images.
 
-use crate::common::{ddsky_bin, repo, run, KEY};
+use crate::common::{ddsky_without_docker, repo, run, KEY};
 use serde_json::{json, Value};
 use std::process::Command;
 
 const EXAMPLE: &str = "docker/skypilot/kubernetes.yaml";
 
-/// `ddsky` with nothing from the developer's shell, outside any git checkout (no git_ref of its own),
-/// with AWS kept local (no call is expected).
 fn ddsky() -> Command {
-    let mut cmd = Command::new(ddsky_bin());
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-        .current_dir(std::env::temp_dir());
-    cmd
+    ddsky_without_docker()
 }
 
 fn pod_config(doc: &Value) -> &Value {

@@ -447,6 +447,25 @@ impl SecondDaemon {
     }
 
     /// Copies an image from the shared daemon into this one.
+    /// Gives this daemon the stand-in images and starts the scope's job container on it (no
+    /// network: the daemon has no bridge); returns its name.
+    fn start_job(&self, s: &Scope) -> String {
+        self.load(agent_image());
+        self.load(job_image());
+        let job = s.name("job");
+        let started = self.docker(&[
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "--name",
+            &job,
+            job_image(),
+        ]);
+        assert_eq!(started.code, 0, "{started}");
+        job
+    }
+
     fn load(&self, image: &str) {
         let mut save = Command::new("docker")
             .args(["save", image])
@@ -547,19 +566,7 @@ fn the_agent_watches_the_daemon_at_a_socket_elsewhere_and_discovers_its_job() {
     let s = Scope::new("socket");
     let daemon = SecondDaemon::start("socket");
     assert_ne!(daemon.socket, PathBuf::from("/var/run/docker.sock"));
-    daemon.load(agent_image());
-    daemon.load(job_image());
-    let job = s.name("job");
-    let started = daemon.docker(&[
-        "run",
-        "-d",
-        "--network",
-        "none",
-        "--name",
-        &job,
-        job_image(),
-    ]);
-    assert_eq!(started.code, 0, "{started}");
+    let job = daemon.start_job(&s);
     let out = run(s
         .up()
         .env("DOCKER_HOST", daemon.host())
@@ -619,19 +626,7 @@ fn on_a_newer_engine_the_agent_keeps_its_start_interval_and_discovers_the_job() 
         .and_then(|m| m.parse().ok())
         .unwrap_or_else(|| panic!("API version: {api}"));
     assert!(api_minor >= 44, "this engine speaks API 1.{api_minor}");
-    daemon.load(agent_image());
-    daemon.load(job_image());
-    let job = s.name("job");
-    let started = daemon.docker(&[
-        "run",
-        "-d",
-        "--network",
-        "none",
-        "--name",
-        &job,
-        job_image(),
-    ]);
-    assert_eq!(started.code, 0, "{started}");
+    let job = daemon.start_job(&s);
     let out = run(s
         .up()
         .env("DOCKER_HOST", daemon.host())

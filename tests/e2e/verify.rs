@@ -31,13 +31,7 @@ impl Ddsky for Scope {
 
 impl Ddsky for NoDocker {
     fn ddsky(&self) -> Command {
-        let mut cmd = Command::new(ddsky_bin());
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-            .current_dir(std::env::temp_dir());
-        cmd
+        ddsky_without_docker()
     }
 }
 

@@ -33,43 +33,54 @@ pub fn forwards(sender: &Sender) -> bool {
     }
 }
 
-/// Listens for SIGINT, SIGTERM and SIGHUP for the rest of ddsky's life, forwarding each to `pid`
-/// when [`forwards`] says so. The receiver holds when the first one came (the clock of SkyPilot's
-/// kill window).
-pub fn forward_to(pid: u32) -> std::io::Result<watch::Receiver<Option<Instant>>> {
-    let mut signals = SignalsInfo::<WithOrigin>::new([SIGINT, SIGTERM, SIGHUP])?;
-    let (tx, rx) = watch::channel(None);
-    std::thread::spawn(move || {
-        for origin in signals.forever() {
-            tx.send_if_modified(|first| {
-                let new = first.is_none();
-                first.get_or_insert_with(Instant::now);
-                new
-            });
-            let sender = match (&origin.cause, &origin.process) {
-                (Cause::Kernel, _) => Sender::Kernel,
-                (_, Some(p)) => Sender::Process {
-                    command_line: std::fs::read(format!("/proc/{}/cmdline", p.pid))
-                        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-                        .unwrap_or_default(),
-                },
-                _ => Sender::Unknown,
-            };
-            let name = signal_name(origin.signal);
-            if forwards(&sender) {
-                tracing::debug!("forwarding {name} to the job");
-                // SAFETY: kill(2) with a pid ddsky spawned and has not reaped while this runs.
-                unsafe {
-                    libc::kill(pid as libc::pid_t, origin.signal);
+/// SIGINT, SIGTERM and SIGHUP, caught from before the job starts (a signal that comes meanwhile
+/// waits here) for the rest of ddsky's life.
+pub struct Listener(SignalsInfo<WithOrigin>);
+
+impl Listener {
+    pub fn new() -> std::io::Result<Self> {
+        Ok(Listener(SignalsInfo::<WithOrigin>::new([
+            SIGINT, SIGTERM, SIGHUP,
+        ])?))
+    }
+
+    /// Forwards each signal to `pid` when [`forwards`] says so. The receiver holds when the first
+    /// one came (the clock of SkyPilot's kill window).
+    pub fn forward_to(self, pid: u32) -> watch::Receiver<Option<Instant>> {
+        let mut signals = self.0;
+        let (tx, rx) = watch::channel(None);
+        std::thread::spawn(move || {
+            for origin in signals.forever() {
+                tx.send_if_modified(|first| {
+                    let new = first.is_none();
+                    first.get_or_insert_with(Instant::now);
+                    new
+                });
+                let sender = match (&origin.cause, &origin.process) {
+                    (Cause::Kernel, _) => Sender::Kernel,
+                    (_, Some(p)) => Sender::Process {
+                        command_line: std::fs::read(format!("/proc/{}/cmdline", p.pid))
+                            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+                            .unwrap_or_default(),
+                    },
+                    _ => Sender::Unknown,
+                };
+                let name = signal_name(origin.signal);
+                if forwards(&sender) {
+                    tracing::debug!("forwarding {name} to the job");
+                    // SAFETY: kill(2) on the job's pid; ddsky reaps it only after this matters.
+                    unsafe {
+                        libc::kill(pid as libc::pid_t, origin.signal);
+                    }
+                } else {
+                    tracing::debug!(
+                        "not forwarding {name}: its sender ({sender:?}) reached the job too"
+                    );
                 }
-            } else {
-                tracing::debug!(
-                    "not forwarding {name}: its sender ({sender:?}) reached the job too"
-                );
             }
-        }
-    });
-    Ok(rx)
+        });
+        rx
+    }
 }
 
 fn signal_name(signal: i32) -> &'static str {
