@@ -12,9 +12,12 @@ const TRACEBACK_FRAMES: usize = 300;
 /// A training job that logs its steps, then crashes: a ~21 KiB traceback on stderr, exit 1 at once.
 /// It runs a few seconds first, as any training job does: an agent, the real one too, discovers a
 /// container about a second after it starts, and never collects one that was gone before that.
+/// (The pause before the traceback fixes the two streams' order in a json log: Docker copies a
+/// container's stdout and stderr to it separately.)
 fn crashing_job() -> String {
     format!(
         r#"sleep 3; for i in $(seq 1 50); do echo "step $i loss=0.$i"; done
+sleep 0.3
 {{ echo "Traceback (most recent call last):"; for i in $(seq 1 {TRACEBACK_FRAMES}); do echo "  File \"/workspace/metta/metta/rl/trainer.py\", line $i, in train_step_$i"; done; echo "RuntimeError: CUDA error: device-side assert triggered"; }} >&2
 exit 1"#
     )

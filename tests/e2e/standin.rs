@@ -509,7 +509,9 @@ fn a_jobs_lines_arrive_in_order_with_container_tags_and_the_registry_reaches_the
     let id = run_sh_job(
         &s,
         "job",
-        "busybox sleep 4; echo 'first line'; echo '  to stderr \t' >&2; busybox sleep 0.3; echo; \
+        // Docker copies stdout and stderr to the json log separately: a pause between the two
+        // streams' lines fixes their order in the file, which is what the agent must keep.
+        "busybox sleep 4; echo 'first line'; busybox sleep 0.3; echo '  to stderr \t' >&2; busybox sleep 0.3; echo; \
          echo '   '; busybox head -c 20000 /dev/zero | busybox tr '\\0' x; echo; echo 'last line'",
     );
     wait_tailing(&agent, &id);
