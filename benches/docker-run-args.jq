@@ -16,7 +16,7 @@ def secs: "\((. / 1000000000) | floor)s";
 
 .container as $b
 | ($b.HostConfig // {}) as $h
-| only($b; ["Env", "Healthcheck", "Image", "Labels", "HostConfig", "ExposedPorts", "Cmd"]; "ContainerCreate")
+| only($b; ["Env", "Healthcheck", "Image", "Labels", "HostConfig", "ExposedPorts", "Cmd", "StopTimeout"]; "ContainerCreate")
 | only($h; ["Binds", "LogConfig", "NetworkMode", "RestartPolicy", "CgroupnsMode", "PidMode",
             "PortBindings", "DeviceRequests"]; "HostConfig")
 | ["--detach", "--name", $name]
@@ -35,6 +35,7 @@ def secs: "\((. / 1000000000) | floor)s";
      else [] end)
   + (if $h.CgroupnsMode then ["--cgroupns", $h.CgroupnsMode] else [] end)
   + (if $h.PidMode then ["--pid", $h.PidMode] else [] end)
+  + (if $b.StopTimeout then ["--stop-timeout", "\($b.StopTimeout)"] else [] end)
   + [($h.PortBindings // {}) | to_entries[] | .key as $port | .value[]
       | ("--publish", "\(.HostIp // "" | if . == "" then "" else . + ":" end)\(.HostPort):\($port)")]
   + (if ($h.DeviceRequests // []) | length > 0 then ["--gpus", "all"] else [] end)
