@@ -466,6 +466,17 @@ impl SecondDaemon {
         job
     }
 
+    /// `ddsky up --expect job` against this daemon: exit 0, no secret in the output; its JSON report.
+    fn up_expecting(&self, s: &Scope, job: &str) -> (Run, Value) {
+        let out = run(s
+            .up()
+            .env("DOCKER_HOST", self.host())
+            .args(["--expect", job, "--format", "json"]));
+        out.expect_code(0).assert_no_secret(&[]);
+        let report = out.json();
+        (out, report)
+    }
+
     fn load(&self, image: &str) {
         let mut save = Command::new("docker")
             .args(["save", image])
@@ -567,12 +578,7 @@ fn the_agent_watches_the_daemon_at_a_socket_elsewhere_and_discovers_its_job() {
     let daemon = SecondDaemon::start("socket");
     assert_ne!(daemon.socket, PathBuf::from("/var/run/docker.sock"));
     let job = daemon.start_job(&s);
-    let out = run(s
-        .up()
-        .env("DOCKER_HOST", daemon.host())
-        .args(["--expect", &job, "--format", "json"]));
-    out.expect_code(0).assert_no_secret(&[]);
-    let report = out.json();
+    let (out, report) = daemon.up_expecting(&s, &job);
     assert_eq!(report["healthy"], true, "{out}");
     assert_eq!(report["expected"][0]["pattern"], job.as_str(), "{out}");
     assert_eq!(report["expected"][0]["discovered"], true, "{out}");
@@ -627,12 +633,7 @@ fn on_a_newer_engine_the_agent_keeps_its_start_interval_and_discovers_the_job() 
         .unwrap_or_else(|| panic!("API version: {api}"));
     assert!(api_minor >= 44, "this engine speaks API 1.{api_minor}");
     let job = daemon.start_job(&s);
-    let out = run(s
-        .up()
-        .env("DOCKER_HOST", daemon.host())
-        .args(["--expect", &job, "--format", "json"]));
-    out.expect_code(0).assert_no_secret(&[]);
-    let report = out.json();
+    let (out, report) = daemon.up_expecting(&s, &job);
     assert_eq!(report["action"], "create", "{out}");
     assert_eq!(report["healthy"], true, "{out}");
     let expected = &report["expected"][0];

@@ -58,6 +58,15 @@ fn synthetic(
     FakeDatadog::start(behaviour, move || world.clone())
 }
 
+/// One look at run `run_id` as JSON.
+fn look_json(s: &impl Ddsky, fake: &FakeDatadog, run_id: &str) -> Run {
+    run(&mut verify(
+        s,
+        fake,
+        &["--run-id", run_id, "--format", "json"],
+    ))
+}
+
 fn ranks_where(report: &Value, pred: impl Fn(&Value) -> bool) -> Vec<i64> {
     report["nodes"]
         .as_array()
@@ -249,11 +258,7 @@ fn verify_names_the_refused_key_and_permission() {
         &[],
         &[],
     );
-    let out = run(&mut verify(
-        &s,
-        &fake,
-        &["--run-id", "r1", "--format", "json"],
-    ));
+    let out = look_json(&s, &fake, "r1");
     out.expect_code(0);
     let report = out.json();
     assert_eq!(report["logs"]["checked"], false);
@@ -284,11 +289,7 @@ fn verify_survives_throttling_and_5xx() {
         &[],
         &[],
     );
-    let out = run(&mut verify(
-        &s,
-        &fake,
-        &["--run-id", "r1", "--format", "json"],
-    ));
+    let out = look_json(&s, &fake, "r1");
     out.assert_no_secret(&[APP_KEY]);
     out.expect_code(0);
     assert!(out.stderr.contains("X-RateLimit-Reset"), "{out}");
@@ -315,11 +316,7 @@ fn verify_64_nodes_cost_the_calls_of_4_and_name_exactly_the_bad_ranks() {
     let mut calls = Vec::new();
     for nodes in [4u32, 64] {
         let fake = synthetic(Behaviour::new(), nodes, "big", &[], &[]);
-        let out = run(&mut verify(
-            &s,
-            &fake,
-            &["--run-id", "big", "--format", "json"],
-        ));
+        let out = look_json(&s, &fake, "big");
         out.expect_code(0);
         let report = out.json();
         assert_eq!(report["nodes"].as_array().unwrap().len(), nodes as usize);
@@ -337,11 +334,7 @@ fn verify_64_nodes_cost_the_calls_of_4_and_name_exactly_the_bad_ranks() {
 
     // Rank 5 silent (stopped 11 minutes ago), rank 9 never started: exactly those are named.
     let fake = synthetic(Behaviour::new(), 64, "big", &[5], &[9]);
-    let out = run(&mut verify(
-        &s,
-        &fake,
-        &["--run-id", "big", "--format", "json"],
-    ));
+    let out = look_json(&s, &fake, "big");
     out.expect_code(4);
     let report = out.json();
     assert_eq!(ranks_where(&report, |n| n["ok"] == false), vec![5, 9]);
@@ -358,11 +351,7 @@ fn verify_scale_figure() {
     for nodes in [4u32, 64] {
         let fake = synthetic(Behaviour::new(), nodes, "big", &[], &[]);
         let started = Instant::now();
-        let out = run(&mut verify(
-            &s,
-            &fake,
-            &["--run-id", "big", "--format", "json"],
-        ));
+        let out = look_json(&s, &fake, "big");
         let wall = started.elapsed();
         out.expect_code(0);
         println!(
