@@ -1,5 +1,8 @@
 //! Asking the running agent what it knows, the supported way: `docker exec <agent> agent ...`.
 //! Parsing lives in `agent_output`; this module only runs the commands and picks the output form.
+//!
+//! Layer: domain (see `src/layers.rs`): may use the core, the edges and other domain modules; never
+//! `cli`, `settings` or `commands`.
 
 use crate::agent_output::{self, AgentStatus, HealthReport, OutputError, WorkloadContainer};
 use crate::batch::{self, BatchCommand};

@@ -7,6 +7,9 @@
 //! splitting its output are pure; the caller runs it and falls back to one exec per command when the
 //! container has no shell. The official image has one (its health check, `/probe.sh`, is a script),
 //! and `mktemp`, `cat` and `rm`, the only tools the script calls.
+//!
+//! Layer: domain (see `src/layers.rs`): may use the core, the edges and other domain modules; never
+//! `cli`, `settings` or `commands`.
 
 use crate::engine::ExecOutput;
 

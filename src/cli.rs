@@ -1,6 +1,8 @@
 //! The command line: clap types only, depending on nothing else of ddsky. `settings` turns these into
 //! validated core settings; the value enums here are clap mirrors of the core's (which know nothing of
 //! clap), converted there.
+//!
+//! Layer: input (see `src/layers.rs`): may use the core, the edges and the domain; never `commands`.
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use std::time::Duration;

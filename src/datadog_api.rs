@@ -3,6 +3,8 @@
 //! retry policy (429 waits `X-RateLimit-Reset`; 5xx, 408, timeouts and transport errors are retried
 //! with backoff), all bounded by the caller's deadline. It decides nothing about nodes: that is
 //! `verify`'s pure job.
+//!
+//! Layer: edge (see `src/layers.rs`): may use the core only.
 
 use crate::key::{ApiKey, AppKey};
 use bytes::Bytes;
@@ -355,7 +357,7 @@ impl Client {
         loop {
             let query = format!(
                 "filter={}&count={PAGE}&start={}",
-                crate::verify::percent_encode(filter),
+                percent_encode(filter),
                 hosts.len()
             );
             let body = self.call(Endpoint::Hosts, &query, None, deadline).await?;
@@ -377,10 +379,7 @@ impl Client {
         to: i64,
         deadline: Instant,
     ) -> Result<MetricsQueryResponse, ApiError> {
-        let params = format!(
-            "from={from}&to={to}&query={}",
-            crate::verify::percent_encode(query)
-        );
+        let params = format!("from={from}&to={to}&query={}", percent_encode(query));
         let body = self.call(Endpoint::Query, &params, None, deadline).await?;
         let answer: MetricsQueryResponse = parse_json(Endpoint::Query, &body)?;
         if answer.status.as_deref().is_some_and(|s| s != "ok") {
@@ -561,6 +560,19 @@ fn unreachable_connector() -> Https {
         .https_or_http()
         .enable_http1()
         .build()
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -2,6 +2,9 @@
 //!
 //! The matching and the report are pure; [`wait`] drives them against Docker and the agent, sleeping on
 //! Docker's event stream rather than polling when nothing can change.
+//!
+//! Layer: domain (see `src/layers.rs`): may use the core, the edges and other domain modules; never
+//! `cli`, `settings` or `commands`.
 
 use crate::agent::{AgentClient, AgentError, DiscoveredIds};
 use crate::engine::{ContainerEvent, Engine, EngineError, RunningContainer};

@@ -1,5 +1,8 @@
 //! The troubleshooting checklist as data: what was observed goes in ([`Facts`]), one verdict per check
 //! comes out, each with its evidence and, when not ok, the fix. Pure; `commands::doctor` gathers.
+//!
+//! Layer: domain (see `src/layers.rs`): may use the core, the edges and other domain modules; never
+//! `cli`, `settings` or `commands`.
 
 use crate::agent_output::{says_not_up_yet, AgentStatus, ApiKeyState, HealthReport};
 use crate::discovery::{self, DiscoveryReport};

@@ -1,5 +1,8 @@
 //! The only module that talks to Docker. Everything it returns is ddsky's own plain data; every error
 //! says which operation failed on what, so a raw bollard error never reaches the user bare.
+//!
+//! Layer: edge (see `src/layers.rs`): may use the core only. It offers Docker's primitives and never
+//! names what is built from them (the drain, discovery, the commands).
 
 use bollard::errors::Error as BollardError;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
@@ -749,8 +752,9 @@ impl Engine {
     }
 }
 
-/// What converging the agent container needs from Docker, as a trait so `up`'s decisions are tested
-/// against a fake daemon; [`Engine`] is the real one.
+/// What converging the agent container (and draining the old one's logs first) needs from Docker,
+/// as a trait so `up`'s decisions and the drain are tested against a fake daemon; [`Engine`] is the
+/// real one.
 // Every caller runs on the current-thread runtime, so the futures need no `Send` bound.
 #[allow(async_fn_in_trait)]
 pub trait ContainerEngine {
@@ -771,14 +775,9 @@ pub trait ContainerEngine {
     async fn stop(&self, id: &str, grace: Duration) -> Result<(), EngineError>;
     async fn remove(&self, id: &str) -> Result<(), EngineError>;
     async fn daemon_facts(&self) -> Result<(String, bool), EngineError>;
-    /// Waits (up to `budget`) until `agent` has sent the logs of the job containers; never fails:
-    /// what it could not do is a warning, and the caller goes on.
-    async fn drain_logs(
-        &self,
-        agent: &ContainerInfo,
-        patterns: &[crate::discovery::Pattern],
-        budget: Duration,
-    );
+    async fn all_containers(&self) -> Result<Vec<RunningContainer>, EngineError>;
+    async fn file_size(&self, id: &str, path: &str) -> Result<Option<u64>, EngineError>;
+    async fn read_file(&self, id: &str, path: &str) -> Result<Option<Vec<u8>>, EngineError>;
 }
 
 impl ContainerEngine for Engine {
@@ -815,17 +814,14 @@ impl ContainerEngine for Engine {
     async fn daemon_facts(&self) -> Result<(String, bool), EngineError> {
         Engine::daemon_facts(self).await
     }
-    async fn drain_logs(
-        &self,
-        agent: &ContainerInfo,
-        patterns: &[crate::discovery::Pattern],
-        budget: Duration,
-    ) {
-        match crate::commands::drain_logs(self, agent, patterns, budget).await {
-            Ok(d) if d.verdict.done() => tracing::info!("{}", d.summary()),
-            Ok(d) => tracing::warn!("{}", d.summary()),
-            Err(e) => tracing::warn!("could not drain the job's logs before the stop: {e}"),
-        }
+    async fn all_containers(&self) -> Result<Vec<RunningContainer>, EngineError> {
+        Engine::all_containers(self).await
+    }
+    async fn file_size(&self, id: &str, path: &str) -> Result<Option<u64>, EngineError> {
+        Engine::file_size(self, id, path).await
+    }
+    async fn read_file(&self, id: &str, path: &str) -> Result<Option<Vec<u8>>, EngineError> {
+        Engine::read_file(self, id, path).await
     }
 }
 

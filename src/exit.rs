@@ -1,4 +1,6 @@
 //! Every exit code ddsky uses, in one place.
+//!
+//! Layer: core (see `src/layers.rs`): may use other core modules only.
 
 pub const OK: u8 = 0;
 /// A runtime error: Docker refused, the agent container exited, a foreign container is in the way.

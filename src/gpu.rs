@@ -1,5 +1,7 @@
 //! The GPU decision: whether the agent is given the host's NVIDIA GPUs (`--gpus`), and what Docker's
 //! refusal of them means. Pure: the caller says what the host and the daemon have.
+//!
+//! Layer: core (see `src/layers.rs`): may use other core modules only.
 
 /// `--gpus auto|all|none`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -1,5 +1,7 @@
 //! SIGINT/SIGTERM as a value commands can wait on, so long waits end promptly with 130/143 while short
 //! critical steps (create + start) are allowed to finish and never leave a half-made container.
+//!
+//! Layer: core (see `src/layers.rs`): may use other core modules only.
 
 use tokio::sync::watch;
 

@@ -15,6 +15,8 @@
 //! it keeps of the pod's own env).
 //!
 //! Pure.
+//!
+//! Layer: core (see `src/layers.rs`): may use other core modules only.
 
 use crate::tags::{JobIdentity, TagSet};
 use serde::ser::SerializeMap;

@@ -1,5 +1,7 @@
 //! The Datadog API key: a type that cannot leak, its shape check, secret parsing, and the lookup chain
 //! DD_API_KEY > AWS Secrets Manager > skip.
+//!
+//! Layer: core (see `src/layers.rs`): may use other core modules only.
 
 use sha2::{Digest, Sha256};
 use std::fmt;

@@ -1,4 +1,6 @@
 //! Logs on stderr through tracing, redacted, at a level from -v/-q unless RUST_LOG says otherwise.
+//!
+//! Layer: edge (see `src/layers.rs`): may use the core only.
 
 use crate::redact::{self, RedactingWriter};
 use tracing_subscriber::EnvFilter;

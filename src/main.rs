@@ -1,4 +1,6 @@
 //! ddsky: the Datadog Agent beside SkyPilot jobs, through the Docker API.
+//!
+//! Layer: main (see `src/layers.rs`): the top; may use any layer.
 
 mod agent;
 mod agent_output;
@@ -131,3 +133,7 @@ struct Startup {
     what: &'static str,
     source: std::io::Error,
 }
+
+/// The layering rule and its test (test-only: nothing at run time needs it).
+#[cfg(test)]
+mod layers;

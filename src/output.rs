@@ -1,5 +1,7 @@
 //! stdout for results (text or JSON), stderr for logs and progress. Everything printed is redacted, and
 //! a closed pipe (`ddsky status | head -1`) ends output quietly instead of failing.
+//!
+//! Layer: core (see `src/layers.rs`): may use other core modules only.
 
 use serde::Serialize;
 use std::io::{self, IsTerminal, Write};

@@ -20,6 +20,8 @@
 //! - marker files: `/.dockerenv` (Docker), `/run/.containerenv` (Podman). They are believed on their
 //!   own: a false "container" only changes which advice ddsky gives, a false "host" would make it fail
 //!   a job. (Note: some CI VMs carry a `/.dockerenv` although PID 1 is their init.)
+//!
+//! Layer: core (see `src/layers.rs`): may use other core modules only.
 
 use crate::reference::full_container_id;
 use std::fs;

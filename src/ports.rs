@@ -8,6 +8,8 @@
 //! (a host-installed agent, a leftover agent container) it exits, `Error while starting api
 //! server, exiting`, and Docker restarts it forever. Parsing is pure; [`holders`] reads the tables
 //! and looks up the processes.
+//!
+//! Layer: core (see `src/layers.rs`): may use other core modules only.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -1,4 +1,7 @@
 //! Pull progress: a bar on a terminal, a plain line per layer milestone otherwise (CI logs, SkyPilot).
+//!
+//! Layer: domain (see `src/layers.rs`): may use the core, the edges and other domain modules; never
+//! `cli`, `settings` or `commands`.
 
 use crate::engine::PullProgress;
 use indicatif::{ProgressBar, ProgressStyle};

@@ -1,4 +1,7 @@
 //! What `up` must do, given the container that exists (if any) and the spec it wants. Pure.
+//!
+//! Layer: domain (see `src/layers.rs`): may use the core, the edges and other domain modules; never
+//! `cli`, `settings` or `commands`.
 
 use crate::engine::ContainerInfo;
 use crate::spec::{LABEL_MANAGED_BY, LABEL_SPEC_HASH, MANAGED_BY_VALUE};

@@ -2,6 +2,8 @@
 //! [`redact`], which replaces any registered secret with `<redacted>`. The key type already redacts
 //! itself; this also covers what dependencies might log and values that never became an `ApiKey`
 //! (a wrong-shaped key is still a secret).
+//!
+//! Layer: core (see `src/layers.rs`): may use other core modules only.
 
 use std::io::{self, Write};
 use std::sync::RwLock;

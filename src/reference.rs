@@ -1,6 +1,8 @@
 //! Docker's identifiers, in one place: container ids (and their short form), container names, and
 //! image references (their grammar and their repository part). Pure. `settings` applies the checks to
 //! the user's input; discovery and the reports use the rest.
+//!
+//! Layer: core (see `src/layers.rs`): may use other core modules only.
 
 /// A full container id: 64 hex characters, returned lowercase; anything else is not one. Docker,
 /// the agent's output and cgroup paths all name containers this way.

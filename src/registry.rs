@@ -1,6 +1,8 @@
 //! Where the agent image comes from: the ordered list of references `up` tries (Datadog's
 //! registries by cloud, Docker Hub last), the registry each names, and what a refused pull meant.
 //! Pure; the pulling loop is in `commands::up::converge`.
+//!
+//! Layer: core (see `src/layers.rs`): may use other core modules only.
 
 use crate::reference;
 

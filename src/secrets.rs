@@ -1,5 +1,7 @@
 //! AWS Secrets Manager as a [`SecretStore`]: the SDK's own region and credential chains, bounded in
 //! time so a node off EC2 (or without a route to AWS) never hangs its setup script.
+//!
+//! Layer: edge (see `src/layers.rs`): may use the core only.
 
 use crate::key::{SecretAnswer, SecretPayload, SecretStore};
 use aws_config::meta::region::RegionProviderChain;

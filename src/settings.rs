@@ -6,6 +6,8 @@
 //!
 //! Durations are the one exception: clap parses them (`cli::duration`), so a bad one is a usage error
 //! rendered like every other bad flag value.
+//!
+//! Layer: input (see `src/layers.rs`): may use the core, the edges and the domain; never `commands`.
 
 use crate::cli::{self, Cli, Command};
 use crate::engine::DockerHost;

@@ -2,6 +2,8 @@
 //! of it that tells an up-to-date agent from one that must be recreated.
 //!
 //! Pure: this follows Datadog's documented `docker run` recipe (see shared/datadog-agent.md) field by field.
+//!
+//! Layer: core (see `src/layers.rs`): may use other core modules only.
 
 use crate::key::{hex, ApiKey, REDACTED};
 use bollard::models::{

@@ -11,6 +11,9 @@
 //! poll blindly: health can only turn at a ping, so it asks often around each 15 s tick since the
 //! container started and rarely in between. When to ask is pure ([`next_health_poll`]); only the
 //! deadline turns "not ready" into a failure, and only the container dying ends the wait early.
+//!
+//! Layer: domain (see `src/layers.rs`): may use the core, the edges and other domain modules; never
+//! `cli`, `settings` or `commands`.
 
 use crate::agent::{AgentClient, DiscoveredIds, Health};
 use crate::agent_output::HealthReport;

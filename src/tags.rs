@@ -1,6 +1,8 @@
 //! The job's identity as Datadog tags: SkyPilot/Metta environment in, normalised `key:value` tags out.
 //!
 //! Pure: the environment arrives as a lookup function so tests can feed any combination of variables.
+//!
+//! Layer: core (see `src/layers.rs`): may use other core modules only.
 
 use serde_json::Value;
 use std::fmt;

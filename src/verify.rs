@@ -1,10 +1,13 @@
 //! `ddsky verify`'s pure core: which requests to make (site mapping, queries, the logs aggregate),
 //! and how the API's answers become one verdict per node. No I/O: `datadog_api` asks,
 //! `commands::verify` orchestrates and prints.
+//!
+//! Layer: domain (see `src/layers.rs`): may use the core, the edges and other domain modules; never
+//! `cli`, `settings` or `commands`.
 
 use crate::datadog_api::{
-    Host, LogsAggregateRequest, LogsAggregateResponse, LogsCompute, LogsGroupBy, LogsQueryFilter,
-    MetricsQueryMetadata,
+    percent_encode, Host, LogsAggregateRequest, LogsAggregateResponse, LogsCompute, LogsGroupBy,
+    LogsQueryFilter, MetricsQueryMetadata,
 };
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,19 +34,6 @@ const AGENT_IMAGES: [&str; 6] = [
     "datadoghq.azurecr.io/agent",
     "docker.io/datadog/agent",
 ];
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
 
 /// The API base for a site: `https://api.<site>` (every site; see datadog-api.md §1).
 pub fn api_base(site: &str) -> String {

@@ -6,6 +6,8 @@
 //! Container ids are always returned as 64 lowercase hex characters; anything else is
 //! not a container id and is skipped. The sample outputs the tests read are in
 //! tests/fixtures/agent-output, where the stand-in's renderer is checked against them too.
+//!
+//! Layer: core (see `src/layers.rs`): may use other core modules only.
 
 mod health;
 mod json;

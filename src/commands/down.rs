@@ -1,9 +1,9 @@
 //! `ddsky down`: graceful teardown of ddsky's own agent, after it has sent the job's last lines.
 
-use super::teardown::{self, Drained, Ending};
+use super::teardown::{self, Ending};
 use super::{Context, Failure};
 use crate::discovery::Pattern;
-use crate::drain;
+use crate::drain::{self, Drained};
 use crate::engine::{ContainerInfo, Engine};
 use crate::exit;
 use crate::reconcile::is_managed;
@@ -131,20 +131,7 @@ pub async fn drain_and_stop(
 ) -> Result<Ended, Failure> {
     let (budget, grace) = drain::split_budget(total, AGENT_STOP_TIMEOUT);
     let drained = if drain && agent.state.running {
-        match teardown::drain_logs(engine, agent, patterns, budget).await {
-            Ok(d) => {
-                if d.verdict.done() {
-                    tracing::info!("{}", d.summary());
-                } else {
-                    tracing::warn!("{}", d.summary());
-                }
-                Some(d)
-            }
-            Err(e) => {
-                tracing::warn!("could not drain the job's logs before the stop: {e}");
-                None
-            }
-        }
+        drain::drain_and_log(engine, agent, patterns, budget).await
     } else {
         None
     };

@@ -1,17 +1,17 @@
 //! The commands: orchestration only. Each turns validated arguments into calls on the engine, the
 //! agent and the pure core, and returns an exit code or a [`Failure`].
+//!
+//! Layer: commands (see `src/layers.rs`): may use every layer below; only `main` uses it.
 
 mod doctor;
 mod down;
-mod teardown;
-
-pub use teardown::drain_logs;
 mod env;
 mod identity;
 mod k8s;
 mod logs;
 mod run;
 mod status;
+mod teardown;
 mod up;
 mod verify;
 

@@ -145,7 +145,8 @@ pub async fn converge<E: ContainerEngine>(
                 if let Some(old) = existing {
                     tracing::info!("replacing agent {}: {why}", spec.name);
                     if old.state.running && reconcile::is_managed(&old) {
-                        engine.drain_logs(&old, &plan.drain, RECREATE_DRAIN).await;
+                        crate::drain::drain_and_log(engine, &old, &plan.drain, RECREATE_DRAIN)
+                            .await;
                     }
                     engine.stop(&old.id, RECREATE_GRACE).await?;
                     engine.remove(&old.id).await?;
@@ -395,7 +396,7 @@ async fn pull_bounded<E: ContainerEngine>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{ContainerState, PullProgress};
+    use crate::engine::{ContainerState, PullProgress, RunningContainer};
     use crate::key::test_key;
     use crate::spec::{AgentSettings, NetworkMode};
     use bollard::models::ContainerCreateBody;
@@ -419,6 +420,8 @@ mod tests {
         refuse_pulls: HashMap<String, String>,
         /// Pulls of these references never answer.
         hang_pulls: Vec<String>,
+        /// Files as every container sees them (the agent's registry, the job logs), by path.
+        files: RefCell<HashMap<String, Vec<u8>>>,
     }
 
     impl FakeEngine {
@@ -477,13 +480,28 @@ mod tests {
     }
 
     impl ContainerEngine for FakeEngine {
-        async fn drain_logs(
-            &self,
-            agent: &ContainerInfo,
-            _patterns: &[crate::discovery::Pattern],
-            _budget: Duration,
-        ) {
-            self.log(format!("drain {}", agent.id));
+        async fn all_containers(&self) -> Result<Vec<RunningContainer>, EngineError> {
+            self.log("list containers".into());
+            Ok(self
+                .containers
+                .borrow()
+                .values()
+                .map(|c| RunningContainer {
+                    id: c.id.clone(),
+                    name: c.name.clone(),
+                    image: c.image.clone(),
+                })
+                .collect())
+        }
+
+        async fn file_size(&self, id: &str, path: &str) -> Result<Option<u64>, EngineError> {
+            self.log(format!("size {path} in {id}"));
+            Ok(self.files.borrow().get(path).map(|f| f.len() as u64))
+        }
+
+        async fn read_file(&self, id: &str, path: &str) -> Result<Option<Vec<u8>>, EngineError> {
+            self.log(format!("read {path} in {id}"));
+            Ok(self.files.borrow().get(path).cloned())
         }
         async fn inspect(&self, name: &str) -> Result<Option<ContainerInfo>, EngineError> {
             self.log(format!("inspect {name}"));
@@ -713,9 +731,41 @@ mod tests {
         assert_eq!(out.action, Action::Recreate);
         let calls = fake.calls();
         let at = |c: &str| calls.iter().position(|x| x == c).unwrap();
-        assert!(at("drain dd-agent-id") < at("stop dd-agent-id"));
+        assert!(at("list containers") < at("stop dd-agent-id"));
         assert!(at("stop dd-agent-id") < at("remove dd-agent-id"));
         assert!(at("remove dd-agent-id") < at("create dd-agent"));
+    }
+
+    /// The drain runs for real against the fake: the stale agent is stopped only once its registry
+    /// says the job's log was sent.
+    #[test]
+    fn a_stale_agent_is_stopped_after_its_registry_says_the_job_log_was_sent() {
+        const JOB_ID: &str = "3c0a7f4d2b9e8c1a6f5d4e3b2a1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c";
+        let fake = FakeEngine::with_image();
+        let mut plan = plan(PullPolicy::Missing, false);
+        plan.drain = vec![crate::discovery::Pattern::new("metta-job")];
+        let mut stale = labels_of(&plan.spec);
+        stale.insert(spec::LABEL_SPEC_HASH.into(), "old".into());
+        fake.add("dd-agent", stale, true);
+        let log_path = format!("/var/lib/docker/containers/{JOB_ID}/{JOB_ID}-json.log");
+        let mut job = container("metta-job", HashMap::new(), true);
+        job.id = JOB_ID.into();
+        job.log_path = Some(log_path.clone());
+        fake.containers.borrow_mut().insert("metta-job".into(), job);
+        fake.files
+            .borrow_mut()
+            .insert(log_path.clone(), vec![b'x'; 20480]);
+        let registry =
+            format!(r#"{{"Version":2,"Registry":{{"file:{log_path}":{{"Offset":"20480"}}}}}}"#);
+        fake.files
+            .borrow_mut()
+            .insert(spec::REGISTRY_PATH.into(), registry.into_bytes());
+        run(converge(&fake, &Interrupt::never(), &plan)).unwrap();
+        let calls = fake.calls();
+        let at = |c: &str| calls.iter().position(|x| x == c).unwrap();
+        let registry_read = format!("read {} in dd-agent-id", spec::REGISTRY_PATH);
+        assert!(at(&format!("size {log_path} in dd-agent-id")) < at(&registry_read));
+        assert!(at(&registry_read) < at("stop dd-agent-id"));
     }
 
     #[test]

@@ -6,7 +6,15 @@
 //! s6 may kill the agent seconds later (shared/datadog-agent.md, "Logs"). So before a stop ddsky
 //! compares each job log's size with its registry offset, until they meet or the budget runs out.
 //!
-//! Pure: the registry's JSON and the logs' sizes in, a verdict out.
+//! Pure here: the registry's JSON and the logs' sizes in, a verdict out; [`wait`] is the loop that
+//! gathers them through the engine.
+//!
+//! Layer: domain (see `src/layers.rs`): may use the core, the edges and other domain modules; never
+//! `cli`, `settings` or `commands`.
+
+mod wait;
+
+pub use wait::{drain_and_log, Drained};
 
 use crate::reference::full_container_id;
 use serde::Deserialize;
