@@ -2,7 +2,7 @@
 # docker/build-test-images.sh, which prepares rootfs/: the static `agent` binary at /usr/bin/agent,
 # /opt/datadog-agent/bin/agent/agent and /probe.sh (symlinks to it; as probe.sh it answers like
 # `agent health`), plus the empty directories the daemon writes to, and (except in the -noshell
-# variant) a static busybox as /bin/sh, mktemp, cat and rm.
+# variant) a static busybox as /bin/sh, mktemp, cat, rm, tail and head.
 FROM scratch
 COPY rootfs/ /
 ENV PATH=/usr/bin:/bin

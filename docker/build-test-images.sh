@@ -73,9 +73,10 @@ ln -s /usr/bin/agent "$rootfs/opt/datadog-agent/bin/agent/agent"
 ln -s /usr/bin/agent "$rootfs/probe.sh"
 cp "$script_dir/agent.Dockerfile" "$work/agent/Dockerfile"
 build_image "$agent_noshell_tag" "$work/agent"
-# The tools ddsky's one-exec batch uses (see src/batch.rs), as the real image's Ubuntu base has them.
+# The tools ddsky's one-exec batch uses (see src/batch.rs) and the drain's look at a log's unsent
+# tail (tail, head; see src/drain), as the real image's Ubuntu base has them.
 cp "$busybox" "$rootfs/bin/busybox"
-for tool in sh mktemp cat rm; do ln -s busybox "$rootfs/bin/$tool"; done
+for tool in sh mktemp cat rm tail head; do ln -s busybox "$rootfs/bin/$tool"; done
 build_image "$agent_tag" "$work/agent"
 
 # Job image.

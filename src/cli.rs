@@ -331,9 +331,9 @@ pub struct DownArgs {
     #[arg(long, env = "DDSKY_NO_DRAIN", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_drain: bool,
 
-    /// A job container whose log must be sent before the stop (repeatable) [default: metta, plus
-    /// self inside a container] [env: DDSKY_EXPECT, space-separated, used when no --expect is given].
-    #[arg(long = "expect", value_name = "PATTERN")]
+    /// Accepted for older scripts and ignored: the drain covers every container whose log the
+    /// agent tails, whatever its image or name.
+    #[arg(long = "expect", value_name = "PATTERN", hide = true)]
     pub expect: Vec<String>,
 }
 

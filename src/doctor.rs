@@ -704,6 +704,7 @@ mod tests {
                     last_error: None,
                 }),
                 logs_enabled: Some(true),
+                log_sources: None,
             })),
             wanted_tags: vec!["env:production".into(), "metta_run_id:r1".into()],
             ports: PortFacts {

@@ -778,6 +778,12 @@ pub trait ContainerEngine {
     async fn all_containers(&self) -> Result<Vec<RunningContainer>, EngineError>;
     async fn file_size(&self, id: &str, path: &str) -> Result<Option<u64>, EngineError>;
     async fn read_file(&self, id: &str, path: &str) -> Result<Option<Vec<u8>>, EngineError>;
+    async fn exec(
+        &self,
+        container: &str,
+        cmd: &[&str],
+        env: &[&str],
+    ) -> Result<ExecOutput, EngineError>;
 }
 
 impl ContainerEngine for Engine {
@@ -822,6 +828,14 @@ impl ContainerEngine for Engine {
     }
     async fn read_file(&self, id: &str, path: &str) -> Result<Option<Vec<u8>>, EngineError> {
         Engine::read_file(self, id, path).await
+    }
+    async fn exec(
+        &self,
+        container: &str,
+        cmd: &[&str],
+        env: &[&str],
+    ) -> Result<ExecOutput, EngineError> {
+        Engine::exec(self, container, cmd, env).await
     }
 }
 

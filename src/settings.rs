@@ -165,8 +165,6 @@ pub struct DownSettings {
     pub force: bool,
     /// Stop at once, without waiting for the job's logs to be sent.
     pub no_drain: bool,
-    /// The job containers whose logs are drained (--expect, else DDSKY_EXPECT; empty: `up`'s default).
-    pub expect: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -342,7 +340,6 @@ pub fn from_cli(
             timeout: args.timeout,
             force: args.force,
             no_drain: args.no_drain,
-            expect: or_env_list(&args.expect, "DDSKY_EXPECT"),
         }),
         Command::Run(args) => {
             let args = *args;

@@ -20,7 +20,7 @@ mod workload_list;
 mod samples;
 
 pub use health::{parse_health, says_not_up_yet, HealthReport};
-pub use status::{parse_status_json, AgentStatus, ApiKeyState};
+pub use status::{parse_status_json, AgentStatus, ApiKeyState, LogSource};
 // The types of AgentStatus's fields; only tests build them by name.
 #[cfg(test)]
 pub use status::{CheckRuns, TransactionCounts};

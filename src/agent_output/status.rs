@@ -55,6 +55,21 @@ pub struct AgentStatus {
     pub transactions: TransactionCounts,
     pub docker_check: Option<CheckRuns>,
     pub logs_enabled: Option<bool>,
+    /// `logsStats.integrations[].sources[]`: what the logs agent collects. `None` when the answer
+    /// has no integrations list at all (logs off, or an agent that does not say).
+    #[serde(skip)]
+    pub log_sources: Option<Vec<LogSource>>,
+}
+
+/// One source of the logs agent, as `logsStats` lists it: for a container's log tailed from its
+/// file, type `file`, `configuration.Path` the json log and `configuration.Identifier` the
+/// container id; `status` is `OK`, `Pending` or the source's error text.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LogSource {
+    pub kind: String,
+    pub path: Option<String>,
+    pub identifier: Option<String>,
+    pub status: String,
 }
 
 pub fn parse_status_json(s: &str) -> Result<AgentStatus, OutputError> {
@@ -77,6 +92,7 @@ pub fn parse_status_json(s: &str) -> Result<AgentStatus, OutputError> {
             .and_then(|c| object_field(c, "docker"))
             .and_then(docker_check_runs),
         logs_enabled: logs_enabled(&top),
+        log_sources: log_sources(&top),
     })
 }
 
@@ -232,6 +248,36 @@ fn logs_enabled(top: &Map<String, Value>) -> Option<bool> {
     }
 }
 
+/// Go marshals an empty list as `null`: a running logs agent with no source says
+/// `"integrations": null`, which is an empty list, not an unknown one.
+fn log_sources(top: &Map<String, Value>) -> Option<Vec<LogSource>> {
+    let Value::Object(logs) = get_ci(top, "logsStats")? else {
+        return None;
+    };
+    let integrations = match get_ci(logs, "integrations")? {
+        Value::Array(list) => list.as_slice(),
+        Value::Null => &[],
+        _ => return None,
+    };
+    let text = |obj: &Map<String, Value>, key: &str| {
+        get_ci(obj, key).and_then(Value::as_str).and_then(non_empty)
+    };
+    let mut out = Vec::new();
+    for integration in integrations.iter().filter_map(Value::as_object) {
+        let sources = get_ci(integration, "sources").and_then(Value::as_array);
+        for source in sources.into_iter().flatten().filter_map(Value::as_object) {
+            let config = object_field(source, "configuration");
+            out.push(LogSource {
+                kind: text(source, "type").unwrap_or_default(),
+                path: config.and_then(|c| text(c, "Path")),
+                identifier: config.and_then(|c| text(c, "Identifier")),
+                status: text(source, "status").unwrap_or_default(),
+            });
+        }
+    }
+    Some(out)
+}
+
 /// Go marshals counters as ints, but floats (and numeric strings) are accepted.
 fn count(value: &Value) -> Option<u64> {
     match value {
@@ -249,6 +295,28 @@ fn count(value: &Value) -> Option<u64> {
 mod tests {
     use super::super::samples::*;
     use super::*;
+
+    /// The shape of pkg/logs/status (Builder.BuildStatus): a container tailed from its file is a
+    /// `file` source whose Identifier is the container id; an excluded container has no source.
+    #[test]
+    fn log_sources_are_read_from_logs_stats() {
+        let answer = r#"Getting the status from the agent.
+{"version":"7.70.0","logsStats":{"is_running":true,"endpoints":["Reliable: Sending compressed logs in HTTPS to agent-http-intake.logs.datadoghq.com on port 443"],
+ "integrations":[{"name":"container_collect_all","sources":[
+   {"bytes_read":120,"all_time_avg_latency":0,"type":"file","configuration":{"Identifier":"abc123","Path":"/var/lib/docker/containers/abc123/abc123-json.log","Service":"job","Source":"job"},"status":"OK","inputs":["/var/lib/docker/containers/abc123/abc123-json.log"],"messages":[],"info":{"Bytes Read":["120"]}},
+   {"type":"docker","configuration":{"Image":"x"},"status":"Error: open /var/lib/docker/containers/def/def-json.log: no such file or directory","inputs":[]}]}]}}"#;
+        let sources = parse_status_json(answer).unwrap().log_sources.unwrap();
+        assert_eq!(sources.len(), 2);
+        assert_eq!(sources[0].kind, "file");
+        assert_eq!(sources[0].identifier.as_deref(), Some("abc123"));
+        assert_eq!(sources[0].status, "OK");
+        assert_eq!(sources[1].identifier, None);
+        assert!(sources[1].status.contains("no such file"));
+        let none = r#"{"version":"7.70.0","logsStats":{"is_running":true,"integrations":null}}"#;
+        assert_eq!(parse_status_json(none).unwrap().log_sources, Some(vec![]));
+        let unknown = r#"{"version":"7.70.0","logsStats":{"is_running":false}}"#;
+        assert_eq!(parse_status_json(unknown).unwrap().log_sources, None);
+    }
 
     #[test]
     fn a_valid_key_and_a_docker_check_that_ran() {

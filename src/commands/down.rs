@@ -2,7 +2,6 @@
 
 use super::teardown::{self, Ending};
 use super::{Context, Failure};
-use crate::discovery::Pattern;
 use crate::drain::{self, Drained};
 use crate::engine::{ContainerInfo, Engine};
 use crate::exit;
@@ -36,9 +35,14 @@ struct DrainReport {
 struct DrainedContainer {
     name: String,
     id: String,
+    /// `sent` (every line, trailing empty lines aside), `unsent` (the budget ran out), `skipped`
+    /// (the agent does not tail it; see `reason`) or `not_checked` (read through the Docker socket).
+    state: &'static str,
     /// Bytes of its log the agent had not sent when the drain ended (0 when all were sent);
-    /// null when its log is read through the Docker socket and cannot be compared.
+    /// null when skipped or not checked.
     unsent_bytes: Option<u64>,
+    /// Why it was skipped.
+    reason: Option<String>,
 }
 
 impl DrainReport {
@@ -50,14 +54,22 @@ impl DrainReport {
                 .verdict
                 .containers
                 .iter()
-                .map(|c| DrainedContainer {
-                    name: c.name.clone(),
-                    id: c.id.clone(),
-                    unsent_bytes: match c.state {
-                        drain::LogState::Sent => Some(0),
-                        drain::LogState::Unsent { bytes } => Some(bytes),
-                        drain::LogState::NotComparable => None,
-                    },
+                .map(|c| {
+                    let (state, unsent_bytes, reason) = match &c.state {
+                        drain::LogState::Sent => ("sent", Some(0), None),
+                        drain::LogState::Unsent { bytes } => ("unsent", Some(*bytes), None),
+                        drain::LogState::NotComparable => ("not_checked", None, None),
+                        drain::LogState::Skipped { reason } => {
+                            ("skipped", None, Some(reason.clone()))
+                        }
+                    };
+                    DrainedContainer {
+                        name: c.name.clone(),
+                        id: c.id.clone(),
+                        state,
+                        unsent_bytes,
+                        reason,
+                    }
                 })
                 .collect(),
         }
@@ -86,11 +98,7 @@ pub async fn run(ctx: &Context, args: DownSettings) -> Result<u8, Failure> {
             flag: "--force",
         });
     }
-    let patterns = super::up::expectations(
-        &args.expect,
-        &crate::placement::detect(&crate::placement::read_surroundings()),
-    );
-    let ended = drain_and_stop(&engine, &info, &patterns, args.timeout, !args.no_drain).await?;
+    let ended = drain_and_stop(&engine, &info, args.timeout, !args.no_drain).await?;
     engine.remove(&info.id).await?;
     let report = DownReport {
         name: &ctx.name,
@@ -125,13 +133,12 @@ pub struct Ended {
 pub async fn drain_and_stop(
     engine: &Engine,
     agent: &ContainerInfo,
-    patterns: &[Pattern],
     total: Duration,
     drain: bool,
 ) -> Result<Ended, Failure> {
     let (budget, grace) = drain::split_budget(total, AGENT_STOP_TIMEOUT);
     let drained = if drain && agent.state.running {
-        drain::drain_and_log(engine, agent, patterns, budget).await
+        drain::drain_and_log(engine, agent, budget).await
     } else {
         None
     };

@@ -12,16 +12,20 @@
 //! Layer: domain (see `src/layers.rs`): may use the core, the edges and other domain modules; never
 //! `cli`, `settings` or `commands`.
 
+mod jsonlog;
 mod wait;
+
+pub use jsonlog::only_empty_messages;
 
 pub use wait::{drain_and_log, Drained};
 
+use crate::agent_output::LogSource;
 use crate::reference::full_container_id;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// A job container's json log as Docker reports it, with its size when the drain began: what was
+/// A container's json log as Docker reports it, with its size when the drain began: what was
 /// written before the stop was asked for is what must be sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobLog {
@@ -29,7 +33,57 @@ pub struct JobLog {
     pub name: String,
     /// `LogPath`, the same path inside the agent (ddsky mounts the data root's containers/ there).
     pub path: String,
-    pub size: u64,
+    /// `None`: the file is not there (any more) as the agent sees it.
+    pub size: Option<u64>,
+    /// The container's labels, which may say why the agent does not tail it.
+    pub labels: HashMap<String, String>,
+}
+
+/// What the agent said it collects, from one `agent status --json` at the drain's start.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Tailing {
+    /// No answer (or one without a sources list): every log is waited for.
+    #[default]
+    Unknown,
+    /// Container id -> its source's status (`OK`, `Pending`, or the source's error).
+    Sources(HashMap<String, String>),
+}
+
+impl Tailing {
+    /// The agent's `logsStats` sources, by container: the Identifier, else the id in the file name.
+    pub fn from_sources(sources: &[LogSource]) -> Self {
+        let by_id = sources
+            .iter()
+            .filter_map(|s| {
+                let id = s
+                    .identifier
+                    .as_deref()
+                    .and_then(full_container_id)
+                    .or_else(|| {
+                        let file = s.path.as_deref()?.rsplit('/').next()?;
+                        full_container_id(file.strip_suffix("-json.log")?)
+                    })?;
+                Some((id, s.status.clone()))
+            })
+            .collect();
+        Tailing::Sources(by_id)
+    }
+}
+
+/// Labels with which the real agent leaves a container's logs alone (Autodiscovery).
+const EXCLUDING_LABELS: [&str; 2] = ["com.datadoghq.ad.logs_exclude", "com.datadoghq.ad.exclude"];
+
+/// Why the agent does not tail a container it lists no source for.
+fn not_tailed_reason(labels: &HashMap<String, String>) -> String {
+    for label in EXCLUDING_LABELS {
+        if labels
+            .get(label)
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+        {
+            return format!("excluded by its label {label}=true");
+        }
+    }
+    "the agent does not tail it: excluded by name or image (DD_CONTAINER_EXCLUDE_LOGS, DD_CONTAINER_EXCLUDE) or its logs disabled".into()
 }
 
 /// What the agent's auditor knows about one container's log.
@@ -100,17 +154,29 @@ impl Registry {
     pub fn position(&self, id: &str) -> Option<Position> {
         self.positions.get(id).copied()
     }
+
+    /// The byte offset sent of a file-tailed log: 0 when the agent has recorded none yet.
+    pub fn file_offset(&self, id: &str) -> Option<u64> {
+        match self.position(id) {
+            Some(Position::File { offset }) => Some(offset),
+            Some(Position::Socket) => None,
+            None => Some(0),
+        }
+    }
 }
 
 /// Where one container's log stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogState {
-    /// Every byte written before the drain began was acknowledged.
+    /// Every byte written before the drain began was acknowledged, or all that is left of it are
+    /// empty lines, which the agent never sends.
     Sent,
     /// Bytes still to be sent (the agent may not even have opened the file yet).
     Unsent { bytes: u64 },
     /// Read through the socket: not comparable, so not waited for.
     NotComparable,
+    /// Not waited for: the agent does not tail it, or its file is gone.
+    Skipped { reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,7 +186,7 @@ pub struct ContainerDrain {
     pub state: LogState,
 }
 
-/// Every job log's state at one look.
+/// Every container log's state at one look.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DrainVerdict {
     pub containers: Vec<ContainerDrain>,
@@ -142,33 +208,69 @@ impl DrainVerdict {
     }
 }
 
-/// Compares each log's size at the drain's start with the registry's offset for it.
-pub fn verdict(registry: &Registry, logs: &[JobLog]) -> DrainVerdict {
+/// Compares each log's size at the drain's start with the registry's offset for it. `blank_from`:
+/// container id -> an offset from which the rest of its log was found to hold only empty lines.
+pub fn verdict(
+    registry: &Registry,
+    logs: &[JobLog],
+    tailing: &Tailing,
+    blank_from: &HashMap<String, u64>,
+) -> DrainVerdict {
     let containers = logs
         .iter()
-        .map(|log| {
-            let state = match registry.position(&log.id) {
-                Some(Position::Socket) => LogState::NotComparable,
-                // An offset past the size: the file was rotated and the agent has not sent the new
-                // one's bytes yet (its entry restarts from 0 when it switches files).
-                Some(Position::File { offset }) if offset > log.size => {
-                    LogState::Unsent { bytes: log.size }
-                }
-                Some(Position::File { offset }) => match log.size - offset {
-                    0 => LogState::Sent,
-                    bytes => LogState::Unsent { bytes },
-                },
-                None if log.size == 0 => LogState::Sent,
-                None => LogState::Unsent { bytes: log.size },
-            };
-            ContainerDrain {
-                name: log.name.clone(),
-                id: log.id.clone(),
-                state,
-            }
+        .map(|log| ContainerDrain {
+            name: log.name.clone(),
+            id: log.id.clone(),
+            state: log_state(registry, log, tailing, blank_from),
         })
         .collect();
     DrainVerdict { containers }
+}
+
+fn log_state(
+    registry: &Registry,
+    log: &JobLog,
+    tailing: &Tailing,
+    blank_from: &HashMap<String, u64>,
+) -> LogState {
+    let Some(size) = log.size else {
+        return LogState::Skipped {
+            reason: "its log file is gone".into(),
+        };
+    };
+    let position = registry.position(&log.id);
+    if let Tailing::Sources(sources) = tailing {
+        match sources.get(&log.id) {
+            Some(status) if !matches!(status.as_str(), "OK" | "Pending" | "") => {
+                return LogState::Skipped {
+                    reason: format!("the agent's source for it failed: {status}"),
+                }
+            }
+            // Tailed before, and not listed now (its tailer stopped): its registry entry counts.
+            None if position.is_none() => {
+                return LogState::Skipped {
+                    reason: not_tailed_reason(&log.labels),
+                }
+            }
+            _ => {}
+        }
+    }
+    let offset = match position {
+        Some(Position::Socket) => return LogState::NotComparable,
+        Some(Position::File { offset }) => offset,
+        None => 0,
+    };
+    // An offset past the size: the file was rotated and the agent has not sent the new one's
+    // bytes yet (its entry restarts from 0 when it switches files).
+    if offset > size {
+        return LogState::Unsent { bytes: size };
+    }
+    if offset == size || blank_from.get(&log.id) == Some(&offset) {
+        return LogState::Sent;
+    }
+    LogState::Unsent {
+        bytes: size - offset,
+    }
 }
 
 /// How a teardown of `total` splits: the stop's grace first (what the agent needs to end its way,
@@ -179,41 +281,65 @@ pub fn split_budget(total: Duration, stop_grace: Duration) -> (Duration, Duratio
     (total.saturating_sub(grace), grace)
 }
 
-/// One line for the user: how long the drain took, or what it could not send in time.
+/// One line for the user: which logs were waited for and how long it took (or what the budget
+/// left unsent), which were not checked, which were skipped and why.
 pub fn summary(verdict: &DrainVerdict, took: Duration, budget: Duration) -> String {
     let secs = |d: Duration| format!("{:.1} s", d.as_secs_f64());
-    let n = verdict.containers.len();
-    let containers = if n == 1 {
-        "1 container's log".to_owned()
-    } else {
-        format!("{n} containers' logs")
-    };
-    if verdict.done() {
-        let socket = verdict
+    let names = |wanted: fn(&LogState) -> bool| {
+        verdict
             .containers
             .iter()
-            .filter(|c| c.state == LogState::NotComparable)
+            .filter(|c| wanted(&c.state))
             .map(|c| c.name.as_str())
-            .collect::<Vec<_>>();
-        let note = if socket.is_empty() {
+            .collect::<Vec<_>>()
+    };
+    let sent = names(|s| matches!(s, LogState::Sent));
+    let mut line = if verdict.done() {
+        let containers = match sent.len() {
+            1 => "1 container's log".to_owned(),
+            n => format!("{n} containers' logs"),
+        };
+        let list = if sent.is_empty() {
             String::new()
         } else {
-            format!(
-                " ({} read through the Docker socket: not checked)",
-                socket.join(", ")
-            )
+            format!(": {}", sent.join(", "))
         };
-        return format!("drained {containers} in {}{note}", secs(took));
+        format!("drained {containers} in {}{list}", secs(took))
+    } else {
+        let left = verdict
+            .unsent()
+            .map(|(c, bytes)| format!("{} {bytes} bytes", c.name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sent = if sent.is_empty() {
+            String::new()
+        } else {
+            format!("; sent: {}", sent.join(", "))
+        };
+        format!(
+            "the {} drain budget ran out with logs unsent: {left}; they may be lost (a longer --timeout gives the agent more time){sent}",
+            secs(budget)
+        )
+    };
+    let socket = names(|s| matches!(s, LogState::NotComparable));
+    if !socket.is_empty() {
+        line.push_str(&format!(
+            "; not checked (read through the Docker socket): {}",
+            socket.join(", ")
+        ));
     }
-    let left = verdict
-        .unsent()
-        .map(|(c, bytes)| format!("{} {bytes} bytes", c.name))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "the {} drain budget ran out with logs unsent: {left}; they may be lost (a longer --timeout gives the agent more time)",
-        secs(budget)
-    )
+    let skipped = verdict
+        .containers
+        .iter()
+        .filter_map(|c| match &c.state {
+            LogState::Skipped { reason } => Some(format!("{} ({reason})", c.name)),
+            _ => None,
+        })
+        .collect::<Vec<_>>();
+    if !skipped.is_empty() {
+        line.push_str(&format!("; skipped: {}", skipped.join(", ")));
+    }
+    line
 }
 
 #[cfg(test)]
@@ -236,8 +362,13 @@ mod tests {
             id: id.into(),
             name: format!("c-{}", &id[..4]),
             path: format!("/var/lib/docker/containers/{id}/{id}-json.log"),
-            size,
+            size: Some(size),
+            labels: HashMap::new(),
         }
+    }
+
+    fn look(registry: &Registry, logs: &[JobLog]) -> DrainVerdict {
+        verdict(registry, logs, &Tailing::Unknown, &HashMap::new())
     }
 
     #[test]
@@ -262,7 +393,7 @@ mod tests {
     #[test]
     fn sent_when_the_offset_reaches_the_size() {
         let registry = Registry::parse(&fixture("agent-7.6x.json")).unwrap();
-        let v = verdict(&registry, &[log(ID, 20480)]);
+        let v = look(&registry, &[log(ID, 20480)]);
         assert!(v.done());
         assert_eq!(v.containers[0].state, LogState::Sent);
     }
@@ -270,7 +401,7 @@ mod tests {
     #[test]
     fn unsent_bytes_are_counted_and_keep_the_drain_going() {
         let registry = Registry::parse(&fixture("agent-7.6x.json")).unwrap();
-        let v = verdict(&registry, &[log(ID, 25000)]);
+        let v = look(&registry, &[log(ID, 25000)]);
         assert!(!v.done());
         assert_eq!(v.containers[0].state, LogState::Unsent { bytes: 4520 });
     }
@@ -279,7 +410,7 @@ mod tests {
     fn a_log_the_agent_never_opened_is_all_unsent_unless_empty() {
         let registry = Registry::parse(r#"{"Version":2,"Registry":{}}"#).unwrap();
         let third = ID.replace("3c0a", "bb0a");
-        let v = verdict(&registry, &[log(&third, 100), log(&third, 0)]);
+        let v = look(&registry, &[log(&third, 100), log(&third, 0)]);
         assert_eq!(v.containers[0].state, LogState::Unsent { bytes: 100 });
         assert_eq!(v.containers[1].state, LogState::Sent);
     }
@@ -287,18 +418,18 @@ mod tests {
     #[test]
     fn a_rotated_file_counts_its_new_bytes_as_unsent() {
         let registry = Registry::parse(&fixture("agent-7.6x.json")).unwrap();
-        let v = verdict(&registry, &[log(ID, 300)]);
+        let v = look(&registry, &[log(ID, 300)]);
         assert_eq!(v.containers[0].state, LogState::Unsent { bytes: 300 });
     }
 
     #[test]
     fn a_socket_read_log_is_not_waited_for() {
         let registry = Registry::parse(&fixture("agent-7.6x.json")).unwrap();
-        let v = verdict(&registry, &[log(OTHER, 999)]);
+        let v = look(&registry, &[log(OTHER, 999)]);
         assert!(v.done());
         assert!(
             summary(&v, Duration::from_millis(1400), Duration::from_secs(8))
-                .contains("read through the Docker socket: not checked")
+                .contains("not checked (read through the Docker socket): c-aa0a")
         );
     }
 
@@ -326,14 +457,114 @@ mod tests {
     #[test]
     fn the_summary_says_how_long_or_what_is_left() {
         let registry = Registry::parse(&fixture("agent-7.6x.json")).unwrap();
-        let done = verdict(&registry, &[log(ID, 20480), log(ID, 20480), log(ID, 20480)]);
+        let done = look(&registry, &[log(ID, 20480), log(ID, 20480), log(ID, 20480)]);
         assert_eq!(
             summary(&done, Duration::from_millis(1420), Duration::from_secs(8)),
-            "drained 3 containers' logs in 1.4 s"
+            "drained 3 containers' logs in 1.4 s: c-3c0a, c-3c0a, c-3c0a"
         );
-        let left = verdict(&registry, &[log(ID, 25000)]);
+        let left = look(&registry, &[log(ID, 25000)]);
         let line = summary(&left, Duration::from_secs(8), Duration::from_secs(8));
         assert!(line.contains("8.0 s drain budget ran out"), "{line}");
         assert!(line.contains("c-3c0a 4520 bytes"), "{line}");
+    }
+
+    fn source(id: &str, status: &str) -> LogSource {
+        LogSource {
+            kind: "file".into(),
+            path: Some(format!("/var/lib/docker/containers/{id}/{id}-json.log")),
+            identifier: Some(id.into()),
+            status: status.into(),
+        }
+    }
+
+    #[test]
+    fn the_agents_sources_name_containers_by_identifier_or_file() {
+        let by_path = LogSource {
+            identifier: None,
+            ..source(OTHER, "OK")
+        };
+        let Tailing::Sources(ids) = Tailing::from_sources(&[source(ID, "OK"), by_path]) else {
+            panic!("sources");
+        };
+        assert_eq!(ids.get(ID).map(String::as_str), Some("OK"));
+        assert_eq!(ids.get(OTHER).map(String::as_str), Some("OK"));
+    }
+
+    #[test]
+    fn a_container_the_agent_does_not_tail_is_skipped_with_the_reason() {
+        let registry = Registry::parse(r#"{"Version":2,"Registry":{}}"#).unwrap();
+        let tailing = Tailing::from_sources(&[source(ID, "OK")]);
+        let mut labelled = log(OTHER, 500);
+        labelled
+            .labels
+            .insert("com.datadoghq.ad.logs_exclude".into(), "true".into());
+        let third = ID.replace("3c0a", "bb0a");
+        let v = verdict(
+            &registry,
+            &[log(ID, 100), labelled, log(&third, 200)],
+            &tailing,
+            &HashMap::new(),
+        );
+        assert_eq!(v.containers[0].state, LogState::Unsent { bytes: 100 });
+        assert_eq!(
+            v.containers[1].state,
+            LogState::Skipped {
+                reason: "excluded by its label com.datadoghq.ad.logs_exclude=true".into()
+            }
+        );
+        assert!(
+            matches!(&v.containers[2].state, LogState::Skipped { reason } if reason.contains("DD_CONTAINER_EXCLUDE_LOGS"))
+        );
+        assert!(!v.done(), "the tailed one is still waited for");
+        let line = summary(&v, Duration::from_secs(8), Duration::from_secs(8));
+        assert!(line.contains("skipped: c-aa0a (excluded by its label com.datadoghq.ad.logs_exclude=true), c-bb0a (the agent does not tail it"), "{line}");
+    }
+
+    #[test]
+    fn a_failed_source_or_a_gone_file_is_skipped() {
+        let registry = Registry::parse(&fixture("agent-7.6x.json")).unwrap();
+        let tailing = Tailing::from_sources(&[source(ID, "Error: file not found")]);
+        let mut gone = log(OTHER, 0);
+        gone.size = None;
+        let v = verdict(
+            &registry,
+            &[log(ID, 25000), gone],
+            &tailing,
+            &HashMap::new(),
+        );
+        assert!(v.done());
+        assert!(
+            matches!(&v.containers[0].state, LogState::Skipped { reason } if reason.contains("file not found"))
+        );
+        assert!(
+            matches!(&v.containers[1].state, LogState::Skipped { reason } if reason == "its log file is gone")
+        );
+    }
+
+    #[test]
+    fn a_rest_of_only_empty_lines_counts_as_sent_at_that_offset_only() {
+        let registry = Registry::parse(&fixture("agent-7.6x.json")).unwrap();
+        let blank = HashMap::from([(ID.to_owned(), 20480)]);
+        let v = verdict(&registry, &[log(ID, 20600)], &Tailing::Unknown, &blank);
+        assert_eq!(v.containers[0].state, LogState::Sent);
+        assert_eq!(
+            summary(&v, Duration::from_millis(1200), Duration::from_secs(8)),
+            "drained 1 container's log in 1.2 s: c-3c0a"
+        );
+        // Found blank from another offset: the bytes between are not known to be empty.
+        let earlier = HashMap::from([(ID.to_owned(), 20000)]);
+        let v = verdict(&registry, &[log(ID, 20600)], &Tailing::Unknown, &earlier);
+        assert_eq!(v.containers[0].state, LogState::Unsent { bytes: 120 });
+    }
+
+    #[test]
+    fn a_log_the_agent_tails_but_never_sent_from_waits_from_zero() {
+        let registry = Registry::parse(r#"{"Version":2,"Registry":{}}"#).unwrap();
+        let tailing = Tailing::from_sources(&[source(ID, "OK")]);
+        let v = verdict(&registry, &[log(ID, 64)], &tailing, &HashMap::new());
+        assert_eq!(v.containers[0].state, LogState::Unsent { bytes: 64 });
+        let blank = HashMap::from([(ID.to_owned(), 0)]);
+        let v = verdict(&registry, &[log(ID, 64)], &tailing, &blank);
+        assert_eq!(v.containers[0].state, LogState::Sent);
     }
 }

@@ -1,20 +1,29 @@
-//! The drain's loop: reads the job logs' sizes and the agent's registry through the engine until
-//! every byte is sent or the budget runs out. Generic over [`ContainerEngine`], so `up`'s converge
-//! drives it against its fake daemon in unit tests; the verdict itself is the pure [`super::verdict`].
+//! The drain's loop: reads the container logs' sizes, asks the agent once which it tails, then reads
+//! its registry until every byte is sent (or only empty lines are left) or the budget runs out.
+//! Generic over [`ContainerEngine`], so `up`'s converge drives it against its fake daemon in unit
+//! tests; the verdict itself is the pure [`super::verdict`].
 
-use super::{summary, verdict, DrainVerdict, JobLog, Registry};
-use crate::discovery::{self, Pattern};
+use super::{only_empty_messages, summary, verdict, DrainVerdict, JobLog, Registry, Tailing};
+use crate::agent_output::parse_status_json;
 use crate::engine::{ContainerEngine, ContainerInfo, EngineError};
 use crate::spec::REGISTRY_PATH;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// How often the registry is read while draining: the agent rewrites it every second.
 const DRAIN_LOOK_EVERY: Duration = Duration::from_millis(500);
 
-/// How long the job logs' sizes may keep growing before the drain takes them as they are, and how
+/// How long the logs' sizes may keep growing before the drain takes them as they are, and how
 /// often they are looked at meanwhile.
 const LOG_SETTLE: Duration = Duration::from_millis(1500);
 const LOG_SETTLE_LOOK: Duration = Duration::from_millis(250);
+
+/// The most of a log's unsent rest the drain reads to see whether it is only empty lines: a
+/// job's trailing blank lines are a few dozen bytes each; more than this is a backlog to send.
+const PEEK_MAX: u64 = 64 * 1024;
+
+/// Silences the agent's own logging in front of its JSON answer (as `agent.rs` does).
+const QUIET_ENV: [&str; 1] = ["DD_LOG_LEVEL=off"];
 
 /// What a drain found, for the report.
 #[derive(Debug, Clone)]
@@ -30,16 +39,16 @@ impl Drained {
     }
 }
 
-/// The job containers whose logs must be sent before the agent stops: those matching `patterns`,
-/// running or stopped since the agent started (older ones were never its to send), json-file logged.
-async fn job_logs<E: ContainerEngine>(
+/// Every container log the agent may have to send before it stops: every container but the agent,
+/// running or stopped since the agent started (older ones were never its to send), json-file
+/// logged; with its size once Docker has stopped adding to it.
+async fn container_logs<E: ContainerEngine>(
     engine: &E,
     agent: &ContainerInfo,
-    patterns: &[Pattern],
 ) -> Result<Vec<JobLog>, EngineError> {
     let mut logs = Vec::new();
     for c in engine.all_containers().await? {
-        if c.id == agent.id || !patterns.iter().any(|p| discovery::matches(&p.needle, &c)) {
+        if c.id == agent.id {
             continue;
         }
         let Some(info) = engine.inspect(&c.id).await? else {
@@ -58,7 +67,8 @@ async fn job_logs<E: ContainerEngine>(
             id: info.id,
             name: info.name,
             path,
-            size: 0,
+            size: None,
+            labels: info.labels,
         });
     }
     if logs.is_empty() {
@@ -66,6 +76,7 @@ async fn job_logs<E: ContainerEngine>(
     }
     // Docker writes a container's output to its log a moment after the container wrote it: take
     // the sizes once they stop growing (or after LOG_SETTLE), so the job's last lines are in them.
+    // A container still writing is drained up to the size its log had then.
     let deadline = Instant::now() + LOG_SETTLE;
     let mut previous: Option<Vec<Option<u64>>> = None;
     loop {
@@ -75,57 +86,148 @@ async fn job_logs<E: ContainerEngine>(
             sizes.push(engine.file_size(&agent.id, &log.path).await?);
         }
         if previous.as_ref() == Some(&sizes) || Instant::now() >= deadline {
-            let mut seen = Vec::new();
-            for (mut log, size) in logs.into_iter().zip(sizes) {
-                match size {
-                    Some(size) => {
-                        log.size = size;
-                        seen.push(log);
-                    }
-                    None => {
-                        tracing::debug!("{} is not visible in the agent; not drained", log.path)
-                    }
-                }
+            for (log, size) in logs.iter_mut().zip(sizes) {
+                log.size = size;
             }
-            return Ok(seen);
+            return Ok(logs);
         }
         previous = Some(sizes);
         tokio::time::sleep(LOG_SETTLE_LOOK).await;
     }
 }
 
-/// Waits until the agent has sent every byte the job containers had logged when this began, or
-/// `budget` runs out. A registry that cannot be read counts as empty (nothing acknowledged yet).
+/// Which containers the agent tails, from one `agent status --json`; unknown when it cannot say.
+async fn tailing<E: ContainerEngine>(engine: &E, agent: &ContainerInfo) -> Tailing {
+    let answer = engine
+        .exec(&agent.id, &["agent", "status", "--json"], &QUIET_ENV)
+        .await;
+    match answer.map(|out| (out.exit_code, parse_status_json(&out.stdout))) {
+        Ok((0, Ok(status))) => match status.log_sources {
+            Some(sources) => Tailing::from_sources(&sources),
+            None => Tailing::Unknown,
+        },
+        Ok((code, parsed)) => {
+            tracing::debug!(
+                code,
+                ok = parsed.is_ok(),
+                "the agent's status says nothing of its log sources: every log is waited for"
+            );
+            Tailing::Unknown
+        }
+        Err(e) => {
+            tracing::debug!("cannot ask the agent which logs it tails: {e}");
+            Tailing::Unknown
+        }
+    }
+}
+
+/// Bytes `[offset, offset + len)` of a log, read inside the agent (its mount of the data root)
+/// with `tail`/`head`, so only they cross the Docker API, however big the log.
+async fn peek<E: ContainerEngine>(
+    engine: &E,
+    agent: &ContainerInfo,
+    path: &str,
+    offset: u64,
+    len: u64,
+) -> Option<Vec<u8>> {
+    let from = (offset + 1).to_string();
+    let len_text = len.to_string();
+    let argv = [
+        "sh",
+        "-c",
+        r#"tail -c +"$1" "$2" | head -c "$3""#,
+        "sh",
+        &from,
+        path,
+        &len_text,
+    ];
+    match engine.exec(&agent.id, &argv, &[]).await {
+        Ok(out) if out.exit_code == 0 && out.stdout.len() as u64 == len => {
+            Some(out.stdout.into_bytes())
+        }
+        Ok(out) => {
+            tracing::debug!(
+                code = out.exit_code,
+                got = out.stdout.len(),
+                "cannot read the unsent rest of {path}"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::debug!("cannot read the unsent rest of {path}: {e}");
+            None
+        }
+    }
+}
+
+async fn read_registry<E: ContainerEngine>(engine: &E, agent: &ContainerInfo) -> Registry {
+    match engine.read_file(&agent.id, REGISTRY_PATH).await {
+        Ok(Some(bytes)) => Registry::parse(&String::from_utf8_lossy(&bytes)).unwrap_or_else(|e| {
+            tracing::debug!("{e}");
+            Registry::default()
+        }),
+        Ok(None) => Registry::default(),
+        Err(e) => {
+            tracing::debug!("cannot read the agent's registry yet: {e}");
+            Registry::default()
+        }
+    }
+}
+
+/// Waits until the agent has sent every line the containers it tails had logged when this began
+/// (trailing empty lines, which it never sends, aside), or `budget` runs out. A registry that
+/// cannot be read counts as empty (nothing acknowledged yet).
 pub async fn drain_logs<E: ContainerEngine>(
     engine: &E,
     agent: &ContainerInfo,
-    patterns: &[Pattern],
     budget: Duration,
 ) -> Result<Drained, EngineError> {
     let start = Instant::now();
-    let logs = job_logs(engine, agent, patterns).await?;
+    let logs = container_logs(engine, agent).await?;
+    let tailing = if logs.iter().any(|l| l.size.is_some_and(|s| s > 0)) {
+        tailing(engine, agent).await
+    } else {
+        Tailing::Unknown
+    };
+    let mut blank_from: HashMap<String, u64> = HashMap::new();
+    let mut peeked: HashMap<String, u64> = HashMap::new();
+    let mut last_offsets: HashMap<String, u64> = HashMap::new();
     loop {
         let registry = if logs.is_empty() {
             Registry::default()
         } else {
-            match engine.read_file(&agent.id, REGISTRY_PATH).await {
-                Ok(Some(bytes)) => Registry::parse(&String::from_utf8_lossy(&bytes))
-                    .unwrap_or_else(|e| {
-                        tracing::debug!("{e}");
-                        Registry::default()
-                    }),
-                Ok(None) => Registry::default(),
-                Err(e) => {
-                    tracing::debug!("cannot read the agent's registry yet: {e}");
-                    Registry::default()
+            read_registry(engine, agent).await
+        };
+        let mut v = verdict(&registry, &logs, &tailing, &blank_from);
+        // An offset that stayed put since the last look, short of the size: the agent may be
+        // done, with only empty lines left, which it never sends. One look at those bytes each.
+        let mut found_blank = false;
+        for (c, bytes) in v.unsent() {
+            let Some(offset) = registry.file_offset(&c.id) else {
+                continue;
+            };
+            let stalled = last_offsets.insert(c.id.clone(), offset) == Some(offset);
+            if !stalled || bytes > PEEK_MAX || peeked.get(&c.id) == Some(&offset) {
+                continue;
+            }
+            peeked.insert(c.id.clone(), offset);
+            let Some(log) = logs.iter().find(|l| l.id == c.id) else {
+                continue;
+            };
+            if let Some(rest) = peek(engine, agent, &log.path, offset, bytes).await {
+                if only_empty_messages(&rest) {
+                    blank_from.insert(c.id.clone(), offset);
+                    found_blank = true;
                 }
             }
-        };
-        let verdict = verdict(&registry, &logs);
+        }
+        if found_blank {
+            v = verdict(&registry, &logs, &tailing, &blank_from);
+        }
         let took = start.elapsed();
-        if verdict.done() || took + DRAIN_LOOK_EVERY > budget {
+        if v.done() || took + DRAIN_LOOK_EVERY > budget {
             return Ok(Drained {
-                verdict,
+                verdict: v,
                 took,
                 budget,
             });
@@ -134,15 +236,14 @@ pub async fn drain_logs<E: ContainerEngine>(
     }
 }
 
-/// [`drain_logs`] for a step that goes on whatever happens (`up` replacing an agent): the outcome is
-/// one log line, a warning when something could not be sent.
+/// [`drain_logs`] for a step that goes on whatever happens: the outcome is one log line, a
+/// warning when something could not be sent.
 pub async fn drain_and_log<E: ContainerEngine>(
     engine: &E,
     agent: &ContainerInfo,
-    patterns: &[Pattern],
     budget: Duration,
 ) -> Option<Drained> {
-    match drain_logs(engine, agent, patterns, budget).await {
+    match drain_logs(engine, agent, budget).await {
         Ok(d) => {
             if d.verdict.done() {
                 tracing::info!("{}", d.summary());
@@ -152,7 +253,7 @@ pub async fn drain_and_log<E: ContainerEngine>(
             Some(d)
         }
         Err(e) => {
-            tracing::warn!("could not drain the job's logs before the stop: {e}");
+            tracing::warn!("could not drain the logs before the stop: {e}");
             None
         }
     }

@@ -456,6 +456,11 @@ fn snapshot(fixed: &Fixed, shared: &Shared, counters: &Counters) -> AgentState {
         docker_check: fixed.docker_check,
         check_interval_secs: config.check_interval_secs,
         logs_enabled: config.logs_enabled,
+        log_sources: shared
+            .log_sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
         apm_enabled: config.apm_enabled,
         process_collection_enabled: config.process_collection_enabled,
         labels_as_tags: config.labels_as_tags.clone(),

@@ -98,9 +98,20 @@ impl Inventory {
 pub struct Shared {
     pub inventory: Mutex<Inventory>,
     pub changed: Notify,
+    /// The logs agent's file sources: container id -> the json log it tails (`logsStats`).
+    pub log_sources: Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 impl Shared {
+    /// Changes the logs agent's sources, and says the state changed.
+    pub fn with_log_sources(
+        &self,
+        f: impl FnOnce(&mut std::collections::BTreeMap<String, String>),
+    ) {
+        f(&mut self.log_sources.lock().unwrap_or_else(|p| p.into_inner()));
+        self.changed.notify_one();
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut Inventory) -> T) -> T {
         let mut guard = self.inventory.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut guard)

@@ -441,8 +441,34 @@ fn status_value(state: &AgentState, now: f64) -> Value {
             "UdsPacketReadingErrors": 0,
             "UdsPackets": 0,
         },
-        "logsStats": { "is_running": state.logs_enabled, "endpoints": {} },
+        "logsStats": logs_stats(state),
     })
+}
+
+/// `logsStats` as pkg/logs/status builds it: each container tailed from its file is a `file`
+/// source of the `container_collect_all` integration, its configuration's Identifier the container
+/// id; an excluded container has no source. Go marshals no integrations as `null`.
+fn logs_stats(state: &AgentState) -> Value {
+    let sources: Vec<Value> = state
+        .log_sources
+        .iter()
+        .map(|(id, path)| {
+            json!({
+                "type": "file",
+                "configuration": { "Identifier": id, "Path": path },
+                "status": "OK",
+                "inputs": [path],
+                "messages": [],
+                "info": {},
+            })
+        })
+        .collect();
+    let integrations = if sources.is_empty() {
+        Value::Null
+    } else {
+        json!([{ "name": "container_collect_all", "sources": sources }])
+    };
+    json!({ "is_running": state.logs_enabled, "endpoints": {}, "integrations": integrations })
 }
 
 /// The providers the agent tried before the one that answered: DD_HOSTNAME comes first.
@@ -847,6 +873,23 @@ mod tests {
         assert_eq!(check["LastError"], "");
         assert_eq!(v["dogstatsdStats"]["UdpPackets"], 3);
         assert_eq!(v["logsStats"]["is_running"], false);
+        assert_eq!(v["logsStats"]["integrations"], Value::Null);
+    }
+
+    #[test]
+    fn each_tailed_container_is_a_file_source_named_by_its_id() {
+        let mut s = state();
+        s.logs_enabled = true;
+        let path = "/var/lib/docker/containers/abc/abc-json.log";
+        s.log_sources.insert("abc".into(), path.into());
+        let v: Value = serde_json::from_str(&status_json(&s, 1031.0)).unwrap();
+        let integrations = v["logsStats"]["integrations"].as_array().unwrap();
+        assert_eq!(integrations.len(), 1);
+        let source = &integrations[0]["sources"][0];
+        assert_eq!(source["type"], "file");
+        assert_eq!(source["configuration"]["Identifier"], "abc");
+        assert_eq!(source["configuration"]["Path"], path);
+        assert_eq!(source["status"], "OK");
     }
 
     #[test]

@@ -69,6 +69,9 @@ pub struct AgentState {
     #[serde(default)]
     pub check_interval_secs: f64,
     pub logs_enabled: bool,
+    /// The logs agent's file sources: container id -> the json log it tails.
+    #[serde(default)]
+    pub log_sources: BTreeMap<String, String>,
     pub apm_enabled: bool,
     pub process_collection_enabled: bool,
     pub labels_as_tags: BTreeMap<String, String>,

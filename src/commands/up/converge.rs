@@ -37,8 +37,6 @@ pub struct Plan {
     pub pull: PullPolicy,
     /// --replace: a container of that name that ddsky did not create may be replaced.
     pub replace: bool,
-    /// The job containers whose logs a replaced agent must send before it stops.
-    pub drain: Vec<crate::discovery::Pattern>,
 }
 
 impl Plan {
@@ -145,8 +143,7 @@ pub async fn converge<E: ContainerEngine>(
                 if let Some(old) = existing {
                     tracing::info!("replacing agent {}: {why}", spec.name);
                     if old.state.running && reconcile::is_managed(&old) {
-                        crate::drain::drain_and_log(engine, &old, &plan.drain, RECREATE_DRAIN)
-                            .await;
+                        crate::drain::drain_and_log(engine, &old, RECREATE_DRAIN).await;
                     }
                     engine.stop(&old.id, RECREATE_GRACE).await?;
                     engine.remove(&old.id).await?;
@@ -396,7 +393,7 @@ async fn pull_bounded<E: ContainerEngine>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{ContainerState, PullProgress, RunningContainer};
+    use crate::engine::{ContainerState, ExecOutput, PullProgress, RunningContainer};
     use crate::key::test_key;
     use crate::spec::{AgentSettings, NetworkMode};
     use bollard::models::ContainerCreateBody;
@@ -502,6 +499,21 @@ mod tests {
         async fn read_file(&self, id: &str, path: &str) -> Result<Option<Vec<u8>>, EngineError> {
             self.log(format!("read {path} in {id}"));
             Ok(self.files.borrow().get(path).cloned())
+        }
+
+        /// An agent image without the commands asked for: the drain then waits for every log.
+        async fn exec(
+            &self,
+            container: &str,
+            cmd: &[&str],
+            _env: &[&str],
+        ) -> Result<ExecOutput, EngineError> {
+            self.log(format!("exec {} in {container}", cmd.join(" ")));
+            Ok(ExecOutput {
+                exit_code: 127,
+                stdout: String::new(),
+                stderr: format!("{}: not found", cmd[0]),
+            })
         }
         async fn inspect(&self, name: &str) -> Result<Option<ContainerInfo>, EngineError> {
             self.log(format!("inspect {name}"));
@@ -624,7 +636,6 @@ mod tests {
             pull_timeout: Duration::from_secs(60),
             pull,
             replace,
-            drain: vec![],
         }
     }
 
@@ -742,8 +753,7 @@ mod tests {
     fn a_stale_agent_is_stopped_after_its_registry_says_the_job_log_was_sent() {
         const JOB_ID: &str = "3c0a7f4d2b9e8c1a6f5d4e3b2a1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c";
         let fake = FakeEngine::with_image();
-        let mut plan = plan(PullPolicy::Missing, false);
-        plan.drain = vec![crate::discovery::Pattern::new("metta-job")];
+        let plan = plan(PullPolicy::Missing, false);
         let mut stale = labels_of(&plan.spec);
         stale.insert(spec::LABEL_SPEC_HASH.into(), "old".into());
         fake.add("dd-agent", stale, true);

@@ -6,7 +6,6 @@ mod ready;
 mod report;
 
 pub use converge::name_containers;
-pub use ready::expectations;
 
 use super::identity;
 use super::{Context, Failure};
@@ -126,7 +125,6 @@ pub async fn run(ctx: &Context, args: UpSettings) -> Result<u8, Failure> {
         pull_timeout: args.pull_timeout,
         pull: args.pull,
         replace: args.replace,
-        drain: patterns.clone(),
     };
 
     let engine = match engine {

@@ -239,6 +239,11 @@ async fn launch_forever(l: Launch) {
                     false
                 }
             });
+            let tailed: HashSet<String> = active.keys().cloned().collect();
+            drop(active);
+            l.shared.with_log_sources(|sources| {
+                sources.retain(|id, _| tailed.contains(id));
+            });
         }
         tokio::time::sleep(LAUNCH_EVERY).await;
     }
@@ -321,6 +326,9 @@ async fn launch_one(l: &Launch, sender: &Arc<Sender>, c: crate::state::Container
         let _guard = AbortOnDrop(vec![tail.abort_handle(), pipeline.abort_handle()]);
         let _ = tail.await;
         let _ = pipeline.await;
+    });
+    l.shared.with_log_sources(|sources| {
+        sources.insert(c.id.clone(), path.display().to_string());
     });
     l.active.lock().unwrap_or_else(|p| p.into_inner()).insert(
         c.id.clone(),
