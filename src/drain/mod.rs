@@ -47,6 +47,8 @@ pub enum Tailing {
     Unknown,
     /// Container id -> its source's status (`OK`, `Pending`, or the source's error).
     Sources(HashMap<String, String>),
+    /// The agent's logs agent is not running (`DD_LOGS_ENABLED` off): it tails nothing.
+    Off,
 }
 
 impl Tailing {
@@ -239,6 +241,11 @@ fn log_state(
         };
     };
     let position = registry.position(&log.id);
+    if *tailing == Tailing::Off {
+        return LogState::Skipped {
+            reason: "the agent's log collection is off".into(),
+        };
+    }
     if let Tailing::Sources(sources) = tailing {
         match sources.get(&log.id) {
             Some(status) if !matches!(status.as_str(), "OK" | "Pending" | "") => {
@@ -518,6 +525,19 @@ mod tests {
         assert!(!v.done(), "the tailed one is still waited for");
         let line = summary(&v, Duration::from_secs(8), Duration::from_secs(8));
         assert!(line.contains("skipped: c-aa0a (excluded by its label com.datadoghq.ad.logs_exclude=true), c-bb0a (the agent does not tail it"), "{line}");
+    }
+
+    #[test]
+    fn nothing_is_waited_for_when_the_agent_collects_no_logs() {
+        let registry = Registry::parse(&fixture("agent-7.6x.json")).unwrap();
+        let v = verdict(&registry, &[log(ID, 25000)], &Tailing::Off, &HashMap::new());
+        assert!(v.done());
+        assert_eq!(
+            v.containers[0].state,
+            LogState::Skipped {
+                reason: "the agent's log collection is off".into()
+            }
+        );
     }
 
     #[test]

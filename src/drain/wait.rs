@@ -102,9 +102,10 @@ async fn tailing<E: ContainerEngine>(engine: &E, agent: &ContainerInfo) -> Taili
         .exec(&agent.id, &["agent", "status", "--json"], &QUIET_ENV)
         .await;
     match answer.map(|out| (out.exit_code, parse_status_json(&out.stdout))) {
-        Ok((0, Ok(status))) => match status.log_sources {
-            Some(sources) => Tailing::from_sources(&sources),
-            None => Tailing::Unknown,
+        Ok((0, Ok(status))) => match (status.logs_enabled, status.log_sources) {
+            (Some(false), _) => Tailing::Off,
+            (_, Some(sources)) => Tailing::from_sources(&sources),
+            (_, None) => Tailing::Unknown,
         },
         Ok((code, parsed)) => {
             tracing::debug!(
@@ -121,6 +122,18 @@ async fn tailing<E: ContainerEngine>(engine: &E, agent: &ContainerInfo) -> Taili
     }
 }
 
+/// What a look at a log's unsent rest found.
+enum Peeked {
+    Bytes(Vec<u8>),
+    /// The file is gone (its container removed): nothing more of it can be sent.
+    Gone,
+    /// The look failed (no `sh` in the image, an exec error): nothing learnt.
+    Unknown,
+}
+
+/// Exit status of the look when the file is not there.
+const GONE: i64 = 3;
+
 /// Bytes `[offset, offset + len)` of a log, read inside the agent (its mount of the data root)
 /// with `tail`/`head`, so only they cross the Docker API, however big the log.
 async fn peek<E: ContainerEngine>(
@@ -129,13 +142,13 @@ async fn peek<E: ContainerEngine>(
     path: &str,
     offset: u64,
     len: u64,
-) -> Option<Vec<u8>> {
+) -> Peeked {
     let from = (offset + 1).to_string();
     let len_text = len.to_string();
     let argv = [
         "sh",
         "-c",
-        r#"tail -c +"$1" "$2" | head -c "$3""#,
+        r#"[ -e "$2" ] || exit 3; tail -c +"$1" "$2" | head -c "$3""#,
         "sh",
         &from,
         path,
@@ -143,19 +156,20 @@ async fn peek<E: ContainerEngine>(
     ];
     match engine.exec(&agent.id, &argv, &[]).await {
         Ok(out) if out.exit_code == 0 && out.stdout.len() as u64 == len => {
-            Some(out.stdout.into_bytes())
+            Peeked::Bytes(out.stdout.into_bytes())
         }
+        Ok(out) if out.exit_code == GONE => Peeked::Gone,
         Ok(out) => {
             tracing::debug!(
                 code = out.exit_code,
                 got = out.stdout.len(),
                 "cannot read the unsent rest of {path}"
             );
-            None
+            Peeked::Unknown
         }
         Err(e) => {
             tracing::debug!("cannot read the unsent rest of {path}: {e}");
-            None
+            Peeked::Unknown
         }
     }
 }
@@ -183,7 +197,7 @@ pub async fn drain_logs<E: ContainerEngine>(
     budget: Duration,
 ) -> Result<Drained, EngineError> {
     let start = Instant::now();
-    let logs = container_logs(engine, agent).await?;
+    let mut logs = container_logs(engine, agent).await?;
     let tailing = if logs.iter().any(|l| l.size.is_some_and(|s| s > 0)) {
         tailing(engine, agent).await
     } else {
@@ -201,7 +215,8 @@ pub async fn drain_logs<E: ContainerEngine>(
         let mut v = verdict(&registry, &logs, &tailing, &blank_from);
         // An offset that stayed put since the last look, short of the size: the agent may be
         // done, with only empty lines left, which it never sends. One look at those bytes each.
-        let mut found_blank = false;
+        let mut learnt = false;
+        let mut gone = Vec::new();
         for (c, bytes) in v.unsent() {
             let Some(offset) = registry.file_offset(&c.id) else {
                 continue;
@@ -214,14 +229,20 @@ pub async fn drain_logs<E: ContainerEngine>(
             let Some(log) = logs.iter().find(|l| l.id == c.id) else {
                 continue;
             };
-            if let Some(rest) = peek(engine, agent, &log.path, offset, bytes).await {
-                if only_empty_messages(&rest) {
+            match peek(engine, agent, &log.path, offset, bytes).await {
+                Peeked::Bytes(rest) if only_empty_messages(&rest) => {
                     blank_from.insert(c.id.clone(), offset);
-                    found_blank = true;
+                    learnt = true;
                 }
+                Peeked::Gone => gone.push(c.id.clone()),
+                Peeked::Bytes(_) | Peeked::Unknown => {}
             }
         }
-        if found_blank {
+        for log in logs.iter_mut().filter(|l| gone.contains(&l.id)) {
+            log.size = None;
+            learnt = true;
+        }
+        if learnt {
             v = verdict(&registry, &logs, &tailing, &blank_from);
         }
         let took = start.elapsed();
