@@ -37,6 +37,9 @@ pub struct JobLog {
     pub size: Option<u64>,
     /// The container's labels, which may say why the agent does not tail it.
     pub labels: HashMap<String, String>,
+    /// The log was seen to reach the registry's offset after `size` was taken (the container
+    /// kept writing): an offset past `size` then means sent, not a rotated file.
+    pub grown: bool,
 }
 
 /// What the agent said it collects, from one `agent status --json` at the drain's start.
@@ -262,17 +265,21 @@ fn log_state(
             _ => {}
         }
     }
+    if size == 0 {
+        // Nothing was written before the drain began.
+        return LogState::Sent;
+    }
     let offset = match position {
         Some(Position::Socket) => return LogState::NotComparable,
         Some(Position::File { offset }) => offset,
         None => 0,
     };
-    // An offset past the size: the file was rotated and the agent has not sent the new one's
-    // bytes yet (its entry restarts from 0 when it switches files).
-    if offset > size {
+    // An offset past the size of a log not seen to grow that far: the file was rotated and the
+    // agent has not sent the new one's bytes yet (its entry restarts from 0 when it switches).
+    if offset > size && !log.grown {
         return LogState::Unsent { bytes: size };
     }
-    if offset == size || blank_from.get(&log.id) == Some(&offset) {
+    if offset >= size || blank_from.get(&log.id) == Some(&offset) {
         return LogState::Sent;
     }
     LogState::Unsent {
@@ -371,6 +378,7 @@ mod tests {
             path: format!("/var/lib/docker/containers/{id}/{id}-json.log"),
             size: Some(size),
             labels: HashMap::new(),
+            grown: false,
         }
     }
 
@@ -427,6 +435,15 @@ mod tests {
         let registry = Registry::parse(&fixture("agent-7.6x.json")).unwrap();
         let v = look(&registry, &[log(ID, 300)]);
         assert_eq!(v.containers[0].state, LogState::Unsent { bytes: 300 });
+        // The same offset past a log that kept growing after the drain began: sent.
+        let grown = JobLog {
+            grown: true,
+            ..log(ID, 300)
+        };
+        assert_eq!(
+            look(&registry, &[grown]).containers[0].state,
+            LogState::Sent
+        );
     }
 
     #[test]

@@ -69,6 +69,7 @@ async fn container_logs<E: ContainerEngine>(
             path,
             size: None,
             labels: info.labels,
+            grown: false,
         });
     }
     if logs.is_empty() {
@@ -212,6 +213,17 @@ pub async fn drain_logs<E: ContainerEngine>(
         } else {
             read_registry(engine, agent).await
         };
+        // An offset past the size taken at the start: grown since (a container still writing),
+        // or a rotated file? The file's size now tells.
+        for log in logs.iter_mut().filter(|l| !l.grown) {
+            let (Some(size), Some(offset)) = (log.size, registry.file_offset(&log.id)) else {
+                continue;
+            };
+            if offset > size {
+                let now = engine.file_size(&agent.id, &log.path).await?;
+                log.grown = now.is_some_and(|now| now >= offset);
+            }
+        }
         let mut v = verdict(&registry, &logs, &tailing, &blank_from);
         // An offset that stayed put since the last look, short of the size: the agent may be
         // done, with only empty lines left, which it never sends. One look at those bytes each.

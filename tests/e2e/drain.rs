@@ -171,9 +171,23 @@ fn drained_container<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_j
         .unwrap_or_else(|| panic!("{id} is not in the drain report: {report}"))
 }
 
-/// `ddsky up` on the host with the intake for logs and the test's own run dir.
+/// The agent's container filter for a test whose `down` drains: the daemon is shared with other
+/// tests, whose containers an agent collecting every container's logs would drain too, so it
+/// collects only the test's own job containers (`DD_CONTAINER_INCLUDE` wins over the exclusion of
+/// all; the agent's own container stays excluded).
+fn only_the_tests_jobs(s: &Scope, jobs: &str) -> [String; 4] {
+    [
+        "--agent-env".into(),
+        "DD_CONTAINER_EXCLUDE=name:.*".into(),
+        "--agent-env".into(),
+        format!("DD_CONTAINER_INCLUDE=name:^{}-({jobs})$", s.prefix),
+    ]
+}
+
+/// `ddsky up` on the host with the intake for logs and the test's own run dir, collecting the logs
+/// of the test's `job`, `kept` and `lost` containers.
 fn up_with_logs(s: &Scope, intake: &Intake, run_dir: &tempfile::TempDir, expect: &str) {
-    run(s.up().args([
+    run(s.up().args(only_the_tests_jobs(s, "job|kept|lost")).args([
         "--agent-env",
         &format!("DD_LOGS_CONFIG_LOGS_DD_URL={}", intake.url()),
         "--run-dir",
@@ -340,13 +354,10 @@ fn a_container_the_agent_excludes_is_reported_skipped_with_the_reason() {
     let script = write_job_script(&scripts);
     let excluded = s.name("excluded");
     let job = s.name("job");
-    // ddsky's own exclusion of the agent, plus the excluded container's name.
-    let exclude = format!("DD_CONTAINER_EXCLUDE=name:^{}$ name:^{excluded}$", s.agent);
-    run(s.up().args([
+    // Every container but the job is excluded: the excluded one too.
+    run(s.up().args(only_the_tests_jobs(&s, "job")).args([
         "--agent-env",
         &format!("DD_LOGS_CONFIG_LOGS_DD_URL={}", intake.url()),
-        "--agent-env",
-        &exclude,
         "--run-dir",
         run_dir.path().to_str().unwrap(),
         "--expect",

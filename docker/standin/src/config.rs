@@ -48,6 +48,9 @@ pub struct Config {
     /// `STANDIN_CHECK_INTERVAL_SECS`: the docker check's period (and its first run's delay).
     pub check_interval_secs: f64,
     pub exclusions: Vec<Exclusion>,
+    /// `DD_CONTAINER_INCLUDE`: a container matching one is never excluded (the agent's
+    /// containers filter: include wins over exclude).
+    pub inclusions: Vec<Exclusion>,
     /// `DD_CONTAINER_LABELS_AS_TAGS`: label name (lowercased) -> tag key.
     pub labels_as_tags: BTreeMap<String, String>,
     /// Problems found while reading the environment, logged as warnings at start.
@@ -168,7 +171,13 @@ impl Config {
             .unwrap_or(false);
 
         let exclusions = parse_exclusions(
+            "DD_CONTAINER_EXCLUDE",
             &get("DD_CONTAINER_EXCLUDE").unwrap_or_default(),
+            &mut warnings,
+        );
+        let inclusions = parse_exclusions(
+            "DD_CONTAINER_INCLUDE",
+            &get("DD_CONTAINER_INCLUDE").unwrap_or_default(),
             &mut warnings,
         );
         let labels_as_tags = match non_empty("DD_CONTAINER_LABELS_AS_TAGS") {
@@ -203,6 +212,7 @@ impl Config {
             flush_secs,
             check_interval_secs,
             exclusions,
+            inclusions,
             labels_as_tags,
             warnings,
         })
@@ -212,9 +222,11 @@ impl Config {
         Config::from_lookup(|k| std::env::var(k).ok())
     }
 
-    /// Whether `DD_CONTAINER_EXCLUDE` excludes this container (name without leading `/`).
+    /// Whether `DD_CONTAINER_EXCLUDE` excludes this container (name without leading `/`) and
+    /// `DD_CONTAINER_INCLUDE` does not take it back.
     pub fn is_excluded(&self, name: &str, image: &str) -> bool {
         self.exclusions.iter().any(|e| e.matches(name, image))
+            && !self.inclusions.iter().any(|e| e.matches(name, image))
     }
 }
 
@@ -223,24 +235,20 @@ pub fn parse_bool(v: &str) -> bool {
     matches!(v.trim(), "1" | "t" | "T" | "true" | "TRUE" | "True")
 }
 
-fn parse_exclusions(raw: &str, warnings: &mut Vec<String>) -> Vec<Exclusion> {
+fn parse_exclusions(key: &str, raw: &str, warnings: &mut Vec<String>) -> Vec<Exclusion> {
     let mut out = Vec::new();
     for token in raw.split_whitespace() {
         let (kind, pattern) = match token.split_once(':') {
             Some(kp) => kp,
             None => {
-                warnings.push(format!(
-                    "DD_CONTAINER_EXCLUDE: ignoring {token:?} (no prefix)"
-                ));
+                warnings.push(format!("{key}: ignoring {token:?} (no prefix)"));
                 continue;
             }
         };
         let re = match Regex::new(pattern) {
             Ok(re) => re,
             Err(e) => {
-                warnings.push(format!(
-                    "DD_CONTAINER_EXCLUDE: invalid regex {pattern:?}: {e}"
-                ));
+                warnings.push(format!("{key}: invalid regex {pattern:?}: {e}"));
                 continue;
             }
         };
@@ -399,5 +407,17 @@ mod tests {
         assert!(!c.is_excluded("dd-agent-2", "x"));
         assert!(c.is_excluded("job", "busybox:latest"));
         assert_eq!(c.exclusions.len(), 2);
+    }
+
+    #[test]
+    fn an_inclusion_wins_over_an_exclusion() {
+        let c = config(&[
+            ("DD_API_KEY", "k"),
+            ("DD_CONTAINER_EXCLUDE", "name:.*"),
+            ("DD_CONTAINER_INCLUDE", "name:^test-"),
+        ])
+        .unwrap();
+        assert!(!c.is_excluded("test-job", "x"));
+        assert!(c.is_excluded("other", "x"));
     }
 }
