@@ -24,6 +24,7 @@ mod reconcile;
 mod redact;
 mod reference;
 mod registry;
+mod restarts;
 mod secrets;
 mod settings;
 mod spec;

@@ -55,7 +55,7 @@ fn an_agent_killed_mid_wait_is_reported_not_waited_on() {
     // Bounded: a ddsky that never returns fails this test instead of hanging the suite.
     let out = wait_within(child, Duration::from_secs(150));
     let stderr = &out.stderr;
-    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(out.code, 6, "the agent-crashed code: {out}");
     assert!(stderr.contains("during start-up"), "{stderr}");
     assert!(
         start.elapsed() < Duration::from_secs(30),
@@ -83,7 +83,7 @@ fn an_agent_that_exits_on_start_is_reported_with_its_last_lines_and_not_left_cra
         "--expect",
         "none-such",
     ]));
-    out.expect_code(1).assert_no_secret(&[]);
+    out.expect_code(6).assert_no_secret(&[]);
     assert!(
         out.stderr.contains("during start-up") && out.stderr.contains("was removed"),
         "{out}"
