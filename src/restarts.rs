@@ -133,7 +133,7 @@ pub fn advice(verdict: RestartVerdict, last: Option<&LastExit>) -> Option<String
         RestartVerdict::None => None,
         RestartVerdict::CrashLoop => Some(
             "the agent exits at every start: its last lines say why (often the API key, the hostname or a \
-             mount); fix that and run `ddsky up --replace`"
+             mount); run `ddsky up` with that fixed (changed settings recreate the agent)"
                 .to_owned(),
         ),
         RestartVerdict::RestartedStarting => Some(

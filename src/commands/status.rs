@@ -324,15 +324,23 @@ fn text(ctx: &Context, r: &StatusReport) -> String {
             ctx.name
         )),
         Some(a) => {
+            // Between two exits Docker says `running (starting)`: in a loop that word misleads.
+            let state = if a.restart_verdict == RestartVerdict::CrashLoop {
+                "in a".to_owned()
+            } else {
+                format!(
+                    "{}{},",
+                    a.state,
+                    a.health
+                        .as_deref()
+                        .map(|h| format!(" ({h})"))
+                        .unwrap_or_default()
+                )
+            };
             lines.push(format!(
-                "agent: {} ({}) {}{}, {}, image {}, version {}",
+                "agent: {} ({}) {state} {}, image {}, version {}",
                 a.name,
                 short_id(&a.id),
-                a.state,
-                a.health
-                    .as_deref()
-                    .map(|h| format!(" ({h})"))
-                    .unwrap_or_default(),
                 restarts::describe(a.restart_verdict, a.restarts, a.last_exit.as_ref()),
                 a.image,
                 a.version.as_deref().unwrap_or("unknown"),

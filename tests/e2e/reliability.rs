@@ -339,7 +339,7 @@ fn an_agent_sigkilled_mid_job_is_restarted_and_every_line_is_sent_and_status_nam
         &job,
         "--entrypoint",
         "/bin/bash",
-        job_image(),
+        &format!("{}/skypilot-job:latest", image_namespace()),
         "-c",
         &script,
     ]);
@@ -440,9 +440,10 @@ fn a_crash_looping_agent_is_named_by_status_doctor_and_up_with_its_last_lines() 
         text.stdout.contains("crash loop: restarted") && text.stdout.contains(reason),
         "{text}"
     );
+    let agent_line = text.stdout.lines().next().unwrap_or_default();
     assert!(
-        !text.stdout.contains("starting"),
-        "not called starting: {text}"
+        agent_line.contains("in a crash loop") && !agent_line.contains("starting"),
+        "called a crash loop, not starting: {text}"
     );
 
     let doctor = run(s.ddsky().args(["doctor", "--format", "json"]));
