@@ -476,6 +476,28 @@ mod tests {
     }
 
     #[test]
+    fn a_failing_target_stops_the_copy_at_the_line_it_failed_on() {
+        let (tx, rx) = mpsc::sync_channel(16);
+        let state = CopyState::default();
+        for n in 3..=5 {
+            tx.send((Stream::Out, n, format!("line {n}\n").into_bytes()))
+                .unwrap();
+        }
+        drop(tx);
+        // Every write to /dev/full fails (ENOSPC), as one to a log whose reader went away does.
+        let full = PathBuf::from("/dev/full");
+        write_copies(rx, &full, &full, "header", &state);
+        assert_eq!(state.first_lost.load(Ordering::Relaxed), 3);
+        assert_eq!(state.copied.load(Ordering::Relaxed), 0);
+        assert_eq!(state.dropped.load(Ordering::Relaxed), 3);
+        let failure = state.failure.lock().unwrap().clone().unwrap();
+        assert!(
+            failure.starts_with("writing to the container log failed"),
+            "{failure}"
+        );
+    }
+
+    #[test]
     fn long_lines_are_copied_in_pieces() {
         let (mut copy, rx, _) = copy_with(16);
         copy.feed(&vec![b'x'; COPY_MAX_LINE * 2 + 10]);
