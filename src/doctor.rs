@@ -10,6 +10,7 @@ use crate::engine::ContainerInfo;
 use crate::ports::Conflict;
 use crate::reconcile::is_managed;
 use crate::reference::short_id;
+use crate::restarts::{self, LastExit, RestartFacts, RestartVerdict};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -30,6 +31,9 @@ pub struct Check {
     pub verdict: Verdict,
     pub evidence: String,
     pub fix: Option<String>,
+    /// Lines that back the evidence (a crash-looping agent's last log lines).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
 }
 
 impl Check {
@@ -39,6 +43,7 @@ impl Check {
             verdict: Verdict::Ok,
             evidence: evidence.into(),
             fix: None,
+            details: vec![],
         }
     }
     fn warn(name: &'static str, evidence: impl Into<String>, fix: impl Into<String>) -> Self {
@@ -47,6 +52,7 @@ impl Check {
             verdict: Verdict::Warn,
             evidence: evidence.into(),
             fix: Some(fix.into()),
+            details: vec![],
         }
     }
     fn fail(name: &'static str, evidence: impl Into<String>, fix: impl Into<String>) -> Self {
@@ -55,6 +61,7 @@ impl Check {
             verdict: Verdict::Fail,
             evidence: evidence.into(),
             fix: Some(fix.into()),
+            details: vec![],
         }
     }
     fn skipped(name: &'static str, because: &str) -> Self {
@@ -63,6 +70,7 @@ impl Check {
             verdict: Verdict::Skipped,
             evidence: format!("not checked: {because}"),
             fix: None,
+            details: vec![],
         }
     }
 }
@@ -105,6 +113,12 @@ pub struct Facts {
     /// The host ports the agent needs that something holds; `None` when not looked at (the
     /// agent runs, so it holds them itself).
     pub port_conflicts: Option<Vec<Conflict>>,
+    /// The agent container's last exit, when it ever exited.
+    pub last_exit: Option<LastExit>,
+    /// How long ago that was.
+    pub since_last_exit: Option<Duration>,
+    /// The agent's last log lines, read when it is in a crash loop.
+    pub last_lines: Vec<String>,
 }
 
 /// For this long after its container starts, an agent that does not answer yet or whose components
@@ -151,7 +165,22 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
     };
 
     let agent = f.agent.as_ref().filter(|_| docker);
-    let running = agent.is_some_and(|a| a.state.running);
+    let restart_verdict = agent.map_or(RestartVerdict::None, |a| {
+        let healthy = match &f.health {
+            Some(Ok(h)) => h.healthy,
+            _ => a.state.health.as_deref() == Some("healthy"),
+        };
+        restarts::verdict(&RestartFacts {
+            restarts: a.state.restart_count,
+            running: a.state.running,
+            restarting: a.state.restarting,
+            healthy,
+            since_last_exit: f.since_last_exit,
+        })
+    });
+    let crash_loop = restart_verdict == RestartVerdict::CrashLoop;
+    // A container Docker is restarting, or that exits again and again, has no agent to ask.
+    let running = agent.is_some_and(|a| a.state.running && !a.state.restarting) && !crash_loop;
     checks.push(match (docker, agent) {
         (false, _) => Check::skipped("agent container", "the Docker API is unreachable"),
         (true, None) => Check::fail(
@@ -159,7 +188,7 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
             format!("no container named {}", f.agent_name),
             "run `ddsky up`",
         ),
-        (true, Some(a)) => agent_container(a),
+        (true, Some(a)) => agent_container(a, restart_verdict, f),
     });
     checks.push(match agent {
         None => Check::skipped("namespaces", "there is no agent container"),
@@ -190,7 +219,11 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
         ));
     }
 
-    let not_running = "the agent is not running";
+    let not_running = if crash_loop {
+        "the agent is in a crash loop (see agent container)"
+    } else {
+        "the agent is not running"
+    };
     let not_up_yet = match &f.health {
         Some(Ok(h)) => h.not_up_yet.is_some(),
         Some(Err(e)) => says_not_up_yet(e),
@@ -325,17 +358,24 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
     checks
 }
 
-fn agent_container(a: &ContainerInfo) -> Check {
+fn agent_container(a: &ContainerInfo, restart_verdict: RestartVerdict, f: &Facts) -> Check {
     const NAME: &str = "agent container";
     let health = a.state.health.as_deref().unwrap_or("no health check");
     let evidence = format!(
-        "{} ({}), {}, {health}, {} restarts, image {}",
+        "{} ({}), {}, {health}, {}, image {}",
         a.name,
         short_id(&a.id),
         a.state.status,
-        a.state.restart_count,
+        restarts::describe(restart_verdict, a.state.restart_count, f.last_exit.as_ref()),
         a.image
     );
+    let advice = restarts::advice(restart_verdict, f.last_exit.as_ref());
+    if restart_verdict == RestartVerdict::CrashLoop {
+        return Check {
+            details: f.last_lines.clone(),
+            ..Check::fail(NAME, evidence, advice.unwrap_or_default())
+        };
+    }
     if !a.state.running {
         return Check::fail(
             NAME,
@@ -350,8 +390,8 @@ fn agent_container(a: &ContainerInfo) -> Check {
             "not created by ddsky: `ddsky up --replace` puts ddsky's agent in its place",
         );
     }
-    if a.state.restart_count > 0 {
-        return Check::warn(NAME, evidence, "it restarted: see `ddsky logs` for why");
+    if let Some(advice) = advice {
+        return Check::warn(NAME, evidence, advice);
     }
     Check::ok(NAME, evidence)
 }
@@ -644,6 +684,7 @@ mod tests {
                 finished_at: None,
                 exit_code: None,
                 error: None,
+                oom_killed: false,
             },
             binds: vec![],
             mounts: REQUIRED_MOUNTS
@@ -716,6 +757,9 @@ mod tests {
             expected: Some(Ok((report, BTreeMap::new()))),
             agent_age: Some(Duration::from_secs(3600)),
             port_conflicts: None,
+            last_exit: None,
+            since_last_exit: None,
+            last_lines: vec![],
         }
     }
 
@@ -959,6 +1003,69 @@ mod tests {
         assert_eq!(c.verdict, Verdict::Fail);
         assert!(c.fix.as_deref().unwrap().contains("ddsky up"));
         assert_eq!(verdict(&checks, "api key"), Verdict::Skipped);
+    }
+
+    #[test]
+    fn a_crash_looping_agent_fails_with_its_last_lines_and_is_not_asked() {
+        let mut f = healthy_facts();
+        let state = &mut f.agent.as_mut().unwrap().state;
+        state.status = "restarting".into();
+        state.restarting = true;
+        state.restart_count = 4;
+        state.health = Some("unhealthy".into());
+        f.health = None;
+        f.status = None;
+        f.since_last_exit = Some(Duration::from_secs(1));
+        f.last_exit = Some(LastExit {
+            code: Some(1),
+            oom_killed: false,
+            at: "2026-12-06T20:00:00Z".into(),
+        });
+        f.last_lines = vec!["Error: no API key configured, exiting".into()];
+        let checks = evaluate(&f);
+        let c = checks.iter().find(|c| c.name == "agent container").unwrap();
+        assert_eq!(c.verdict, Verdict::Fail);
+        assert!(
+            c.evidence
+                .contains("crash loop: restarted 4 times (last exit: exit code 1"),
+            "{}",
+            c.evidence
+        );
+        assert_eq!(c.details, f.last_lines);
+        let health = checks.iter().find(|c| c.name == "agent health").unwrap();
+        assert_eq!(health.verdict, Verdict::Skipped);
+        assert!(
+            health.evidence.contains("crash loop"),
+            "{}",
+            health.evidence
+        );
+    }
+
+    #[test]
+    fn an_oom_kill_it_recovered_from_warns_with_the_memory_settings() {
+        let mut f = healthy_facts();
+        f.agent.as_mut().unwrap().state.restart_count = 1;
+        f.since_last_exit = Some(Duration::from_secs(600));
+        f.last_exit = Some(LastExit {
+            code: Some(137),
+            oom_killed: true,
+            at: "2026-12-06T20:00:00Z".into(),
+        });
+        let checks = evaluate(&f);
+        let c = checks.iter().find(|c| c.name == "agent container").unwrap();
+        assert_eq!(c.verdict, Verdict::Warn);
+        assert!(
+            c.evidence
+                .contains("restarted once (last exit: exit code 137, OOM-killed"),
+            "{}",
+            c.evidence
+        );
+        let fix = c.fix.as_deref().unwrap();
+        assert!(
+            fix.contains("DD_CHECK_RUNNERS") && fix.contains("DD_LOGS_CONFIG_OPEN_FILES_LIMIT"),
+            "{fix}"
+        );
+        assert_eq!(verdict(&checks, "agent health"), Verdict::Ok);
     }
 
     #[test]

@@ -17,6 +17,9 @@ use futures_util::{Stream, StreamExt};
 use std::collections::HashMap;
 use std::time::Duration;
 
+/// A look back at the daemon's events ends by itself at its `until`, which may be a second or two
+/// ahead; past this it is abandoned.
+const LAST_EXIT_WAIT: Duration = Duration::from_secs(3);
 /// How long `ddsky` waits for the daemon to answer at all: a setup script must not hang on a dead socket.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
 /// The API version ddsky's client is built with: Docker 20.10's, which has everything ddsky uses
@@ -189,9 +192,15 @@ pub struct ContainerState {
     pub health: Option<String>,
     pub restart_count: i64,
     pub started_at: Option<String>,
+    /// When it last exited (kept after Docker restarts it; Docker's zero time when it never did).
     pub finished_at: Option<String>,
+    /// Docker's `ExitCode`: the last exit's code only while it is down; Docker resets it to 0 when
+    /// it restarts the container (see [`Engine::last_exit_code`]).
     pub exit_code: Option<i64>,
     pub error: Option<String>,
+    /// Docker's `OOMKilled`: the kernel's OOM killer ended a process of the container; Docker keeps
+    /// it set after a restart.
+    pub oom_killed: bool,
 }
 
 /// A running container, from the list endpoint.
@@ -699,6 +708,32 @@ impl Engine {
             })
     }
 
+    /// The code of the container's last exit, from its `die` event around `finished_at` (Docker's
+    /// RFC 3339 `FinishedAt`): Docker resets `State.ExitCode` to 0 when it restarts a container, the
+    /// event keeps it. `None` when the daemon no longer holds that event (it keeps only its last few
+    /// hundred) or does not answer within a second or two.
+    pub async fn last_exit_code(&self, id: &str, finished_at: &str) -> Option<i64> {
+        let exited = humantime::parse_rfc3339_weak(finished_at).ok()?;
+        let secs = exited.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+        let filters = HashMap::from([
+            ("type".to_owned(), vec!["container".to_owned()]),
+            ("event".to_owned(), vec!["die".to_owned()]),
+            ("container".to_owned(), vec![id.to_owned()]),
+        ]);
+        let options = EventsOptions {
+            since: Some(secs.saturating_sub(1).to_string()),
+            until: Some((secs + 2).to_string()),
+            filters: Some(filters),
+        };
+        let events = self.docker.events(Some(options)).collect::<Vec<_>>();
+        let events = tokio::time::timeout(LAST_EXIT_WAIT, events).await.ok()?;
+        events
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter_map(|e| e.actor?.attributes?.get("exitCode")?.parse().ok())
+            .last()
+    }
+
     /// The container's log lines (stdout and stderr), the last `tail` of them or all, optionally following.
     pub fn logs(
         &self,
@@ -1017,6 +1052,7 @@ fn container_info(c: bollard::models::ContainerInspectResponse) -> ContainerInfo
             finished_at: state.finished_at,
             exit_code: state.exit_code,
             error: state.error.filter(|e| !e.is_empty()),
+            oom_killed: state.oom_killed.unwrap_or(false),
         },
         binds: host.binds.unwrap_or_default(),
         mounts: c

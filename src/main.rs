@@ -26,6 +26,7 @@ mod reconcile;
 mod redact;
 mod reference;
 mod registry;
+mod restarts;
 mod secrets;
 mod settings;
 mod spec;

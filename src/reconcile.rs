@@ -118,6 +118,7 @@ mod tests {
                 finished_at: None,
                 exit_code: None,
                 error: None,
+                oom_killed: false,
             },
             binds: vec![],
             mounts: vec![],

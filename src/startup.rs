@@ -19,6 +19,7 @@ use crate::agent::{AgentClient, DiscoveredIds, Health};
 use crate::agent_output::HealthReport;
 use crate::engine::{ContainerInfo, Engine, EngineError};
 use crate::interrupt::{Interrupt, Interrupted};
+use crate::restarts::{self, LastExit, RestartFacts};
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
@@ -65,6 +66,38 @@ pub fn next_health_poll(since_start: Duration, answering: bool) -> Duration {
 pub fn running_for(info: &ContainerInfo) -> Option<Duration> {
     let started = humantime::parse_rfc3339_weak(info.state.started_at.as_deref()?).ok()?;
     SystemTime::now().duration_since(started).ok()
+}
+
+/// The restart facts of the agent's container as inspected; `healthy` as known (Docker's word, or
+/// the agent's own answer).
+pub fn restart_facts(info: &ContainerInfo, healthy: bool) -> RestartFacts {
+    let since_last_exit = restarts::finished_at(info.state.finished_at.as_deref())
+        .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+        .map(|t| SystemTime::now().duration_since(t).unwrap_or_default());
+    RestartFacts {
+        restarts: info.state.restart_count,
+        running: info.state.running,
+        restarting: info.state.restarting,
+        healthy,
+        since_last_exit,
+    }
+}
+
+/// The container's last exit, when it had one: its code from `State.ExitCode` while it is down,
+/// else from Docker's `die` event (Docker resets the code to 0 when it restarts the container).
+pub async fn last_exit(engine: &Engine, info: &ContainerInfo) -> Option<LastExit> {
+    let at = restarts::finished_at(info.state.finished_at.as_deref())?.to_owned();
+    let down = !info.state.running || info.state.restarting;
+    let code = if down {
+        info.state.exit_code
+    } else {
+        engine.last_exit_code(&info.id, &at).await
+    };
+    Some(LastExit {
+        code,
+        oom_killed: info.state.oom_killed,
+        at,
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,11 +162,15 @@ pub async fn wait_healthy(
             let last_lines = engine.last_log_lines(id, AGENT_LOG_LINES).await;
             return Err(HealthWaitError::Exited {
                 what: if restarted {
-                    "keeps exiting"
+                    "keeps exiting (Docker restarts it and it exits again: a crash loop)"
                 } else {
                     "stopped"
                 },
-                exit_code: info.state.exit_code,
+                // Docker resets the code to 0 once it restarted the container: only a down one's is real.
+                exit_code: info
+                    .state
+                    .exit_code
+                    .filter(|_| !info.state.running || info.state.restarting),
                 last_lines,
             });
         }

@@ -8,6 +8,7 @@ use crate::doctor::{self, Check, DockerFacts, Facts, PortFacts, Verdict};
 use crate::engine::Engine;
 use crate::exit;
 use crate::ports;
+use crate::restarts::{self, RestartVerdict};
 use crate::settings::DoctorSettings;
 use crate::spec::NetworkMode;
 use crate::startup;
@@ -36,6 +37,9 @@ pub async fn run(ctx: &Context, args: DoctorSettings) -> Result<u8, Failure> {
         expected: None,
         agent_age: None,
         port_conflicts: None,
+        last_exit: None,
+        since_last_exit: None,
+        last_lines: vec![],
     };
     match ctx.interrupt.run(Engine::connect(&ctx.docker_host)).await? {
         Err(e) => facts.docker = Err(e.to_string()),
@@ -53,6 +57,20 @@ pub async fn run(ctx: &Context, args: DoctorSettings) -> Result<u8, Failure> {
             });
             facts.agent = engine.inspect(&ctx.name).await?;
             facts.agent_age = facts.agent.as_ref().and_then(startup::running_for);
+            let mut crash_loop = false;
+            if let Some(info) = &facts.agent {
+                let docker_healthy = info.state.health.as_deref() == Some("healthy");
+                let restart = startup::restart_facts(info, docker_healthy);
+                facts.since_last_exit = restart.since_last_exit;
+                facts.last_exit = startup::last_exit(&engine, info).await;
+                // A crash loop's reason is in the agent's own last lines; nothing else will answer.
+                crash_loop = restarts::verdict(&restart) == RestartVerdict::CrashLoop;
+                if crash_loop {
+                    facts.last_lines = engine
+                        .last_log_lines(&info.id, startup::AGENT_LOG_LINES)
+                        .await;
+                }
+            }
             // An agent that is not up (absent, stopped, restarting) may be kept down by
             // something holding its ports: look, as `up` does before it creates one.
             let agent_up = facts
@@ -76,7 +94,11 @@ pub async fn run(ctx: &Context, args: DoctorSettings) -> Result<u8, Failure> {
                 super::up::name_containers(&engine, &mut conflicts).await;
                 facts.port_conflicts = Some(conflicts);
             }
-            if let Some(info) = facts.agent.as_ref().filter(|a| a.state.running) {
+            if let Some(info) = facts
+                .agent
+                .as_ref()
+                .filter(|a| a.state.running && !a.state.restarting && !crash_loop)
+            {
                 let agent = AgentClient::new(engine.clone(), info.id.clone());
                 let (running, (discovered, tags, status, health), apm, dogstatsd) = tokio::join!(
                     engine.running_containers(),
@@ -125,6 +147,10 @@ fn text(checks: &[Check]) -> String {
         lines.push(format!("[{mark}] {}: {}", c.name, c.evidence));
         if let Some(fix) = &c.fix {
             lines.push(format!("       fix: {fix}"));
+        }
+        if !c.details.is_empty() {
+            lines.push("       its last log lines:".to_owned());
+            lines.extend(c.details.iter().map(|l| format!("         {l}")));
         }
     }
     lines.join("\n")

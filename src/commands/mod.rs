@@ -182,13 +182,13 @@ impl Failure {
             Failure::Settings(_) | Failure::Usage(_) => exit::USAGE,
             Failure::Unhealthy { .. } => exit::UNHEALTHY,
             Failure::NoAgent { .. } => exit::NO_AGENT,
+            Failure::AgentExited { .. } => exit::AGENT_CRASHED,
             Failure::Interrupted(Interrupted(signal)) => signal.exit_code(),
             Failure::Engine(_)
             | Failure::Agent(_)
             | Failure::Gpu(_)
             | Failure::PortsTaken(_)
             | Failure::Foreign { .. }
-            | Failure::AgentExited { .. }
             | Failure::AgentGone { .. }
             | Failure::AgentStopped { .. }
             | Failure::LostRaces { .. }

@@ -139,14 +139,24 @@ fn copy_target(placement: &Placement, command: &[OsString]) -> Copy {
 }
 
 fn say_how_the_copy_went(report: &supervisor::CopyReport) {
+    let from = report
+        .first_lost_line
+        .map(|n| format!(" from line {n} of its output on"))
+        .unwrap_or_default();
     if let Some(why) = &report.failure {
+        // Refused at the start is a matter of permissions; refused later, PID 1's output went away.
+        let hint = if report.copied == 0 {
+            " A job running as another user needs root, or the group owning PID 1's output (see the README)"
+        } else {
+            ""
+        };
         tracing::warn!(
-            "the job's output was not copied into this container's log ({why}); it still reaches SkyPilot's log. \
-             A job running as another user needs root, or the group owning PID 1's output (see the README)"
+            "the job's output was not copied into this container's log{from} ({why}; {} lines were); it still reaches SkyPilot's log whole.{hint}",
+            report.copied
         );
     } else if report.dropped > 0 || report.stuck {
         tracing::warn!(
-            "this container's log did not keep up: {} lines of the job's output were not copied into it ({} copied); \
+            "this container's log did not keep up{from}: {} lines of the job's output were not copied into it ({} copied); \
              the job's own output was not affected",
             report.dropped,
             report.copied

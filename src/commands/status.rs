@@ -6,6 +6,7 @@ use crate::discovery::{self, DiscoveryReport, WaitFor};
 use crate::engine::{ContainerInfo, RunningContainer};
 use crate::exit;
 use crate::reference::short_id;
+use crate::restarts::{self, LastExit, RestartVerdict};
 use crate::settings::StatusSettings;
 use crate::startup::{self, HealthWaitError};
 use serde::Serialize;
@@ -23,6 +24,13 @@ struct AgentView {
     /// Seconds since the container started, when it is running.
     uptime_seconds: Option<u64>,
     restarts: i64,
+    /// What the restarts mean: none, recovered_healthy, restarted_starting, crash_loop.
+    restart_verdict: RestartVerdict,
+    /// The last exit (code, whether OOM-killed, when), when it ever exited.
+    last_exit: Option<LastExit>,
+    /// In a crash loop: the agent's last log lines, which say why it exits.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    last_lines: Vec<String>,
     version: Option<String>,
     host_tags: Vec<String>,
 }
@@ -59,15 +67,36 @@ pub async fn run(ctx: &Context, args: StatusSettings) -> Result<u8, Failure> {
     };
 
     let agent = AgentClient::new(engine.clone(), info.id.clone());
-    if !info.state.running {
-        let running = engine.running_containers().await?;
+    let docker_healthy = info.state.health.as_deref() == Some("healthy");
+    let last_exit = startup::last_exit(&engine, &info).await;
+    let verdict = restarts::verdict(&startup::restart_facts(&info, docker_healthy));
+    // Down, or exiting again and again: asking the agent cannot work (an exec into a restarting
+    // container fails), and a crash loop's own last lines say why.
+    let crash_loop = verdict == RestartVerdict::CrashLoop;
+    if !info.state.running || info.state.restarting || crash_loop {
+        let (running, last_lines) = tokio::join!(engine.running_containers(), async {
+            if crash_loop {
+                engine
+                    .last_log_lines(&info.id, startup::AGENT_LOG_LINES)
+                    .await
+            } else {
+                vec![]
+            }
+        });
+        let running = running?;
+        let mut view = agent_view(&info, None, vec![], last_exit, verdict);
+        view.last_lines = last_lines;
         let report = StatusReport {
-            agent: Some(agent_view(&info, None, vec![])),
+            agent: Some(view),
             containers: containers(&running, &info.id, &HashSet::new(), &BTreeMap::new()),
             expected: discovery::evaluate(&patterns, &running, &HashSet::new(), &info.id).expected,
         };
         print(ctx, &report);
-        return Ok(exit::UNHEALTHY);
+        return Ok(if crash_loop {
+            exit::AGENT_CRASHED
+        } else {
+            exit::UNHEALTHY
+        });
     }
 
     // With --wait: first the agent's start-up (right after `up --no-wait` it does not even answer
@@ -136,7 +165,7 @@ pub async fn run(ctx: &Context, args: StatusSettings) -> Result<u8, Failure> {
     // Everything else in one round: one exec into the agent (see `AgentClient::ask`) beside one
     // container listing, each skipped when the wait already answered it. Docker's `healthy` is
     // trusted (its check runs every 30 s); anything else is asked of the agent itself.
-    let trust_docker = info.state.health.as_deref() == Some("healthy") || waited_health.is_some();
+    let trust_docker = docker_healthy || waited_health.is_some();
     let (seen_running, seen_discovered) = look
         .map(|l| (l.running, l.discovered.unwrap_or_default()))
         .unzip();
@@ -202,7 +231,13 @@ pub async fn run(ctx: &Context, args: StatusSettings) -> Result<u8, Failure> {
 
     let expected = discovery::evaluate(&patterns, &running, &discovered, &info.id);
     let report = StatusReport {
-        agent: Some(agent_view(&info, version, host_tags)),
+        agent: Some(agent_view(
+            &info,
+            version,
+            host_tags,
+            last_exit,
+            restarts::verdict(&startup::restart_facts(&info, healthy)),
+        )),
         containers: containers(&running, &info.id, &discovered, &tags),
         expected: expected.expected.clone(),
     };
@@ -220,7 +255,13 @@ fn exit_code(healthy: bool, expected: &DiscoveryReport, waited: bool) -> u8 {
     }
 }
 
-fn agent_view(info: &ContainerInfo, version: Option<String>, host_tags: Vec<String>) -> AgentView {
+fn agent_view(
+    info: &ContainerInfo,
+    version: Option<String>,
+    host_tags: Vec<String>,
+    last_exit: Option<LastExit>,
+    restart_verdict: RestartVerdict,
+) -> AgentView {
     AgentView {
         name: info.name.clone(),
         id: info.id.clone(),
@@ -235,6 +276,9 @@ fn agent_view(info: &ContainerInfo, version: Option<String>, host_tags: Vec<Stri
             .filter(|_| info.state.running)
             .and_then(uptime),
         restarts: info.state.restart_count,
+        restart_verdict,
+        last_exit,
+        last_lines: vec![],
         version,
         host_tags,
     }
@@ -280,19 +324,34 @@ fn text(ctx: &Context, r: &StatusReport) -> String {
             ctx.name
         )),
         Some(a) => {
+            // Between two exits Docker says `running (starting)`: in a loop that word misleads.
+            let state = if a.restart_verdict == RestartVerdict::CrashLoop {
+                "in a".to_owned()
+            } else {
+                format!(
+                    "{}{},",
+                    a.state,
+                    a.health
+                        .as_deref()
+                        .map(|h| format!(" ({h})"))
+                        .unwrap_or_default()
+                )
+            };
             lines.push(format!(
-                "agent: {} ({}) {}{}, restarts {}, image {}, version {}",
+                "agent: {} ({}) {state} {}, image {}, version {}",
                 a.name,
                 short_id(&a.id),
-                a.state,
-                a.health
-                    .as_deref()
-                    .map(|h| format!(" ({h})"))
-                    .unwrap_or_default(),
-                a.restarts,
+                restarts::describe(a.restart_verdict, a.restarts, a.last_exit.as_ref()),
                 a.image,
                 a.version.as_deref().unwrap_or("unknown"),
             ));
+            if let Some(advice) = restarts::advice(a.restart_verdict, a.last_exit.as_ref()) {
+                lines.push(format!("  {advice}"));
+            }
+            if !a.last_lines.is_empty() {
+                lines.push("its last log lines:".to_owned());
+                lines.extend(a.last_lines.iter().map(|l| format!("  {l}")));
+            }
             if let Some(up) = a.uptime_seconds {
                 lines.push(format!(
                     "up {}",

@@ -55,7 +55,7 @@ fn an_agent_killed_mid_wait_is_reported_not_waited_on() {
     // Bounded: a ddsky that never returns fails this test instead of hanging the suite.
     let out = wait_within(child, Duration::from_secs(150));
     let stderr = &out.stderr;
-    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(out.code, 6, "the agent-crashed code: {out}");
     assert!(stderr.contains("during start-up"), "{stderr}");
     assert!(
         start.elapsed() < Duration::from_secs(30),
@@ -83,7 +83,7 @@ fn an_agent_that_exits_on_start_is_reported_with_its_last_lines_and_not_left_cra
         "--expect",
         "none-such",
     ]));
-    out.expect_code(1).assert_no_secret(&[]);
+    out.expect_code(6).assert_no_secret(&[]);
     assert!(
         out.stderr.contains("during start-up") && out.stderr.contains("was removed"),
         "{out}"
@@ -311,4 +311,170 @@ fn a_foreign_container_is_never_touched_whatever_its_labels_and_flags() {
             "never modified"
         );
     }
+}
+
+/// Lines of the job the agent is killed under, one every 30 ms.
+const KILLED_UNDER_LINES: usize = 300;
+
+#[test]
+fn an_agent_sigkilled_mid_job_is_restarted_and_every_line_is_sent_and_status_names_the_kill() {
+    let s = Scope::new("oomkill");
+    let intake = Intake::start(200, 202);
+    let job = s.name("job");
+    run(s.up().args([
+        "--agent-env",
+        &format!("DD_LOGS_CONFIG_LOGS_DD_URL={}", intake.url()),
+        "--expect",
+        "none-such",
+    ]))
+    .expect_code(0);
+    // Two seconds of silence so that the agent discovers it, then ~10 s of numbered lines.
+    let script = format!(
+        "sleep 2; for i in $(seq 1 {KILLED_UNDER_LINES}); do echo \"line $i of the job\"; sleep 0.03; done"
+    );
+    let started = docker(&[
+        "run",
+        "-d",
+        "--name",
+        &job,
+        "--entrypoint",
+        "/bin/bash",
+        &format!("{}/skypilot-job:latest", image_namespace()),
+        "-c",
+        &script,
+    ]);
+    started.expect_code(0);
+    let job_id = started.stdout.trim().to_owned();
+    // Some lines are sent, then the agent's process dies as the OOM killer ends it: SIGKILL from
+    // the host, no flush, no last registry write.
+    assert!(
+        eventually(Duration::from_secs(20), || !intake
+            .logs_of(&job_id)
+            .is_empty()),
+        "the agent sends the job's lines before it is killed"
+    );
+    let pid = inspect(&s.agent).unwrap()["State"]["Pid"].as_i64().unwrap();
+    Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            inspect(&s.agent).is_some_and(|c| {
+                c["RestartCount"].as_i64().unwrap_or(0) >= 1 && c["State"]["Running"] == true
+            })
+        }),
+        "Docker restarts the agent (unless-stopped)"
+    );
+    assert_eq!(
+        run(Command::new("docker").args(["wait", &job]))
+            .stdout
+            .trim(),
+        "0"
+    );
+
+    let status = run(s.ddsky().args(["status", "--format", "json"]));
+    let agent = &status.json()["agent"];
+    assert_eq!(agent["restarts"], 1, "{status}");
+    assert_eq!(agent["last_exit"]["code"], 137, "{status}");
+    assert_eq!(agent["last_exit"]["oom_killed"], false, "{status}");
+    assert!(agent["last_exit"]["at"].as_str().is_some(), "{status}");
+    assert_ne!(agent["restart_verdict"], "crash_loop", "{status}");
+    let text = run(s.ddsky().arg("status"));
+    assert!(
+        text.stdout
+            .contains("restarted once (last exit: exit code 137, at "),
+        "{text}"
+    );
+
+    run(s.ddsky().args(["down", "--expect", &job])).expect_code(0);
+    let got: std::collections::HashSet<String> = intake
+        .logs_of(&job_id)
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    let missing: Vec<usize> = (1..=KILLED_UNDER_LINES)
+        .filter(|i| !got.contains(&format!("line {i} of the job")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "lines never sent after the kill: {missing:?}"
+    );
+}
+
+#[test]
+fn a_crash_looping_agent_is_named_by_status_doctor_and_up_with_its_last_lines() {
+    let s = Scope::new("crashloop");
+    // `--no-wait` leaves the agent to Docker: it exits at every start, as a real agent that cannot
+    // determine its hostname does, and Docker restarts it again and again.
+    let exits = [
+        "--agent-env",
+        "STANDIN_NO_HOSTNAME=1",
+        "--expect",
+        "none-such",
+    ];
+    run(s.up().args(exits).arg("--no-wait")).expect_code(0);
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            inspect(&s.agent).is_some_and(|c| c["RestartCount"].as_i64().unwrap_or(0) >= 2)
+        }),
+        "Docker restarts it"
+    );
+    let reason = "unable to reliably determine the host name";
+
+    let status = run(s.ddsky().args(["status", "--format", "json"]));
+    status.expect_code(6);
+    let agent = &status.json()["agent"];
+    assert_eq!(agent["restart_verdict"], "crash_loop", "{status}");
+    assert_eq!(agent["last_exit"]["code"], 1, "{status}");
+    assert_eq!(agent["last_exit"]["oom_killed"], false, "{status}");
+    assert!(
+        agent["last_lines"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|l| l.as_str().unwrap_or("").contains(reason))),
+        "{status}"
+    );
+    let text = run(s.ddsky().arg("status"));
+    text.expect_code(6);
+    assert!(
+        text.stdout.contains("crash loop: restarted") && text.stdout.contains(reason),
+        "{text}"
+    );
+    let agent_line = text.stdout.lines().next().unwrap_or_default();
+    assert!(
+        agent_line.contains("in a crash loop") && !agent_line.contains("starting"),
+        "called a crash loop, not starting: {text}"
+    );
+
+    let doctor = run(s.ddsky().args(["doctor", "--format", "json"]));
+    doctor.expect_code(1);
+    let check = doctor_check(&doctor.json(), "agent container").clone();
+    assert_eq!(check["verdict"], "fail", "{doctor}");
+    assert!(
+        check["evidence"].as_str().unwrap().contains("crash loop"),
+        "{doctor}"
+    );
+    assert!(
+        check["details"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|l| l.as_str().unwrap_or("").contains(reason))),
+        "{doctor}"
+    );
+    let doctor_text = run(s.ddsky().arg("doctor"));
+    assert!(
+        doctor_text.stdout.contains("crash loop") && doctor_text.stdout.contains(reason),
+        "{doctor_text}"
+    );
+
+    // `up` with the same settings finds the loop at once instead of waiting out its timeout, and
+    // leaves the container it did not create this time.
+    let start = Instant::now();
+    let up = run(s.up().args(exits).args(["--timeout", "120s"]));
+    up.expect_code(6).assert_no_secret(&[]);
+    assert!(up.stderr.contains("crash loop"), "{up}");
+    assert!(up.stderr.contains(reason), "its last lines: {up}");
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "reported, not waited on for its 120 s timeout: {up}"
+    );
 }

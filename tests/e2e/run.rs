@@ -253,6 +253,53 @@ fn a_blocked_pid1_output_drops_lines_for_the_log_but_never_blocks_the_job() {
         "{}",
         out.stderr
     );
+    // The copy got the first 64 KiB through, then stopped: ddsky says from which line.
+    let from = from_line(&out.stderr);
+    assert!(from > 1 && from <= 20000, "{}", out.stderr);
+}
+
+/// The line number in ddsky's "... from line N of its output on" warning.
+fn from_line(stderr: &str) -> u64 {
+    let (_, rest) = stderr
+        .split_once("from line ")
+        .unwrap_or_else(|| panic!("no `from line` in: {stderr}"));
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no line number in: {stderr}"))
+}
+
+#[test]
+fn a_pid1_output_that_closes_mid_run_is_said_once_from_its_line_and_the_job_is_untouched() {
+    let s = Scope::new("runpid1closes");
+    // PID 1's stdout is a FIFO whose reader takes 4 KiB and exits: the copy works, then every
+    // write fails (EPIPE), as when PID 1's log goes away in the middle of the job.
+    let pid1 = "mkfifo /tmp/f; head -c 4096 < /tmp/f > /dev/null & exec > /tmp/f 2>&1; sleep 600";
+    let out = exec_in_container_with_pid1(&s, "closes", pid1, MANY_LINES);
+    out.expect_code(5);
+    let want: Vec<String> = (1..=20000)
+        .map(|i| format!("line {i} of the job"))
+        .collect();
+    let got: Vec<&str> = out.stdout.lines().collect();
+    assert!(
+        got == want,
+        "the job's output unchanged and in order: {}",
+        out.stderr
+    );
+    assert_eq!(
+        out.stderr
+            .matches("was not copied into this container's log")
+            .count(),
+        1,
+        "said once: {}",
+        out.stderr
+    );
+    let from = from_line(&out.stderr);
+    assert!(
+        from > 1 && from <= 20000,
+        "it copied some lines, then stopped at one: {}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -303,9 +350,33 @@ fn inside_a_container_the_jobs_output_also_lands_in_the_container_log() {
             .position(|l| *l == needle)
             .unwrap_or_else(|| panic!("{needle:?} not in the container log:\n{}", logs.stdout))
     };
-    // The header takes the place right after PID 1's prompt; the job's lines follow whole, in order.
-    assert!(lines
-        .iter()
-        .any(|l| l.contains("ddsky: the output of `/bin/bash -c")));
+    // The header is a line of its own, not glued to PID 1's prompt; the job's lines follow whole,
+    // in order.
+    let header = format!("ddsky: the output of `/bin/bash -c {job}` follows");
+    assert!(at(&header) < at("first line"));
     assert!(at("first line") < at("an error") && at("an error") < at("last line"));
+    // In the json log the agent tails, the header is one whole message (the agent trims the line
+    // end; the empty line before it, if any, it drops).
+    let log_path = inspect(&name).unwrap()["LogPath"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let json_log = std::fs::read_to_string(&log_path).unwrap();
+    let messages: Vec<String> = json_log
+        .lines()
+        .map(|l| {
+            let entry: serde_json::Value = serde_json::from_str(l).unwrap();
+            entry["log"].as_str().unwrap().trim_end().to_owned()
+        })
+        .collect();
+    assert!(
+        messages.contains(&header),
+        "{header:?} as a message of its own in {messages:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .all(|m| m == &header || !m.contains("ddsky: the output of")),
+        "{messages:?}"
+    );
 }

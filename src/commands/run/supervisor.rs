@@ -68,8 +68,23 @@ impl StartError {
 struct CopyState {
     copied: AtomicU64,
     dropped: AtomicU64,
+    /// Lines of the job's output offered to the copy so far: the next one's number, less one.
+    offered: AtomicU64,
+    /// The number (from 1) of the first line the log did not get; 0 while none was lost.
+    first_lost: AtomicU64,
     /// The first reason the copy stopped (cannot open, write failed), said once.
     failure: Mutex<Option<String>>,
+}
+
+impl CopyState {
+    /// Line `n` did not reach the container log: remember the earliest such line.
+    fn lost(&self, n: u64) {
+        let _ = self
+            .first_lost
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |first| {
+                (first == 0 || n < first).then_some(n)
+            });
+    }
 }
 
 /// What the copy did, for the closing line.
@@ -80,6 +95,9 @@ pub struct CopyReport {
     pub failure: Option<String>,
     /// Lines still queued when ddsky stopped waiting (a log that blocks).
     pub stuck: bool,
+    /// The first line of the job's output (counted from 1, both streams together) that the log
+    /// did not get: where the copy stopped.
+    pub first_lost_line: Option<u64>,
 }
 
 /// A running job.
@@ -215,11 +233,13 @@ impl Started {
         let (state, copier_done) = self.copy?;
         let stuck = copier_done.recv_timeout(left()).is_err();
         let failure = state.failure.lock().ok().and_then(|f| f.clone());
+        let first_lost = state.first_lost.load(Ordering::Relaxed);
         Some(CopyReport {
             copied: state.copied.load(Ordering::Relaxed),
             dropped: state.dropped.load(Ordering::Relaxed),
             failure,
             stuck,
+            first_lost_line: (first_lost > 0).then_some(first_lost),
         })
     }
 }
@@ -285,8 +305,8 @@ fn pass_through(mut pipe: io::PipeReader, mut own: Option<File>, mut copy: LineC
     copy.finish();
 }
 
-/// One line of the job's output on its way to the container log.
-type CopiedLine = (Stream, Vec<u8>);
+/// One line of the job's output on its way to the container log, with its number (from 1).
+type CopiedLine = (Stream, u64, Vec<u8>);
 
 /// Cuts the job's output into lines for the copy and queues them without ever waiting.
 struct LineCopy {
@@ -331,13 +351,15 @@ impl LineCopy {
 
     fn send(&mut self) {
         let line = std::mem::take(&mut self.partial);
-        match self.tx.try_send((self.stream, line)) {
+        let n = self.state.offered.fetch_add(1, Ordering::Relaxed) + 1;
+        match self.tx.try_send((self.stream, n, line)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.state.dropped.fetch_add(1, Ordering::Relaxed);
+                self.state.lost(n);
             }
             // The copier gave up; it counted why.
-            Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Disconnected(_)) => self.state.lost(n),
         }
     }
 }
@@ -368,19 +390,23 @@ fn write_copies(
         Err(why) => {
             fail(why);
             // Keep taking lines so that the readers never find the queue full for this reason.
-            lines.iter().for_each(|_| {
+            lines.iter().for_each(|(_, n, _)| {
                 state.dropped.fetch_add(1, Ordering::Relaxed);
+                state.lost(n);
             });
             return;
         }
     };
     // The first write lands after whatever PID 1 printed last without a newline (an interactive
-    // bash's prompt): let that be this line, not the job's first.
-    let _ = out.write_all(format!("{header}\n").as_bytes());
+    // bash's prompt): a newline first ends that line, so the header is a message of its own in
+    // Datadog (the empty line it makes when PID 1's output already ended a line is one the agent
+    // drops), and the prompt's line takes no line of the job's.
+    let _ = out.write_all(format!("\n{header}\n").as_bytes());
     let mut broken = false;
-    for (stream, line) in lines {
+    for (stream, n, line) in lines {
         if broken {
             state.dropped.fetch_add(1, Ordering::Relaxed);
+            state.lost(n);
             continue;
         }
         let target = if stream == Stream::Err {
@@ -395,6 +421,7 @@ fn write_copies(
             Err(e) => {
                 fail(format!("writing to the container log failed: {e}"));
                 state.dropped.fetch_add(1, Ordering::Relaxed);
+                state.lost(n);
                 broken = true;
             }
         }
@@ -413,7 +440,7 @@ mod tests {
 
     fn lines(rx: &Receiver<CopiedLine>) -> Vec<String> {
         rx.try_iter()
-            .map(|(_, l)| String::from_utf8(l).unwrap())
+            .map(|(_, _, l)| String::from_utf8(l).unwrap())
             .collect()
     }
 
@@ -441,6 +468,33 @@ mod tests {
         copy.feed(b"a\nb\nc\nd\n");
         assert_eq!(lines(&rx), ["a\n", "b\n"]);
         assert_eq!(state.dropped.load(Ordering::Relaxed), 2);
+        assert_eq!(
+            state.first_lost.load(Ordering::Relaxed),
+            3,
+            "c was the first lost"
+        );
+    }
+
+    #[test]
+    fn a_failing_target_stops_the_copy_at_the_line_it_failed_on() {
+        let (tx, rx) = mpsc::sync_channel(16);
+        let state = CopyState::default();
+        for n in 3..=5 {
+            tx.send((Stream::Out, n, format!("line {n}\n").into_bytes()))
+                .unwrap();
+        }
+        drop(tx);
+        // Every write to /dev/full fails (ENOSPC), as one to a log whose reader went away does.
+        let full = PathBuf::from("/dev/full");
+        write_copies(rx, &full, &full, "header", &state);
+        assert_eq!(state.first_lost.load(Ordering::Relaxed), 3);
+        assert_eq!(state.copied.load(Ordering::Relaxed), 0);
+        assert_eq!(state.dropped.load(Ordering::Relaxed), 3);
+        let failure = state.failure.lock().unwrap().clone().unwrap();
+        assert!(
+            failure.starts_with("writing to the container log failed"),
+            "{failure}"
+        );
     }
 
     #[test]

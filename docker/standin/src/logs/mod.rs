@@ -270,12 +270,10 @@ async fn launch_one(l: &Launch, sender: &Arc<Sender>, c: crate::state::Container
         }
     };
     let identifier = registry::identifier(&path);
-    let start = l
-        .registry
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .offset(&identifier)
-        .unwrap_or(0);
+    let start = resume_offset(
+        &l.registry.lock().unwrap_or_else(|p| p.into_inner()),
+        &identifier,
+    );
     let short = ImageRef::parse(&c.image)
         .map(|i| i.short)
         .unwrap_or_else(|| c.image.clone());
@@ -340,6 +338,12 @@ async fn launch_one(l: &Launch, sender: &Arc<Sender>, c: crate::state::Container
     );
 }
 
+/// Where a container's file is tailed from: the registry's offset (what was sent before a restart,
+/// an OOM kill included: at most the last second is sent again), else the beginning.
+fn resume_offset(registry: &Registry, identifier: &str) -> u64 {
+    registry.offset(identifier).unwrap_or(0)
+}
+
 /// Go's wording of the usual open errors.
 fn go_error(e: &std::io::Error) -> String {
     match e.kind() {
@@ -362,4 +366,79 @@ pub fn arm_s6_kill(grace: Duration) {
             libc::_exit(137);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A restarted agent reads the registry its killed self last wrote and tails each file from
+    /// there: the lines sent before are not sent again, the rest all are; a file it has no entry
+    /// for is read from its beginning.
+    #[tokio::test]
+    async fn a_restart_resumes_each_file_from_the_registry_and_a_new_one_from_the_beginning() {
+        let dir = std::env::temp_dir().join(format!("standin-resume-{}", std::process::id()));
+        let run_path = dir.join("run");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c-json.log");
+        let line = |i: usize| {
+            format!(
+                "{}\n",
+                serde_json::json!({"log": format!("line {i}\n"), "stream": "stdout"})
+            )
+        };
+        let mut f = std::fs::File::create(&path).unwrap();
+        let mut sent_up_to = 0;
+        for i in 1..=10 {
+            f.write_all(line(i).as_bytes()).unwrap();
+            if i == 4 {
+                sent_up_to = f.metadata().unwrap().len();
+            }
+        }
+        drop(f);
+        let id = registry::identifier(&path);
+        let mut before = Registry::default();
+        before.acknowledge(&id, sent_up_to, 1, 1);
+        registry::store(&run_path, &before).unwrap();
+
+        // The new process starts from the file on disk.
+        let after = load_registry(&run_path);
+        assert_eq!(resume_offset(&after, &id), sent_up_to);
+        assert_eq!(resume_offset(&after, "file:/elsewhere/new-json.log"), 0);
+
+        let tailed = |start: u64| {
+            let path = path.clone();
+            async move {
+                let (stop_tx, stop_rx) = watch::channel(false);
+                let (tx, mut rx) = mpsc::channel(100);
+                let file = tokio::fs::File::open(&path).await.unwrap();
+                let tail = tokio::spawn(tailer::tail(
+                    file,
+                    start,
+                    tx,
+                    stop_rx,
+                    Arc::new(AtomicBool::new(false)),
+                    Arc::new(AtomicU64::new(0)),
+                ));
+                let mut got = Vec::new();
+                while got.len() < 10 {
+                    match tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {
+                        Ok(Some(m)) => got.push(m.content),
+                        _ => break,
+                    }
+                }
+                let _ = stop_tx.send(true);
+                let _ = tail.await;
+                got
+            }
+        };
+        let resumed = tailed(resume_offset(&after, &id)).await;
+        let want: Vec<String> = (5..=10).map(|i| format!("line {i}")).collect();
+        assert_eq!(resumed, want);
+        let fresh = tailed(resume_offset(&Registry::default(), &id)).await;
+        assert_eq!(fresh.len(), 10);
+        assert_eq!(fresh[0], "line 1");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
