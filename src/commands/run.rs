@@ -142,7 +142,7 @@ fn say_how_the_copy_went(report: &supervisor::CopyReport) {
     if let Some(why) = &report.failure {
         tracing::warn!(
             "the job's output was not copied into this container's log ({why}); it still reaches SkyPilot's log. \
-             A job running as another user needs root, or the group owning PID 1's output (see the README)"
+             A job running as another user needs root, or the group owning PID 1's output (see docs/skypilot.md)"
         );
     } else if report.dropped > 0 || report.stuck {
         tracing::warn!(
