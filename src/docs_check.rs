@@ -470,8 +470,9 @@ mod tests {
     fn every_relative_link_of_the_docs_reaches_a_file_and_heading() {
         let documents = documents();
         let (checked, problems) = broken_links(&documents);
+        println!("{checked} relative links checked");
         assert!(
-            checked >= 20,
+            checked >= 40,
             "only {checked} relative links found: is the parser still reading the docs?"
         );
         assert!(
@@ -493,8 +494,9 @@ mod tests {
             "the README's first block should run `./target/release/ddsky up --dry-run`: {first:?}"
         );
         let (checked, problems) = refused_command_lines(&documents);
+        println!("{checked} ddsky command lines checked");
         assert!(
-            checked >= 20,
+            checked >= 10,
             "only {checked} ddsky command lines found: is the parser still reading the docs?"
         );
         assert!(
