@@ -34,7 +34,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "DOCKER_HOST", value_name = "URL")]
     pub docker_host: Option<String>,
 
-    /// Output on stdout: human text, or one JSON document with a stable schema (see README);
+    /// Output on stdout: human text, or one JSON document with a stable schema (see docs/commands.md);
     /// `ddsky env` also takes shell (the text form) and env-file; `ddsky k8s` prints YAML as text.
     #[arg(long, global = true, env = "DDSKY_FORMAT", value_enum, default_value_t = Format::Text)]
     pub format: Format,

@@ -9,6 +9,8 @@ mod cli;
 mod commands;
 mod datadog_api;
 mod discovery;
+#[cfg(test)]
+mod docs_check;
 mod doctor;
 mod drain;
 mod engine;

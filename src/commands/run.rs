@@ -146,7 +146,7 @@ fn say_how_the_copy_went(report: &supervisor::CopyReport) {
     if let Some(why) = &report.failure {
         // Refused at the start is a matter of permissions; refused later, PID 1's output went away.
         let hint = if report.copied == 0 {
-            " A job running as another user needs root, or the group owning PID 1's output (see the README)"
+            " A job running as another user needs root, or the group owning PID 1's output (see docs/skypilot.md)"
         } else {
             ""
         };

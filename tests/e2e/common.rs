@@ -157,8 +157,8 @@ impl std::fmt::Display for Run {
 
 /// Starts `cmd` with SIGINT, SIGQUIT and SIGTERM at their default dispositions, whatever this test
 /// process inherited: run as `cmd &` from a script without job control (`(bash scripts/test.sh &)`),
-/// the tests start with SIGINT and SIGQUIT ignored, and ddsky keeps an inherited "ignore" (see the
-/// README), so the signal tests would signal a process that ignores them.
+/// the tests start with SIGINT and SIGQUIT ignored, and ddsky keeps an inherited "ignore" (see
+/// docs/reliability.md), so the signal tests would signal a process that ignores them.
 pub fn default_signals(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: between fork and exec only async-signal-safe calls (signal) are made.

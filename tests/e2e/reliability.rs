@@ -1,5 +1,5 @@
 //! Faults, hostile input and ownership: what a busy GPU cluster throws at ddsky. Each test is one row
-//! of the README's reliability table.
+//! of the reliability table in docs/reliability.md.
 
 use crate::common::*;
 use std::ffi::OsString;

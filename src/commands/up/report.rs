@@ -1,4 +1,4 @@
-//! Report: what `up` prints, as text and as the three JSON shapes the README calls stable (`up`,
+//! Report: what `up` prints, as text and as the three JSON shapes docs/commands.md calls stable (`up`,
 //! `up` skipped, `up --dry-run`). Pure: the values come in, the documents go out.
 
 use crate::discovery::{self, DiscoveryReport};
