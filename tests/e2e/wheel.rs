@@ -363,6 +363,8 @@ impl Index {
         let project = root.path().join("simple/ddsky");
         std::fs::create_dir_all(&project).unwrap();
         std::fs::copy(wheel, project.join(wheel.file_name().unwrap())).unwrap();
+        // The bare binary beside it, for DDSKY_URL=https?://.../ddsky.
+        binary_in_wheel(wheel, &root.path().join("ddsky"));
         let port = free_port();
         let server = Command::new("python3")
             .args([
@@ -533,6 +535,24 @@ fn the_setup_snippet_fetches_the_pinned_wheel_from_the_index_once_and_starts_the
         .env("HOME", home.path()));
     assert_ne!(show.code, 0, "ddsky was installed into python3: {show}");
 
+    // DDSKY_URL instead of the index, its binary pinned by DDSKY_SHA256 (the agent is already up).
+    let url_home = scratch_dir("node-home-url");
+    let binary_url = format!("http://127.0.0.1:{}/ddsky", index.port);
+    let binary_sha = sha256_hex(&from_wheel.path().join("ddsky"));
+    let by_url = setup_block(
+        &s,
+        url_home.path(),
+        &job,
+        &[
+            ("DDSKY_URL", &binary_url),
+            ("DDSKY_SHA256", &binary_sha),
+            ("PIP_CONFIG_FILE", "/dev/null"),
+        ],
+    );
+    by_url.expect_code(0);
+    assert!(warning_lines(&by_url).is_empty(), "{by_url}");
+    assert!(url_home.path().join(".ddsky/ddsky").is_file(), "{by_url}");
+
     // A second setup (another launch on the same node) reuses the binary: the index is gone.
     drop(index);
     let second = setup_block(&s, home.path(), &job, &[]);
@@ -550,6 +570,7 @@ fn a_wrong_sha256_no_index_or_no_python_warns_once_leaves_nothing_and_the_job_go
     let no_conf = ("PIP_CONFIG_FILE", "/dev/null");
     let wrong = "0".repeat(64);
     let url = index.url();
+    let binary_url = format!("http://127.0.0.1:{}/ddsky", index.port);
     let closed = format!("http://127.0.0.1:{}/simple/", free_port());
     // A directory with only the tools the snippet needs, and no Python.
     let bare = scratch_dir("bare-path");
@@ -560,10 +581,15 @@ fn a_wrong_sha256_no_index_or_no_python_warns_once_leaves_nothing_and_the_job_go
     let bare_path = bare.path().to_string_lossy().into_owned();
     // (case, the node's environment, what its one warning line says)
     type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
-    let cases: [Case; 3] = [
+    let cases: [Case; 4] = [
         (
             "wrong hash",
             vec![("PIP_INDEX_URL", &url), ("DDSKY_SHA256", &wrong), no_conf],
+            "not DDSKY_SHA256",
+        ),
+        (
+            "wrong hash of DDSKY_URL",
+            vec![("DDSKY_URL", &binary_url), ("DDSKY_SHA256", &wrong)],
             "not DDSKY_SHA256",
         ),
         (
