@@ -14,8 +14,9 @@
 # musl Linux takes it too: the binary loads no libc at run time). See docs/install.md.
 set -euo pipefail
 repo=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
+out=${1:-$repo/target/dist}
+case "$out" in /*) ;; *) out=$PWD/$out ;; esac  # relative to where it is run from
 cd "$repo"
-out=${1:-target/dist}
 say() { echo "scripts/release.sh: $*" >&2; }
 stop() { say "$*"; exit 1; }
 
