@@ -6,9 +6,10 @@
 # Installs: Debian's busybox-static (the stand-in agent image's shell), bash-static (the SkyPilot
 # rehearsal's job image), docker-registry (pull tests), util-linux (flock); PyPI's moto[server] (AWS
 # tests); SkyPilot's loader in two virtual environments under target/skypilot-venvs, made once and
-# reused (the example task YAMLs are checked by it); a newer Docker Engine (Debian trixie's docker.io
-# and containerd, API 1.45) unpacked under target/newer-engine, not installed, that one test starts as
-# a second daemon.
+# reused (the example task YAMLs are checked by it); maturin, twine, uv and wheel in one venv under
+# target/release-venv, made once and reused (the wheel and sdist are built and installed); a newer
+# Docker Engine (Debian trixie's docker.io and containerd, API 1.45) unpacked under
+# target/newer-engine, not installed, that one test starts as a second daemon.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -61,6 +62,11 @@ for version in "${skypilot_versions[@]}"; do
   fi
 done
 export DDSKY_SKYPILOT_VENVS="$venv_root"
+
+# The release tools (maturin, twine, uv, wheel from PyPI) in one venv, made once and reused: the
+# packaging tests (tests/e2e/wheel.rs) build the wheel and sdist with scripts/release.sh.
+DDSKY_RELEASE_VENV=$(bash scripts/release-venv.sh) || stop "could not make the release tools' venv (see above)"
+export DDSKY_RELEASE_VENV
 
 # A newer engine than the machine's 20.10, unpacked from Debian trixie's packages (apt-get download
 # with a sources list of its own: nothing of the host's apt state changes). Runs with the host's runc.

@@ -19,3 +19,4 @@ mod skypilot_loader;
 mod standin;
 mod startup;
 mod verify;
+mod wheel;
