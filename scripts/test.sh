@@ -98,4 +98,17 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || stop "dockerd did not start: see /tmp/dockerd.log"
 fi
 
-exec cargo test --workspace "$@"
+# The test images' static release build (docker/build-test-images.sh, in its own target dir) and the
+# tests' debug build share nothing and lock different directories: start the images now, so that
+# their compile runs beside the tests' and fills the core the other leaves idle (serial crates,
+# build scripts, links). The first end-to-end test runs the script again (flock: it waits for this
+# one) and shows its errors, if any; a failure here only costs the head start.
+setsid bash docker/build-test-images.sh >/dev/null 2>&1 &
+images=$!
+# Most end-to-end tests wait on an agent's start-up, not on the CPU: they run side by side, and the
+# few that share something of the host take turns (tests/e2e/common.rs, HostResource).
+export RUST_TEST_THREADS=${RUST_TEST_THREADS:-8}
+status=0
+cargo test --workspace "$@" || status=$?
+kill -- -"$images" 2>/dev/null || true
+exit "$status"

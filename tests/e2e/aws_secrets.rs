@@ -270,7 +270,7 @@ fn ddsky(s: &Scope, endpoint: &str) -> Command {
     cmd
 }
 
-/// `ddsky up` on the scope's ports, the key from `secret_id` at `endpoint`.
+/// `ddsky up` on the scope's ports and run dir, the key from `secret_id` at `endpoint`.
 fn up(s: &Scope, endpoint: &str, secret_id: &str) -> Command {
     let mut cmd = ddsky(s, endpoint);
     cmd.args([
@@ -289,7 +289,9 @@ fn up(s: &Scope, endpoint: &str, secret_id: &str) -> Command {
         &format!("{}s", SECRET_TIMEOUT.as_secs()),
     ])
     .args(s.port_args())
-    .args(s.agent_args());
+    .args(s.agent_args())
+    .arg("--run-dir")
+    .arg(s.run_dir.path());
     cmd
 }
 

@@ -240,6 +240,63 @@ pub const FAST_AGENT_ENV: [&str; 3] = [
     "STANDIN_CHECK_INTERVAL_SECS=2",
 ];
 
+/// A host resource that no two tests may use at once. Everything else a test touches is its own
+/// (see [`Scope`]), so the tests run side by side (scripts/test.sh sets how many); a test that uses
+/// one of these holds it for its life ([`Scope::holding`], [`hold`]).
+#[derive(Clone, Copy, Debug)]
+pub enum HostResource {
+    /// The host's /opt/datadog-agent/run: the run dir (registry.json, the log tailers' offsets) of
+    /// every agent started without `--run-dir`, as users start it (in a job container, by hand).
+    DefaultRunDir,
+    /// 127.0.0.1:5001, the agent's command API port when `DD_CMD_PORT` does not move it.
+    DefaultCmdPort,
+    /// A second dockerd on this host (its own network namespace, data and exec roots, but the
+    /// host's cgroups, runc and kernel): one at a time.
+    SecondDaemon,
+}
+
+impl HostResource {
+    fn file_name(self) -> &'static str {
+        match self {
+            HostResource::DefaultRunDir => "ddsky-e2e-default-run-dir.lock",
+            HostResource::DefaultCmdPort => "ddsky-e2e-port-5001.lock",
+            HostResource::SecondDaemon => "ddsky-e2e-second-dockerd.lock",
+        }
+    }
+}
+
+/// A [`HostResource`] held: an exclusive flock on a file in the temp dir, so this binary's test
+/// threads and the test processes of other checkouts on the machine take turns. Released when
+/// dropped (also when the test panics) or when the process dies.
+pub struct HostLock {
+    _file: std::fs::File,
+}
+
+/// Waits until `resource` is free, then holds it until the returned lock is dropped.
+pub fn hold(resource: HostResource) -> HostLock {
+    use std::os::fd::AsRawFd;
+    let path = std::env::temp_dir().join(resource.file_name());
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    loop {
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return HostLock { _file: file };
+        }
+        let err = std::io::Error::last_os_error();
+        assert_eq!(
+            err.kind(),
+            std::io::ErrorKind::Interrupted,
+            "flock {}: {err}",
+            path.display()
+        );
+    }
+}
+
 /// One test's world: unique names, its own ports, and everything named with its prefix removed on
 /// drop.
 pub struct Scope {
@@ -248,17 +305,26 @@ pub struct Scope {
     pub apm_port: u16,
     pub dogstatsd_port: u16,
     /// The agent's command API port (`DD_CMD_PORT`; the real default 5001 would collide: every
-    /// test agent runs on the host network, two tests at a time).
+    /// test agent runs on the host network, many tests at a time).
     pub cmd_port: u16,
     /// The agent's run dir on the host (`--run-dir`): its registry.json is this test's alone.
     pub run_dir: tempfile::TempDir,
+    /// What this test holds of the host; released after its containers are removed.
+    locks: Vec<HostLock>,
 }
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 impl Scope {
     pub fn new(test: &str) -> Self {
+        Scope::holding(test, &[])
+    }
+
+    /// A scope whose test uses `resources` of the host: it waits for each, holds them for its life,
+    /// and lets go only once its containers are gone.
+    pub fn holding(test: &str, resources: &[HostResource]) -> Self {
         ensure_images();
+        let locks = resources.iter().map(|r| hold(*r)).collect();
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let short: String = test
             .chars()
@@ -273,6 +339,7 @@ impl Scope {
             dogstatsd_port: free_port(),
             cmd_port: free_port(),
             run_dir: scratch_dir("run"),
+            locks,
         };
         scope.cleanup();
         scope
@@ -410,6 +477,8 @@ impl Scope {
 impl Drop for Scope {
     fn drop(&mut self) {
         self.cleanup();
+        // Only now may the next test take what this one held.
+        self.locks.clear();
     }
 }
 

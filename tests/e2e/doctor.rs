@@ -20,7 +20,8 @@ fn verdict<'a>(report: &'a Value, name: &str) -> &'a str {
 
 /// Starts the stand-in by hand (not through ddsky) at the real timings, with the recipe's mounts
 /// minus `skip_mount`, sending to `dd_url` when given; returns once its health has had its first
-/// ping (~16 s).
+/// ping (~16 s). The run dir is the host's own /opt/datadog-agent/run, as the recipe has it: the
+/// test holds [`HostResource::DefaultRunDir`].
 fn agent_by_hand(s: &Scope, key: &str, skip_mount: Option<&str>, dd_url: Option<&str>) {
     let mut args: Vec<String> = [
         "run",
@@ -191,7 +192,7 @@ fn an_absent_then_stopped_agent_fail_with_their_fix() {
 
 #[test]
 fn a_key_the_backend_rejects_fails_the_key_check() {
-    let s = Scope::new("doctorkey");
+    let s = Scope::holding("doctorkey", &[HostResource::DefaultRunDir]);
     let intake = Intake::start(403, 403);
     agent_by_hand(&s, "not-a-valid-datadog-key", None, Some(&intake.url()));
     let (out, report) = doctor(&s, &["--expect", "none-such"]);
@@ -215,7 +216,7 @@ fn a_key_the_backend_rejects_fails_the_key_check() {
 
 #[test]
 fn a_missing_socket_mount_fails_mounts_and_discovery() {
-    let s = Scope::new("doctorsock");
+    let s = Scope::holding("doctorsock", &[HostResource::DefaultRunDir]);
     s.run_job("metta");
     agent_by_hand(&s, KEY, Some("/var/run/docker.sock"), None);
     let (out, report) = doctor(&s, &["--expect", &s.name("metta")]);

@@ -160,7 +160,8 @@ kill -KILL "${{alive[@]}}"; echo "SIGKILLED ${{alive[*]}}"; exit 9"#
 #[test]
 fn runtime_mode_setup_survives_skypilots_end_of_setup_and_ddsky_run_down_tears_down_in_the_window()
 {
-    let s = Scope::new("rehearsal");
+    // As the example task starts it: no DDSKY_RUN_DIR, the host's default run dir.
+    let s = Scope::holding("rehearsal", &[HostResource::DefaultRunDir]);
     let yaml = runtime_yaml();
     let (sky, sky_id) = start_sky_container(&s, &yaml);
 

@@ -101,7 +101,8 @@ fn an_agent_that_exits_on_start_is_reported_with_its_last_lines_and_not_left_cra
 
 #[test]
 fn unwritable_stdout_and_stderr_do_not_crash_ddsky() {
-    let s = Scope::new("devfull");
+    // Its second `up` has no --run-dir: the agent is recreated on the host's default.
+    let s = Scope::holding("devfull", &[HostResource::DefaultRunDir]);
     run(s.up().args(["--expect", "none-such"])).expect_code(0);
     for args in [
         &["status"][..],

@@ -46,7 +46,8 @@ fn ddsky_in_container_with(
 
 #[test]
 fn inside_a_container_with_the_socket_it_starts_a_host_agent_and_is_discovered_as_self() {
-    let s = Scope::new("insideself");
+    // As a task starts it: no --run-dir, so the agent gets the host's default.
+    let s = Scope::holding("insideself", &[HostResource::DefaultRunDir]);
     let ports = s.port_args();
     let agent_args = s.agent_args();
     let mut args = vec![

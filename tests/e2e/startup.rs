@@ -237,7 +237,7 @@ fn hold_tcp(port: u16) -> Option<TcpListener> {
 
 #[test]
 fn a_taken_command_port_5001_stops_up_before_it_creates_anything_and_doctor_names_it() {
-    let s = Scope::new("port5001");
+    let s = Scope::holding("port5001", &[HostResource::DefaultCmdPort]);
     // The real default: no DD_CMD_PORT, so the agent would bind 5001 (held here, or by someone).
     let _held = hold_tcp(5001);
     let mut up = s.ddsky();
@@ -304,6 +304,8 @@ struct SecondDaemon {
     /// Its data root, exec root, config and log; removed after `drop` has unmounted what dockerd
     /// left there.
     scratch: tempfile::TempDir,
+    /// One second daemon on the host at a time; let go after the scratch dir is removed.
+    _turn: HostLock,
 }
 
 /// Which dockerd a [`SecondDaemon`] runs.
@@ -334,6 +336,7 @@ impl SecondDaemon {
     }
 
     fn start_engine(name: &str, engine: Engine) -> Self {
+        let turn = hold(HostResource::SecondDaemon);
         let scratch = scratch_dir(&format!("dockerd-{name}"));
         let dir = scratch.path().to_owned();
         let config = dir.join("daemon.json");
@@ -400,6 +403,7 @@ impl SecondDaemon {
             child,
             socket,
             scratch,
+            _turn: turn,
         };
         let ready = eventually(Duration::from_secs(60), || {
             daemon
@@ -782,7 +786,8 @@ fn up_with_a_driver_but_no_runtime(s: &Scope, gpus: &str) -> Run {
 
 #[test]
 fn gpus_auto_falls_back_to_an_agent_without_gpus_and_gpus_all_fails_with_the_fix() {
-    let s = Scope::new("gpufallback");
+    // The agent it falls back to is started in a container, without --run-dir.
+    let s = Scope::holding("gpufallback", &[HostResource::DefaultRunDir]);
     let all = up_with_a_driver_but_no_runtime(&s, "all");
     assert_eq!(all.code, 1, "{all}");
     assert!(
