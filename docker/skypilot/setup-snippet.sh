@@ -131,6 +131,7 @@ case "$ddsky_rc" in
   2) ddsky_why="a bad ddsky flag or DDSKY_* value in this task" ;;
   3) ddsky_why="the Datadog Agent is not healthy in time (invalid API key? Datadog unreachable? see ddsky status)" ;;
   4) ddsky_why="the agent has not discovered the job container in time (see ddsky status)" ;;
+  6) ddsky_why="the Datadog Agent container exits at start-up or keeps exiting (its last lines are above; see ddsky status)" ;;
   124 | 137 | 143) ddsky_why="ddsky up stopped at the ${DDSKY_SETUP_LIMIT:-120} s setup bound (slow pull or start; an agent already created keeps starting: see ddsky status)" ;;
   126) ddsky_why="the ddsky binary does not run here (use the static x86_64 Linux build)" ;;
   127) ddsky_why="no ddsky binary found or downloaded${ddsky_why:+ ($ddsky_why)}" ;;
