@@ -107,7 +107,7 @@ setsid bash docker/build-test-images.sh >/dev/null 2>&1 &
 images=$!
 # Most end-to-end tests wait on an agent's start-up, not on the CPU: they run side by side, and the
 # few that share something of the host take turns (tests/e2e/common.rs, HostResource).
-export RUST_TEST_THREADS=${RUST_TEST_THREADS:-8}
+export RUST_TEST_THREADS=${RUST_TEST_THREADS:-6}
 status=0
 cargo test --workspace "$@" || status=$?
 kill -- -"$images" 2>/dev/null || true

@@ -315,7 +315,7 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
             checks.push(docker_check(s, young, socket));
             checks.push(hostname(s, f.on_ec2));
             checks.push(host_tags(s, &f.wanted_tags));
-            checks.push(logs_and_ports(s, &f.ports));
+            checks.push(logs_and_ports(s, &f.ports, starting));
         }
         Err(why) => {
             for name in [
@@ -585,13 +585,19 @@ fn host_tags(s: &AgentStatus, wanted: &[String]) -> Check {
     }
 }
 
-fn logs_and_ports(s: &AgentStatus, p: &PortFacts) -> Check {
+/// A starting agent may answer `status` before its APM and DogStatsD listeners are bound (on a busy
+/// host the order is not fixed): ports not bound yet then warn; log collection off never waits.
+fn logs_and_ports(s: &AgentStatus, p: &PortFacts, starting: bool) -> Check {
     const NAME: &str = "logs and ports";
     let mut problems = Vec::new();
     let mut fine = Vec::new();
+    let mut logs_off = false;
     match s.logs_enabled {
         Some(true) => fine.push("logs enabled".to_owned()),
-        Some(false) | None => problems.push("log collection is off".to_owned()),
+        Some(false) | None => {
+            logs_off = true;
+            problems.push("log collection is off".to_owned())
+        }
     }
     for (what, how, port, result) in [
         ("APM", "answers on 127.0.0.1:", p.apm_port, &p.apm),
@@ -608,10 +614,17 @@ fn logs_and_ports(s: &AgentStatus, p: &PortFacts) -> Check {
             None => {}
         }
     }
+    let fix = "`ddsky up` recreates the agent with logs, APM and DogStatsD on (check --apm-port / --dogstatsd-port)";
     if problems.is_empty() {
         Check::ok(NAME, fine.join(", "))
+    } else if starting && !logs_off {
+        Check {
+            verdict: Verdict::Warn,
+            fix: Some(format!("the agent is still starting; if it stays: {fix}")),
+            ..Check::fail(NAME, problems.join("; "), fix)
+        }
     } else {
-        Check::fail(NAME, problems.join("; "), "`ddsky up` recreates the agent with logs, APM and DogStatsD on (check --apm-port / --dogstatsd-port)")
+        Check::fail(NAME, problems.join("; "), fix)
     }
 }
 
@@ -1193,6 +1206,30 @@ mod tests {
         let h = checks.iter().find(|c| c.name == "hostname").unwrap();
         assert_eq!(h.verdict, Verdict::Fail);
         assert!(h.fix.as_deref().unwrap().contains("hop limit"));
+    }
+
+    #[test]
+    fn ports_not_bound_yet_while_starting_warn_and_logs_off_still_fails() {
+        let mut f = healthy_facts();
+        // Before the first health ping: every component unhealthy, `healthcheck` among them.
+        f.agent_age = Some(Duration::from_secs(3));
+        f.health = Some(Ok(HealthReport {
+            unhealthy_components: vec!["healthcheck".into()],
+            ..Default::default()
+        }));
+        f.ports.apm = Some(Err("nothing accepts connections".into()));
+        let ports = |f: &Facts| {
+            evaluate(f)
+                .into_iter()
+                .find(|c| c.name == "logs and ports")
+                .unwrap()
+        };
+        let c = ports(&f);
+        assert_eq!(c.verdict, Verdict::Warn, "{c:?}");
+        assert!(c.evidence.contains("APM"), "{c:?}");
+        assert!(c.fix.unwrap().starts_with("the agent is still starting"));
+        status(&mut f).logs_enabled = Some(false);
+        assert_eq!(ports(&f).verdict, Verdict::Fail);
     }
 
     #[test]
