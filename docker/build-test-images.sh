@@ -4,15 +4,19 @@
 # build of ddsky itself. Nothing is pulled (FROM scratch). The agent image gets Debian's static
 # busybox as its `sh`, as the real image has one; ddsky-test/agent-noshell:7 is the same without.
 #
-# Safe to call from inside `cargo test` (own target dir: <CARGO_TARGET_DIR or target>/test-images),
-# from any cwd, and concurrently (flock). DDSKY_TEST_IMAGES renames the `ddsky-test` namespace, so
+# ddsky's static build is the README's and the wheel's (scripts/release.sh): the same cargo command in
+# the default target dir (<CARGO_TARGET_DIR or target>/x86_64-unknown-linux-gnu/release), so that one
+# compile serves the images and the wheel. The stand-in is a cargo invocation of its own: built
+# together, the two would unify their dependencies' features (the stand-in's tokio has more) and
+# ddsky's binary would differ from the wheel's build, which would compile everything again.
+# Safe to call from inside `cargo test`, from any cwd, and concurrently (flock). DDSKY_TEST_IMAGES renames the `ddsky-test` namespace, so
 # two checkouts testing against one daemon keep their own images. Quiet on success; on failure
 # prints the build log to stderr, exits 1.
 set -euo pipefail
 
 script_dir=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd -- "$script_dir/.." && pwd)
-target_dir="${CARGO_TARGET_DIR:-$repo/target}/test-images"
+target_dir="${CARGO_TARGET_DIR:-$repo/target}"
 triple=x86_64-unknown-linux-gnu
 ns=${DDSKY_TEST_IMAGES:-ddsky-test}
 agent_tag=$ns/agent:7
@@ -26,11 +30,11 @@ if [ ! -x "$busybox" ] || ldd "$busybox" >/dev/null 2>&1; then
   exit 1
 fi
 
-mkdir -p "$target_dir"
-exec 9>"$target_dir.lock"
+mkdir -p "$target_dir/test-images"
+exec 9>"$target_dir/test-images.lock"
 flock 9
 
-work=$(mktemp -d "$target_dir/build.XXXXXX")
+work=$(mktemp -d "$target_dir/test-images/build.XXXXXX")
 trap 'rm -rf -- "$work"' EXIT
 log="$work/build.log"
 
@@ -57,9 +61,11 @@ build_image() {
 unset CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_RUSTFLAGS CARGO_BUILD_TARGET \
   CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS CARGO_MAKEFLAGS MAKEFLAGS MFLAGS
 
-run env RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$target_dir" \
-  "${CARGO:-cargo}" build --quiet --release -p ddsky -p ddsky-standin --target "$triple" \
-  --manifest-path "$repo/Cargo.toml"
+for package in ddsky ddsky-standin; do
+  run env RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$target_dir" \
+    "${CARGO:-cargo}" build --quiet --release -p "$package" --target "$triple" \
+    --manifest-path "$repo/Cargo.toml"
+done
 
 bin_dir="$target_dir/$triple/release"
 

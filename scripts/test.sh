@@ -98,8 +98,8 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || stop "dockerd did not start: see /tmp/dockerd.log"
 fi
 
-# The test images' static release build (docker/build-test-images.sh, in its own target dir) and the
-# tests' debug build share nothing and lock different directories: start the images now, so that
+# The test images' static release build (docker/build-test-images.sh: ddsky's is also the wheel's)
+# and the tests' debug build lock different profile directories: start the images now, so that
 # their compile runs beside the tests' and fills the core the other leaves idle (serial crates,
 # build scripts, links). The first end-to-end test runs the script again (flock: it waits for this
 # one) and shows its errors, if any; a failure here only costs the head start.

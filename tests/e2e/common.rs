@@ -403,9 +403,29 @@ impl Scope {
             ])
             .args(self.port_args())
             .args(["--agent-env", &format!("DD_CMD_PORT={}", self.cmd_port)])
+            .args(self.own_logs_only())
             .arg("--run-dir")
             .arg(self.run_dir.path());
         cmd
+    }
+
+    /// Agent settings that keep this scope's agent to the logs of this scope's containers, as a
+    /// node's agent has only its node's: on the daemon the tests share, every agent would tail every
+    /// other test's containers too, and its drain before a stop would wait for logs it was never
+    /// given an intake for. `DD_CONTAINER_*_LOGS` filter log collection alone (discovery, tags and
+    /// checks still see every container), and the include wins over the exclude, so the include
+    /// names every `<prefix>-<suffix>` but the scope's own agent, `<prefix>-agent` (RE2 has no
+    /// look-ahead: "not `agent`" is spelt out letter by letter).
+    pub fn own_logs_only(&self) -> [String; 4] {
+        [
+            "--agent-env".into(),
+            "DD_CONTAINER_EXCLUDE_LOGS=name:.*".into(),
+            "--agent-env".into(),
+            format!(
+                "DD_CONTAINER_INCLUDE_LOGS=name:^{}-([^a]|a($|[^g]|g($|[^e]|e($|[^n]|n($|[^t]|t.)))))",
+                self.prefix
+            ),
+        ]
     }
 
     /// The `up` arguments that give the agent this scope's command port and the shortening knobs,
@@ -415,6 +435,7 @@ impl Scope {
             "--agent-env".to_string(),
             format!("DD_CMD_PORT={}", self.cmd_port),
         ];
+        args.extend(self.own_logs_only());
         for knob in FAST_AGENT_ENV {
             args.extend(["--agent-env".to_string(), knob.to_string()]);
         }

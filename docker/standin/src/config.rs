@@ -51,6 +51,10 @@ pub struct Config {
     /// `DD_CONTAINER_INCLUDE`: a container matching one is never excluded (the agent's
     /// containers filter: include wins over exclude).
     pub inclusions: Vec<Exclusion>,
+    /// `DD_CONTAINER_EXCLUDE_LOGS` / `DD_CONTAINER_INCLUDE_LOGS`: the same filter for log
+    /// collection alone, added to the global lists (the agent's logs filter reads both pairs).
+    pub log_exclusions: Vec<Exclusion>,
+    pub log_inclusions: Vec<Exclusion>,
     /// `DD_CONTAINER_LABELS_AS_TAGS`: label name (lowercased) -> tag key.
     pub labels_as_tags: BTreeMap<String, String>,
     /// Problems found while reading the environment, logged as warnings at start.
@@ -180,6 +184,16 @@ impl Config {
             &get("DD_CONTAINER_INCLUDE").unwrap_or_default(),
             &mut warnings,
         );
+        let log_exclusions = parse_exclusions(
+            "DD_CONTAINER_EXCLUDE_LOGS",
+            &get("DD_CONTAINER_EXCLUDE_LOGS").unwrap_or_default(),
+            &mut warnings,
+        );
+        let log_inclusions = parse_exclusions(
+            "DD_CONTAINER_INCLUDE_LOGS",
+            &get("DD_CONTAINER_INCLUDE_LOGS").unwrap_or_default(),
+            &mut warnings,
+        );
         let labels_as_tags = match non_empty("DD_CONTAINER_LABELS_AS_TAGS") {
             None => BTreeMap::new(),
             Some(v) => match serde_json::from_str::<BTreeMap<String, String>>(&v) {
@@ -213,6 +227,8 @@ impl Config {
             check_interval_secs,
             exclusions,
             inclusions,
+            log_exclusions,
+            log_inclusions,
             labels_as_tags,
             warnings,
         })
@@ -227,6 +243,14 @@ impl Config {
     pub fn is_excluded(&self, name: &str, image: &str) -> bool {
         self.exclusions.iter().any(|e| e.matches(name, image))
             && !self.inclusions.iter().any(|e| e.matches(name, image))
+    }
+
+    /// Whether the logs filter excludes this container: the global lists plus the `_LOGS` ones,
+    /// include winning over exclude as in [`Config::is_excluded`].
+    pub fn is_excluded_from_logs(&self, name: &str, image: &str) -> bool {
+        let matches = |list: &[Exclusion]| list.iter().any(|e| e.matches(name, image));
+        (matches(&self.exclusions) || matches(&self.log_exclusions))
+            && !(matches(&self.inclusions) || matches(&self.log_inclusions))
     }
 }
 
@@ -419,5 +443,21 @@ mod tests {
         .unwrap();
         assert!(!c.is_excluded("test-job", "x"));
         assert!(c.is_excluded("other", "x"));
+    }
+
+    #[test]
+    fn the_logs_filter_adds_its_own_lists_to_the_global_ones() {
+        let c = config(&[
+            ("DD_API_KEY", "k"),
+            ("DD_CONTAINER_EXCLUDE", "name:^dd-agent$"),
+            ("DD_CONTAINER_EXCLUDE_LOGS", "name:.*"),
+            ("DD_CONTAINER_INCLUDE_LOGS", "name:^test-"),
+        ])
+        .unwrap();
+        assert!(!c.is_excluded_from_logs("test-job", "x"));
+        assert!(c.is_excluded_from_logs("other", "x"));
+        assert!(c.is_excluded_from_logs("dd-agent", "x"));
+        // Only logs: the containers filter elsewhere (tagger, checks) is the global one.
+        assert!(!c.is_excluded("other", "x"));
     }
 }

@@ -344,6 +344,7 @@ fn record_from_inspect(
     Some(ContainerRecord {
         id: details.id?,
         excluded: config.is_excluded(&name, &image),
+        logs_excluded: config.is_excluded_from_logs(&name, &image),
         name,
         image,
         image_id: details.image.unwrap_or_default(),

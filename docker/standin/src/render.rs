@@ -699,6 +699,7 @@ mod tests {
                     image_id: "sha256:bbbb".into(),
                     seen_at: 1000.0,
                     excluded: true,
+                    logs_excluded: true,
                     ..Default::default()
                 },
             ],

@@ -195,6 +195,8 @@ pub struct ContainerRecord {
     pub seen_at: f64,
     /// Matched by `DD_CONTAINER_EXCLUDE` (hidden from tagger-list only).
     pub excluded: bool,
+    /// Excluded from log collection (the global lists plus `DD_CONTAINER_*_LOGS`).
+    pub logs_excluded: bool,
 }
 
 /// Why the subcommands consider the agent down.

@@ -223,7 +223,7 @@ async fn launch_forever(l: Launch) {
             .unwrap_or_else(|p| p.into_inner())
             .snapshot();
         for c in containers {
-            if c.excluded || !seen.insert(c.id.clone()) {
+            if c.logs_excluded || !seen.insert(c.id.clone()) {
                 continue;
             }
             launch_one(&l, &sender, c).await;
