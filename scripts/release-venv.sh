@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Makes the release tools' venv (scripts/release-requirements.txt: maturin, twine, uv from PyPI) at
-# DDSKY_RELEASE_VENV (default target/release-venv) once, and again only when the requirements
+# DDSKY_RELEASE_VENV (default ${XDG_CACHE_HOME:-~/.cache}/ddsky/release-venv, shared by every
+# checkout) once, and again only when the requirements
 # change; prints its path. Used by scripts/release.sh and scripts/test.sh.
 set -euo pipefail
 repo=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
-venv=${DDSKY_RELEASE_VENV:-$repo/target/release-venv}
+venv=${DDSKY_RELEASE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/ddsky/release-venv}
 requirements=$repo/scripts/release-requirements.txt
 say() { echo "scripts/release-venv.sh: $*" >&2; }
 

@@ -5,11 +5,13 @@
 #
 # Installs: Debian's busybox-static (the stand-in agent image's shell), bash-static (the SkyPilot
 # rehearsal's job image), docker-registry (pull tests), util-linux (flock); PyPI's moto[server] (AWS
-# tests); SkyPilot's loader in two virtual environments under target/skypilot-venvs, made once and
-# reused (the example task YAMLs are checked by it); maturin, twine, uv and wheel in one venv under
-# target/release-venv, made once and reused (the wheel and sdist are built and installed); a newer
-# Docker Engine (Debian trixie's docker.io and containerd, API 1.45) unpacked under
-# target/newer-engine, not installed, that one test starts as a second daemon.
+# tests); SkyPilot's loader in two virtual environments (the example task YAMLs are checked by it);
+# maturin, twine, uv and wheel in one venv (the wheel and sdist are built and installed); a newer
+# Docker Engine (Debian trixie's docker.io and containerd, API 1.45) unpacked, not installed, that
+# one test starts as a second daemon. These three live in the user's cache,
+# ${XDG_CACHE_HOME:-~/.cache}/ddsky/{skypilot-venvs,release-venv,newer-engine} (or where
+# DDSKY_SKYPILOT_VENVS, DDSKY_RELEASE_VENV, DDSKY_NEWER_ENGINE say), made once per machine and
+# reused by every checkout, as cargo keeps its registry in ~/.cargo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +20,8 @@ stop() { say "$*"; exit 1; }
 
 # The SkyPilot releases the examples are checked against: the README's floor and the newest.
 skypilot_versions=(0.10.5 0.14.1)
-venv_root=${DDSKY_SKYPILOT_VENVS:-$PWD/target/skypilot-venvs}
+tools_root=${XDG_CACHE_HOME:-$HOME/.cache}/ddsky
+venv_root=${DDSKY_SKYPILOT_VENVS:-$tools_root/skypilot-venvs}
 
 command -v cargo >/dev/null || stop "no cargo on PATH: install Rust (https://rustup.rs), then run again"
 command -v python3 >/dev/null || stop "no python3 on PATH: apt-get install -y python3 python3-venv python3-pip"
@@ -70,7 +73,7 @@ export DDSKY_RELEASE_VENV
 
 # A newer engine than the machine's 20.10, unpacked from Debian trixie's packages (apt-get download
 # with a sources list of its own: nothing of the host's apt state changes). Runs with the host's runc.
-engine_root=${DDSKY_NEWER_ENGINE:-$PWD/target/newer-engine}
+engine_root=${DDSKY_NEWER_ENGINE:-$tools_root/newer-engine}
 if [ ! -x "$engine_root/root/usr/sbin/dockerd" ] || [ ! -x "$engine_root/root/usr/bin/containerd" ]; then
   command -v apt-get >/dev/null && command -v dpkg >/dev/null ||
     stop "no apt-get/dpkg to fetch Debian trixie's docker.io and containerd: unpack both (dpkg -x) into $engine_root/root, or set DDSKY_NEWER_ENGINE to a folder holding them"

@@ -73,6 +73,21 @@ pub fn ddsky_without_docker() -> Command {
     cmd
 }
 
+/// Where scripts/test.sh keeps a tool it installs once per machine: `$<var>`, else
+/// `${XDG_CACHE_HOME:-~/.cache}/ddsky/<name>`, as the script decides.
+pub fn tool_dir(var: &str, name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os(var).filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
+        });
+    cache.join("ddsky").join(name)
+}
+
 pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }

@@ -67,14 +67,12 @@ fn pinned_versions() -> Vec<String> {
 
 /// `$DDSKY_SKYPILOT_VENVS/<version>/bin/python`, or a failure that says how to make it: never a skip.
 fn venv_python(version: &str) -> PathBuf {
-    let root = std::env::var_os("DDSKY_SKYPILOT_VENVS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/skypilot-venvs"));
+    let root = tool_dir("DDSKY_SKYPILOT_VENVS", "skypilot-venvs");
     let python = root.join(version).join("bin/python");
     assert!(
         python.is_file(),
         "no SkyPilot {version} venv at {}: run scripts/test.sh (it creates the venvs under \
-         target/skypilot-venvs, or DDSKY_SKYPILOT_VENVS)",
+         ~/.cache/ddsky/skypilot-venvs, or DDSKY_SKYPILOT_VENVS)",
         python.display()
     );
     python

@@ -316,11 +316,10 @@ enum Engine {
     Newer,
 }
 
-/// Where scripts/test.sh unpacked the newer engine (`DDSKY_NEWER_ENGINE`, else target/newer-engine).
+/// Where scripts/test.sh unpacked the newer engine (`DDSKY_NEWER_ENGINE`, else
+/// ~/.cache/ddsky/newer-engine).
 fn newer_engine_root() -> PathBuf {
-    let root = std::env::var_os("DDSKY_NEWER_ENGINE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/newer-engine"));
+    let root = tool_dir("DDSKY_NEWER_ENGINE", "newer-engine");
     assert!(
         root.join("root/usr/sbin/dockerd").is_file() && root.join("root/usr/bin/containerd").is_file(),
         "no newer Docker Engine under {}: run the tests with `bash scripts/test.sh`, which unpacks \

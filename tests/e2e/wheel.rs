@@ -1,5 +1,5 @@
 //! `pip install ddsky`: the wheel and the sdist that scripts/release.sh builds (maturin, twine and uv
-//! from PyPI in the venv scripts/release-venv.sh makes under target/), installed the ways users
+//! from PyPI in the venv scripts/release-venv.sh makes once per machine), installed the ways users
 //! install them, and the setup snippet's node path that fetches the pinned wheel from a package
 //! index (here a PEP 503 simple index served by Python's http.server on loopback).
 
@@ -17,12 +17,10 @@ struct Release {
     printed: String,
 }
 
-/// The release tools' venv ($DDSKY_RELEASE_VENV, else target/release-venv), or a failure that says
-/// how to make it: never a skip.
+/// The release tools' venv ($DDSKY_RELEASE_VENV, else ~/.cache/ddsky/release-venv), or a failure
+/// that says how to make it: never a skip.
 fn release_venv() -> PathBuf {
-    let venv = std::env::var_os("DDSKY_RELEASE_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/release-venv"));
+    let venv = tool_dir("DDSKY_RELEASE_VENV", "release-venv");
     assert!(
         venv.join("bin/maturin").is_file() && venv.join("bin/uv").is_file(),
         "no release tools venv at {}: run scripts/test.sh (or bash scripts/release-venv.sh)",
