@@ -457,6 +457,16 @@ impl Scope {
         args
     }
 
+    /// [`Scope::agent_args`] as the value of their environment twin, `DDSKY_AGENT_ENV` (space
+    /// separated), for tests that run `up` from a setup script.
+    pub fn agent_env_twin(&self) -> String {
+        self.agent_args()
+            .into_iter()
+            .filter(|a| a != "--agent-env")
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// `ddsky up` in the background against a stand-in that stays unhealthy for two minutes, so the
     /// command is certainly still waiting when the test acts on it.
     pub fn spawn_waiting_up(&self, extra: &[&str]) -> std::process::Child {

@@ -95,12 +95,7 @@ pub(crate) fn phase_env(
     env.push(("METTA_RUN_ID".into(), "alice.20250829.141502".into()));
     env.push(("DD_API_KEY".into(), KEY.into()));
     env.extend(skypilot.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let agent_env = s
-        .agent_args()
-        .into_iter()
-        .filter(|a| a != "--agent-env")
-        .collect::<Vec<_>>()
-        .join(" ");
+    let agent_env = s.agent_env_twin();
     env.extend(
         [
             ("DDSKY_NAME", s.agent.clone()),

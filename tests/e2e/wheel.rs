@@ -404,12 +404,7 @@ impl Drop for Index {
 /// next line), with a fresh HOME (`home`), nothing from the developer's shell, and the settings
 /// that point `up` at this scope's stand-in and job.
 fn setup_block(s: &Scope, home: &Path, job: &str, env: &[(&str, &str)]) -> Run {
-    let agent_env = s
-        .agent_args()
-        .into_iter()
-        .filter(|a| a != "--agent-env")
-        .collect::<Vec<_>>()
-        .join(" ");
+    let agent_env = s.agent_env_twin();
     // bash by its path: one case runs with a PATH that has no bash on it.
     let bash = run(Command::new("bash").args(["-c", "command -v bash"]));
     let mut cmd = Command::new(bash.stdout.trim());
