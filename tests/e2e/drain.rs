@@ -171,16 +171,16 @@ fn drained_container<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_j
         .unwrap_or_else(|| panic!("{id} is not in the drain report: {report}"))
 }
 
-/// The agent's container filter for a test whose `down` drains: the daemon is shared with other
-/// tests, whose containers an agent collecting every container's logs would drain too, so it
-/// collects only the test's own job containers (`DD_CONTAINER_INCLUDE` wins over the exclusion of
-/// all; the agent's own container stays excluded).
+/// The agent's logs filter narrowed to the named job containers of this test, in place of the
+/// harness's whole scope ([`Scope::own_logs_only`]; the last of duplicate settings wins): the
+/// test's other containers are not collected, and `DD_CONTAINER_INCLUDE_LOGS` wins over the
+/// exclusion of all.
 fn only_the_tests_jobs(s: &Scope, jobs: &str) -> [String; 4] {
     [
         "--agent-env".into(),
-        "DD_CONTAINER_EXCLUDE=name:.*".into(),
+        "DD_CONTAINER_EXCLUDE_LOGS=name:.*".into(),
         "--agent-env".into(),
-        format!("DD_CONTAINER_INCLUDE=name:^{}-({jobs})$", s.prefix),
+        format!("DD_CONTAINER_INCLUDE_LOGS=name:^{}-({jobs})$", s.prefix),
     ]
 }
 

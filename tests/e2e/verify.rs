@@ -89,6 +89,12 @@ fn up_node(s: &Scope, intake: &Intake, run_id: &str, rank: u32, nodes: u32, expe
         .args([
             "--agent-env",
             &format!("DD_LOGS_CONFIG_LOGS_DD_URL={}", intake.url()),
+        ])
+        // The node's job is its container to collect, whichever scope started it (the two "nodes"
+        // share one daemon and one job); the last of duplicate settings wins.
+        .args([
+            "--agent-env",
+            &format!("DD_CONTAINER_INCLUDE_LOGS=name:^{expect}$"),
         ]);
     run(&mut cmd)
 }
