@@ -374,7 +374,7 @@ note "$line"
 # 5. Peak RSS and binary size.
 line=$(awk -v k="${rss:-0}" 'BEGIN {printf "5 peak RSS of status at 300 containers: %.1f MB (max of 3) (target < 30 MB)%s", k/1024, (k == 0 || k >= 30*1024 ? " MISSED" : "")}')
 note "$line"
-static_bin=$repo/target/test-images/x86_64-unknown-linux-gnu/release/ddsky
+static_bin=$repo/target/x86_64-unknown-linux-gnu/release/ddsky
 for b in "$src_bin" "$static_bin"; do
   [ -f "$b" ] || continue
   line=$(awk -v s="$(stat -c %s "$b")" -v p="${b#"$repo"/}" 'BEGIN {printf "5 binary size %s: %.1f MB (%d bytes) (target < 25 MB)%s", p, s/1048576, s, (s >= 25*1048576 ? " MISSED" : "")}')

@@ -99,7 +99,7 @@ build_image "$ddsky_tag" "$work/ddsky"
 
 # SkyPilot runtime mode's job container, for the rehearsal test (tests/e2e/rehearsal.rs): a static
 # bash as /bin/bash, busybox for the tools the example's setup and run blocks call, and ddsky at
-# ~/.ddsky/ddsky, as the example task's file_mounts put it.
+# ~/.ddsky/ddsky, where the setup snippet looks first (file_mounts or an earlier download put it there).
 skypilot_job_tag=$ns/skypilot-job:latest
 bash_static=/bin/bash-static
 if [ ! -x "$bash_static" ] || ldd "$bash_static" >/dev/null 2>&1; then

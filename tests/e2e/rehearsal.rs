@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 pub(crate) const SKYPILOT_KILL_GRACE: Duration = Duration::from_secs(30);
 
 /// The job image of the rehearsal (docker/skypilot/job.Dockerfile): static bash, busybox, and ddsky
-/// at ~/.ddsky/ddsky where the example's file_mounts put it.
+/// at ~/.ddsky/ddsky, where the setup snippet looks first.
 pub(crate) fn skypilot_job_image() -> String {
     format!("{}/skypilot-job:latest", image_namespace())
 }
