@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Builds the test images ddsky-test/agent:7 and ddsky-test/metta:latest from the static binaries
-# of the ddsky-standin crate (docker/standin), and ddsky-test/ddsky:latest from the static release
-# build of ddsky itself. Nothing is pulled (FROM scratch). The agent image gets Debian's static
-# busybox as its `sh`, as the real image has one; ddsky-test/agent-noshell:7 is the same without.
+# of the ddsky-standin crate (docker/standin), ddsky-test/ddsky:latest and
+# ddsky-test/skypilot-job:latest with a static ddsky inside. Nothing is pulled (FROM scratch). The
+# agent image gets Debian's static busybox as its `sh`, as the real image has one;
+# ddsky-test/agent-noshell:7 is the same without.
 #
-# ddsky's static build is the README's and the wheel's (scripts/release.sh): the same cargo command in
-# the default target dir (<CARGO_TARGET_DIR or target>/x86_64-unknown-linux-gnu/release), so that one
-# compile serves the images and the wheel. The stand-in is a cargo invocation of its own: built
+# The binaries: DDSKY_TEST_BIN_DIR's `ddsky`, `agent` and `job` when it is set (scripts/test.sh sets
+# it to its static debug test build: the images then hold what the tests were built with, and this
+# script compiles nothing); else the static release builds, each in a cargo invocation of its own
+# in the default target dir (<CARGO_TARGET_DIR or target>/x86_64-unknown-linux-gnu/release):
+# ddsky's is then the README's and the wheel's (scripts/release.sh), one compile for both; built
 # together, the two would unify their dependencies' features (the stand-in's tokio has more) and
 # ddsky's binary would differ from the wheel's build, which would compile everything again.
 # Safe to call from inside `cargo test`, from any cwd, and concurrently (flock). DDSKY_TEST_IMAGES renames the `ddsky-test` namespace, so
@@ -61,13 +64,22 @@ build_image() {
 unset CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_RUSTFLAGS CARGO_BUILD_TARGET \
   CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS CARGO_MAKEFLAGS MAKEFLAGS MFLAGS
 
-for package in ddsky ddsky-standin; do
-  run env RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$target_dir" \
-    "${CARGO:-cargo}" build --quiet --release -p "$package" --target "$triple" \
-    --manifest-path "$repo/Cargo.toml"
-done
-
-bin_dir="$target_dir/$triple/release"
+if [ -n "${DDSKY_TEST_BIN_DIR:-}" ]; then
+  bin_dir=$DDSKY_TEST_BIN_DIR
+  for bin in ddsky agent job; do
+    if [ ! -x "$bin_dir/$bin" ] || ldd "$bin_dir/$bin" >/dev/null 2>&1; then
+      echo "build-test-images.sh: DDSKY_TEST_BIN_DIR=$bin_dir has no static $bin: build it as scripts/test.sh does, or unset DDSKY_TEST_BIN_DIR" >&2
+      exit 1
+    fi
+  done
+else
+  for package in ddsky ddsky-standin; do
+    run env RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$target_dir" \
+      "${CARGO:-cargo}" build --quiet --release -p "$package" --target "$triple" \
+      --manifest-path "$repo/Cargo.toml"
+  done
+  bin_dir="$target_dir/$triple/release"
+fi
 
 # Agent image: rootfs/ is copied as-is to /.
 rootfs="$work/agent/rootfs"
@@ -91,7 +103,7 @@ cp "$bin_dir/job" "$work/metta/job"
 cp "$script_dir/metta.Dockerfile" "$work/metta/Dockerfile"
 build_image "$metta_tag" "$work/metta"
 
-# ddsky itself, statically linked (the README's release build), for running it inside a job container.
+# ddsky itself, statically linked, for running it inside a job container.
 mkdir -p "$work/ddsky"
 cp "$bin_dir/ddsky" "$work/ddsky/ddsky"
 cp "$script_dir/ddsky.Dockerfile" "$work/ddsky/Dockerfile"

@@ -1,7 +1,7 @@
 //! The example task YAMLs (docker/skypilot/*.yaml) as SkyPilot itself sees them: each launch command
 //! written in a YAML's leading comments (`# sky launch ... --env K[=V] --secret K[=V]`, see
 //! the convention below) is replayed through SkyPilot's own loader, in every SkyPilot
-//! release scripts/test.sh pins (the README's floor and the newest), with the `--env` / `--secret`
+//! release scripts/test-tools.sh pins (the README's floor and the newest), with the `--env` / `--secret`
 //! overrides applied the way `sky launch` applies them. No Docker, no cloud call.
 //!
 //! How `sky launch` applies them (sky/client/cli/command.py, `_make_task_or_dag_from_entrypoint_with_
@@ -46,13 +46,13 @@ for case in cases:
 print("DDSKY-LOADER-RESULTS " + json.dumps(results))
 "#;
 
-/// The SkyPilot releases scripts/test.sh installs (`skypilot_versions=(...)`): one list, not two.
+/// The SkyPilot releases scripts/test-tools.sh installs (`skypilot_versions=(...)`): one list, not two.
 fn pinned_versions() -> Vec<String> {
-    let script = std::fs::read_to_string(repo().join("scripts/test.sh")).unwrap();
+    let script = std::fs::read_to_string(repo().join("scripts/test-tools.sh")).unwrap();
     let line = script
         .lines()
         .find_map(|l| l.trim().strip_prefix("skypilot_versions=("))
-        .expect("scripts/test.sh pins skypilot_versions=(...)");
+        .expect("scripts/test-tools.sh pins skypilot_versions=(...)");
     let versions: Vec<String> = line
         .trim_end_matches(')')
         .split_whitespace()

@@ -29,12 +29,12 @@ fn release_venv() -> PathBuf {
     venv
 }
 
-/// scripts/release.sh into target/test-dist, once per test binary, after the test images (whose
-/// static release build the wheel reuses).
+/// scripts/release.sh into target/test-dist, once per test binary. Its release build is the one
+/// scripts/test.sh starts in the background (or the test images' build, when they are built from
+/// release binaries): maturin's cargo waits for it on cargo's lock and then compiles nothing.
 fn release() -> &'static Release {
     static BUILT: OnceLock<Release> = OnceLock::new();
     BUILT.get_or_init(|| {
-        ensure_images();
         let venv = release_venv();
         let out_dir = repo().join("target/test-dist");
         let out = run(Command::new("bash")
