@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ddsky benchmark (issue 6): ddsky against the docker CLI doing the same work, and how it scales
 # with the number of containers on the host. Runs against the local Docker daemon with the stand-in
-# images (docker/build-test-images.sh builds them when missing), never touches the network beyond
+# images (docker/build-test-images.sh, from the static release builds), never touches the network beyond
 # loopback and the daemon, and removes every container it starts (trap EXIT).
 #
 #   cargo build --release && bash benches/bench.sh
@@ -55,10 +55,10 @@ fi
 
 AGENT_IMAGE=$NS/agent:7
 JOB_IMAGE=$NS/metta:latest
-if ! docker image inspect "$AGENT_IMAGE" "$JOB_IMAGE" >/dev/null 2>&1; then
-  echo "building the test images (docker/build-test-images.sh)..." >&2
-  DDSKY_TEST_IMAGES=$NS bash "$repo/docker/build-test-images.sh" || exit 1
-fi
+# Always (a few seconds when nothing changed): the images must hold the static release builds, and
+# scripts/test.sh leaves them holding its debug test build.
+echo "building the test images from the static release builds (docker/build-test-images.sh)..." >&2
+env -u DDSKY_TEST_BIN_DIR DDSKY_TEST_IMAGES="$NS" bash "$repo/docker/build-test-images.sh" || exit 1
 
 # ---------------------------------------------------------------------------------------------
 # Isolation: unique names, ports and label; a scratch cwd (no git repo, so no git_ref tag that a

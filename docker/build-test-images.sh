@@ -27,8 +27,12 @@ agent_noshell_tag=$ns/agent-noshell:7
 metta_tag=$ns/metta:latest
 ddsky_tag=$ns/ddsky:latest
 
+# An executable that loads no shared library (ldd lists none: "not a dynamic executable", or
+# "statically linked" for a static PIE, which is what Rust's crt-static builds are).
+is_static() { [ -x "$1" ] && ! ldd "$1" 2>&1 | grep -q '=>'; }
+
 busybox=/bin/busybox
-if [ ! -x "$busybox" ] || ldd "$busybox" >/dev/null 2>&1; then
+if ! is_static "$busybox"; then
   echo "build-test-images.sh: needs a static $busybox: apt-get install busybox-static" >&2
   exit 1
 fi
@@ -67,7 +71,7 @@ unset CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_RUSTFLAGS CARGO_BUILD_TARGET \
 if [ -n "${DDSKY_TEST_BIN_DIR:-}" ]; then
   bin_dir=$DDSKY_TEST_BIN_DIR
   for bin in ddsky agent job; do
-    if [ ! -x "$bin_dir/$bin" ] || ldd "$bin_dir/$bin" >/dev/null 2>&1; then
+    if ! is_static "$bin_dir/$bin"; then
       echo "build-test-images.sh: DDSKY_TEST_BIN_DIR=$bin_dir has no static $bin: build it as scripts/test.sh does, or unset DDSKY_TEST_BIN_DIR" >&2
       exit 1
     fi
@@ -114,7 +118,7 @@ build_image "$ddsky_tag" "$work/ddsky"
 # ~/.ddsky/ddsky, where the setup snippet looks first (file_mounts or an earlier download put it there).
 skypilot_job_tag=$ns/skypilot-job:latest
 bash_static=/bin/bash-static
-if [ ! -x "$bash_static" ] || ldd "$bash_static" >/dev/null 2>&1; then
+if ! is_static "$bash_static"; then
   echo "build-test-images.sh: needs a static $bash_static: apt-get install bash-static" >&2
   exit 1
 fi

@@ -28,7 +28,7 @@ engine_root=${DDSKY_NEWER_ENGINE:-$tools_root/newer-engine}
 command -v python3 >/dev/null || stop "no python3 on PATH: apt-get install -y python3 python3-venv python3-pip"
 
 need_apt=()
-static_ok() { [ -x "$1" ] && ! ldd "$1" >/dev/null 2>&1; }
+static_ok() { [ -x "$1" ] && ! ldd "$1" 2>&1 | grep -q '=>'; }  # loads no shared library
 static_ok /bin/busybox || need_apt+=(busybox-static)
 static_ok /bin/bash-static || need_apt+=(bash-static)
 command -v docker-registry >/dev/null || need_apt+=(docker-registry)
