@@ -304,13 +304,13 @@ impl Client {
     /// `base` is `https://api.<site>` (or DDSKY_API_URL, already checked by settings).
     pub fn new(base: &str, api_key: ApiKey, app_key: AppKey) -> Self {
         let builder = hyper_rustls::HttpsConnectorBuilder::new();
-        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        let provider = rustls::crypto::ring::default_provider();
         let connector = match builder.with_provider_and_native_roots(provider) {
             Ok(b) => b.https_or_http().enable_http1().build(),
             Err(e) => {
                 tracing::warn!("no system CA certificates ({e}): https calls will fail");
                 let config = rustls::ClientConfig::builder_with_provider(
-                    rustls::crypto::aws_lc_rs::default_provider().into(),
+                    rustls::crypto::ring::default_provider().into(),
                 )
                 .with_safe_default_protocol_versions()
                 .map(|b| {
@@ -550,10 +550,10 @@ fn unreachable_connector() -> Https {
     hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(
             rustls::ClientConfig::builder_with_provider(
-                rustls::crypto::aws_lc_rs::default_provider().into(),
+                rustls::crypto::ring::default_provider().into(),
             )
             .with_protocol_versions(&[&rustls::version::TLS13])
-            .expect("TLS 1.3 is supported by aws-lc-rs")
+            .expect("TLS 1.3 is supported by ring")
             .with_root_certificates(rustls::RootCertStore::empty())
             .with_no_client_auth(),
         )

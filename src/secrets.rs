@@ -4,11 +4,11 @@
 //! Layer: edge (see `src/layers.rs`): may use the core only.
 
 use crate::key::{SecretAnswer, SecretPayload, SecretStore};
-use aws_config::meta::region::RegionProviderChain;
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
+use aws_smithy_http_client::tls;
 use std::time::Duration;
 use tracing::instrument::WithSubscriber;
 
@@ -58,13 +58,27 @@ impl SecretStore for AwsSecretStore {
 
 impl AwsSecretStore {
     async fn fetch_unbounded(&self, secret_id: &str) -> (String, Result<SecretPayload, String>) {
-        let region = RegionProviderChain::first_try(self.region.clone().map(Region::new))
-            .or_default_provider()
-            .or_else(Region::from_static(FALLBACK_REGION));
-        let config = aws_config::defaults(BehaviorVersion::latest())
-            .region(region)
+        // The SDK is built without its default HTTPS client (Cargo.toml: no aws-lc-sys); every
+        // client it makes, the region and credential chains' own included, gets this one.
+        let https = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let load = |region: Option<Region>| {
+            let loader = aws_config::defaults(BehaviorVersion::latest()).http_client(https.clone());
+            match region {
+                Some(region) => loader.region(region),
+                None => loader,
+            }
             .load()
-            .await;
+        };
+        let mut config = load(self.region.clone().map(Region::new)).await;
+        if config.region().is_none() {
+            // Nothing names a region (no flag, env, profile or instance metadata): Metta's own,
+            // for the credential chain (STS) as much as for Secrets Manager.
+            config = load(Some(Region::from_static(FALLBACK_REGION))).await;
+        }
         let region = config
             .region()
             .map_or_else(|| FALLBACK_REGION.to_owned(), ToString::to_string);

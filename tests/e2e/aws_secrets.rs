@@ -150,7 +150,10 @@ impl Secrets {
             .enable_all()
             .build()
             .expect("tokio runtime");
+        // moto speaks plain http: the SDK only needs a client, ddsky's own kind (no TLS is made).
+        let http = aws_smithy_http_client::Builder::new().build_http();
         let conf = aws_sdk_secretsmanager::Config::builder()
+            .http_client(http)
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
             .endpoint_url(moto())
