@@ -63,10 +63,10 @@ build_image() {
   fi
 }
 
-# When run by `cargo test`, the environment may carry the outer build's settings: drop the ones
-# that would override the static build or talk to the outer cargo's jobserver.
-unset CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_RUSTFLAGS CARGO_BUILD_TARGET \
-  CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS CARGO_MAKEFLAGS MAKEFLAGS MFLAGS
+# When run by `cargo test`, the environment carries the outer build's settings and the test
+# process's own CARGO_* variables: drop them (they would change the release builds' fingerprints).
+# shellcheck source=scripts/outer-cargo-env.sh
+. "$repo/scripts/outer-cargo-env.sh"
 
 if [ -n "${DDSKY_TEST_BIN_DIR:-}" ]; then
   bin_dir=$DDSKY_TEST_BIN_DIR

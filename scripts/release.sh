@@ -35,10 +35,10 @@ case "$host" in
   *) stop "no release recipe for $host (Linux glibc hosts and macOS only)" ;;
 esac
 
-# When run by `cargo test`, the environment carries the outer build's settings: drop those that
-# would change the flags of this build (and so its fingerprints) or talk to the outer jobserver.
-unset CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_RUSTFLAGS CARGO_BUILD_TARGET CARGO_MAKEFLAGS MAKEFLAGS MFLAGS \
-  CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS CARGO_PRIMARY_PACKAGE CARGO_MANIFEST_DIR
+# When run by `cargo test`, the environment carries the outer build's settings and the test
+# process's own CARGO_* variables: drop them (they would change this build's fingerprints).
+# shellcheck source=scripts/outer-cargo-env.sh
+. "$repo/scripts/outer-cargo-env.sh"
 
 mkdir -p "$out"
 rm -f "$out"/ddsky-*.whl "$out"/ddsky-*.tar.gz

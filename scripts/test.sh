@@ -6,7 +6,7 @@
 #
 # Order (docs/testing.md has the figures): the installs, which wait on the network, run beside the
 # tests' build, which waits on the CPU; the test images are made from that build's own static
-# binaries; the release build the packaging tests pack runs niced beside all of it.
+# binaries; the release build the packaging tests pack runs beside the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,13 +49,6 @@ background() { setsid "$@" & jobs_to_stop+=("$!"); }
 
 background bash scripts/test-tools.sh
 tools=$!
-# The release build the packaging tests pack: scripts/release.sh's own cargo command (same flags,
-# so maturin then compiles nothing). Nobody waits for it until tests/e2e/wheel.rs, whose tests run
-# last (maturin waits on cargo's lock until it is done), so it runs niced from the start: the
-# tests' build and the tests come first, and it takes the CPU they leave idle (serial compile
-# steps, the image build, agents' start-up).
-background nice -n 10 env -u CARGO_BUILD_TARGET RUSTFLAGS="-C target-feature=+crt-static" \
-  cargo build --quiet --release -p ddsky --target "$triple"
 background cargo test --workspace --no-run
 build=$!
 # Whichever fails first stops the other at once.
@@ -79,6 +72,15 @@ if ! docker info >/dev/null 2>&1; then
   for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
   docker info >/dev/null 2>&1 || stop "dockerd did not start: see /tmp/dockerd.log"
 fi
+
+# The release build the packaging tests pack: scripts/release.sh's own cargo command (same flags,
+# so maturin then compiles nothing). Only tests/e2e/wheel.rs needs it, and its tests run last
+# (maturin waits on cargo's lock until it is done): it runs beside the tests, in a session of its
+# own (setsid), so the kernel's autogroups give it about one share of the CPU among the tests'
+# agents; niced, where autogroups are off. Started beside the tests' build instead, it only
+# slowed that build, which everything else waits for.
+background nice -n 19 env -u CARGO_BUILD_TARGET RUSTFLAGS="-C target-feature=+crt-static" \
+  cargo build --quiet --release -p ddsky --target "$triple"
 
 bash docker/build-test-images.sh || stop "could not build the test images (above)"
 # Most end-to-end tests wait on an agent's start-up, not on the CPU: they run side by side, and the
