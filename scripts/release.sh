@@ -4,10 +4,11 @@
 # prints each file's sha256 (what a node's DDSKY_SHA256 pins). Uploading (`uv publish` or
 # `twine upload OUT_DIR/*`) is the one step it leaves to you.
 #
-# The wheel carries the static release build, the same one the README builds and the test images
-# use: `RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target <host triple>` in
-# the default target dir (or CARGO_TARGET_DIR). maturin runs that same cargo build (same target
-# dir, triple, profile and RUSTFLAGS), so on a warm target it compiles nothing and only packs.
+# The wheel carries the static release build, the same one the README builds (and scripts/test.sh
+# starts in the background): `RUSTFLAGS="-C target-feature=+crt-static" cargo build --release
+# --target <host triple>` in the default target dir (or CARGO_TARGET_DIR). maturin runs that same
+# cargo build (same target dir, triple, profile and RUSTFLAGS), so on a warm target it compiles
+# nothing and only packs.
 #
 # On Linux the wheel is tagged manylinux1 + manylinux_2_5 (what maturin finds for a binary that needs
 # no glibc symbol: pip on any glibc Linux takes it) and musllinux_1_1 (so that pip on Alpine and other
