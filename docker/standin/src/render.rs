@@ -642,6 +642,42 @@ pub fn status_text(state: &AgentState, now: f64) -> String {
     } else {
         "  Logs Agent is not running\n"
     };
+    s += &logs_integrations_text(&logs_stats(state));
+    s
+}
+
+/// The Integrations block of the logs agent's status template (logsagent.tmpl): each source's
+/// type, its configuration keys in Go's sorted map order, status, messages and inputs.
+fn logs_integrations_text(stats: &Value) -> String {
+    let Some(integrations) = stats["integrations"].as_array() else {
+        return String::new();
+    };
+    let mut s = String::from("  ============\n  Integrations\n  ============\n");
+    for integration in integrations {
+        let name = integration["name"].as_str().unwrap_or_default();
+        s += &format!("\n  {name}\n  {}\n", "-".repeat(name.len()));
+        for source in integration["sources"].as_array().into_iter().flatten() {
+            s += &format!("    - Type: {}\n", source["type"].as_str().unwrap_or_default());
+            if let Some(config) = source["configuration"].as_object() {
+                let mut keys: Vec<&String> = config.keys().collect();
+                keys.sort();
+                for k in keys {
+                    s += &format!("      {k}: {}\n", config[k].as_str().unwrap_or_default());
+                }
+            }
+            s += &format!("      Status: {}\n", source["status"].as_str().unwrap_or_default());
+            for m in source["messages"].as_array().into_iter().flatten() {
+                s += &format!("        {}\n", m.as_str().unwrap_or_default());
+            }
+            let inputs = source["inputs"].as_array().cloned().unwrap_or_default();
+            if !inputs.is_empty() {
+                s += "      Inputs:\n";
+                for i in inputs {
+                    s += &format!("        {}\n", i.as_str().unwrap_or_default());
+                }
+            }
+        }
+    }
     s
 }
 
@@ -965,6 +1001,20 @@ mod tests {
             .unwrap()
             .ends_with("no such file or directory"));
         assert_eq!(sources[1]["inputs"], json!([]));
+        let text = status_text(&s, 1031.0);
+        let block = &text[text.find("  ============\n  Integrations").unwrap()..];
+        assert!(
+            block.starts_with(
+                "  ============\n  Integrations\n  ============\n\n  ddsky\n  -----\n    - Type: file\n      \
+                 Identifier: \n      Path: /var/log/ddsky/*.log\n      Service: skypilot-worker\n      \
+                 Source: python\n      TailingMode: \n      Status: OK\n        \
+                 1 files tailed out of 1 files matching\n      Inputs:\n        /var/log/ddsky/run.log\n"
+            ),
+            "{block}"
+        );
+        assert!(block.contains(
+            "      Status: Error: cannot read file /var/log/elsewhere.log: stat /var/log/elsewhere.log: no such file or directory\n"
+        ));
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub struct LogsConfig {
     pub confd_path: PathBuf,
     /// `DD_SERVICE`: a file source without `service` takes it.
     pub dd_service: Option<String>,
+    /// `DD_AUTOCONF_CONFIG_FILES_POLL=true` was asked for: the stand-in does not poll conf.d
+    /// (it says so at start), so a file added later is never seen, the stricter behaviour.
+    pub confd_poll_requested: bool,
     pub destination: Destination,
     /// `DD_LOGS_CONFIG_FORCE_USE_HTTP`: skip the start-up probe.
     pub force_http: bool,
@@ -141,6 +144,7 @@ impl LogsConfig {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(super::filesource::DEFAULT_CONFD)),
             dd_service: non_empty("DD_SERVICE"),
+            confd_poll_requested: flag("DD_AUTOCONF_CONFIG_FILES_POLL").unwrap_or(false),
             destination,
             force_http: flag("DD_LOGS_CONFIG_FORCE_USE_HTTP").unwrap_or(false),
             compression: flag("DD_LOGS_CONFIG_USE_COMPRESSION").unwrap_or(true),

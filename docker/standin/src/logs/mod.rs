@@ -152,6 +152,12 @@ pub fn start(config: Arc<Config>, cfg: LogsConfig, shared: Arc<Shared>) -> Optio
         Arc::new(move || Box::pin(make_sender(config.clone(), cfg.clone())))
     };
     let started = Instant::now();
+    if cfg.confd_poll_requested {
+        logline::warn(
+            "comp/core/autodiscovery/providers/config_reader.go:140 in ReadConfigFiles",
+            "DD_AUTOCONF_CONFIG_FILES_POLL is not supported by the stand-in: conf.d is read once, at start",
+        );
+    }
     let file_sources = read_file_sources(&cfg.confd_path);
     let files = tokio::spawn(files::run(files::FilesLaunch {
         sources: file_sources,
