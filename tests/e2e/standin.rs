@@ -825,7 +825,8 @@ fn append(path: &std::path::Path, text: &str) {
 /// Waits until the agent's output has `needle`.
 fn wait_output(agent: &str, needle: &str) {
     assert!(
-        eventually(Duration::from_secs(60), || agent_stdout(agent).contains(needle)),
+        eventually(Duration::from_secs(60), || agent_stdout(agent)
+            .contains(needle)),
         "never printed {needle:?}:\n{}",
         agent_stdout(agent)
     );
@@ -979,7 +980,11 @@ fn the_scan_reads_a_new_file_whole_and_refused_or_unmounted_sources_show_their_e
     assert_eq!(integrations.len(), 1, "{integrations:?}");
     assert_eq!(integrations[0]["name"], "ddsky");
     let sources = integrations[0]["sources"].as_array().unwrap();
-    assert_eq!(sources.len(), 3, "the late conf.d file is not read: {sources:?}");
+    assert_eq!(
+        sources.len(),
+        3,
+        "the late conf.d file is not read: {sources:?}"
+    );
     assert_eq!(sources[0]["status"], "OK");
     let mut inputs: Vec<&str> = sources[0]["inputs"]
         .as_array()
@@ -988,7 +993,10 @@ fn the_scan_reads_a_new_file_whole_and_refused_or_unmounted_sources_show_their_e
         .map(|i| i.as_str().unwrap())
         .collect();
     inputs.sort();
-    assert_eq!(inputs, vec!["/var/log/job/existing.log", "/var/log/job/new.log"]);
+    assert_eq!(
+        inputs,
+        vec!["/var/log/job/existing.log", "/var/log/job/new.log"]
+    );
     assert_eq!(
         sources[1]["status"],
         "Error: tailing from the beginning is not supported for wildcard path /var/log/job/*.log"
@@ -1059,4 +1067,68 @@ fn a_truncated_file_is_read_again_from_0_and_a_restarted_agent_resumes_from_the_
         messages(&intake),
         vec!["first a", "first b", "second", "while down"]
     );
+}
+
+#[test]
+fn a_rotated_file_is_read_from_0_under_its_name_while_the_old_one_is_read_to_its_end() {
+    let s = Scope::new("filerotate");
+    let run_dir = scratch_dir("filerotate-run");
+    let logs = scratch_dir("filerotate-logs");
+    let conf = scratch_dir("filerotate-conf");
+    let intake = Intake::start(200, 202);
+    let log = logs.path().join("job.log");
+    append(&log, "");
+    std::fs::write(
+        conf.path().join("conf.yaml"),
+        "logs:\n  - type: file\n    path: /var/log/job/job.log\n    service: skypilot-worker\n",
+    )
+    .unwrap();
+    run_file_agent(
+        &s,
+        run_dir.path(),
+        logs.path(),
+        &[format!("{}:/conf.d/ddsky.d:ro", conf.path().display())],
+        &intake,
+    );
+    wait_output(
+        &s.agent,
+        "Starting a new tailer for: /var/log/job/job.log (offset: 0, whence: 2)",
+    );
+    let before: String = (1..=20).map(|i| format!("before rotation {i}\n")).collect();
+    append(&log, &before);
+    wait_sent(run_dir.path(), "/var/log/job/job.log", size(&log));
+    // Rotation: the old file moves to job.log.1 and a new file takes the name (done as a hard
+    // link and an atomic rename, so that job.log never misses: a scan that saw no job.log would
+    // stop the tailer instead). A line still written to the old file (its writer holds it open)
+    // is read by the old tailer.
+    let rotated = logs.path().join("job.log.1");
+    let next = logs.path().join("job.log.next");
+    append(&next, "fresh\n");
+    std::fs::hard_link(&log, &rotated).unwrap();
+    std::fs::rename(&next, &log).unwrap();
+    append(&rotated, "late line of the old file\n");
+    wait_output(&s.agent, "Log rotation happened to /var/log/job/job.log");
+    // The new file is read from 0; the registry now holds its offset, not the old file's.
+    wait_sent(run_dir.path(), "/var/log/job/job.log", size(&log));
+    assert!(
+        eventually(Duration::from_secs(60), || logs_of_file(&intake, "job.log")
+            .iter()
+            .any(|e| e.message == "late line of the old file")),
+        "the old file is read to its end: {:?}",
+        logs_of_file(&intake, "job.log")
+    );
+    let messages: Vec<String> = logs_of_file(&intake, "job.log")
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert_eq!(messages.len(), 22, "{messages:?}");
+    let want: Vec<String> = (1..=20).map(|i| format!("before rotation {i}")).collect();
+    assert_eq!(messages[..20], want[..]);
+    assert!(messages.contains(&"fresh".to_string()), "{messages:?}");
+    assert_eq!(
+        file_offset(run_dir.path(), "/var/log/job/job.log"),
+        Some(size(&log)),
+        "the old tailer never writes the registry"
+    );
+    assert!(file_entry(run_dir.path(), "/var/log/job/job.log.1").is_none());
 }

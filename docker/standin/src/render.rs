@@ -657,7 +657,10 @@ fn logs_integrations_text(stats: &Value) -> String {
         let name = integration["name"].as_str().unwrap_or_default();
         s += &format!("\n  {name}\n  {}\n", "-".repeat(name.len()));
         for source in integration["sources"].as_array().into_iter().flatten() {
-            s += &format!("    - Type: {}\n", source["type"].as_str().unwrap_or_default());
+            s += &format!(
+                "    - Type: {}\n",
+                source["type"].as_str().unwrap_or_default()
+            );
             if let Some(config) = source["configuration"].as_object() {
                 let mut keys: Vec<&String> = config.keys().collect();
                 keys.sort();
@@ -665,7 +668,10 @@ fn logs_integrations_text(stats: &Value) -> String {
                     s += &format!("      {k}: {}\n", config[k].as_str().unwrap_or_default());
                 }
             }
-            s += &format!("      Status: {}\n", source["status"].as_str().unwrap_or_default());
+            s += &format!(
+                "      Status: {}\n",
+                source["status"].as_str().unwrap_or_default()
+            );
             for m in source["messages"].as_array().into_iter().flatten() {
                 s += &format!("        {}\n", m.as_str().unwrap_or_default());
             }
