@@ -291,6 +291,9 @@ mod tests {
         ]);
         assert_eq!(quick.file_scan_period, Duration::from_millis(500));
         assert_eq!(quick.dd_service.as_deref(), Some("trainer"));
+        assert!(!quick.confd_poll_requested);
+        // Asked for, not done: the stand-in says so at start and never re-reads conf.d.
+        assert!(cfg(&[("DD_AUTOCONF_CONFIG_FILES_POLL", "true")]).confd_poll_requested);
         let bad = cfg(&[("DD_LOGS_CONFIG_FILE_SCAN_PERIOD", "0")]);
         assert_eq!(bad.file_scan_period, Duration::from_secs(10));
         assert_eq!(bad.warnings.len(), 1);
