@@ -303,30 +303,12 @@ pub struct Client {
 impl Client {
     /// `base` is `https://api.<site>` (or DDSKY_API_URL, already checked by settings).
     pub fn new(base: &str, api_key: ApiKey, app_key: AppKey) -> Self {
-        let builder = hyper_rustls::HttpsConnectorBuilder::new();
-        let provider = rustls::crypto::ring::default_provider();
-        let connector = match builder.with_provider_and_native_roots(provider) {
-            Ok(b) => b.https_or_http().enable_http1().build(),
-            Err(e) => {
-                tracing::warn!("no system CA certificates ({e}): https calls will fail");
-                let config = rustls::ClientConfig::builder_with_provider(
-                    rustls::crypto::ring::default_provider().into(),
-                )
-                .with_safe_default_protocol_versions()
-                .map(|b| {
-                    b.with_root_certificates(rustls::RootCertStore::empty())
-                        .with_no_client_auth()
-                });
-                match config {
-                    Ok(config) => hyper_rustls::HttpsConnectorBuilder::new()
-                        .with_tls_config(config)
-                        .https_or_http()
-                        .enable_http1()
-                        .build(),
-                    Err(_) => unreachable_connector(),
-                }
-            }
-        };
+        // The roots are chosen in one place for both HTTPS clients (src/tls.rs).
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(crate::tls::client_config())
+            .https_or_http()
+            .enable_http1()
+            .build();
         Client {
             base: base.trim_end_matches('/').to_owned(),
             api_key,
@@ -502,12 +484,9 @@ impl Client {
         let limit = REQUEST_TIMEOUT.min(left.max(Duration::from_secs(1)));
         let exchange = async {
             let response = self.http.request(request).await.map_err(|e| {
-                let mut detail = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(s) = source {
-                    detail = format!("{detail}: {s}");
-                    source = s.source();
-                }
+                // A refused certificate in words (src/tls.rs), else the chain of causes once each.
+                let detail =
+                    crate::tls::refusal(&e).unwrap_or_else(|| crate::error_chain::one_line(&e));
                 ApiError::Transport {
                     base: self.base.clone(),
                     detail,
@@ -543,23 +522,6 @@ impl Client {
 
 fn short_query(query: &str) -> String {
     query.chars().take(300).collect()
-}
-
-/// A connector for the impossible case where rustls refuses its own safe defaults.
-fn unreachable_connector() -> Https {
-    hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(
-            rustls::ClientConfig::builder_with_provider(
-                rustls::crypto::ring::default_provider().into(),
-            )
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .expect("TLS 1.3 is supported by ring")
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth(),
-        )
-        .https_or_http()
-        .enable_http1()
-        .build()
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters.

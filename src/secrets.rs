@@ -3,10 +3,12 @@
 //!
 //! Layer: edge (see `src/layers.rs`): may use the core only.
 
+use crate::error_chain::{self, one_line};
 use crate::key::{SecretAnswer, SecretPayload, SecretStore};
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region};
-use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_credential_types::provider::error::CredentialsError;
+use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 use aws_smithy_http_client::tls;
 use std::time::Duration;
@@ -64,6 +66,13 @@ impl AwsSecretStore {
             .tls_provider(tls::Provider::Rustls(
                 tls::rustls_provider::CryptoMode::Ring,
             ))
+            // The roots both HTTPS clients trust (src/tls.rs), not the SDK's own system-store loader.
+            .tls_context(
+                tls::TlsContext::builder()
+                    .with_trust_store(crate::tls::aws_trust_store())
+                    .build()
+                    .expect("a TLS context without extra server names always builds"),
+            )
             .build_https();
         let load = |region: Option<Region>| {
             let loader = aws_config::defaults(BehaviorVersion::latest()).http_client(https.clone());
@@ -134,25 +143,39 @@ fn describe_error(e: &SdkError<GetSecretValueError>) -> String {
         };
         return format!("{code} ({hint})");
     }
-    let detail = DisplayErrorContext(e).to_string();
-    let lower = detail.to_lowercase();
-    if lower.contains("credentials") {
-        format!(
-            "no AWS credentials ({}); attach an instance role or pass DD_API_KEY",
-            first_line(&detail)
-        )
-    } else if matches!(e, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)) {
-        format!(
-            "cannot reach the Secrets Manager endpoint ({})",
-            first_line(&detail)
-        )
-    } else {
-        first_line(&detail)
+    let e: &(dyn std::error::Error + 'static) = e;
+    if let Some(credentials) = error_chain::find::<CredentialsError>(e) {
+        return describe_credentials(credentials);
     }
+    if let Some(refusal) = crate::tls::refusal(e) {
+        return format!("cannot reach the Secrets Manager endpoint: {refusal}");
+    }
+    // The SDK's own wrapper ("dispatch failure") says less than ddsky's words do.
+    let cause = e.source().map_or_else(|| one_line(e), one_line);
+    format!(
+        "cannot reach the Secrets Manager endpoint ({cause}); check the node's route to AWS (or AWS_ENDPOINT_URL), or pass DD_API_KEY"
+    )
 }
 
-fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or(s).chars().take(300).collect()
+/// Why the SDK's credential chain gave nothing, in words.
+fn describe_credentials(error: &CredentialsError) -> String {
+    match error {
+        CredentialsError::CredentialsNotLoaded(_) => {
+            let role = if std::env::var("AWS_EC2_METADATA_DISABLED")
+                .is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"))
+            {
+                "instance metadata off (AWS_EC2_METADATA_DISABLED)"
+            } else {
+                "no instance role"
+            };
+            format!("no AWS credentials on this node: {role} and no AWS_* variables or profile; attach an instance role or pass DD_API_KEY")
+        }
+        CredentialsError::ProviderTimedOut(_) => "the AWS credentials did not load in time (instance metadata slow or unreachable); attach an instance role, raise --secret-timeout, or pass DD_API_KEY".to_owned(),
+        other => format!(
+            "cannot load AWS credentials ({}); fix the AWS profile or instance role, or pass DD_API_KEY",
+            one_line(other)
+        ),
+    }
 }
 
 #[cfg(test)]
