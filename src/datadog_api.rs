@@ -81,6 +81,9 @@ pub enum ApiError {
     Timeout { endpoint: Endpoint, secs: u64 },
     #[error("cannot reach {base} ({detail}); check DD_SITE / DDSKY_API_URL and the network")]
     Transport { base: String, detail: String },
+    /// The server's certificate was refused (src/tls.rs says why and what to do): no retry helps.
+    #[error("cannot reach {base}: {detail}")]
+    Untrusted { base: String, detail: String },
     #[error("{endpoint} answered something that is not the expected JSON ({detail})", endpoint = endpoint.label())]
     Decode { endpoint: Endpoint, detail: String },
     #[error("{endpoint} was throttled (HTTP 429) and the deadline comes before X-RateLimit-Reset", endpoint = endpoint.label())]
@@ -397,7 +400,11 @@ impl Client {
     ) -> Result<Bytes, ApiError> {
         let mut attempt = 0u32;
         loop {
-            let outcome = self.once(endpoint, query, body.clone(), deadline).await;
+            let outcome = match self.once(endpoint, query, body.clone(), deadline).await {
+                // A refused certificate stays refused: no retry.
+                Err(e @ ApiError::Untrusted { .. }) => return Err(e),
+                outcome => outcome,
+            };
             let wait = match &outcome {
                 Ok((200..=299, _, body)) => return Ok(body.clone()),
                 Ok((429, reset, _)) => {
@@ -485,11 +492,13 @@ impl Client {
         let exchange = async {
             let response = self.http.request(request).await.map_err(|e| {
                 // A refused certificate in words (src/tls.rs), else the chain of causes once each.
-                let detail =
-                    crate::tls::refusal(&e).unwrap_or_else(|| crate::error_chain::one_line(&e));
-                ApiError::Transport {
-                    base: self.base.clone(),
-                    detail,
+                let base = self.base.clone();
+                match crate::tls::refusal(&e) {
+                    Some(detail) => ApiError::Untrusted { base, detail },
+                    None => ApiError::Transport {
+                        base,
+                        detail: crate::error_chain::one_line(&e),
+                    },
                 }
             })?;
             let status = response.status().as_u16();
