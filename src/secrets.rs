@@ -145,7 +145,9 @@ fn describe_error(e: &SdkError<GetSecretValueError>) -> String {
     }
     let e: &(dyn std::error::Error + 'static) = e;
     if let Some(credentials) = error_chain::find::<CredentialsError>(e) {
-        return describe_credentials(credentials);
+        let metadata_off = std::env::var("AWS_EC2_METADATA_DISABLED")
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        return describe_credentials(credentials, metadata_off);
     }
     if let Some(refusal) = crate::tls::refusal(e) {
         return format!("cannot reach the Secrets Manager endpoint: {refusal}");
@@ -158,12 +160,11 @@ fn describe_error(e: &SdkError<GetSecretValueError>) -> String {
 }
 
 /// Why the SDK's credential chain gave nothing, in words.
-fn describe_credentials(error: &CredentialsError) -> String {
+/// `metadata_off`: AWS_EC2_METADATA_DISABLED, so no instance role was asked for.
+fn describe_credentials(error: &CredentialsError, metadata_off: bool) -> String {
     match error {
         CredentialsError::CredentialsNotLoaded(_) => {
-            let role = if std::env::var("AWS_EC2_METADATA_DISABLED")
-                .is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"))
-            {
+            let role = if metadata_off {
                 "instance metadata off (AWS_EC2_METADATA_DISABLED)"
             } else {
                 "no instance role"
@@ -181,6 +182,75 @@ fn describe_credentials(error: &CredentialsError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_sdk_secretsmanager::error::ConnectorError;
+
+    fn dispatch_failure(source: ConnectorError) -> SdkError<GetSecretValueError> {
+        SdkError::dispatch_failure(source)
+    }
+
+    /// How hyper's client error wraps a connect failure (its Display names the kind only).
+    #[derive(Debug, thiserror::Error)]
+    #[error("client error (Connect)")]
+    struct ClientError(#[source] std::io::Error);
+
+    #[test]
+    fn no_credentials_is_said_in_words() {
+        // As the SDK hands it over: the identity resolver's error inside a dispatch failure.
+        let e = dispatch_failure(ConnectorError::other(
+            Box::new(CredentialsError::not_loaded(
+                "no providers in chain provided credentials",
+            )),
+            None,
+        ));
+        let line = describe_error(&e);
+        assert!(
+            line.starts_with("no AWS credentials on this node: ")
+                && line.ends_with(" and no AWS_* variables or profile; attach an instance role or pass DD_API_KEY"),
+            "{line}"
+        );
+        let not_loaded = CredentialsError::not_loaded("none");
+        assert_eq!(
+            describe_credentials(&not_loaded, true),
+            "no AWS credentials on this node: instance metadata off (AWS_EC2_METADATA_DISABLED) and no AWS_* variables or profile; attach an instance role or pass DD_API_KEY"
+        );
+        assert_eq!(
+            describe_credentials(&not_loaded, false),
+            "no AWS credentials on this node: no instance role and no AWS_* variables or profile; attach an instance role or pass DD_API_KEY"
+        );
+        let broken = CredentialsError::invalid_configuration("profile default: no region");
+        let line = describe_credentials(&broken, false);
+        assert!(line.starts_with("cannot load AWS credentials ("), "{line}");
+        assert!(line.contains("profile default: no region"), "{line}");
+        assert!(!line.contains("InvalidConfiguration"), "{line}");
+    }
+
+    #[test]
+    fn an_unreachable_endpoint_names_the_cause_once_without_debug_forms() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let e = dispatch_failure(ConnectorError::io(Box::new(ClientError(refused))));
+        let line = describe_error(&e);
+        assert!(
+            line.starts_with("cannot reach the Secrets Manager endpoint (io error: client error (Connect): connection refused); check"),
+            "{line}"
+        );
+        assert!(
+            !line.contains("DispatchFailure") && !line.contains(" { "),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn a_refused_certificate_is_said_in_words() {
+        let unknown = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let e = dispatch_failure(ConnectorError::io(Box::new(ClientError(
+            std::io::Error::other(unknown),
+        ))));
+        let line = describe_error(&e);
+        assert!(
+            line.starts_with("cannot reach the Secrets Manager endpoint: the server's certificate is not trusted: no certificate authority ddsky trusts signed it"),
+            "{line}"
+        );
+    }
 
     #[test]
     fn retries_fit_in_the_time_bound() {
