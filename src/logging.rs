@@ -26,7 +26,9 @@ pub fn init(verbose: u8, quiet: u8) {
 
     // The default hook prints the panic message as is; this one redacts it first.
     std::panic::set_hook(Box::new(|info| {
-        crate::output::error_line(&format!("ddsky: internal error (please report it): {info}"));
+        // One line: the panic's own text puts the message on a line after its location.
+        let text = info.to_string().replace('\n', " ");
+        crate::output::error_line(&format!("ddsky: internal error (please report it): {text}"));
     }));
 }
 
