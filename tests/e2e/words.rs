@@ -225,6 +225,16 @@ fn a_node_without_key_or_credentials_hears_plain_words() {
         ],
     );
     the_rest_say_no_more_than_their_outcome(&s, false);
+
+    // The SDK's own lines exist, and only -v shows them: its credential chain's probes at -vv.
+    let verbose = run(node_ddsky(&s, false).args(["up", "--dry-run", "-vv"]));
+    verbose.expect_code(0);
+    assert!(
+        verbose
+            .stderr
+            .contains("provider in chain did not provide credentials"),
+        "-vv shows the AWS SDK's credential probes\n{verbose}"
+    );
 }
 
 #[test]
