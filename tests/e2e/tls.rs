@@ -6,7 +6,7 @@
 //!
 //! The server is this test's, on 127.0.0.1 (the container shares the host's network): its
 //! certificate, for 127.0.0.1, is signed by a test CA whose key was thrown away
-//! (tests/e2e/fixtures/tls: ca.pem, server.pem, server.key, valid until 2126). It answers every
+//! (tests/fixtures/tls: ca.pem, server.pem, server.key, valid until 2126). It answers every
 //! request it gets through a completed handshake with HTTP 400 and Secrets Manager's
 //! `ResourceNotFoundException`, so an answer proves the certificate was verified and accepted.
 
@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 fn fixture(name: &str) -> std::path::PathBuf {
-    repo().join("tests/e2e/fixtures/tls").join(name)
+    repo().join("tests/fixtures/tls").join(name)
 }
 
 /// An HTTPS server on loopback with the test CA's certificate; counts the requests it answered.
