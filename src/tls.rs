@@ -55,9 +55,18 @@ pub fn roots() -> &'static Roots {
     static ROOTS: OnceLock<Roots> = OnceLock::new();
     ROOTS.get_or_init(|| {
         // Errors are files that exist but cannot be read: the store is then what could be read.
+        // Only a store the user named is worth a warning; the default one may well be absent.
         let found = rustls_native_certs::load_native_certs();
+        let named = ["SSL_CERT_FILE", "SSL_CERT_DIR"]
+            .into_iter()
+            .any(|var| std::env::var_os(var).is_some_and(|v| !v.is_empty()));
         for error in &found.errors {
-            tracing::debug!("reading the system's CA certificates: {error}");
+            let error = crate::error_chain::one_line(error);
+            if named {
+                tracing::warn!("cannot read the CA certificates SSL_CERT_FILE / SSL_CERT_DIR name ({error}); fix the path or unset it");
+            } else {
+                tracing::debug!("reading the system's CA certificates: {error}");
+            }
         }
         let roots = choose(found.certs, webpki_root_certs::TLS_SERVER_ROOT_CERTS);
         match roots.origin {
