@@ -143,6 +143,7 @@ fn describe_error(e: &SdkError<GetSecretValueError>) -> String {
         };
         return format!("{code} ({hint})");
     }
+    let sdk = e;
     let e: &(dyn std::error::Error + 'static) = e;
     if let Some(credentials) = error_chain::find::<CredentialsError>(e) {
         let metadata_off = std::env::var("AWS_EC2_METADATA_DISABLED")
@@ -154,9 +155,17 @@ fn describe_error(e: &SdkError<GetSecretValueError>) -> String {
     }
     // The SDK's own wrapper ("dispatch failure") says less than ddsky's words do.
     let cause = e.source().map_or_else(|| one_line(e), one_line);
-    format!(
-        "cannot reach the Secrets Manager endpoint ({cause}); check the node's route to AWS (or AWS_ENDPOINT_URL), or pass DD_API_KEY"
-    )
+    match sdk {
+        SdkError::ResponseError(_) => format!(
+            "Secrets Manager's answer could not be read ({cause}); check AWS_ENDPOINT_URL and any proxy in between, or pass DD_API_KEY"
+        ),
+        SdkError::ConstructionFailure(_) => format!(
+            "the request for the secret could not be made ({cause}); check --aws-region and --secret-id, or pass DD_API_KEY"
+        ),
+        _ => format!(
+            "cannot reach the Secrets Manager endpoint ({cause}); check the node's route to AWS (or AWS_ENDPOINT_URL), or pass DD_API_KEY"
+        ),
+    }
 }
 
 /// Why the SDK's credential chain gave nothing, in words.
