@@ -81,6 +81,9 @@ pub enum ApiError {
     Timeout { endpoint: Endpoint, secs: u64 },
     #[error("cannot reach {base} ({detail}); check DD_SITE / DDSKY_API_URL and the network")]
     Transport { base: String, detail: String },
+    /// The server's certificate was refused (src/tls.rs says why and what to do): no retry helps.
+    #[error("cannot reach {base}: {detail}")]
+    Untrusted { base: String, detail: String },
     #[error("{endpoint} answered something that is not the expected JSON ({detail})", endpoint = endpoint.label())]
     Decode { endpoint: Endpoint, detail: String },
     #[error("{endpoint} was throttled (HTTP 429) and the deadline comes before X-RateLimit-Reset", endpoint = endpoint.label())]
@@ -303,30 +306,12 @@ pub struct Client {
 impl Client {
     /// `base` is `https://api.<site>` (or DDSKY_API_URL, already checked by settings).
     pub fn new(base: &str, api_key: ApiKey, app_key: AppKey) -> Self {
-        let builder = hyper_rustls::HttpsConnectorBuilder::new();
-        let provider = rustls::crypto::ring::default_provider();
-        let connector = match builder.with_provider_and_native_roots(provider) {
-            Ok(b) => b.https_or_http().enable_http1().build(),
-            Err(e) => {
-                tracing::warn!("no system CA certificates ({e}): https calls will fail");
-                let config = rustls::ClientConfig::builder_with_provider(
-                    rustls::crypto::ring::default_provider().into(),
-                )
-                .with_safe_default_protocol_versions()
-                .map(|b| {
-                    b.with_root_certificates(rustls::RootCertStore::empty())
-                        .with_no_client_auth()
-                });
-                match config {
-                    Ok(config) => hyper_rustls::HttpsConnectorBuilder::new()
-                        .with_tls_config(config)
-                        .https_or_http()
-                        .enable_http1()
-                        .build(),
-                    Err(_) => unreachable_connector(),
-                }
-            }
-        };
+        // The roots are chosen in one place for both HTTPS clients (src/tls.rs).
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(crate::tls::client_config())
+            .https_or_http()
+            .enable_http1()
+            .build();
         Client {
             base: base.trim_end_matches('/').to_owned(),
             api_key,
@@ -415,7 +400,11 @@ impl Client {
     ) -> Result<Bytes, ApiError> {
         let mut attempt = 0u32;
         loop {
-            let outcome = self.once(endpoint, query, body.clone(), deadline).await;
+            let outcome = match self.once(endpoint, query, body.clone(), deadline).await {
+                // A refused certificate stays refused: no retry.
+                Err(e @ ApiError::Untrusted { .. }) => return Err(e),
+                outcome => outcome,
+            };
             let wait = match &outcome {
                 Ok((200..=299, _, body)) => return Ok(body.clone()),
                 Ok((429, reset, _)) => {
@@ -502,15 +491,14 @@ impl Client {
         let limit = REQUEST_TIMEOUT.min(left.max(Duration::from_secs(1)));
         let exchange = async {
             let response = self.http.request(request).await.map_err(|e| {
-                let mut detail = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(s) = source {
-                    detail = format!("{detail}: {s}");
-                    source = s.source();
-                }
-                ApiError::Transport {
-                    base: self.base.clone(),
-                    detail,
+                // A refused certificate in words (src/tls.rs), else the chain of causes once each.
+                let base = self.base.clone();
+                match crate::tls::refusal(&e) {
+                    Some(detail) => ApiError::Untrusted { base, detail },
+                    None => ApiError::Transport {
+                        base,
+                        detail: crate::error_chain::one_line(&e),
+                    },
                 }
             })?;
             let status = response.status().as_u16();
@@ -543,23 +531,6 @@ impl Client {
 
 fn short_query(query: &str) -> String {
     query.chars().take(300).collect()
-}
-
-/// A connector for the impossible case where rustls refuses its own safe defaults.
-fn unreachable_connector() -> Https {
-    hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(
-            rustls::ClientConfig::builder_with_provider(
-                rustls::crypto::ring::default_provider().into(),
-            )
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .expect("TLS 1.3 is supported by ring")
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth(),
-        )
-        .https_or_http()
-        .enable_http1()
-        .build()
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters.

@@ -141,7 +141,9 @@ fn cause(e: &BollardError) -> String {
             status_code,
             message,
         } => format!("{message} (HTTP {status_code})"),
-        other => other.to_string(),
+        // bollard's own words, then the causes it leaves out ("client error (Connect)" says not
+        // that the connection was refused), each once.
+        other => crate::error_chain::one_line(other),
     }
 }
 

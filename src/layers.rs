@@ -22,6 +22,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
         "core",
         &[
             "agent_output",
+            "error_chain",
             "exit",
             "gpu",
             "interrupt",
@@ -38,7 +39,10 @@ pub const LAYERS: &[(&str, &[&str])] = &[
             "tags",
         ],
     ),
-    ("edge", &["datadog_api", "engine", "logging", "secrets"]),
+    (
+        "edge",
+        &["datadog_api", "engine", "logging", "secrets", "tls"],
+    ),
     (
         "domain",
         &[

@@ -14,16 +14,8 @@ pub fn init(verbose: u8, quiet: u8) {
     if let Some(raw) = std::env::var_os("DD_APP_KEY") {
         redact::register(&raw.to_string_lossy());
     }
-    let level = match (verbose, quiet) {
-        (0, 0) => "info",
-        (1, _) => "debug",
-        (v, _) if v >= 2 => "trace",
-        (_, 1) => "warn",
-        _ => "error",
-    };
-    // Dependencies stay at warn by default: their debug output is for ddsky's developers, not users.
-    let default = format!("warn,ddsky={level}");
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(default_filter(verbose, quiet)));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| RedactingWriter(std::io::stderr()))
@@ -34,62 +26,48 @@ pub fn init(verbose: u8, quiet: u8) {
 
     // The default hook prints the panic message as is; this one redacts it first.
     std::panic::set_hook(Box::new(|info| {
-        crate::output::error_line(&format!("ddsky: internal error (please report it): {info}"));
+        // One line: the panic's own text puts the message on a line after its location.
+        let text = info.to_string().replace('\n', " ");
+        crate::output::error_line(&format!("ddsky: internal error (please report it): {text}"));
     }));
+}
+
+/// What reaches stderr when RUST_LOG does not say: ddsky's own lines at the level -v/-q ask for,
+/// and nothing of its dependencies' unless -v. Their lines (the AWS SDK's credential and region
+/// probes, rustls's) are for debugging: ddsky says what matters in its own words.
+fn default_filter(verbose: u8, quiet: u8) -> String {
+    let (ddsky, dependencies) = match (verbose, quiet) {
+        (0, 0) => ("info", "off"),
+        (1, _) => ("debug", "info"),
+        (2, _) => ("trace", "debug"),
+        (v, _) if v > 2 => ("trace", "trace"),
+        (_, 1) => ("warn", "off"),
+        _ => ("error", "off"),
+    };
+    format!("{dependencies},ddsky={ddsky}")
 }
 
 /// Prints the one-line error, followed by each `source()` it names (`what: why: why`), and
 /// returns its exit code.
-pub fn fail(error: &dyn std::error::Error, code: u8) -> u8 {
-    crate::output::error_line(&format!("ddsky: error: {}", chain(error)));
+pub fn fail(error: &(dyn std::error::Error + 'static), code: u8) -> u8 {
+    crate::output::error_line(&format!(
+        "ddsky: error: {}",
+        crate::error_chain::one_line(error)
+    ));
     code
-}
-
-/// `error: its source: that one's source ...`, leaving out a source the message already quotes
-/// (most of ddsky's errors say their cause in the middle, followed by what to do).
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut line = error.to_string();
-    let mut next = error.source();
-    while let Some(source) = next {
-        let text = source.to_string();
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        next = source.source();
-    }
-    line
 }
 
 #[cfg(test)]
 mod tests {
-    use super::chain;
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("cannot {what}")]
-    struct Outer {
-        what: &'static str,
-        source: std::io::Error,
-    }
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("pulling failed: {source}; check the name")]
-    struct Quoting {
-        source: std::io::Error,
-    }
+    use super::default_filter;
 
     #[test]
-    fn the_chain_names_each_source_once() {
-        let io = || std::io::Error::other("no such file");
-        let outer = Outer {
-            what: "read it",
-            source: io(),
-        };
-        assert_eq!(chain(&outer), "cannot read it: no such file");
-        let quoting = Quoting { source: io() };
-        assert_eq!(
-            chain(&quoting),
-            "pulling failed: no such file; check the name"
-        );
+    fn dependencies_are_silent_unless_verbose() {
+        assert_eq!(default_filter(0, 0), "off,ddsky=info");
+        assert_eq!(default_filter(0, 1), "off,ddsky=warn");
+        assert_eq!(default_filter(0, 2), "off,ddsky=error");
+        assert_eq!(default_filter(1, 0), "info,ddsky=debug");
+        assert_eq!(default_filter(2, 0), "debug,ddsky=trace");
+        assert_eq!(default_filter(3, 0), "trace,ddsky=trace");
     }
 }

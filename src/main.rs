@@ -14,6 +14,7 @@ mod docs_check;
 mod doctor;
 mod drain;
 mod engine;
+mod error_chain;
 mod exit;
 mod gpu;
 mod interrupt;
@@ -34,6 +35,7 @@ mod settings;
 mod spec;
 mod startup;
 mod tags;
+mod tls;
 mod verify;
 
 use std::process::ExitCode;

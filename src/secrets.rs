@@ -3,10 +3,12 @@
 //!
 //! Layer: edge (see `src/layers.rs`): may use the core only.
 
+use crate::error_chain::{self, one_line};
 use crate::key::{SecretAnswer, SecretPayload, SecretStore};
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region};
-use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_credential_types::provider::error::CredentialsError;
+use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 use aws_smithy_http_client::tls;
 use std::time::Duration;
@@ -64,6 +66,13 @@ impl AwsSecretStore {
             .tls_provider(tls::Provider::Rustls(
                 tls::rustls_provider::CryptoMode::Ring,
             ))
+            // The roots both HTTPS clients trust (src/tls.rs), not the SDK's own system-store loader.
+            .tls_context(
+                tls::TlsContext::builder()
+                    .with_trust_store(crate::tls::aws_trust_store())
+                    .build()
+                    .expect("a TLS context without extra server names always builds"),
+            )
             .build_https();
         let load = |region: Option<Region>| {
             let loader = aws_config::defaults(BehaviorVersion::latest()).http_client(https.clone());
@@ -134,30 +143,123 @@ fn describe_error(e: &SdkError<GetSecretValueError>) -> String {
         };
         return format!("{code} ({hint})");
     }
-    let detail = DisplayErrorContext(e).to_string();
-    let lower = detail.to_lowercase();
-    if lower.contains("credentials") {
-        format!(
-            "no AWS credentials ({}); attach an instance role or pass DD_API_KEY",
-            first_line(&detail)
-        )
-    } else if matches!(e, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)) {
-        format!(
-            "cannot reach the Secrets Manager endpoint ({})",
-            first_line(&detail)
-        )
-    } else {
-        first_line(&detail)
+    let sdk = e;
+    let e: &(dyn std::error::Error + 'static) = e;
+    if let Some(credentials) = error_chain::find::<CredentialsError>(e) {
+        let metadata_off = std::env::var("AWS_EC2_METADATA_DISABLED")
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        return describe_credentials(credentials, metadata_off);
+    }
+    if let Some(refusal) = crate::tls::refusal(e) {
+        return format!("cannot reach the Secrets Manager endpoint: {refusal}");
+    }
+    // The SDK's own wrapper ("dispatch failure") says less than ddsky's words do.
+    let cause = e.source().map_or_else(|| one_line(e), one_line);
+    match sdk {
+        SdkError::ResponseError(_) => format!(
+            "Secrets Manager's answer could not be read ({cause}); check AWS_ENDPOINT_URL and any proxy in between, or pass DD_API_KEY"
+        ),
+        SdkError::ConstructionFailure(_) => format!(
+            "the request for the secret could not be made ({cause}); check --aws-region and --secret-id, or pass DD_API_KEY"
+        ),
+        _ => format!(
+            "cannot reach the Secrets Manager endpoint ({cause}); check the node's route to AWS (or AWS_ENDPOINT_URL), or pass DD_API_KEY"
+        ),
     }
 }
 
-fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or(s).chars().take(300).collect()
+/// Why the SDK's credential chain gave nothing, in words.
+/// `metadata_off`: AWS_EC2_METADATA_DISABLED, so no instance role was asked for.
+fn describe_credentials(error: &CredentialsError, metadata_off: bool) -> String {
+    match error {
+        CredentialsError::CredentialsNotLoaded(_) => {
+            let role = if metadata_off {
+                "instance metadata off (AWS_EC2_METADATA_DISABLED)"
+            } else {
+                "no instance role"
+            };
+            format!("no AWS credentials on this node: {role} and no AWS_* variables or profile; attach an instance role or pass DD_API_KEY")
+        }
+        CredentialsError::ProviderTimedOut(_) => "the AWS credentials did not load in time (instance metadata slow or unreachable); attach an instance role, raise --secret-timeout, or pass DD_API_KEY".to_owned(),
+        other => format!(
+            "cannot load AWS credentials ({}); fix the AWS profile or instance role, or pass DD_API_KEY",
+            one_line(other)
+        ),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_sdk_secretsmanager::error::ConnectorError;
+
+    fn dispatch_failure(source: ConnectorError) -> SdkError<GetSecretValueError> {
+        SdkError::dispatch_failure(source)
+    }
+
+    /// How hyper's client error wraps a connect failure (its Display names the kind only).
+    #[derive(Debug, thiserror::Error)]
+    #[error("client error (Connect)")]
+    struct ClientError(#[source] std::io::Error);
+
+    #[test]
+    fn no_credentials_is_said_in_words() {
+        // As the SDK hands it over: the identity resolver's error inside a dispatch failure.
+        let e = dispatch_failure(ConnectorError::other(
+            Box::new(CredentialsError::not_loaded(
+                "no providers in chain provided credentials",
+            )),
+            None,
+        ));
+        let line = describe_error(&e);
+        assert!(
+            line.starts_with("no AWS credentials on this node: ")
+                && line.ends_with(" and no AWS_* variables or profile; attach an instance role or pass DD_API_KEY"),
+            "{line}"
+        );
+        let not_loaded = CredentialsError::not_loaded("none");
+        assert_eq!(
+            describe_credentials(&not_loaded, true),
+            "no AWS credentials on this node: instance metadata off (AWS_EC2_METADATA_DISABLED) and no AWS_* variables or profile; attach an instance role or pass DD_API_KEY"
+        );
+        assert_eq!(
+            describe_credentials(&not_loaded, false),
+            "no AWS credentials on this node: no instance role and no AWS_* variables or profile; attach an instance role or pass DD_API_KEY"
+        );
+        let broken = CredentialsError::invalid_configuration("profile default: no region");
+        let line = describe_credentials(&broken, false);
+        assert!(line.starts_with("cannot load AWS credentials ("), "{line}");
+        assert!(line.contains("profile default: no region"), "{line}");
+        assert!(!line.contains("InvalidConfiguration"), "{line}");
+    }
+
+    #[test]
+    fn an_unreachable_endpoint_names_the_cause_once_without_debug_forms() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let e = dispatch_failure(ConnectorError::io(Box::new(ClientError(refused))));
+        let line = describe_error(&e);
+        assert!(
+            line.starts_with("cannot reach the Secrets Manager endpoint (io error: client error (Connect): connection refused); check"),
+            "{line}"
+        );
+        assert!(
+            !line.contains("DispatchFailure") && !line.contains(" { "),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn a_refused_certificate_is_said_in_words() {
+        let unknown = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let e = dispatch_failure(ConnectorError::io(Box::new(ClientError(
+            std::io::Error::other(unknown),
+        ))));
+        let line = describe_error(&e);
+        assert!(
+            line.starts_with("cannot reach the Secrets Manager endpoint: the server's certificate is not trusted: no certificate authority ddsky trusts signed it"),
+            "{line}"
+        );
+    }
 
     #[test]
     fn retries_fit_in_the_time_bound() {

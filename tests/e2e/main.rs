@@ -18,5 +18,7 @@ mod skypilot;
 mod skypilot_loader;
 mod standin;
 mod startup;
+mod tls;
 mod verify;
 mod wheel;
+mod words;
