@@ -61,6 +61,27 @@ pub enum CommandSettings {
     Logs(LogsSettings),
     K8s(JobSettings),
     Verify(Box<VerifySettings>),
+    Dashboard(Box<DashboardSettings>),
+}
+
+/// `ddsky dashboard`, validated: the identity the bodies are built from, the monitor's options,
+/// where the API is.
+#[derive(Debug, Clone)]
+pub struct DashboardSettings {
+    pub identity: crate::dashboard::Identity,
+    pub run_id: Option<String>,
+    /// `None`: --no-monitor.
+    pub monitor: Option<crate::dashboard::MonitorOptions>,
+    pub dry_run: bool,
+    pub delete: bool,
+    pub api_timeout: Duration,
+    pub site: String,
+    /// `https://api.<site>`, or DDSKY_API_URL.
+    pub api_base: String,
+    /// The web UI, for links.
+    pub ui_base: String,
+    pub key: KeySettings,
+    pub app_key_secret_id: String,
 }
 
 /// `ddsky verify`, validated: which run, where the API is, what to check.
@@ -372,6 +393,9 @@ pub fn from_cli(
         Command::Verify(args) => {
             CommandSettings::Verify(Box::new(VerifySettings::from_args(args)?))
         }
+        Command::Dashboard(args) => {
+            CommandSettings::Dashboard(Box::new(DashboardSettings::from_args(args)?))
+        }
         Command::Logs(args) => CommandSettings::Logs(LogsSettings {
             follow: args.follow,
             tail: args.tail,
@@ -501,6 +525,91 @@ impl VerifySettings {
             ui_base: crate::verify::ui_base(&site),
             site,
             api_base,
+            key: KeySettings {
+                require_key: true,
+                secret_id: args.key.secret_id,
+                no_aws: args.key.no_aws,
+                aws_region: args.key.aws_region,
+                secret_timeout: args.key.secret_timeout,
+            },
+            app_key_secret_id: args.app_key_secret_id,
+        })
+    }
+}
+
+/// The site as given, checked, with its API base (or DDSKY_API_URL) and its web UI.
+fn site_and_api(site: &str) -> Result<(String, String, String), SettingsError> {
+    let site = site.trim().to_owned();
+    if site.is_empty() || site.contains(['/', ' ', ':']) {
+        return Err(SettingsError::Invalid(format!(
+            "DD_SITE / --site {site:?} is not a site; use e.g. datadoghq.com, datadoghq.eu, us5.datadoghq.com"
+        )));
+    }
+    let api_base = match env_var("DDSKY_API_URL").filter(|v| !v.trim().is_empty()) {
+        Some(url) => crate::verify::check_api_url(&url).map_err(SettingsError::Invalid)?,
+        None => crate::verify::api_base(&site),
+    };
+    let ui_base = crate::verify::ui_base(&site);
+    Ok((site, api_base, ui_base))
+}
+
+impl DashboardSettings {
+    pub fn from_args(args: cli::DashboardArgs) -> Result<Self, SettingsError> {
+        use crate::dashboard;
+        let invalid = SettingsError::Invalid;
+        // The values as `up` tags the nodes with them (Datadog's tag rules: lowercase, ...).
+        let tag_value = |key: &str, value: &str| {
+            tags::normalize(&format!("{key}:{}", value.trim()))
+                .tag
+                .and_then(|t| t.strip_prefix(&format!("{key}:")).map(str::to_owned))
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "--{key} {value:?} is not a tag value; give the value `ddsky up` tags the nodes with (e.g. production)"
+                    ))
+                })
+        };
+        let identity = dashboard::Identity {
+            env: tag_value("env", &args.env)?,
+            service: tag_value("service", &args.service)?,
+        };
+        if let Some(run) = &args.run_id {
+            if run.trim().is_empty() {
+                return Err(invalid("--run-id is empty; give the run's metta_run_id".into()));
+            }
+        }
+        let monitor = if args.no_monitor {
+            None
+        } else {
+            let idle_below = dashboard::check_idle_below(args.idle_below).map_err(invalid)?;
+            dashboard::evaluation_window(args.idle_for).map_err(invalid)?;
+            let notify = args
+                .notify
+                .iter()
+                .map(|n| dashboard::notify_handle(n))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(invalid)?;
+            Some(dashboard::MonitorOptions {
+                idle_below,
+                idle_for: args.idle_for,
+                startup_grace: args.startup_grace,
+                notify,
+            })
+        };
+        if args.api_timeout < Duration::from_secs(1) {
+            return Err(invalid("--api-timeout must be at least 1s (e.g. 30s)".into()));
+        }
+        let (site, api_base, ui_base) = site_and_api(&args.site)?;
+        Ok(DashboardSettings {
+            identity,
+            run_id: args.run_id.map(|r| r.trim().to_owned()),
+            monitor,
+            dry_run: args.dry_run,
+            delete: args.delete,
+            api_timeout: args.api_timeout,
+            site,
+            api_base,
+            ui_base,
             key: KeySettings {
                 require_key: true,
                 secret_id: args.key.secret_id,
