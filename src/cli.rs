@@ -443,6 +443,10 @@ pub struct DashboardArgs {
     #[arg(long, value_name = "DUR", default_value = "30s", value_parser = duration)]
     pub api_timeout: Duration,
 
+    /// Bound on the whole command: every request, its retries and the waits a 429 asks for.
+    #[arg(long, value_name = "DUR", default_value = "3m", value_parser = duration)]
+    pub timeout: Duration,
+
     /// The Datadog site (the API is https://api.<site>; DDSKY_API_URL overrides it).
     #[arg(long, env = "DD_SITE", default_value = "datadoghq.com")]
     pub site: String,

@@ -223,7 +223,9 @@ pub fn dashboard_body(id: &Identity) -> Value {
                     "Nodes reporting, per run (skypilot_num_nodes: the nodes launched)",
                     metric_agg(
                         "a",
-                        format!("sum:datadog.agent.running{s} by {{metta_run_id,skypilot_num_nodes}}"),
+                        format!(
+                            "sum:datadog.agent.running{s} by {{metta_run_id,skypilot_num_nodes}}"
+                        ),
                         "last",
                     ),
                     50,
@@ -334,14 +336,8 @@ pub fn dashboard_body(id: &Identity) -> Value {
                 timeseries(
                     "Host network per node (bytes/s)",
                     vec![
-                        metric(
-                            "rcvd",
-                            format!("sum:system.net.bytes_rcvd{s} by {{host}}"),
-                        ),
-                        metric(
-                            "sent",
-                            format!("sum:system.net.bytes_sent{s} by {{host}}"),
-                        ),
+                        metric("rcvd", format!("sum:system.net.bytes_rcvd{s} by {{host}}")),
+                        metric("sent", format!("sum:system.net.bytes_sent{s} by {{host}}")),
                     ],
                     &[("rcvd", "received"), ("sent", "sent")],
                 ),
@@ -631,12 +627,20 @@ mod tests {
                 EMITTED.contains(&metric_of(q)),
                 "{q}: not a metric the agent emits"
             );
-            assert!(q.contains(SCOPE), "{q}: not scoped to the template variables");
+            assert!(
+                q.contains(SCOPE),
+                "{q}: not scoped to the template variables"
+            );
         }
         let monitor = monitor_query(&identity(), &options()).unwrap();
         assert!(EMITTED.contains(&metric_of(monitor.split("):").nth(1).unwrap())));
         let all = dashboard_body(&identity()).to_string();
-        for gone in ["gpu.utilization", "system.gpu.utilization", "gpu.memory.usage", "gpu.core.usage"] {
+        for gone in [
+            "gpu.utilization",
+            "system.gpu.utilization",
+            "gpu.memory.usage",
+            "gpu.core.usage",
+        ] {
             assert!(!all.contains(&format!("{gone}{{")), "{gone} does not exist");
         }
         // The panels: nodes against skypilot_num_nodes, SM activity per node and per GPU,
@@ -674,7 +678,13 @@ mod tests {
         let names: Vec<&str> = vars.iter().map(|v| v["name"].as_str().unwrap()).collect();
         assert_eq!(
             names,
-            ["env", "service", "metta_run_id", "skypilot_cluster", "skypilot_node_rank"]
+            [
+                "env",
+                "service",
+                "metta_run_id",
+                "skypilot_cluster",
+                "skypilot_node_rank"
+            ]
         );
         for v in vars {
             assert_eq!(v["name"], v["prefix"]);
@@ -682,7 +692,10 @@ mod tests {
         assert_eq!(vars[0]["defaults"], json!(["staging"]));
         assert_eq!(vars[1]["defaults"], json!(["trainer"]));
         assert_eq!(vars[2]["defaults"], json!(["*"]));
-        assert_eq!(body["title"], "[ddsky] SkyPilot runs (env:staging, service:trainer)");
+        assert_eq!(
+            body["title"],
+            "[ddsky] SkyPilot runs (env:staging, service:trainer)"
+        );
         // Every $variable used is declared.
         let text = body.to_string();
         for used in text.split('$').skip(1) {
@@ -690,7 +703,10 @@ mod tests {
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                 .collect();
-            assert!(names.contains(&name.as_str()), "${name} is not a template variable");
+            assert!(
+                names.contains(&name.as_str()),
+                "${name} is not a template variable"
+            );
         }
         // Logs are not filtered by the node's service tag (a log's service is its source's).
         assert!(text.contains(&format!("\"query\":\"{LOG_SCOPE}\"")));
@@ -705,18 +721,33 @@ mod tests {
             startup_grace: Duration::from_secs(45 * 60),
             notify: vec!["@slack-ml".into(), "@you@example.com".into()],
         };
-        let body = monitor_body(&identity(), &o, Some("https://app.datadoghq.com/dashboard/abc-def-ghi")).unwrap();
+        let body = monitor_body(
+            &identity(),
+            &o,
+            Some("https://app.datadoghq.com/dashboard/abc-def-ghi"),
+        )
+        .unwrap();
         assert_eq!(
             body["query"],
             "avg(last_2h):avg:gpu.sm_active{env:production,service:skypilot-worker} by {metta_run_id,host} < 2.5"
         );
         assert_eq!(body["options"]["thresholds"]["critical"], 2.5);
-        let n: f64 = body["query"].as_str().unwrap().rsplit("< ").next().unwrap().parse().unwrap();
+        let n: f64 = body["query"]
+            .as_str()
+            .unwrap()
+            .rsplit("< ")
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert_eq!(json!(n), body["options"]["thresholds"]["critical"]);
         assert_eq!(body["options"]["notify_no_data"], false);
         assert_eq!(body["options"]["new_group_delay"], 2700);
         assert_eq!(body["type"], "query alert");
-        assert!(body["tags"].as_array().unwrap().contains(&json!(MANAGED_BY_TAG)));
+        assert!(body["tags"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(MANAGED_BY_TAG)));
         let message = body["message"].as_str().unwrap();
         assert!(message.ends_with("@slack-ml @you@example.com"), "{message}");
         for needle in [
@@ -738,7 +769,10 @@ mod tests {
         );
         assert_eq!(default["options"]["thresholds"]["critical"], 5.0);
         assert_eq!(default["options"]["new_group_delay"], 1800);
-        assert!(!default["message"].as_str().unwrap().contains('@'), "no handle without --notify");
+        assert!(
+            !default["message"].as_str().unwrap().contains('@'),
+            "no handle without --notify"
+        );
     }
 
     #[test]
@@ -753,7 +787,10 @@ mod tests {
         assert!(evaluation_window(m(25 * 3600)).is_err());
         assert_eq!(notify_handle("slack-ml").unwrap(), "@slack-ml");
         assert_eq!(notify_handle("@pagerduty-x").unwrap(), "@pagerduty-x");
-        assert_eq!(notify_handle("you@example.com").unwrap(), "@you@example.com");
+        assert_eq!(
+            notify_handle("you@example.com").unwrap(),
+            "@you@example.com"
+        );
         assert!(notify_handle(" ").is_err());
         assert!(notify_handle("@a @b").is_err());
         assert!(check_idle_below(0.0).is_err());

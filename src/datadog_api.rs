@@ -60,9 +60,7 @@ impl Endpoint {
             }
             Endpoint::MonitorList | Endpoint::MonitorCreate => "/api/v1/monitor",
             Endpoint::MonitorValidate => "/api/v1/monitor/validate",
-            Endpoint::MonitorUpdate | Endpoint::MonitorDelete => {
-                "/api/v1/monitor/{monitor_id}"
-            }
+            Endpoint::MonitorUpdate | Endpoint::MonitorDelete => "/api/v1/monitor/{monitor_id}",
             Endpoint::MonitorValidateExisting => "/api/v1/monitor/{monitor_id}/validate",
         }
     }
@@ -459,8 +457,15 @@ impl Client {
         body: Option<Vec<u8>>,
         deadline: Instant,
     ) -> Result<Bytes, ApiError> {
-        self.call_at(endpoint, endpoint.path(), query, body, Retry::Always, deadline)
-            .await
+        self.call_at(
+            endpoint,
+            endpoint.path(),
+            query,
+            body,
+            Retry::Always,
+            deadline,
+        )
+        .await
     }
 
     /// [`Self::call`] on `path` (the endpoint's with its ids filled in). With [`Retry::ThrottleOnly`]
@@ -477,7 +482,9 @@ impl Client {
     ) -> Result<Bytes, ApiError> {
         let mut attempt = 0u32;
         loop {
-            let outcome = self.once(endpoint, path, query, body.clone(), deadline).await;
+            let outcome = self
+                .once(endpoint, path, query, body.clone(), deadline)
+                .await;
             if retry == Retry::ThrottleOnly {
                 match outcome {
                     Ok((status, _, body)) if retryable(status) => {
@@ -575,9 +582,7 @@ impl Client {
         self.calls.fetch_add(1, Ordering::Relaxed);
         tracing::debug!("{} {}", endpoint.label(), short_query(query));
         let left = deadline.saturating_duration_since(Instant::now());
-        let limit = self
-            .request_timeout
-            .min(left.max(Duration::from_secs(1)));
+        let limit = self.request_timeout.min(left.max(Duration::from_secs(1)));
         let exchange = async {
             let response = self.http.request(request).await.map_err(|e| {
                 let mut detail = e.to_string();
@@ -695,7 +700,9 @@ impl Client {
         let mut all: Vec<DashboardSummary> = Vec::new();
         loop {
             let query = format!("count={PAGE}&start={}", all.len());
-            let body = self.call(Endpoint::DashboardList, &query, None, deadline).await?;
+            let body = self
+                .call(Endpoint::DashboardList, &query, None, deadline)
+                .await?;
             let page: DashboardSummaryPage = parse_json(Endpoint::DashboardList, &body)?;
             let returned = page.dashboards.len();
             all.extend(page.dashboards);
@@ -712,7 +719,14 @@ impl Client {
     ) -> Result<serde_json::Value, ApiError> {
         let path = format!("/api/v1/dashboard/{}", percent_encode(id));
         let body = self
-            .call_at(Endpoint::DashboardGet, &path, "", None, Retry::Always, deadline)
+            .call_at(
+                Endpoint::DashboardGet,
+                &path,
+                "",
+                None,
+                Retry::Always,
+                deadline,
+            )
             .await?;
         parse_json(Endpoint::DashboardGet, &body)
     }
@@ -734,7 +748,10 @@ impl Client {
                 deadline,
             )
             .await?;
-        dashboard_id(Endpoint::DashboardCreate, &parse_json(Endpoint::DashboardCreate, &body)?)
+        dashboard_id(
+            Endpoint::DashboardCreate,
+            &parse_json(Endpoint::DashboardCreate, &body)?,
+        )
     }
 
     /// `PUT /api/v1/dashboard/{id}`: replaces the whole dashboard (safe to repeat).
@@ -746,8 +763,15 @@ impl Client {
     ) -> Result<(), ApiError> {
         let path = format!("/api/v1/dashboard/{}", percent_encode(id));
         let json = serde_json::to_vec(definition).unwrap_or_default();
-        self.call_at(Endpoint::DashboardUpdate, &path, "", Some(json), Retry::Always, deadline)
-            .await?;
+        self.call_at(
+            Endpoint::DashboardUpdate,
+            &path,
+            "",
+            Some(json),
+            Retry::Always,
+            deadline,
+        )
+        .await?;
         Ok(())
     }
 
@@ -755,7 +779,14 @@ impl Client {
     pub async fn delete_dashboard(&self, id: &str, deadline: Instant) -> Result<(), ApiError> {
         let path = format!("/api/v1/dashboard/{}", percent_encode(id));
         match self
-            .call_at(Endpoint::DashboardDelete, &path, "", None, Retry::Always, deadline)
+            .call_at(
+                Endpoint::DashboardDelete,
+                &path,
+                "",
+                None,
+                Retry::Always,
+                deadline,
+            )
             .await
         {
             Ok(_) | Err(ApiError::Status { status: 404, .. }) => Ok(()),
@@ -779,7 +810,9 @@ impl Client {
                 percent_encode(tag),
                 percent_encode(name)
             );
-            let body = self.call(Endpoint::MonitorList, &query, None, deadline).await?;
+            let body = self
+                .call(Endpoint::MonitorList, &query, None, deadline)
+                .await?;
             let monitors: Vec<serde_json::Value> = parse_json(Endpoint::MonitorList, &body)?;
             let returned = monitors.len();
             for m in monitors {
@@ -806,7 +839,10 @@ impl Client {
                 Endpoint::MonitorValidateExisting,
                 format!("/api/v1/monitor/{id}/validate"),
             ),
-            None => (Endpoint::MonitorValidate, Endpoint::MonitorValidate.path().to_owned()),
+            None => (
+                Endpoint::MonitorValidate,
+                Endpoint::MonitorValidate.path().to_owned(),
+            ),
         };
         self.call_at(endpoint, &path, "", Some(json), Retry::Always, deadline)
             .await?;
@@ -830,7 +866,11 @@ impl Client {
                 deadline,
             )
             .await?;
-        Ok(MonitorFound::from_json(Endpoint::MonitorCreate, parse_json(Endpoint::MonitorCreate, &body)?)?.id)
+        Ok(MonitorFound::from_json(
+            Endpoint::MonitorCreate,
+            parse_json(Endpoint::MonitorCreate, &body)?,
+        )?
+        .id)
     }
 
     /// `PUT /api/v1/monitor/{id}` with the whole wanted state (safe to repeat).
@@ -842,8 +882,15 @@ impl Client {
     ) -> Result<(), ApiError> {
         let path = format!("/api/v1/monitor/{id}");
         let json = serde_json::to_vec(definition).unwrap_or_default();
-        self.call_at(Endpoint::MonitorUpdate, &path, "", Some(json), Retry::Always, deadline)
-            .await?;
+        self.call_at(
+            Endpoint::MonitorUpdate,
+            &path,
+            "",
+            Some(json),
+            Retry::Always,
+            deadline,
+        )
+        .await?;
         Ok(())
     }
 
@@ -851,7 +898,14 @@ impl Client {
     pub async fn delete_monitor(&self, id: i64, deadline: Instant) -> Result<(), ApiError> {
         let path = format!("/api/v1/monitor/{id}");
         match self
-            .call_at(Endpoint::MonitorDelete, &path, "", None, Retry::Always, deadline)
+            .call_at(
+                Endpoint::MonitorDelete,
+                &path,
+                "",
+                None,
+                Retry::Always,
+                deadline,
+            )
             .await
         {
             Ok(_) | Err(ApiError::Status { status: 404, .. }) => Ok(()),

@@ -75,6 +75,8 @@ pub struct DashboardSettings {
     pub dry_run: bool,
     pub delete: bool,
     pub api_timeout: Duration,
+    /// The whole command's bound.
+    pub timeout: Duration,
     pub site: String,
     /// `https://api.<site>`, or DDSKY_API_URL.
     pub api_base: String,
@@ -575,7 +577,9 @@ impl DashboardSettings {
         };
         if let Some(run) = &args.run_id {
             if run.trim().is_empty() {
-                return Err(invalid("--run-id is empty; give the run's metta_run_id".into()));
+                return Err(invalid(
+                    "--run-id is empty; give the run's metta_run_id".into(),
+                ));
             }
         }
         let monitor = if args.no_monitor {
@@ -596,8 +600,10 @@ impl DashboardSettings {
                 notify,
             })
         };
-        if args.api_timeout < Duration::from_secs(1) {
-            return Err(invalid("--api-timeout must be at least 1s (e.g. 30s)".into()));
+        if args.api_timeout < Duration::from_secs(1) || args.timeout < Duration::from_secs(1) {
+            return Err(invalid(
+                "--api-timeout and --timeout must be at least 1s (e.g. 30s, 3m)".into(),
+            ));
         }
         let (site, api_base, ui_base) = site_and_api(&args.site)?;
         Ok(DashboardSettings {
@@ -607,6 +613,7 @@ impl DashboardSettings {
             dry_run: args.dry_run,
             delete: args.delete,
             api_timeout: args.api_timeout,
+            timeout: args.timeout,
             site,
             api_base,
             ui_base,

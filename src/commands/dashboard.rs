@@ -14,11 +14,8 @@ use crate::output::Format;
 use crate::settings::DashboardSettings;
 use serde::Serialize;
 use serde_json::{json, Value};
-use std::time::Duration;
 use tokio::time::Instant;
 
-/// The whole command's bound: every list, read, write and their retries (429 waits included).
-const BUDGET: Duration = Duration::from_secs(300);
 /// How many times a create that may or may not have happened is looked for and sent again.
 const CREATE_ATTEMPTS: u32 = 3;
 
@@ -70,7 +67,7 @@ pub async fn run(ctx: &Context, s: DashboardSettings) -> Result<u8, Failure> {
     crate::redact::register(api_key.expose());
     crate::redact::register(app_key.expose());
     let client = Client::new(&s.api_base, api_key, app_key).with_request_timeout(s.api_timeout);
-    let deadline = Instant::now() + BUDGET;
+    let deadline = Instant::now() + s.timeout;
     let places = KeyPlaces {
         api_base: &s.api_base,
         site: &s.site,
@@ -120,7 +117,12 @@ struct Outcome {
 /// What a failed call means: a refused key or permission (named from the request that failed,
 /// since Datadog's 403 often says only "Forbidden"), Datadog's own words for a refused body, or
 /// the API failing.
-async fn explain(client: &Client, places: &KeyPlaces<'_>, e: ApiError, deadline: Instant) -> Failure {
+async fn explain(
+    client: &Client,
+    places: &KeyPlaces<'_>,
+    e: ApiError,
+    deadline: Instant,
+) -> Failure {
     match &e {
         ApiError::Status {
             status: 401 | 403, ..
@@ -267,11 +269,7 @@ async fn apply(
             client.validate_monitor(None, &wanted, deadline).await?;
             let id = create_once(
                 || client.create_monitor(&wanted, deadline),
-                || async {
-                    Ok(find_monitor(client, &name, deadline)
-                        .await?
-                        .map(|m| m.id))
-                },
+                || async { Ok(find_monitor(client, &name, deadline).await?.map(|m| m.id)) },
                 "monitor",
             )
             .await?;
@@ -298,7 +296,9 @@ where
         match create().await {
             Ok(id) => return Ok(id),
             Err(e) if maybe_done(&e) && attempt + 1 < CREATE_ATTEMPTS => {
-                tracing::warn!("creating the {what}: {e}; looking whether it was made before trying again");
+                tracing::warn!(
+                    "creating the {what}: {e}; looking whether it was made before trying again"
+                );
                 tokio::time::sleep(crate::datadog_api::backoff(attempt)).await;
                 if let Some(id) = find().await? {
                     return Ok(id);
@@ -310,7 +310,11 @@ where
     }
 }
 
-async fn delete(client: &Client, s: &DashboardSettings, deadline: Instant) -> Result<Outcome, Refused> {
+async fn delete(
+    client: &Client,
+    s: &DashboardSettings,
+    deadline: Instant,
+) -> Result<Outcome, Refused> {
     let title = dashboard::dashboard_title(&s.identity);
     let dashboard = match find_dashboard(client, &title, deadline).await? {
         Some(id) => {
@@ -336,9 +340,7 @@ async fn delete(client: &Client, s: &DashboardSettings, deadline: Instant) -> Re
 
 fn dry_run(ctx: &Context, s: &DashboardSettings, wanted: Value) -> Result<u8, Failure> {
     let monitor = match &s.monitor {
-        Some(o) => Some(
-            dashboard::monitor_body(&s.identity, o, None).map_err(Failure::Usage)?,
-        ),
+        Some(o) => Some(dashboard::monitor_body(&s.identity, o, None).map_err(Failure::Usage)?),
         None => None,
     };
     let doc = json!({
