@@ -105,6 +105,8 @@ pub struct VerifySettings {
     pub ui_base: String,
     pub key: KeySettings,
     pub app_key_secret_id: String,
+    /// The title of `ddsky dashboard`'s dashboard (DDSKY_ENV, DDSKY_SERVICE), to link to it.
+    pub dashboard_title: String,
 }
 
 /// What `up`, `env`, `k8s` and `doctor` share: the job's tag inputs and where the agent listens.
@@ -535,6 +537,7 @@ impl VerifySettings {
                 secret_timeout: args.key.secret_timeout,
             },
             app_key_secret_id: args.app_key_secret_id,
+            dashboard_title: dashboard_title_from_env(),
         })
     }
 }
@@ -555,22 +558,36 @@ fn site_and_api(site: &str) -> Result<(String, String, String), SettingsError> {
     Ok((site, api_base, ui_base))
 }
 
+/// A `--env` / `--service` value as `up` tags the nodes with it (Datadog's tag rules: lowercase, ...).
+fn tag_value(key: &str, value: &str) -> Result<String, SettingsError> {
+    tags::normalize(&format!("{key}:{}", value.trim()))
+        .tag
+        .and_then(|t| t.strip_prefix(&format!("{key}:")).map(str::to_owned))
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| {
+            SettingsError::Invalid(format!(
+                "--{key} {value:?} is not a tag value; give the value `ddsky up` tags the nodes with (e.g. production)"
+            ))
+        })
+}
+
+/// The title of `ddsky dashboard`'s dashboard for the identity in DDSKY_ENV / DDSKY_SERVICE (the
+/// defaults `up` and `dashboard` use when they are unset), which `verify` links to.
+fn dashboard_title_from_env() -> String {
+    let value = |var: &str, key: &str, default: &str| {
+        let given = env_var(var).filter(|v| !v.trim().is_empty());
+        tag_value(key, given.as_deref().unwrap_or(default)).unwrap_or_else(|_| default.to_owned())
+    };
+    crate::dashboard::dashboard_title(&crate::dashboard::Identity {
+        env: value("DDSKY_ENV", "env", "production"),
+        service: value("DDSKY_SERVICE", "service", "skypilot-worker"),
+    })
+}
+
 impl DashboardSettings {
     pub fn from_args(args: cli::DashboardArgs) -> Result<Self, SettingsError> {
         use crate::dashboard;
         let invalid = SettingsError::Invalid;
-        // The values as `up` tags the nodes with them (Datadog's tag rules: lowercase, ...).
-        let tag_value = |key: &str, value: &str| {
-            tags::normalize(&format!("{key}:{}", value.trim()))
-                .tag
-                .and_then(|t| t.strip_prefix(&format!("{key}:")).map(str::to_owned))
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| {
-                    invalid(format!(
-                        "--{key} {value:?} is not a tag value; give the value `ddsky up` tags the nodes with (e.g. production)"
-                    ))
-                })
-        };
         let identity = dashboard::Identity {
             env: tag_value("env", &args.env)?,
             service: tag_value("service", &args.service)?,

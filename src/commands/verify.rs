@@ -3,7 +3,7 @@
 //! with `--wait`, looks again until every node is ok or the deadline passes.
 
 use super::{Context, Failure};
-use crate::datadog_api::{ApiError, Client};
+use crate::datadog_api::{percent_encode, ApiError, Client};
 use crate::exit;
 use crate::key::{self, ApiKey, AppKey, KeyLookup, SecretLookup};
 use crate::output::{self, Format};
@@ -32,6 +32,8 @@ struct VerifyJson<'a> {
     missing_ranks: &'a [u32],
     logs: LogsJson,
     links: &'a Links,
+    /// `ddsky dashboard`'s dashboard filtered to the run, when it exists.
+    dashboard: Option<&'a str>,
     looks: u32,
     /// HTTP requests to the API in the last look (retries included).
     api_calls_last_look: u32,
@@ -107,12 +109,17 @@ pub async fn run(ctx: &Context, s: VerifySettings) -> Result<u8, Failure> {
         }
         let from_ms = ((now - s.since.as_secs_f64()) * 1000.0) as i64;
         let links = verify::links(&s.ui_base, &s.tags, from_ms, (now * 1000.0) as i64);
+        let dashboard = ctx
+            .interrupt
+            .run(dashboard_link(&client, &s, retry_deadline))
+            .await?;
         print(
             ctx.format,
             &s,
             &report,
             &line,
             &links,
+            dashboard.as_deref(),
             logs_reason,
             looks,
             calls_last,
@@ -273,6 +280,31 @@ fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
+/// `ddsky dashboard`'s dashboard, filtered to the run (or the cluster), when it exists. Looked up
+/// once, after the last look; a refusal (no `dashboards_read`) or a failure only leaves it out.
+async fn dashboard_link(client: &Client, s: &VerifySettings, deadline: Instant) -> Option<String> {
+    let listed = match client.list_dashboards(deadline).await {
+        Ok(listed) => listed,
+        Err(e) => {
+            tracing::debug!("no dashboard link: {e}");
+            return None;
+        }
+    };
+    let mut ours = listed.iter().filter(|d| d.title == s.dashboard_title);
+    let id = ours.next()?;
+    if ours.next().is_some() {
+        return None;
+    }
+    let base = format!("{}/dashboard/{}", s.ui_base, percent_encode(&id.id));
+    let filter = ["metta_run_id", "skypilot_cluster"].iter().find_map(|key| {
+        s.tags.iter().find_map(|t| {
+            t.strip_prefix(&format!("{key}:"))
+                .map(|v| format!("?tpl_var_{key}={}", percent_encode(v)))
+        })
+    });
+    Some(format!("{base}{}", filter.unwrap_or_default()))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn print(
     format: Format,
@@ -280,6 +312,7 @@ fn print(
     report: &Report,
     line: &str,
     links: &Links,
+    dashboard: Option<&str>,
     logs_reason: Option<String>,
     looks: u32,
     calls_last: u32,
@@ -299,12 +332,17 @@ fn print(
             reason: logs_reason.clone(),
         },
         links,
+        dashboard,
         looks,
         api_calls_last_look: calls_last,
         api_calls: calls,
     };
     output::emit(format, &json, || {
-        text(report, line, links, logs_reason.as_deref())
+        let mut out = text(report, line, links, logs_reason.as_deref());
+        if let Some(url) = dashboard {
+            out.push_str(&format!("dashboard:      {url}\n"));
+        }
+        out
     });
 }
 
