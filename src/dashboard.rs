@@ -73,14 +73,14 @@ pub fn notify_handle(raw: &str) -> Result<String, String> {
 /// `--idle-for` as Datadog's evaluation window (`last_30m`, `last_2h`): whole minutes, 1m to 24h.
 pub fn evaluation_window(d: Duration) -> Result<String, String> {
     let secs = d.as_secs();
-    if d.subsec_nanos() != 0 || secs % 60 != 0 || secs < 60 || secs > 24 * 3600 {
+    if d.subsec_nanos() != 0 || !secs.is_multiple_of(60) || !(60..=24 * 3600).contains(&secs) {
         return Err(format!(
             "--idle-for {} is not a whole number of minutes between 1m and 24h; use e.g. 30m or 2h",
             humantime::format_duration(d)
         ));
     }
     let minutes = secs / 60;
-    Ok(if minutes % 60 == 0 {
+    Ok(if minutes.is_multiple_of(60) {
         format!("last_{}h", minutes / 60)
     } else {
         format!("last_{minutes}m")

@@ -258,7 +258,7 @@ pub(super) async fn find_keys(
         }
     };
     let app_env = crate::settings::env_var("DD_APP_KEY");
-    let secret = (!s.no_aws).then(|| SecretLookup {
+    let secret = (!s.no_aws).then_some(SecretLookup {
         store: &store,
         secret_id: app_key_secret_id,
     });
