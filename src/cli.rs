@@ -521,6 +521,35 @@ mod tests {
     }
 
     #[test]
+    fn dashboard_defaults() {
+        let cli = Cli::try_parse_from(["ddsky", "dashboard"]).unwrap();
+        let Command::Dashboard(d) = cli.command else {
+            panic!()
+        };
+        assert_eq!(d.idle_below, 5.0);
+        assert_eq!(d.idle_for, Duration::from_secs(30 * 60));
+        assert_eq!(d.startup_grace, Duration::from_secs(30 * 60));
+        assert!(d.notify.is_empty() && !d.no_monitor && !d.dry_run && !d.delete);
+        let cli = Cli::try_parse_from([
+            "ddsky",
+            "dashboard",
+            "--notify",
+            "@a",
+            "--notify",
+            "b",
+            "--idle-for",
+            "1h",
+        ])
+        .unwrap();
+        let Command::Dashboard(d) = cli.command else {
+            panic!()
+        };
+        assert_eq!(d.notify, ["@a", "b"]);
+        assert_eq!(d.idle_for, Duration::from_secs(3600));
+        assert!(Cli::try_parse_from(["ddsky", "dashboard", "--dry-run", "--delete"]).is_err());
+    }
+
+    #[test]
     fn bad_durations_are_usage_errors() {
         let err = Cli::try_parse_from(["ddsky", "up", "--timeout", "soon"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);

@@ -1056,5 +1056,30 @@ mod tests {
             "GET /api/v1/hosts answered HTTP 403: Forbidden"
         );
         assert_eq!(Endpoint::LogsAggregate.permission(), Some("logs_read_data"));
+        assert_eq!(
+            Endpoint::DashboardCreate.permission(),
+            Some("dashboards_write")
+        );
+        assert_eq!(
+            Endpoint::DashboardList.permission(),
+            Some("dashboards_read")
+        );
+        assert_eq!(Endpoint::MonitorCreate.permission(), Some("monitors_write"));
+        assert_eq!(
+            Endpoint::MonitorValidate.permission(),
+            Some("monitors_read")
+        );
+        assert_eq!(
+            Endpoint::MonitorUpdate.label(),
+            "PUT /api/v1/monitor/{monitor_id}"
+        );
+        assert_eq!(
+            Endpoint::MonitorValidateExisting.label(),
+            "POST /api/v1/monitor/{monitor_id}/validate"
+        );
+        assert_eq!(
+            Endpoint::DashboardDelete.label(),
+            "DELETE /api/v1/dashboard/{dashboard_id}"
+        );
     }
 }

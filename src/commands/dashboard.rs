@@ -132,7 +132,7 @@ async fn explain(
             status: 400,
             detail,
         } => Failure::Api(format!(
-            "Datadog refused {} (HTTP 400): {detail}; nothing else was changed. This is a bug in ddsky's request if the message names a field: please report it",
+            "Datadog refused {} (HTTP 400): {detail}; that request changed nothing: fix the value it names (--idle-below, --idle-for, --notify, --env, --service) and run `ddsky dashboard` again",
             endpoint.label()
         )),
         _ => Failure::Api(format!(

@@ -412,3 +412,90 @@ fn no_monitor_and_no_key() {
     assert!(out.stderr.contains("DD_APP_KEY"), "{out}");
     assert_eq!(fake.calls().len(), calls);
 }
+
+/// SkyPilot's config loader (the newest pinned release: `dashboard.external_links` is 0.14+) on
+/// `config`: Ok(the entries it kept) or Err(its refusal).
+fn skypilot_loads(config: &str) -> Result<String, String> {
+    let version = crate::skypilot_loader::pinned_versions().pop().unwrap();
+    let python = crate::skypilot_loader::venv_python(&version);
+    let home = scratch_dir("skyconfig");
+    let path = home.path().join("config.yaml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(python)
+        .args([
+            "-c",
+            "import json, sys\nfrom sky import skypilot_config\n\
+             c = skypilot_config.parse_and_validate_config_file(sys.argv[1])\n\
+             print('DDSKY-LINKS ' + json.dumps(c.get_nested(('dashboard', 'external_links'), None)))",
+        ])
+        .arg(&path)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("SKYPILOT_DISABLE_USAGE_COLLECTION", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    match stdout.lines().find_map(|l| l.strip_prefix("DDSKY-LINKS ")) {
+        Some(links) if out.status.success() => Ok(links.to_owned()),
+        _ => Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr))),
+    }
+}
+
+#[test]
+fn the_skypilot_external_link_passes_skypilots_own_config_loader() {
+    let fake = fake(Behaviour::new());
+    let out = go(&fake, &[]);
+    out.expect_code(0);
+    let entry: String = out
+        .stdout
+        .lines()
+        .skip_while(|l| *l != "dashboard:")
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(
+        entry.starts_with("dashboard:\n  external_links:\n"),
+        "{out}"
+    );
+    let id = &ours(&fake)[0].0;
+    let links =
+        skypilot_loads(&entry).unwrap_or_else(|e| panic!("SkyPilot refused:\n{entry}\n{e}"));
+    let links: Value = serde_json::from_str(&links).unwrap();
+    assert_eq!(links[0]["label"], "Datadog");
+    assert_eq!(
+        links[0]["url"],
+        format!(
+            "https://app.datadoghq.com/dashboard/{id}?tpl_var_skypilot_cluster=${{cluster_name}}"
+        )
+    );
+    // The loader is strict: a field name of its own invention is refused (so the check can fail).
+    assert!(skypilot_loads(&entry.replace("url:", "link:")).is_err());
+    assert!(skypilot_loads(&entry.replace("${cluster_name}", "${cluster}")).is_err());
+}
+
+#[test]
+fn a_body_datadog_refuses_shows_datadogs_words() {
+    let fake = fake(Behaviour {
+        refuse_monitor_validation: Some(
+            "The value provided for parameter 'query' is invalid: no such thing",
+        ),
+        ..Behaviour::new()
+    });
+    let out = go(&fake, &[]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("POST /api/v1/monitor/validate"),
+        "{out}"
+    );
+    assert!(
+        out.stderr
+            .contains("The value provided for parameter 'query' is invalid: no such thing"),
+        "{out}"
+    );
+    assert!(
+        our_monitors(&fake).is_empty(),
+        "nothing made after a refused validation"
+    );
+    fake.check_against_spec();
+}

@@ -241,6 +241,8 @@ pub struct Behaviour {
     /// This many creates (dashboard or monitor) are done, then answered only after `stall`.
     pub stall_creates: u32,
     pub stall: Duration,
+    /// Monitor validation answers 400 with this text (a body Datadog's own checks refuse).
+    pub refuse_monitor_validation: Option<&'static str>,
 }
 
 impl Behaviour {
@@ -255,6 +257,7 @@ impl Behaviour {
             fail_lists: false,
             stall_creates: 0,
             stall: Duration::ZERO,
+            refuse_monitor_validation: None,
         }
     }
 }

@@ -331,6 +331,11 @@ pub fn answer(
     } else {
         Duration::ZERO
     };
+    if let Some(text) = behaviour.refuse_monitor_validation {
+        if method == "POST" && path.starts_with("/api/v1/monitor") && path.ends_with("/validate") {
+            return error(400, text);
+        }
+    }
     let mut store = store.lock().unwrap();
     let parts: Vec<&str> = path.trim_start_matches("/api/v1/").split('/').collect();
     let (status, extra, answer, _) = match (method, parts.as_slice()) {
