@@ -251,9 +251,10 @@ fn a_failing_list_creates_nothing() {
 }
 
 #[test]
-fn throttling_waits_then_goes_on() {
+fn throttling_waits_then_goes_on_and_5xx_reads_are_retried() {
     let fake = fake(Behaviour {
         throttle_first: 2,
+        fail_first: 1,
         ..Behaviour::new()
     });
     let out = go(&fake, &["--format", "json"]);
@@ -261,7 +262,8 @@ fn throttling_waits_then_goes_on() {
     assert_eq!(doc["dashboard"]["action"], "created");
     assert!(out.stderr.contains("X-RateLimit-Reset"), "{out}");
     let statuses: Vec<u16> = fake.calls().iter().map(|(_, s)| *s).collect();
-    assert_eq!(statuses[..2], [429, 429], "{:?}", fake.calls());
+    assert_eq!(statuses[..4], [429, 429, 503, 200], "{:?}", fake.calls());
+    assert_eq!(fake.calls()[2].0, fake.calls()[3].0, "the same list, again");
     assert_eq!(ours(&fake).len(), 1);
     fake.check_against_spec();
 }

@@ -296,6 +296,15 @@ pub fn answer(
                 Duration::ZERO,
             );
         }
+        if b.fail_first > 0 {
+            b.fail_first -= 1;
+            return (
+                503,
+                String::new(),
+                "<html><body><h1>503 Service Unavailable</h1>No server is available to handle this request.</body></html>".into(),
+                Duration::ZERO,
+            );
+        }
         b.clone()
     };
     // Both keys on every one of these operations.
