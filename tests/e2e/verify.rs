@@ -314,6 +314,7 @@ fn verify_survives_throttling_and_5xx() {
         out.json()["api_calls"].as_u64().unwrap() as usize,
         statuses.len()
     );
+    fake.check_against_spec();
 }
 
 #[test]
@@ -354,6 +355,7 @@ fn verify_64_nodes_cost_the_calls_of_4_and_name_exactly_the_bad_ranks() {
     assert_eq!(report["missing_ranks"], serde_json::json!([9]));
     assert!(report["nodes"][9]["host"].is_null());
     assert_eq!(report["nodes"][5]["agent"]["status"], "missing");
+    fake.check_against_spec();
 }
 
 #[test]
