@@ -413,6 +413,7 @@ fn no_monitor_and_no_key() {
     out.assert_no_secret(&[APP_KEY]);
     assert!(out.stderr.contains("DD_APP_KEY"), "{out}");
     assert_eq!(fake.calls().len(), calls);
+    fake.check_against_spec();
 }
 
 /// SkyPilot's config loader (the newest pinned release: `dashboard.external_links` is 0.14+) on
