@@ -398,17 +398,16 @@ pub fn monitor_query(id: &Identity, o: &MonitorOptions) -> Result<String, String
 }
 
 /// The link in the alert to the dashboard, filtered to the alerting run (Datadog fills
-/// `{{metta_run_id.name}}`). `dashboard_url` is `None` before the dashboard exists (`--dry-run`).
-fn run_link(dashboard_url: Option<&str>) -> String {
-    let base = dashboard_url.unwrap_or("<the dashboard's URL, once `ddsky dashboard` made it>");
-    format!("{base}?tpl_var_metta_run_id={{{{metta_run_id.name}}}}")
+/// `{{metta_run_id.name}}`).
+fn run_link(dashboard_url: &str) -> String {
+    format!("{dashboard_url}?tpl_var_metta_run_id={{{{metta_run_id.name}}}}")
 }
 
 /// The body of `POST /api/v1/monitor` (and of the `PUT` that puts it back).
 pub fn monitor_body(
     id: &Identity,
     o: &MonitorOptions,
-    dashboard_url: Option<&str>,
+    dashboard_url: &str,
 ) -> Result<Value, String> {
     let window = humantime::format_duration(o.idle_for).to_string();
     let threshold = number(o.idle_below);
@@ -724,7 +723,7 @@ mod tests {
         let body = monitor_body(
             &identity(),
             &o,
-            Some("https://app.datadoghq.com/dashboard/abc-def-ghi"),
+            "https://app.datadoghq.com/dashboard/abc-def-ghi",
         )
         .unwrap();
         assert_eq!(
@@ -762,7 +761,7 @@ mod tests {
             assert!(message.contains(needle), "no {needle}: {message}");
         }
 
-        let default = monitor_body(&identity(), &options(), None).unwrap();
+        let default = monitor_body(&identity(), &options(), "https://x/dashboard/a").unwrap();
         assert_eq!(
             default["query"],
             "avg(last_30m):avg:gpu.sm_active{env:production,service:skypilot-worker} by {metta_run_id,host} < 5"
@@ -816,7 +815,7 @@ mod tests {
         assert!(dashboard_drifted(&wanted, &removed));
 
         let o = options();
-        let wanted = monitor_body(&identity(), &o, Some("https://x/dashboard/a")).unwrap();
+        let wanted = monitor_body(&identity(), &o, "https://x/dashboard/a").unwrap();
         let mut got = wanted.clone();
         got["id"] = json!(42);
         got["type"] = json!("metric alert");

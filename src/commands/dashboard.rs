@@ -250,7 +250,7 @@ async fn apply(
         });
     };
     let url = dashboard_url(s, &dashboard_id);
-    let wanted = dashboard::monitor_body(&s.identity, options, Some(&url))
+    let wanted = dashboard::monitor_body(&s.identity, options, &url)
         .map_err(|e| Refused::Ambiguous(e.to_string()))?;
     let name = dashboard::monitor_name(&s.identity);
     let monitor = match find_monitor(client, &name, deadline).await? {
@@ -338,9 +338,13 @@ async fn delete(
     Ok(Outcome { dashboard, monitor })
 }
 
+/// The dashboard's id in `--dry-run`'s monitor body, where the dashboard does not exist yet.
+const DRY_RUN_DASHBOARD_ID: &str = "DASHBOARD_ID";
+
 fn dry_run(ctx: &Context, s: &DashboardSettings, wanted: Value) -> Result<u8, Failure> {
+    let url = format!("{}/dashboard/{DRY_RUN_DASHBOARD_ID}", s.ui_base);
     let monitor = match &s.monitor {
-        Some(o) => Some(dashboard::monitor_body(&s.identity, o, None).map_err(Failure::Usage)?),
+        Some(o) => Some(dashboard::monitor_body(&s.identity, o, &url).map_err(Failure::Usage)?),
         None => None,
     };
     let doc = json!({
@@ -355,7 +359,7 @@ fn dry_run(ctx: &Context, s: &DashboardSettings, wanted: Value) -> Result<u8, Fa
         );
         if let Some(m) = &monitor {
             out.push_str(&format!(
-                "\n# POST /api/v1/monitor (PUT /api/v1/monitor/{{id}} when it exists); the dashboard's URL in its message once the dashboard exists\n{}\n",
+                "\n# POST /api/v1/monitor (PUT /api/v1/monitor/{{id}} when it exists); its message links the dashboard: {DRY_RUN_DASHBOARD_ID} stands for the dashboard's id\n{}\n",
                 pretty(m)
             ));
         }

@@ -380,10 +380,14 @@ fn dry_run_sends_nothing_and_needs_no_key() {
     let doc = json_of(&out);
     assert_eq!(doc["dashboard"]["definition"]["title"], TITLE);
     assert_eq!(doc["monitor"]["definition"]["name"], MONITOR);
-    assert!(doc["monitor"]["definition"]["message"]
-        .as_str()
-        .unwrap()
-        .ends_with("@pagerduty-training"));
+    let message = doc["monitor"]["definition"]["message"].as_str().unwrap();
+    assert!(message.ends_with("@pagerduty-training"), "{message}");
+    assert!(
+        message.contains(
+            "https://app.datadoghq.com/dashboard/DASHBOARD_ID?tpl_var_metta_run_id={{metta_run_id.name}}"
+        ),
+        "{message}"
+    );
     assert!(fake.calls().is_empty(), "{:?}", fake.calls());
 
     let out = run(ddsky_without_docker().args([
