@@ -9,9 +9,11 @@
 # tests); SkyPilot's loader in two virtual environments (the example task YAMLs are checked by it);
 # maturin, twine, uv and wheel in one venv (the wheel and sdist are built and installed); a newer
 # Docker Engine (Debian trixie's docker.io and containerd, API 1.45) unpacked, not installed, that
-# one test starts as a second daemon. These three live in the user's cache,
-# ${XDG_CACHE_HOME:-~/.cache}/ddsky/{skypilot-venvs,release-venv,newer-engine} (or where
-# DDSKY_SKYPILOT_VENVS, DDSKY_RELEASE_VENV, DDSKY_NEWER_ENGINE say), made once per machine and
+# one test starts as a second daemon; jsonschema (scripts/openapi-requirements.txt) in a venv of its
+# own, which checks every request the tests make to the fake Datadog API against Datadog's OpenAPI
+# spec. These four live in the user's cache,
+# ${XDG_CACHE_HOME:-~/.cache}/ddsky/{skypilot-venvs,release-venv,newer-engine,openapi-venv} (or where
+# DDSKY_SKYPILOT_VENVS, DDSKY_RELEASE_VENV, DDSKY_NEWER_ENGINE, DDSKY_OPENAPI_VENV say), made once per machine and
 # reused by every checkout, as cargo keeps its registry in ~/.cargo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +26,8 @@ skypilot_versions=(0.10.5 0.14.1)
 tools_root=${XDG_CACHE_HOME:-$HOME/.cache}/ddsky
 venv_root=${DDSKY_SKYPILOT_VENVS:-$tools_root/skypilot-venvs}
 engine_root=${DDSKY_NEWER_ENGINE:-$tools_root/newer-engine}
+openapi_venv=${DDSKY_OPENAPI_VENV:-$tools_root/openapi-venv}
+openapi_requirements=scripts/openapi-requirements.txt
 
 command -v python3 >/dev/null || stop "no python3 on PATH: apt-get install -y python3 python3-venv python3-pip"
 
@@ -49,7 +53,10 @@ for version in "${skypilot_versions[@]}"; do
   "$venv_root/$version/bin/python" -c 'import importlib.util as u; exit(u.find_spec("sky") is None)' 2>/dev/null ||
     need_venvs+=("$version")
 done
-if [ ${#need_venvs[@]} -gt 0 ] || [ ! -x "${DDSKY_RELEASE_VENV:-$tools_root/release-venv}/bin/maturin" ]; then
+need_openapi=false
+cmp -s "$openapi_requirements" "$openapi_venv/requirements.txt" 2>/dev/null &&
+  "$openapi_venv/bin/python" -c 'import jsonschema' 2>/dev/null || need_openapi=true
+if [ ${#need_venvs[@]} -gt 0 ] || $need_openapi || [ ! -x "${DDSKY_RELEASE_VENV:-$tools_root/release-venv}/bin/maturin" ]; then
   python3 -c 'import ensurepip' 2>/dev/null || stop "cannot make a virtual environment: apt-get install -y python3-venv"
 fi
 
@@ -93,6 +100,17 @@ for version in "${need_venvs[@]}"; do
     "skypilot==$version" greenlet || stop "could not install skypilot==$version into $venv"
   "$venv/bin/python" -c 'import sky' || stop "skypilot==$version installed into $venv but does not import (above)"
 done
+
+# The OpenAPI check's validator, made again only when its requirements change.
+if $need_openapi; then
+  say "installing jsonschema from PyPI into $openapi_venv (once; reused by later runs)"
+  rm -rf "$openapi_venv"
+  "$release_venv/bin/uv" venv --quiet --python python3 "$openapi_venv" ||
+    stop "cannot make a virtual environment at $openapi_venv (uv venv, above)"
+  "$release_venv/bin/uv" pip install --quiet --python "$openapi_venv/bin/python" -r "$openapi_requirements" ||
+    stop "could not install $openapi_requirements into $openapi_venv"
+  cp "$openapi_requirements" "$openapi_venv/requirements.txt"
+fi
 
 # A newer engine than the machine's 20.10, unpacked from Debian trixie's packages (apt-get download
 # with a sources list of its own: nothing of the host's apt state changes). Runs with the host's runc.

@@ -25,6 +25,7 @@ tools_root=${XDG_CACHE_HOME:-$HOME/.cache}/ddsky
 export DDSKY_SKYPILOT_VENVS=${DDSKY_SKYPILOT_VENVS:-$tools_root/skypilot-venvs}
 export DDSKY_NEWER_ENGINE=${DDSKY_NEWER_ENGINE:-$tools_root/newer-engine}
 export DDSKY_RELEASE_VENV=${DDSKY_RELEASE_VENV:-$tools_root/release-venv}
+export DDSKY_OPENAPI_VENV=${DDSKY_OPENAPI_VENV:-$tools_root/openapi-venv}
 PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"  # moto_server
 export PATH
 

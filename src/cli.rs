@@ -84,6 +84,9 @@ pub enum Command {
     /// From where the job was launched: prove that every node's metrics, container metrics and logs
     /// reached Datadog, tagged with the run (needs DD_API_KEY and DD_APP_KEY).
     Verify(VerifyArgs),
+    /// From where the job is launched: make (or bring up to date) the one Datadog dashboard for
+    /// every run and the idle-GPU monitor (needs DD_API_KEY and DD_APP_KEY; --dry-run needs neither).
+    Dashboard(DashboardArgs),
 }
 
 /// The clap mirror of `settings::PullPolicy`.
@@ -393,6 +396,73 @@ pub struct VerifyArgs {
     pub key: KeyArgs,
 }
 
+#[derive(Debug, Args)]
+pub struct DashboardArgs {
+    /// The job's `env` tag, as `ddsky up` sets it: the dashboard's default and the monitor's scope.
+    #[arg(long, env = "DDSKY_ENV", default_value = "production")]
+    pub env: String,
+
+    /// The job's `service` tag, as `ddsky up` sets it.
+    #[arg(long, env = "DDSKY_SERVICE", default_value = "skypilot-worker")]
+    pub service: String,
+
+    /// Print the dashboard's URL already filtered to this run (metta_run_id).
+    #[arg(long, value_name = "ID")]
+    pub run_id: Option<String>,
+
+    /// The monitor alerts when a node's GPUs are busy (SM activity, %) less than this on average.
+    #[arg(long, value_name = "PERCENT", default_value_t = 5.0)]
+    pub idle_below: f64,
+
+    /// ... over this long (whole minutes, 1m to 24h).
+    #[arg(long, value_name = "DUR", default_value = "30m", value_parser = duration)]
+    pub idle_for: Duration,
+
+    /// A new run's node is not judged this long after its first GPU data (data loading, compilation).
+    #[arg(long, value_name = "DUR", default_value = "30m", value_parser = duration)]
+    pub startup_grace: Duration,
+
+    /// Where the monitor's alerts go: @slack-CHANNEL, @pagerduty-SERVICE, @you@example.com
+    /// (repeatable). Without it the monitor notifies no one (the options are the whole wanted state).
+    #[arg(long, value_name = "HANDLE")]
+    pub notify: Vec<String>,
+
+    /// Make no monitor (and leave any existing one alone).
+    #[arg(long)]
+    pub no_monitor: bool,
+
+    /// Send nothing (no key needed): print the request bodies as they would be sent.
+    #[arg(long, conflicts_with = "delete")]
+    pub dry_run: bool,
+
+    /// Delete the dashboard and the monitor ddsky made, and nothing else.
+    #[arg(long)]
+    pub delete: bool,
+
+    /// Bound on each request to Datadog's API, answer included.
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = duration)]
+    pub api_timeout: Duration,
+
+    /// Bound on the whole command: every request, its retries and the waits a 429 asks for.
+    #[arg(long, value_name = "DUR", default_value = "3m", value_parser = duration)]
+    pub timeout: Duration,
+
+    /// The Datadog site (the API is https://api.<site>; DDSKY_API_URL overrides it).
+    #[arg(long, env = "DD_SITE", default_value = "datadoghq.com")]
+    pub site: String,
+
+    /// The AWS Secrets Manager secret holding the application key, asked when DD_APP_KEY is unset.
+    #[arg(
+        long,
+        env = "DDSKY_APP_KEY_SECRET_ID",
+        default_value = "datadog/app-key"
+    )]
+    pub app_key_secret_id: String,
+
+    #[command(flatten)]
+    pub key: KeyArgs,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -448,6 +518,35 @@ mod tests {
             "a job is required"
         );
         assert!(Cli::try_parse_from(["ddsky", "run", "--bogus", "--", "true"]).is_err());
+    }
+
+    #[test]
+    fn dashboard_defaults() {
+        let cli = Cli::try_parse_from(["ddsky", "dashboard"]).unwrap();
+        let Command::Dashboard(d) = cli.command else {
+            panic!()
+        };
+        assert_eq!(d.idle_below, 5.0);
+        assert_eq!(d.idle_for, Duration::from_secs(30 * 60));
+        assert_eq!(d.startup_grace, Duration::from_secs(30 * 60));
+        assert!(d.notify.is_empty() && !d.no_monitor && !d.dry_run && !d.delete);
+        let cli = Cli::try_parse_from([
+            "ddsky",
+            "dashboard",
+            "--notify",
+            "@a",
+            "--notify",
+            "b",
+            "--idle-for",
+            "1h",
+        ])
+        .unwrap();
+        let Command::Dashboard(d) = cli.command else {
+            panic!()
+        };
+        assert_eq!(d.notify, ["@a", "b"]);
+        assert_eq!(d.idle_for, Duration::from_secs(3600));
+        assert!(Cli::try_parse_from(["ddsky", "dashboard", "--dry-run", "--delete"]).is_err());
     }
 
     #[test]

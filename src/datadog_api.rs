@@ -33,6 +33,18 @@ pub enum Endpoint {
     Hosts,
     Query,
     LogsAggregate,
+    // `ddsky dashboard`'s: the dashboard and the idle-GPU monitor.
+    DashboardList,
+    DashboardCreate,
+    DashboardGet,
+    DashboardUpdate,
+    DashboardDelete,
+    MonitorList,
+    MonitorValidate,
+    MonitorCreate,
+    MonitorValidateExisting,
+    MonitorUpdate,
+    MonitorDelete,
 }
 
 impl Endpoint {
@@ -42,12 +54,26 @@ impl Endpoint {
             Endpoint::Hosts => "/api/v1/hosts",
             Endpoint::Query => "/api/v1/query",
             Endpoint::LogsAggregate => "/api/v2/logs/analytics/aggregate",
+            Endpoint::DashboardList | Endpoint::DashboardCreate => "/api/v1/dashboard",
+            Endpoint::DashboardGet | Endpoint::DashboardUpdate | Endpoint::DashboardDelete => {
+                "/api/v1/dashboard/{dashboard_id}"
+            }
+            Endpoint::MonitorList | Endpoint::MonitorCreate => "/api/v1/monitor",
+            Endpoint::MonitorValidate => "/api/v1/monitor/validate",
+            Endpoint::MonitorUpdate | Endpoint::MonitorDelete => "/api/v1/monitor/{monitor_id}",
+            Endpoint::MonitorValidateExisting => "/api/v1/monitor/{monitor_id}/validate",
         }
     }
 
     pub fn method(self) -> &'static str {
         match self {
-            Endpoint::LogsAggregate => "POST",
+            Endpoint::LogsAggregate
+            | Endpoint::DashboardCreate
+            | Endpoint::MonitorValidate
+            | Endpoint::MonitorCreate
+            | Endpoint::MonitorValidateExisting => "POST",
+            Endpoint::DashboardUpdate | Endpoint::MonitorUpdate => "PUT",
+            Endpoint::DashboardDelete | Endpoint::MonitorDelete => "DELETE",
             _ => "GET",
         }
     }
@@ -59,6 +85,16 @@ impl Endpoint {
             Endpoint::Hosts => Some("hosts_read"),
             Endpoint::Query => Some("timeseries_query"),
             Endpoint::LogsAggregate => Some("logs_read_data"),
+            Endpoint::DashboardList | Endpoint::DashboardGet => Some("dashboards_read"),
+            Endpoint::DashboardCreate | Endpoint::DashboardUpdate | Endpoint::DashboardDelete => {
+                Some("dashboards_write")
+            }
+            Endpoint::MonitorList
+            | Endpoint::MonitorValidate
+            | Endpoint::MonitorValidateExisting => Some("monitors_read"),
+            Endpoint::MonitorCreate | Endpoint::MonitorUpdate | Endpoint::MonitorDelete => {
+                Some("monitors_write")
+            }
         }
     }
 
@@ -301,6 +337,7 @@ pub struct Client {
     app_key: AppKey,
     http: HyperClient<Https, Full<Bytes>>,
     calls: AtomicU32,
+    request_timeout: Duration,
 }
 
 impl Client {
@@ -318,7 +355,14 @@ impl Client {
             app_key,
             http: HyperClient::builder(TokioExecutor::new()).build(connector),
             calls: AtomicU32::new(0),
+            request_timeout: REQUEST_TIMEOUT,
         }
+    }
+
+    /// Bounds each request (answer included) by `limit` instead of [`REQUEST_TIMEOUT`].
+    pub fn with_request_timeout(mut self, limit: Duration) -> Self {
+        self.request_timeout = limit;
+        self
     }
 
     /// HTTP requests sent so far (retries included).
@@ -398,13 +442,51 @@ impl Client {
         body: Option<Vec<u8>>,
         deadline: Instant,
     ) -> Result<Bytes, ApiError> {
+        self.call_at(
+            endpoint,
+            endpoint.path(),
+            query,
+            body,
+            Retry::Always,
+            deadline,
+        )
+        .await
+    }
+
+    /// [`Self::call`] on `path` (the endpoint's with its ids filled in). With [`Retry::ThrottleOnly`]
+    /// only a 429 (which Datadog answers before doing anything) is asked again: a 5xx or a timeout
+    /// may have done the write, so the caller looks before it tries again.
+    async fn call_at(
+        &self,
+        endpoint: Endpoint,
+        path: &str,
+        query: &str,
+        body: Option<Vec<u8>>,
+        retry: Retry,
+        deadline: Instant,
+    ) -> Result<Bytes, ApiError> {
         let mut attempt = 0u32;
         loop {
-            let outcome = match self.once(endpoint, query, body.clone(), deadline).await {
-                // A refused certificate stays refused: no retry.
-                Err(e @ ApiError::Untrusted { .. }) => return Err(e),
-                outcome => outcome,
-            };
+            let outcome = self
+                .once(endpoint, path, query, body.clone(), deadline)
+                .await;
+            // A refused certificate stays refused: no retry.
+            if let Err(e @ ApiError::Untrusted { .. }) = outcome {
+                return Err(e);
+            }
+            if retry == Retry::ThrottleOnly {
+                match outcome {
+                    Ok((status, _, body)) if retryable(status) => {
+                        return Err(ApiError::Status {
+                            endpoint,
+                            status,
+                            detail: error_detail(&body),
+                        })
+                    }
+                    Err(e) => return Err(e),
+                    _ => {}
+                }
+            }
             let wait = match &outcome {
                 Ok((200..=299, _, body)) => return Ok(body.clone()),
                 Ok((429, reset, _)) => {
@@ -458,14 +540,15 @@ impl Client {
     async fn once(
         &self,
         endpoint: Endpoint,
+        path: &str,
         query: &str,
         body: Option<Vec<u8>>,
         deadline: Instant,
     ) -> Result<(u16, Option<String>, Bytes), ApiError> {
         let url = if query.is_empty() {
-            format!("{}{}", self.base, endpoint.path())
+            format!("{}{path}", self.base)
         } else {
-            format!("{}{}?{query}", self.base, endpoint.path())
+            format!("{}{path}?{query}", self.base)
         };
         let mut request = hyper::Request::builder()
             .method(endpoint.method())
@@ -488,7 +571,7 @@ impl Client {
         self.calls.fetch_add(1, Ordering::Relaxed);
         tracing::debug!("{} {}", endpoint.label(), short_query(query));
         let left = deadline.saturating_duration_since(Instant::now());
-        let limit = REQUEST_TIMEOUT.min(left.max(Duration::from_secs(1)));
+        let limit = self.request_timeout.min(left.max(Duration::from_secs(1)));
         let exchange = async {
             let response = self.http.request(request).await.map_err(|e| {
                 // A refused certificate in words (src/tls.rs), else the chain of causes once each.
@@ -525,6 +608,296 @@ impl Client {
                 endpoint,
                 secs: limit.as_secs(),
             }),
+        }
+    }
+}
+
+/// Which failures [`Client::call_at`] asks again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// 429, 5xx, 408, timeouts, transport errors: for reads and for writes that are safe to repeat.
+    Always,
+    /// 429 alone: for creates, where a repeat after a 5xx or a timeout could make a second copy.
+    ThrottleOnly,
+}
+
+/// A dashboard as `GET /api/v1/dashboard` lists it (no tags, no widgets).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct DashboardSummary {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub title: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+struct DashboardSummaryPage {
+    #[serde(default)]
+    dashboards: Vec<DashboardSummary>,
+}
+
+/// A monitor as Datadog answers it: its id and the fields ddsky compares, kept as JSON.
+#[derive(Debug, Clone)]
+pub struct MonitorFound {
+    pub id: i64,
+    pub name: String,
+    pub tags: Vec<String>,
+    pub body: serde_json::Value,
+}
+
+impl MonitorFound {
+    fn from_json(endpoint: Endpoint, body: serde_json::Value) -> Result<Self, ApiError> {
+        let id = body["id"].as_i64().ok_or_else(|| ApiError::Decode {
+            endpoint,
+            detail: "a monitor without a numeric id".into(),
+        })?;
+        Ok(MonitorFound {
+            id,
+            name: body["name"].as_str().unwrap_or_default().to_owned(),
+            tags: body["tags"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t.as_str().map(str::to_owned))
+                .collect(),
+            body,
+        })
+    }
+}
+
+/// The id Datadog gave a dashboard it answered.
+fn dashboard_id(endpoint: Endpoint, body: &serde_json::Value) -> Result<String, ApiError> {
+    body["id"]
+        .as_str()
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| ApiError::Decode {
+            endpoint,
+            detail: "a dashboard without an id".into(),
+        })
+}
+
+impl Client {
+    /// Every dashboard of the organization (summaries), paged by 100 until a short page: whether
+    /// the server caps an unpaged list is not documented. A failure is an error, never "none".
+    pub async fn list_dashboards(
+        &self,
+        deadline: Instant,
+    ) -> Result<Vec<DashboardSummary>, ApiError> {
+        const PAGE: usize = 100;
+        let mut all: Vec<DashboardSummary> = Vec::new();
+        loop {
+            let query = format!("count={PAGE}&start={}", all.len());
+            let body = self
+                .call(Endpoint::DashboardList, &query, None, deadline)
+                .await?;
+            let page: DashboardSummaryPage = parse_json(Endpoint::DashboardList, &body)?;
+            let returned = page.dashboards.len();
+            all.extend(page.dashboards);
+            if returned < PAGE {
+                return Ok(all);
+            }
+        }
+    }
+
+    pub async fn get_dashboard(
+        &self,
+        id: &str,
+        deadline: Instant,
+    ) -> Result<serde_json::Value, ApiError> {
+        let path = format!("/api/v1/dashboard/{}", percent_encode(id));
+        let body = self
+            .call_at(
+                Endpoint::DashboardGet,
+                &path,
+                "",
+                None,
+                Retry::Always,
+                deadline,
+            )
+            .await?;
+        parse_json(Endpoint::DashboardGet, &body)
+    }
+
+    /// `POST /api/v1/dashboard`: the new dashboard's id. Not repeated after a 5xx or a timeout.
+    pub async fn create_dashboard(
+        &self,
+        definition: &serde_json::Value,
+        deadline: Instant,
+    ) -> Result<String, ApiError> {
+        let json = serde_json::to_vec(definition).unwrap_or_default();
+        let body = self
+            .call_at(
+                Endpoint::DashboardCreate,
+                Endpoint::DashboardCreate.path(),
+                "",
+                Some(json),
+                Retry::ThrottleOnly,
+                deadline,
+            )
+            .await?;
+        dashboard_id(
+            Endpoint::DashboardCreate,
+            &parse_json(Endpoint::DashboardCreate, &body)?,
+        )
+    }
+
+    /// `PUT /api/v1/dashboard/{id}`: replaces the whole dashboard (safe to repeat).
+    pub async fn update_dashboard(
+        &self,
+        id: &str,
+        definition: &serde_json::Value,
+        deadline: Instant,
+    ) -> Result<(), ApiError> {
+        let path = format!("/api/v1/dashboard/{}", percent_encode(id));
+        let json = serde_json::to_vec(definition).unwrap_or_default();
+        self.call_at(
+            Endpoint::DashboardUpdate,
+            &path,
+            "",
+            Some(json),
+            Retry::Always,
+            deadline,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `DELETE /api/v1/dashboard/{id}`; a 404 (already gone) is not an error.
+    pub async fn delete_dashboard(&self, id: &str, deadline: Instant) -> Result<(), ApiError> {
+        let path = format!("/api/v1/dashboard/{}", percent_encode(id));
+        match self
+            .call_at(
+                Endpoint::DashboardDelete,
+                &path,
+                "",
+                None,
+                Retry::Always,
+                deadline,
+            )
+            .await
+        {
+            Ok(_) | Err(ApiError::Status { status: 404, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The monitors carrying the monitor tag `tag` whose name contains `name` (Datadog's filter;
+    /// the caller matches exactly), paged by 1,000. A failure is an error, never "none".
+    pub async fn list_monitors(
+        &self,
+        tag: &str,
+        name: &str,
+        deadline: Instant,
+    ) -> Result<Vec<MonitorFound>, ApiError> {
+        const PAGE: usize = 1000;
+        let mut all = Vec::new();
+        for page in 0.. {
+            let query = format!(
+                "monitor_tags={}&name={}&page={page}&page_size={PAGE}",
+                percent_encode(tag),
+                percent_encode(name)
+            );
+            let body = self
+                .call(Endpoint::MonitorList, &query, None, deadline)
+                .await?;
+            let monitors: Vec<serde_json::Value> = parse_json(Endpoint::MonitorList, &body)?;
+            let returned = monitors.len();
+            for m in monitors {
+                all.push(MonitorFound::from_json(Endpoint::MonitorList, m)?);
+            }
+            if returned < PAGE {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
+    /// Datadog's own checks of a monitor before it is made (`POST /api/v1/monitor/validate`) or
+    /// changed (`POST /api/v1/monitor/{id}/validate`): a 400 names what is wrong.
+    pub async fn validate_monitor(
+        &self,
+        existing: Option<i64>,
+        definition: &serde_json::Value,
+        deadline: Instant,
+    ) -> Result<(), ApiError> {
+        let json = serde_json::to_vec(definition).unwrap_or_default();
+        let (endpoint, path) = match existing {
+            Some(id) => (
+                Endpoint::MonitorValidateExisting,
+                format!("/api/v1/monitor/{id}/validate"),
+            ),
+            None => (
+                Endpoint::MonitorValidate,
+                Endpoint::MonitorValidate.path().to_owned(),
+            ),
+        };
+        self.call_at(endpoint, &path, "", Some(json), Retry::Always, deadline)
+            .await?;
+        Ok(())
+    }
+
+    /// `POST /api/v1/monitor`: the new monitor's id. Not repeated after a 5xx or a timeout.
+    pub async fn create_monitor(
+        &self,
+        definition: &serde_json::Value,
+        deadline: Instant,
+    ) -> Result<i64, ApiError> {
+        let json = serde_json::to_vec(definition).unwrap_or_default();
+        let body = self
+            .call_at(
+                Endpoint::MonitorCreate,
+                Endpoint::MonitorCreate.path(),
+                "",
+                Some(json),
+                Retry::ThrottleOnly,
+                deadline,
+            )
+            .await?;
+        Ok(MonitorFound::from_json(
+            Endpoint::MonitorCreate,
+            parse_json(Endpoint::MonitorCreate, &body)?,
+        )?
+        .id)
+    }
+
+    /// `PUT /api/v1/monitor/{id}` with the whole wanted state (safe to repeat).
+    pub async fn update_monitor(
+        &self,
+        id: i64,
+        definition: &serde_json::Value,
+        deadline: Instant,
+    ) -> Result<(), ApiError> {
+        let path = format!("/api/v1/monitor/{id}");
+        let json = serde_json::to_vec(definition).unwrap_or_default();
+        self.call_at(
+            Endpoint::MonitorUpdate,
+            &path,
+            "",
+            Some(json),
+            Retry::Always,
+            deadline,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `DELETE /api/v1/monitor/{id}`; a 404 (already gone) is not an error.
+    pub async fn delete_monitor(&self, id: i64, deadline: Instant) -> Result<(), ApiError> {
+        let path = format!("/api/v1/monitor/{id}");
+        match self
+            .call_at(
+                Endpoint::MonitorDelete,
+                &path,
+                "",
+                None,
+                Retry::Always,
+                deadline,
+            )
+            .await
+        {
+            Ok(_) | Err(ApiError::Status { status: 404, .. }) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 }
@@ -654,5 +1027,30 @@ mod tests {
             "GET /api/v1/hosts answered HTTP 403: Forbidden"
         );
         assert_eq!(Endpoint::LogsAggregate.permission(), Some("logs_read_data"));
+        assert_eq!(
+            Endpoint::DashboardCreate.permission(),
+            Some("dashboards_write")
+        );
+        assert_eq!(
+            Endpoint::DashboardList.permission(),
+            Some("dashboards_read")
+        );
+        assert_eq!(Endpoint::MonitorCreate.permission(), Some("monitors_write"));
+        assert_eq!(
+            Endpoint::MonitorValidate.permission(),
+            Some("monitors_read")
+        );
+        assert_eq!(
+            Endpoint::MonitorUpdate.label(),
+            "PUT /api/v1/monitor/{monitor_id}"
+        );
+        assert_eq!(
+            Endpoint::MonitorValidateExisting.label(),
+            "POST /api/v1/monitor/{monitor_id}/validate"
+        );
+        assert_eq!(
+            Endpoint::DashboardDelete.label(),
+            "DELETE /api/v1/dashboard/{dashboard_id}"
+        );
     }
 }

@@ -22,6 +22,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
         "core",
         &[
             "agent_output",
+            "dashboard",
             "error_chain",
             "exit",
             "gpu",

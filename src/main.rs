@@ -7,6 +7,7 @@ mod agent_output;
 mod batch;
 mod cli;
 mod commands;
+mod dashboard;
 mod datadog_api;
 mod discovery;
 #[cfg(test)]

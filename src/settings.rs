@@ -61,6 +61,29 @@ pub enum CommandSettings {
     Logs(LogsSettings),
     K8s(JobSettings),
     Verify(Box<VerifySettings>),
+    Dashboard(Box<DashboardSettings>),
+}
+
+/// `ddsky dashboard`, validated: the identity the bodies are built from, the monitor's options,
+/// where the API is.
+#[derive(Debug, Clone)]
+pub struct DashboardSettings {
+    pub identity: crate::dashboard::Identity,
+    pub run_id: Option<String>,
+    /// `None`: --no-monitor.
+    pub monitor: Option<crate::dashboard::MonitorOptions>,
+    pub dry_run: bool,
+    pub delete: bool,
+    pub api_timeout: Duration,
+    /// The whole command's bound.
+    pub timeout: Duration,
+    pub site: String,
+    /// `https://api.<site>`, or DDSKY_API_URL.
+    pub api_base: String,
+    /// The web UI, for links.
+    pub ui_base: String,
+    pub key: KeySettings,
+    pub app_key_secret_id: String,
 }
 
 /// `ddsky verify`, validated: which run, where the API is, what to check.
@@ -82,6 +105,8 @@ pub struct VerifySettings {
     pub ui_base: String,
     pub key: KeySettings,
     pub app_key_secret_id: String,
+    /// The title of `ddsky dashboard`'s dashboard (DDSKY_ENV, DDSKY_SERVICE), to link to it.
+    pub dashboard_title: String,
 }
 
 /// What `up`, `env`, `k8s` and `doctor` share: the job's tag inputs and where the agent listens.
@@ -372,6 +397,9 @@ pub fn from_cli(
         Command::Verify(args) => {
             CommandSettings::Verify(Box::new(VerifySettings::from_args(args)?))
         }
+        Command::Dashboard(args) => {
+            CommandSettings::Dashboard(Box::new(DashboardSettings::from_args(args)?))
+        }
         Command::Logs(args) => CommandSettings::Logs(LogsSettings {
             follow: args.follow,
             tail: args.tail,
@@ -501,6 +529,111 @@ impl VerifySettings {
             ui_base: crate::verify::ui_base(&site),
             site,
             api_base,
+            key: KeySettings {
+                require_key: true,
+                secret_id: args.key.secret_id,
+                no_aws: args.key.no_aws,
+                aws_region: args.key.aws_region,
+                secret_timeout: args.key.secret_timeout,
+            },
+            app_key_secret_id: args.app_key_secret_id,
+            dashboard_title: dashboard_title_from_env(),
+        })
+    }
+}
+
+/// The site as given, checked, with its API base (or DDSKY_API_URL) and its web UI.
+fn site_and_api(site: &str) -> Result<(String, String, String), SettingsError> {
+    let site = site.trim().to_owned();
+    if site.is_empty() || site.contains(['/', ' ', ':']) {
+        return Err(SettingsError::Invalid(format!(
+            "DD_SITE / --site {site:?} is not a site; use e.g. datadoghq.com, datadoghq.eu, us5.datadoghq.com"
+        )));
+    }
+    let api_base = match env_var("DDSKY_API_URL").filter(|v| !v.trim().is_empty()) {
+        Some(url) => crate::verify::check_api_url(&url).map_err(SettingsError::Invalid)?,
+        None => crate::verify::api_base(&site),
+    };
+    let ui_base = crate::verify::ui_base(&site);
+    Ok((site, api_base, ui_base))
+}
+
+/// A `--env` / `--service` value as `up` tags the nodes with it (Datadog's tag rules: lowercase, ...).
+fn tag_value(key: &str, value: &str) -> Result<String, SettingsError> {
+    tags::normalize(&format!("{key}:{}", value.trim()))
+        .tag
+        .and_then(|t| t.strip_prefix(&format!("{key}:")).map(str::to_owned))
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| {
+            SettingsError::Invalid(format!(
+                "--{key} {value:?} is not a tag value; give the value `ddsky up` tags the nodes with (e.g. production)"
+            ))
+        })
+}
+
+/// The title of `ddsky dashboard`'s dashboard for the identity in DDSKY_ENV / DDSKY_SERVICE (the
+/// defaults `up` and `dashboard` use when they are unset), which `verify` links to.
+fn dashboard_title_from_env() -> String {
+    let value = |var: &str, key: &str, default: &str| {
+        let given = env_var(var).filter(|v| !v.trim().is_empty());
+        tag_value(key, given.as_deref().unwrap_or(default)).unwrap_or_else(|_| default.to_owned())
+    };
+    crate::dashboard::dashboard_title(&crate::dashboard::Identity {
+        env: value("DDSKY_ENV", "env", "production"),
+        service: value("DDSKY_SERVICE", "service", "skypilot-worker"),
+    })
+}
+
+impl DashboardSettings {
+    pub fn from_args(args: cli::DashboardArgs) -> Result<Self, SettingsError> {
+        use crate::dashboard;
+        let invalid = SettingsError::Invalid;
+        let identity = dashboard::Identity {
+            env: tag_value("env", &args.env)?,
+            service: tag_value("service", &args.service)?,
+        };
+        if let Some(run) = &args.run_id {
+            if run.trim().is_empty() {
+                return Err(invalid(
+                    "--run-id is empty; give the run's metta_run_id".into(),
+                ));
+            }
+        }
+        let monitor = if args.no_monitor {
+            None
+        } else {
+            let idle_below = dashboard::check_idle_below(args.idle_below).map_err(invalid)?;
+            dashboard::evaluation_window(args.idle_for).map_err(invalid)?;
+            let notify = args
+                .notify
+                .iter()
+                .map(|n| dashboard::notify_handle(n))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(invalid)?;
+            Some(dashboard::MonitorOptions {
+                idle_below,
+                idle_for: args.idle_for,
+                startup_grace: args.startup_grace,
+                notify,
+            })
+        };
+        if args.api_timeout < Duration::from_secs(1) || args.timeout < Duration::from_secs(1) {
+            return Err(invalid(
+                "--api-timeout and --timeout must be at least 1s (e.g. 30s, 3m)".into(),
+            ));
+        }
+        let (site, api_base, ui_base) = site_and_api(&args.site)?;
+        Ok(DashboardSettings {
+            identity,
+            run_id: args.run_id.map(|r| r.trim().to_owned()),
+            monitor,
+            dry_run: args.dry_run,
+            delete: args.delete,
+            api_timeout: args.api_timeout,
+            timeout: args.timeout,
+            site,
+            api_base,
+            ui_base,
             key: KeySettings {
                 require_key: true,
                 secret_id: args.key.secret_id,

@@ -3,6 +3,7 @@
 //!
 //! Layer: commands (see `src/layers.rs`): may use every layer below; only `main` uses it.
 
+mod dashboard;
 mod doctor;
 mod down;
 mod env;
@@ -75,6 +76,7 @@ pub async fn run(ctx: &Context, command: CommandSettings) -> Result<u8, Failure>
         CommandSettings::Run(settings) => run::run(ctx, *settings).await,
         CommandSettings::K8s(job) => k8s::run(ctx, job).await,
         CommandSettings::Verify(settings) => verify::run(ctx, *settings).await,
+        CommandSettings::Dashboard(settings) => dashboard::run(ctx, *settings).await,
     }
 }
 

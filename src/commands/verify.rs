@@ -3,12 +3,12 @@
 //! with `--wait`, looks again until every node is ok or the deadline passes.
 
 use super::{Context, Failure};
-use crate::datadog_api::{ApiError, Client};
+use crate::datadog_api::{percent_encode, ApiError, Client};
 use crate::exit;
 use crate::key::{self, ApiKey, AppKey, KeyLookup, SecretLookup};
 use crate::output::{self, Format};
 use crate::secrets::AwsSecretStore;
-use crate::settings::VerifySettings;
+use crate::settings::{KeySettings, VerifySettings};
 use crate::verify::{self, Answers, Expectation, Links, LogsAnswer, NodeVerdict, Report, Status};
 use serde::Serialize;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -32,6 +32,8 @@ struct VerifyJson<'a> {
     missing_ranks: &'a [u32],
     logs: LogsJson,
     links: &'a Links,
+    /// `ddsky dashboard`'s dashboard filtered to the run, when it exists.
+    dashboard: Option<&'a str>,
     looks: u32,
     /// HTTP requests to the API in the last look (retries included).
     api_calls_last_look: u32,
@@ -45,7 +47,10 @@ struct LogsJson {
 }
 
 pub async fn run(ctx: &Context, s: VerifySettings) -> Result<u8, Failure> {
-    let (api_key, app_key) = ctx.interrupt.run(find_keys(&s)).await??;
+    let (api_key, app_key) = ctx
+        .interrupt
+        .run(find_keys(&s.key, &s.app_key_secret_id))
+        .await??;
     crate::redact::register(api_key.expose());
     crate::redact::register(app_key.expose());
     let client = Client::new(&s.api_base, api_key, app_key);
@@ -76,7 +81,7 @@ pub async fn run(ctx: &Context, s: VerifySettings) -> Result<u8, Failure> {
             .await?;
         let answers = match outcome {
             Ok(a) => a,
-            Err(e) => return Err(refusal(&client, &s, e, retry_deadline).await),
+            Err(e) => return Err(refusal(&client, &KeyPlaces::of(&s), e, retry_deadline).await),
         };
         let logs_reason = match &answers.logs {
             LogsAnswer::NotChecked(why) => Some(why.clone()),
@@ -104,12 +109,17 @@ pub async fn run(ctx: &Context, s: VerifySettings) -> Result<u8, Failure> {
         }
         let from_ms = ((now - s.since.as_secs_f64()) * 1000.0) as i64;
         let links = verify::links(&s.ui_base, &s.tags, from_ms, (now * 1000.0) as i64);
+        let dashboard = ctx
+            .interrupt
+            .run(dashboard_link(&client, &s, retry_deadline))
+            .await?;
         print(
             ctx.format,
             &s,
             &report,
             &line,
             &links,
+            dashboard.as_deref(),
             logs_reason,
             looks,
             calls_last,
@@ -169,8 +179,32 @@ async fn look(
     })
 }
 
+/// Where the keys were looked for and which API was asked, for the errors that name them.
+pub(super) struct KeyPlaces<'a> {
+    pub api_base: &'a str,
+    pub site: &'a str,
+    pub secret_id: &'a str,
+    pub app_key_secret_id: &'a str,
+}
+
+impl<'a> KeyPlaces<'a> {
+    fn of(s: &'a VerifySettings) -> Self {
+        KeyPlaces {
+            api_base: &s.api_base,
+            site: &s.site,
+            secret_id: &s.key.secret_id,
+            app_key_secret_id: &s.app_key_secret_id,
+        }
+    }
+}
+
 /// What a failed call means for the user: which key, which permission.
-async fn refusal(client: &Client, s: &VerifySettings, e: ApiError, deadline: Instant) -> Failure {
+pub(super) async fn refusal(
+    client: &Client,
+    s: &KeyPlaces<'_>,
+    e: ApiError,
+    deadline: Instant,
+) -> Failure {
     let ApiError::Status {
         endpoint,
         status: status @ (401 | 403),
@@ -189,7 +223,7 @@ async fn refusal(client: &Client, s: &VerifySettings, e: ApiError, deadline: Ins
             "Datadog refused the API key (GET /api/v1/validate answered 403; {} answered {status}{said}): the key is wrong, revoked, or for another site than {} (DD_SITE); check DD_API_KEY or the secret {}",
             endpoint.label(),
             s.site,
-            s.key.secret_id
+            s.secret_id
         )),
         _ => Failure::Api(format!(
             "Datadog refused the application key for {} (HTTP {status}{said}): the API key is valid, so the application key is wrong, revoked, or lacks the permission {}; check DD_APP_KEY or the secret {}, and the key's scopes",
@@ -200,15 +234,19 @@ async fn refusal(client: &Client, s: &VerifySettings, e: ApiError, deadline: Ins
     }
 }
 
-async fn find_keys(s: &VerifySettings) -> Result<(ApiKey, AppKey), Failure> {
+pub(super) async fn find_keys(
+    key_settings: &KeySettings,
+    app_key_secret_id: &str,
+) -> Result<(ApiKey, AppKey), Failure> {
+    let s = key_settings;
     let store = AwsSecretStore {
-        region: s.key.aws_region.clone(),
-        timeout: s.key.secret_timeout,
+        region: s.aws_region.clone(),
+        timeout: s.secret_timeout,
     };
     let api_env = crate::settings::env_var(crate::spec::API_KEY_ENV);
-    let secret = (!s.key.no_aws).then(|| SecretLookup {
+    let secret = (!s.no_aws).then(|| SecretLookup {
         store: &store,
-        secret_id: &s.key.secret_id,
+        secret_id: &s.secret_id,
     });
     let api_key = match key::lookup(api_env.as_deref(), secret).await {
         KeyLookup::Found { found, .. } => found.key,
@@ -220,9 +258,9 @@ async fn find_keys(s: &VerifySettings) -> Result<(ApiKey, AppKey), Failure> {
         }
     };
     let app_env = crate::settings::env_var("DD_APP_KEY");
-    let secret = (!s.key.no_aws).then(|| SecretLookup {
+    let secret = (!s.no_aws).then_some(SecretLookup {
         store: &store,
-        secret_id: &s.app_key_secret_id,
+        secret_id: app_key_secret_id,
     });
     let app_key = key::lookup_app_key(app_env.as_deref(), secret)
         .await
@@ -242,6 +280,31 @@ fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
+/// `ddsky dashboard`'s dashboard, filtered to the run (or the cluster), when it exists. Looked up
+/// once, after the last look; a refusal (no `dashboards_read`) or a failure only leaves it out.
+async fn dashboard_link(client: &Client, s: &VerifySettings, deadline: Instant) -> Option<String> {
+    let listed = match client.list_dashboards(deadline).await {
+        Ok(listed) => listed,
+        Err(e) => {
+            tracing::debug!("no dashboard link: {e}");
+            return None;
+        }
+    };
+    let mut ours = listed.iter().filter(|d| d.title == s.dashboard_title);
+    let id = ours.next()?;
+    if ours.next().is_some() {
+        return None;
+    }
+    let base = format!("{}/dashboard/{}", s.ui_base, percent_encode(&id.id));
+    let filter = ["metta_run_id", "skypilot_cluster"].iter().find_map(|key| {
+        s.tags.iter().find_map(|t| {
+            t.strip_prefix(&format!("{key}:"))
+                .map(|v| format!("?tpl_var_{key}={}", percent_encode(v)))
+        })
+    });
+    Some(format!("{base}{}", filter.unwrap_or_default()))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn print(
     format: Format,
@@ -249,6 +312,7 @@ fn print(
     report: &Report,
     line: &str,
     links: &Links,
+    dashboard: Option<&str>,
     logs_reason: Option<String>,
     looks: u32,
     calls_last: u32,
@@ -268,12 +332,17 @@ fn print(
             reason: logs_reason.clone(),
         },
         links,
+        dashboard,
         looks,
         api_calls_last_look: calls_last,
         api_calls: calls,
     };
     output::emit(format, &json, || {
-        text(report, line, links, logs_reason.as_deref())
+        let mut out = text(report, line, links, logs_reason.as_deref());
+        if let Some(url) = dashboard {
+            out.push_str(&format!("dashboard:      {url}\n"));
+        }
+        out
     });
 }
 

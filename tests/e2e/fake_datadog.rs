@@ -6,6 +6,17 @@
 //! seconds; `POST /api/v2/logs/analytics/aggregate` counts by host; reads need both keys, a wrong
 //! key is a 403 `{"errors":["Forbidden"]}`; a key without `logs_read_data` gets a 403 on logs;
 //! throttling answers 429 with `X-RateLimit-*` headers.
+//!
+//! For `ddsky dashboard` it keeps dashboards and monitors as Datadog does (`dashboards` module
+//! below): create, get, list (paged; a dashboard summary has no widgets and no tags), update,
+//! soft delete, monitor search, and monitor validation with Datadog's semantic check (the critical
+//! threshold must equal the query's number); answers add read-only fields and defaults, and a
+//! metric monitor comes back as `metric alert`. It can refuse a permission (403 "Forbidden"), fail
+//! every list (500), and answer a create only after a stall (the create done, the answer late).
+//! Every request is recorded; [`FakeDatadog::check_against_spec`] checks them all against the
+//! vendored OpenAPI spec (tests/fixtures/datadog-openapi) with tests/e2e/openapi_check.py.
+
+pub mod dashboards;
 
 use crate::common::Received;
 use serde_json::{json, Value};
@@ -223,6 +234,15 @@ pub struct Behaviour {
     pub throttle_first: u32,
     /// Then this many with 503 (an HTML body, as a load balancer sends).
     pub fail_first: u32,
+    /// The application key lacks this permission (`dashboards_write`, `monitors_write`, ...).
+    pub missing_permission: Option<&'static str>,
+    /// Every dashboard or monitor list answers 500.
+    pub fail_lists: bool,
+    /// This many creates (dashboard or monitor) are done, then answered only after `stall`.
+    pub stall_creates: u32,
+    pub stall: Duration,
+    /// Monitor validation answers 400 with this text (a body Datadog's own checks refuse).
+    pub refuse_monitor_validation: Option<&'static str>,
 }
 
 impl Behaviour {
@@ -233,6 +253,11 @@ impl Behaviour {
             logs_read_data: true,
             throttle_first: 0,
             fail_first: 0,
+            missing_permission: None,
+            fail_lists: false,
+            stall_creates: 0,
+            stall: Duration::ZERO,
+            refuse_monitor_validation: None,
         }
     }
 }
@@ -242,6 +267,10 @@ type Source = Arc<dyn Fn() -> World + Send + Sync>;
 pub struct FakeDatadog {
     pub port: u16,
     calls: Arc<Mutex<Vec<(String, u16)>>>,
+    requests: Arc<Mutex<Vec<Value>>>,
+    /// The dashboards and monitors the fake keeps: tests seed and read them.
+    pub store: Arc<Mutex<crate::fake_datadog::dashboards::Store>>,
+    behaviour: Arc<Mutex<Behaviour>>,
 }
 
 impl FakeDatadog {
@@ -249,17 +278,82 @@ impl FakeDatadog {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let calls = Arc::new(Mutex::new(Vec::new()));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let store = Arc::new(Mutex::new(dashboards::Store::default()));
         let state = Arc::new(Mutex::new(behaviour));
         let source: Source = Arc::new(source);
-        let log = calls.clone();
+        let shared = Shared {
+            state: state.clone(),
+            source,
+            log: calls.clone(),
+            requests: requests.clone(),
+            store: store.clone(),
+        };
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
-                let (state, source, log) = (state.clone(), source.clone(), log.clone());
-                std::thread::spawn(move || serve(conn, &state, &source, &log));
+                let shared = shared.clone();
+                std::thread::spawn(move || serve(conn, &shared));
             }
         });
-        FakeDatadog { port, calls }
+        FakeDatadog {
+            port,
+            calls,
+            requests,
+            store,
+            behaviour: state,
+        }
+    }
+
+    /// Changes the behaviour from now on.
+    pub fn set(&self, change: impl FnOnce(&mut Behaviour)) {
+        change(&mut self.behaviour.lock().unwrap());
+    }
+
+    /// The requests that changed something (POST, PUT, DELETE; validation excluded).
+    pub fn writes(&self) -> Vec<String> {
+        self.calls()
+            .into_iter()
+            .map(|(c, _)| c)
+            .filter(|c| !c.starts_with("GET ") && !c.contains("/validate"))
+            .collect()
+    }
+
+    /// Checks every request made so far against Datadog's OpenAPI spec (method, path, query
+    /// parameters, body; an undeclared field is an error). Panics with the checker's report.
+    pub fn check_against_spec(&self) {
+        let requests = self.requests.lock().unwrap().clone();
+        assert!(!requests.is_empty(), "no request to check");
+        let venv = crate::common::tool_dir("DDSKY_OPENAPI_VENV", "openapi-venv");
+        let python = venv.join("bin/python");
+        assert!(
+            python.exists(),
+            "no OpenAPI checker's venv at {} (scripts/test-tools.sh makes it; or set DDSKY_OPENAPI_VENV)",
+            venv.display()
+        );
+        let specs = crate::common::repo().join("tests/fixtures/datadog-openapi");
+        let mut child = std::process::Command::new(python)
+            .arg(crate::common::repo().join("tests/e2e/openapi_check.py"))
+            .arg(specs.join("dashboards-monitors.json"))
+            .arg(specs.join("verify.json"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("python runs");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(Value::Array(requests).to_string().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "requests that do not fit Datadog's OpenAPI spec:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// `DDSKY_API_URL`.
@@ -273,12 +367,23 @@ impl FakeDatadog {
     }
 }
 
-fn serve(
-    mut conn: std::net::TcpStream,
-    state: &Mutex<Behaviour>,
-    source: &Source,
-    log: &Mutex<Vec<(String, u16)>>,
-) {
+#[derive(Clone)]
+struct Shared {
+    state: Arc<Mutex<Behaviour>>,
+    source: Source,
+    log: Arc<Mutex<Vec<(String, u16)>>>,
+    requests: Arc<Mutex<Vec<Value>>>,
+    store: Arc<Mutex<dashboards::Store>>,
+}
+
+fn serve(mut conn: std::net::TcpStream, shared: &Shared) {
+    let Shared {
+        state,
+        source,
+        log,
+        requests,
+        store,
+    } = shared;
     conn.set_read_timeout(Some(Duration::from_secs(10))).ok();
     let mut reader = BufReader::new(conn.try_clone().unwrap());
     let mut request_line = String::new();
@@ -311,13 +416,27 @@ fn serve(
         .map(|(k, v)| (k.to_owned(), decode(v)))
         .collect();
 
-    let (status, extra, answer) = answer(state, source, &method, path, &params, &headers, &body);
+    requests.lock().unwrap().push(json!({
+        "method": method, "target": target,
+        "body": if body.is_empty() { Value::Null } else { Value::String(String::from_utf8_lossy(&body).into_owned()) },
+    }));
+    let (status, extra, answer, stall) = if dashboards::handles(path) {
+        dashboards::answer(state, store, &method, path, &params, &headers, &body)
+    } else {
+        let (status, extra, answer) =
+            answer(state, source, &method, path, &params, &headers, &body);
+        (status, extra, answer, Duration::ZERO)
+    };
     log.lock()
         .unwrap()
         .push((format!("{method} {target}"), status));
+    // The work is done; the answer comes late (a create the client gave up waiting for).
+    std::thread::sleep(stall);
     let reason = match status {
         200 => "OK",
+        400 => "Bad Request",
         403 => "Forbidden",
+        500 => "Internal Server Error",
         404 => "Not Found",
         429 => "Too Many Requests",
         503 => "Service Unavailable",

@@ -47,7 +47,7 @@ print("DDSKY-LOADER-RESULTS " + json.dumps(results))
 "#;
 
 /// The SkyPilot releases scripts/test-tools.sh installs (`skypilot_versions=(...)`): one list, not two.
-fn pinned_versions() -> Vec<String> {
+pub fn pinned_versions() -> Vec<String> {
     let script = std::fs::read_to_string(repo().join("scripts/test-tools.sh")).unwrap();
     let line = script
         .lines()
@@ -66,7 +66,7 @@ fn pinned_versions() -> Vec<String> {
 }
 
 /// `$DDSKY_SKYPILOT_VENVS/<version>/bin/python`, or a failure that says how to make it: never a skip.
-fn venv_python(version: &str) -> PathBuf {
+pub fn venv_python(version: &str) -> PathBuf {
     let root = tool_dir("DDSKY_SKYPILOT_VENVS", "skypilot-venvs");
     let python = root.join(version).join("bin/python");
     assert!(

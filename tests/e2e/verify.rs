@@ -314,6 +314,7 @@ fn verify_survives_throttling_and_5xx() {
         out.json()["api_calls"].as_u64().unwrap() as usize,
         statuses.len()
     );
+    fake.check_against_spec();
 }
 
 #[test]
@@ -327,11 +328,18 @@ fn verify_64_nodes_cost_the_calls_of_4_and_name_exactly_the_bad_ranks() {
         let report = out.json();
         assert_eq!(report["nodes"].as_array().unwrap().len(), nodes as usize);
         assert!(report["nodes"][0]["logs"]["count"].as_u64().unwrap() > 0);
+        // The look's calls; after it, one list of dashboards for the link to the run's dashboard.
+        let look_calls = fake
+            .calls()
+            .iter()
+            .filter(|(c, _)| !c.starts_with("GET /api/v1/dashboard"))
+            .count();
         assert_eq!(
             report["api_calls_last_look"].as_u64().unwrap() as usize,
-            fake.calls().len()
+            look_calls
         );
-        calls.push(fake.calls().len());
+        assert_eq!(fake.calls().len(), look_calls + 1);
+        calls.push(look_calls);
     }
     assert_eq!(
         calls[0], calls[1],
@@ -347,6 +355,40 @@ fn verify_64_nodes_cost_the_calls_of_4_and_name_exactly_the_bad_ranks() {
     assert_eq!(report["missing_ranks"], serde_json::json!([9]));
     assert!(report["nodes"][9]["host"].is_null());
     assert_eq!(report["nodes"][5]["agent"]["status"], "missing");
+    fake.check_against_spec();
+}
+
+#[test]
+fn verify_links_the_runs_dashboard_when_it_exists() {
+    let s = NoDocker;
+    let fake = synthetic(Behaviour::new(), 2, "r1", &[], &[]);
+    let report = look_json(&s, &fake, "r1").json();
+    assert_eq!(report["dashboard"], Value::Null, "{report:#}");
+
+    let id = fake
+        .store
+        .lock()
+        .unwrap()
+        .add_dashboard("[ddsky] SkyPilot runs (env:production, service:skypilot-worker)");
+    let out = look_json(&s, &fake, "r1");
+    out.expect_code(0);
+    assert_eq!(
+        out.json()["dashboard"],
+        format!("https://app.datadoghq.com/dashboard/{id}?tpl_var_metta_run_id=r1")
+    );
+    let out = run(&mut verify(&s, &fake, &["--run-id", "r1"]));
+    assert!(
+        out.stdout.contains(&format!(
+            "dashboard:      https://app.datadoghq.com/dashboard/{id}?tpl_var_metta_run_id=r1"
+        )),
+        "{out}"
+    );
+    // Another identity's dashboard is not this run's.
+    let out = look_json(&s, &fake, "r1");
+    let mut cmd = verify(&s, &fake, &["--run-id", "r1", "--format", "json"]);
+    cmd.env("DDSKY_ENV", "staging");
+    assert_eq!(run(&mut cmd).json()["dashboard"], Value::Null, "{out}");
+    fake.check_against_spec();
 }
 
 /// The bench figure (benches/bench.sh): API calls and wall time per look for 4 and 64 nodes.
