@@ -284,10 +284,6 @@ impl HeldPhase {
         std::fs::write(&self.file, b"")
             .unwrap_or_else(|e| panic!("cannot create the gate {}: {e}", self.file.display()));
     }
-
-    pub fn is_released(&self) -> bool {
-        self.file.exists()
-    }
 }
 
 /// A host resource that no two tests may use at once. Everything else a test touches is its own
@@ -738,6 +734,22 @@ impl Intake {
         self.logs_hold.changed.notify_all();
     }
 
+    /// Lets every held logs payload go and waits until each is delivered (its sender still
+    /// connected) or dropped (its sender gone): after this, [`Intake::logs`] is final for them.
+    pub fn release_logs_and_settle(&self) {
+        self.release_logs();
+        assert!(
+            eventually(Duration::from_secs(30), || self
+                .logs_hold
+                .state
+                .lock()
+                .unwrap()
+                .1
+                .is_empty()),
+            "held logs payloads never settled"
+        );
+    }
+
     /// The entries of the logs payloads waiting for an answer, tagged `container_id:<id>`.
     pub fn held_logs_of(&self, container_id: &str) -> Vec<LogEntry> {
         let tag = format!("container_id:{container_id}");
@@ -818,20 +830,24 @@ impl Intake {
                                 head: head.clone(),
                                 body: body.clone(),
                             };
-                            let key = (me.head.clone(), me.body.clone());
                             state.1.push(me);
                             while state.0 {
                                 state = hold.changed.wait(state).unwrap();
                             }
-                            if let Some(i) = state
-                                .1
-                                .iter()
-                                .position(|r| (&r.head, &r.body) == (&key.0, &key.1))
-                            {
-                                state.1.remove(i);
-                            }
                         }
                     }
+                    // Taken off the waiting list once delivered or found undeliverable, so that
+                    // an empty list after a release means every held payload is settled.
+                    let settled = || {
+                        let mut state = hold.state.lock().unwrap();
+                        if let Some(i) = state
+                            .1
+                            .iter()
+                            .position(|r| r.head == head && r.body == body)
+                        {
+                            state.1.remove(i);
+                        }
+                    };
                     if is_logs && !delay.is_zero() {
                         std::thread::sleep(delay);
                         waited = true;
@@ -847,6 +863,7 @@ impl Intake {
                         };
                         conn.set_nonblocking(false).ok();
                         if gone {
+                            settled();
                             return;
                         }
                     }
@@ -858,9 +875,12 @@ impl Intake {
                     sink.lock().unwrap().push(Received {
                         method,
                         target,
-                        head,
-                        body,
+                        head: head.clone(),
+                        body: body.clone(),
                     });
+                    if is_entries {
+                        settled();
+                    }
                     let reason = match status {
                         200 => "OK",
                         202 => "Accepted",

@@ -650,15 +650,22 @@ fn a_jobs_lines_arrive_in_order_with_container_tags_and_the_registry_reaches_the
 fn a_stop_right_after_the_job_exits_loses_its_last_lines_and_s6_kills_the_agent() {
     let s = Scope::new("logslost");
     let run_dir = scratch_dir("logslost");
-    // The intake takes 8 s to answer a logs payload: longer than s6's 3 s grace, shorter than
-    // the agent's 10 s request timeout.
-    let intake = Intake::start_with_logs_delay(200, 202, Duration::from_secs(8));
+    // The intake holds its answers until the agent has stopped: the job's lines were sent, and
+    // the stop lands before any answer however slow the machine (s6's 3 s grace is the agent's).
+    let intake = Intake::start_holding_logs(200, 202);
     let agent = run_logs_agent(&s, "agent", run_dir.path(), &logs_to(&intake));
     let job = s.name("job");
     let id = run_sh_job(&s, "job", &traceback_job(5));
     wait_tailing(&agent, &id);
     wait_exited(&job);
+    assert!(
+        eventually(Duration::from_secs(60), || !intake
+            .held_logs_of(&id)
+            .is_empty()),
+        "the agent sends the job's lines before the stop"
+    );
     docker(&["stop", "-t", "30", &agent]).expect_code(0);
+    intake.release_logs_and_settle();
 
     let out = agent_stdout(&agent);
     assert_eq!(
