@@ -621,6 +621,88 @@ pub fn wait_within(mut child: std::process::Child, limit: Duration) -> Run {
     }
 }
 
+/// A command running in the background whose stderr the test reads as it comes, to act once the
+/// command has reached a point it logs (`-v` debug lines say where ddsky is).
+pub struct Watched {
+    child: std::process::Child,
+    stdout: std::thread::JoinHandle<String>,
+    stderr: Arc<Mutex<String>>,
+    stderr_done: std::thread::JoinHandle<()>,
+    start: Instant,
+}
+
+impl Watched {
+    pub fn spawn(cmd: &mut Command) -> Self {
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("command starts");
+        let mut out = child.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = out.read_to_end(&mut buf);
+            String::from_utf8_lossy(&buf).into_owned()
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let err = child.stderr.take().unwrap();
+        let stderr_done = std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                let mut all = sink.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+            }
+        });
+        Watched {
+            child,
+            stdout,
+            stderr,
+            stderr_done,
+            start: Instant::now(),
+        }
+    }
+
+    /// Waits (at most `limit`) until a line of stderr contains one of `needles`.
+    pub fn wait_for_stderr(&self, needles: &[&str], limit: Duration) -> bool {
+        eventually(limit, || {
+            let all = self.stderr.lock().unwrap();
+            all.lines().any(|l| needles.iter().any(|n| l.contains(n)))
+        })
+    }
+
+    /// Waits for the command at most `limit` (killed past it, as [`wait_within`] does).
+    pub fn finish(mut self, limit: Duration) -> Run {
+        let mut timed_out = false;
+        let code = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status.code().unwrap_or(-1);
+            }
+            if self.start.elapsed() > limit {
+                timed_out = true;
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break -1;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let _ = self.stderr_done.join();
+        let mut stderr = self.stderr.lock().unwrap().clone();
+        if timed_out {
+            stderr.push_str(&format!(
+                "\n[test harness: still running after {limit:?}: killed]\n"
+            ));
+        }
+        Run {
+            code,
+            stdout: self.stdout.join().unwrap_or_default(),
+            stderr,
+            elapsed: self.start.elapsed(),
+        }
+    }
+}
+
 pub fn run(cmd: &mut Command) -> Run {
     let start = Instant::now();
     let out = cmd.output().expect("command runs");

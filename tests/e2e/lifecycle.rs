@@ -266,29 +266,19 @@ fn a_container_started_later_is_waited_for_and_a_stopped_one_disappears() {
         "{up}"
     );
 
-    // The job starts only once `status --wait` has asked the agent what it discovered (an exec of
-    // its own, `workload-list`): the wait certainly began before the job existed.
-    let since = unix_now();
-    let waiting = s
-        .ddsky()
-        .args([
-            "status", "--expect", &job, "--wait", "90s", "--format", "json",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("ddsky starts");
+    // The job starts only once `status --wait` waits for it (its debug line says so, after it
+    // subscribed to Docker's events and looked once): the wait certainly began before the job
+    // existed.
+    let waiting = Watched::spawn(s.ddsky().args([
+        "-v", "status", "--expect", &job, "--wait", "90s", "--format", "json",
+    ]));
     assert!(
-        eventually(Duration::from_secs(60), || ddsky_execs_since(
-            &s.agent, &since
-        )
-        .iter()
-        .any(|e| e.contains("workload-list"))),
-        "status --wait never asked the agent what it discovered"
+        waiting.wait_for_stderr(&["waiting for discovery"], Duration::from_secs(60)),
+        "status --wait never began to wait"
     );
     assert!(inspect(&job).is_none(), "the job is not there yet");
     docker(&["run", "-d", "--name", &job, job_image()]).expect_code(0);
-    let waited = wait_within(waiting, Duration::from_secs(150));
+    let waited = waiting.finish(Duration::from_secs(150));
     waited.expect_code(0);
     assert_eq!(waited.json()["expected"][0]["discovered"], true, "{waited}");
 

@@ -58,23 +58,18 @@ fn status_wait_right_after_up_no_wait_exits_0_once_the_job_is_discovered() {
         .args(token_phase.agent_env())
         .args(["--no-wait", "--expect", &job]))
     .expect_code(0);
-    let since = unix_now();
-    let waiting = s
-        .ddsky()
-        .args([
-            "status", "--expect", &job, "--wait", "90s", "--format", "json",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ddsky starts");
+    // `-v`: its debug lines say when it has asked the agent (the claim below is about what it
+    // reports, the lines at the default verbosity).
+    let waiting = Watched::spawn(s.ddsky().args([
+        "-v", "status", "--expect", &job, "--wait", "90s", "--format", "json",
+    ]));
     // ddsky's first question fails on the missing auth token (the phase is held: it cannot have
     // ended); only then does the agent go on.
     assert!(
-        eventually(Duration::from_secs(60), || !ddsky_execs_since(
-            &s.agent, &since
-        )
-        .is_empty()),
+        waiting.wait_for_stderr(
+            &["agent not healthy yet", "agent health could not run"],
+            Duration::from_secs(60)
+        ),
         "status --wait never asked the agent"
     );
     let in_token_phase = docker(&["exec", &s.agent, "agent", "version"]);
@@ -83,12 +78,17 @@ fn status_wait_right_after_up_no_wait_exits_0_once_the_job_is_discovered() {
         "still the auth-token phase: {in_token_phase}"
     );
     token_phase.release();
-    let out = wait_within(waiting, Duration::from_secs(150));
+    let out = waiting.finish(Duration::from_secs(150));
     out.expect_code(0).assert_no_secret(&[]);
     let report = out.json();
     assert_eq!(report["expected"][0]["discovered"], true, "{out}");
+    let reported: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("DEBUG"))
+        .collect();
     assert!(
-        !out.stderr.contains("auth token"),
+        reported.iter().all(|l| !l.contains("auth token")),
         "'not up yet' is waited through, not reported: {out}"
     );
 }
