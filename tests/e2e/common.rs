@@ -524,6 +524,17 @@ impl Scope {
             .expect("ddsky starts")
     }
 
+    /// [`Scope::spawn_waiting_up`] with `-v`, watched: [`Scope::wait_until_asked`] tells when it is
+    /// certainly in its wait for health.
+    pub fn watch_waiting_up(&self, extra: &[&str]) -> Watched {
+        let mut cmd = self.up();
+        cmd.arg("-v")
+            .args(self.hold("STANDIN_HEALTH_GATE").agent_env())
+            .args(["--expect", "none-such"])
+            .args(extra);
+        Watched::spawn(&mut cmd)
+    }
+
     pub fn port_args(&self) -> [String; 4] {
         [
             "--apm-port".into(),
@@ -662,6 +673,31 @@ impl Watched {
             stderr_done,
             start: Instant::now(),
         }
+    }
+
+    /// The process id, to signal it.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// How many lines of stderr so far contain `needle`.
+    pub fn count_in_stderr(&self, needle: &str) -> usize {
+        self.stderr
+            .lock()
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// Waits until ddsky (run with `-v`) has asked the agent for its health `n` times: its debug
+    /// line after each answer (or failure to answer) says so.
+    pub fn wait_until_asked(&self, n: usize, limit: Duration) -> bool {
+        eventually(limit, || {
+            self.count_in_stderr("agent not healthy yet")
+                + self.count_in_stderr("agent health could not run")
+                >= n
+        })
     }
 
     /// Waits (at most `limit`) until a line of stderr contains one of `needles`.
