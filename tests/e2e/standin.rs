@@ -250,9 +250,25 @@ fn forwarder_case(name: &str, dd_url: Option<String>) -> (Scope, Value, Run) {
         validated && handled >= 3
     });
     assert!(settled, "{name}: {last}");
-    // Past the first ping (2 s after the API): health says what the key is worth.
-    std::thread::sleep(Duration::from_secs(3));
-    let health = exec(&s, &["agent", "health"]);
+    // Past the ping that follows the key's validation, health says what the key is worth: PASS,
+    // or, for a key the intake refused (403), FAIL with the forwarder alone, which no later ping
+    // changes. Polled until then rather than slept for: a slow validation moves the forwarder's
+    // ping 15 s on.
+    let refused = last["forwarderStats"]["APIKeyFailure"]
+        .as_object()
+        .is_some_and(|m| m.values().any(|v| v == "API Key invalid"));
+    let mut health = None;
+    let final_answer = eventually(Duration::from_secs(60), || {
+        let h = exec(&s, &["agent", "health"]);
+        let done = h.code == 0
+            || (refused
+                && h.stdout
+                    .contains("=== 1 unhealthy components ===\nforwarder\n"));
+        health = Some(h);
+        done
+    });
+    let health = health.unwrap();
+    assert!(final_answer, "{name}: health never settled: {health}");
     (s, last, health)
 }
 
