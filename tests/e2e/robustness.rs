@@ -528,22 +528,24 @@ fn signal_during_a_pull(sig: &str, code: i32) {
             held.push(conn);
         }
     });
-    let child = s
-        .up()
-        .args([
-            "--image",
-            &format!("127.0.0.1:{port}/datadog/agent:7"),
-            "--expect",
-            "none-such",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
+    let image = format!("127.0.0.1:{port}/datadog/agent:7");
+    let pulling = Watched::spawn(s.up().args(["--image", &image, "--expect", "none-such"]));
+    // The signal comes once ddsky says it is pulling (the pull then hangs for good).
+    assert!(
+        pulling.wait_for_stderr(
+            &[&format!("pulling 127.0.0.1:{port}/")],
+            Duration::from_secs(60)
+        ),
+        "up never began the pull"
+    );
+    Command::new("kill")
+        .args([&format!("-{sig}"), &pulling.id().to_string()])
+        .status()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    signal(&child, sig);
-    let (status, took) = wait_exit(child, Duration::from_secs(30));
-    assert_eq!(status, Some(code), "SIG{sig}");
+    let signalled = Instant::now();
+    let out = pulling.finish(Duration::from_secs(30));
+    let took = signalled.elapsed();
+    assert_eq!(out.code, code, "SIG{sig}: {out}");
     assert!(took < PROMPTLY, "took {took:?}");
     assert!(inspect(&s.agent).is_none(), "nothing created");
 }
