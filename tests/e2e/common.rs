@@ -708,14 +708,15 @@ impl Watched {
         })
     }
 
-    /// Waits for the command at most `limit` (killed past it, as [`wait_within`] does).
+    /// Waits for the command at most `limit` from now (killed past it, as [`wait_within`] does).
     pub fn finish(mut self, limit: Duration) -> Run {
         let mut timed_out = false;
+        let waited = Instant::now();
         let code = loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 break status.code().unwrap_or(-1);
             }
-            if self.start.elapsed() > limit {
+            if waited.elapsed() > limit {
                 timed_out = true;
                 let _ = self.child.kill();
                 let _ = self.child.wait();

@@ -354,7 +354,8 @@ fn an_agent_that_stays_unhealthy_times_out_with_exit_3_and_the_components() {
     let s = Scope::new("unhealthy");
     // The first health ping is held for the whole test: the agent never becomes healthy. `up`
     // creates it without waiting, and the `up` under test starts only once the agent answers
-    // (FAIL), so its short timeout runs out in the FAIL phase, not in the auth-token one.
+    // (FAIL), so its timeout runs out in the FAIL phase, not in the auth-token one (30 s: room for
+    // several answers even where one exec takes many seconds).
     let first_ping = s.hold("STANDIN_HEALTH_GATE");
     let args = ["--expect", "none-such"];
     run(s
@@ -374,7 +375,7 @@ fn an_agent_that_stays_unhealthy_times_out_with_exit_3_and_the_components() {
         .up()
         .args(first_ping.agent_env())
         .args(args)
-        .args(["--timeout", "10s"]));
+        .args(["--timeout", "30s"]));
     out.expect_code(3).assert_no_secret(&[]);
     assert!(
         out.stderr.contains("not healthy after") && out.stderr.contains("forwarder"),
