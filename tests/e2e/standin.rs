@@ -181,6 +181,40 @@ fn start_up_fails_every_command_without_the_auth_token_then_lists_every_componen
 }
 
 #[test]
+fn a_held_listeners_gate_keeps_the_apm_and_dogstatsd_ports_unbound_until_it_is_released() {
+    let s = Scope::new("standinlisten");
+    let listeners = s.hold("STANDIN_LISTENERS_GATE");
+    run_agent(&s, &[listeners.env().into()], false);
+    // Once the command API answers, start-up is over: what still holds the ports is the gate.
+    let answered = |want_listening: bool| {
+        let mut last = None;
+        let ok = eventually(Duration::from_secs(60), || {
+            let out = exec(&s, &["agent", "status"]);
+            let held = out.stdout.matches("Status: Not listening").count();
+            let done = out.code == 0 && held == if want_listening { 0 } else { 2 };
+            last = Some(out);
+            done
+        });
+        assert!(ok, "{}", last.unwrap());
+    };
+    answered(false);
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", s.apm_port)).is_err(),
+        "the APM port is not bound while held"
+    );
+    listeners.release();
+    assert!(
+        eventually(Duration::from_secs(60), || std::net::TcpStream::connect((
+            "127.0.0.1",
+            s.apm_port
+        ))
+        .is_ok()),
+        "the APM port is bound once released"
+    );
+    answered(true);
+}
+
+#[test]
 fn a_taken_command_port_makes_the_agent_exit_with_the_api_server_error() {
     let s = Scope::new("standinport");
     let _holder = TcpListener::bind(("127.0.0.1", s.cmd_port)).unwrap();
