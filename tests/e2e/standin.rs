@@ -737,6 +737,35 @@ fn a_stop_right_after_the_job_exits_loses_its_last_lines_and_s6_kills_the_agent(
 }
 
 #[test]
+fn a_held_logs_send_gate_sends_nothing_not_even_in_the_stops_flush() {
+    let s = Scope::new("logssendgate");
+    let intake = Intake::start(200, 202);
+    let send = s.hold("STANDIN_LOGS_SEND_GATE");
+    let mut env = logs_to(&intake);
+    env.extend([
+        "DD_LOGS_CONFIG_BATCH_WAIT=1".to_string(),
+        send.env().to_string(),
+    ]);
+    // The agent's run dir is the scope's, where the gate's file would be.
+    let agent = run_logs_agent(&s, "agent", s.run_dir.path(), &env);
+    let job = s.name("job");
+    let id = run_sh_job(&s, "job", &traceback_job(3));
+    wait_tailing(&agent, &id);
+    wait_exited(&job);
+    // An intake that answers at once would have every line within the stop's flush; held, the
+    // flush cannot finish and s6 kills the agent with nothing sent.
+    docker(&["stop", "-t", "30", &agent]).expect_code(0);
+    let out = agent_stdout(&agent);
+    assert_eq!(
+        out.lines().rfind(|l| !l.trim().is_empty()),
+        Some("AGENT EXITED WITH CODE 256, SIGNAL 9"),
+        "{out}"
+    );
+    assert!(intake.logs_of(&id).is_empty(), "sent while held");
+    assert_eq!(registry_offset(s.run_dir.path(), &id).unwrap_or(0), 0);
+}
+
+#[test]
 fn waiting_for_the_registry_to_reach_the_file_size_before_the_stop_loses_nothing() {
     let s = Scope::new("logsdrain");
     let run_dir = scratch_dir("logsdrain");
