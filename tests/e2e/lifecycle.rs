@@ -292,7 +292,12 @@ fn a_container_started_later_is_waited_for_and_a_stopped_one_disappears() {
             .any(|c| c["name"] == job.as_str())
     });
     assert!(gone, "a stopped container is no longer listed");
-    let not_found = run(s.ddsky().args(["status", "--expect", &job, "--wait", "1s"]));
+    // The wait runs out (nothing can be discovered); 30 s leave room for the health answer that
+    // comes first on a loaded machine, where one `agent health` can take many seconds (a 1 s wait
+    // ran out before it: unhealthy, exit 3).
+    let not_found = run(s
+        .ddsky()
+        .args(["status", "--expect", &job, "--wait", "30s"]));
     not_found.expect_code(4);
 }
 
