@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// The repository namespace of the test images: `ddsky-test`, or DDSKY_TEST_IMAGES so that two
@@ -255,6 +255,37 @@ pub const FAST_AGENT_ENV: [&str; 3] = [
     "STANDIN_CHECK_INTERVAL_SECS=2",
 ];
 
+/// Where a scope's agent sees the scope's run dir (`--run-dir`, mounted read-write): the gate files
+/// of [`Scope::hold`] live there.
+pub const AGENT_RUN_DIR: &str = "/opt/datadog-agent/run";
+
+/// One of the stand-in's timed phases held by the test (`STANDIN_<PHASE>_GATE`): the phase does
+/// not end before [`HeldPhase::release`] creates the gate file in the scope's run dir, so a test
+/// looks at the agent in that phase for as long as it needs, however busy the machine. The phase
+/// still lasts at least its real time: a gate never makes the stand-in kinder.
+pub struct HeldPhase {
+    env: String,
+    file: PathBuf,
+}
+
+impl HeldPhase {
+    /// `STANDIN_<PHASE>_GATE=<file in the agent>`, for `--agent-env` or `docker run -e`.
+    pub fn env(&self) -> &str {
+        &self.env
+    }
+
+    /// `["--agent-env", env]`, for `up`.
+    pub fn agent_env(&self) -> [&str; 2] {
+        ["--agent-env", &self.env]
+    }
+
+    /// Lets the phase end (at once, or when its real time is up if that is later).
+    pub fn release(&self) {
+        std::fs::write(&self.file, b"")
+            .unwrap_or_else(|e| panic!("cannot create the gate {}: {e}", self.file.display()));
+    }
+}
+
 /// A host resource that no two tests may use at once. Everything else a test touches is its own
 /// (see [`Scope`]), so the tests run side by side (scripts/test.sh sets how many); a test that uses
 /// one of these holds it for its life ([`Scope::holding`], [`hold`]).
@@ -364,6 +395,18 @@ impl Scope {
         format!("{}-{suffix}", self.prefix)
     }
 
+    /// Holds the phase that the stand-in's `gate` knob (`STANDIN_STARTUP_GATE`,
+    /// `STANDIN_HEALTH_GATE`, `STANDIN_CHECK_GATE`, `STANDIN_LISTENERS_GATE`,
+    /// `STANDIN_LOGS_SEND_GATE`) names, through a file in this scope's run dir: pass
+    /// [`HeldPhase::agent_env`] to `up` (or mount the run dir at [`AGENT_RUN_DIR`]).
+    pub fn hold(&self, gate: &str) -> HeldPhase {
+        let name = format!("{}.released", gate.to_ascii_lowercase());
+        HeldPhase {
+            env: format!("{gate}={AGENT_RUN_DIR}/{name}"),
+            file: self.run_dir.path().join(name),
+        }
+    }
+
     /// `ddsky` with a clean environment: no AWS credentials or endpoints but loopback ones, instance
     /// metadata off, the scope's agent name, and nothing inherited from the developer's shell.
     pub fn ddsky(&self) -> Command {
@@ -467,21 +510,29 @@ impl Scope {
             .join(" ")
     }
 
-    /// `ddsky up` in the background against a stand-in that stays unhealthy for two minutes, so the
-    /// command is certainly still waiting when the test acts on it.
+    /// `ddsky up` in the background against a stand-in whose first health ping is held for the
+    /// test's life (its `STANDIN_HEALTH_GATE` is never released), so the command is certainly still
+    /// waiting when the test acts on it.
     pub fn spawn_waiting_up(&self, extra: &[&str]) -> std::process::Child {
         self.up()
-            .args([
-                "--agent-env",
-                "STANDIN_UNHEALTHY_SECS=120",
-                "--expect",
-                "none-such",
-            ])
+            .args(self.hold("STANDIN_HEALTH_GATE").agent_env())
+            .args(["--expect", "none-such"])
             .args(extra)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("ddsky starts")
+    }
+
+    /// [`Scope::spawn_waiting_up`] with `-v`, watched: [`Scope::wait_until_asked`] tells when it is
+    /// certainly in its wait for health.
+    pub fn watch_waiting_up(&self, extra: &[&str]) -> Watched {
+        let mut cmd = self.up();
+        cmd.arg("-v")
+            .args(self.hold("STANDIN_HEALTH_GATE").agent_env())
+            .args(["--expect", "none-such"])
+            .args(extra);
+        Watched::spawn(&mut cmd)
     }
 
     pub fn port_args(&self) -> [String; 4] {
@@ -581,6 +632,114 @@ pub fn wait_within(mut child: std::process::Child, limit: Duration) -> Run {
     }
 }
 
+/// A command running in the background whose stderr the test reads as it comes, to act once the
+/// command has reached a point it logs (`-v` debug lines say where ddsky is).
+pub struct Watched {
+    child: std::process::Child,
+    stdout: std::thread::JoinHandle<String>,
+    stderr: Arc<Mutex<String>>,
+    stderr_done: std::thread::JoinHandle<()>,
+    start: Instant,
+}
+
+impl Watched {
+    pub fn spawn(cmd: &mut Command) -> Self {
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("command starts");
+        let mut out = child.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = out.read_to_end(&mut buf);
+            String::from_utf8_lossy(&buf).into_owned()
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let err = child.stderr.take().unwrap();
+        let stderr_done = std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                let mut all = sink.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+            }
+        });
+        Watched {
+            child,
+            stdout,
+            stderr,
+            stderr_done,
+            start: Instant::now(),
+        }
+    }
+
+    /// The process id, to signal it.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// How many lines of stderr so far contain `needle`.
+    pub fn count_in_stderr(&self, needle: &str) -> usize {
+        self.stderr
+            .lock()
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// Waits until ddsky (run with `-v`) has asked the agent for its health `n` times: its debug
+    /// line after each answer (or failure to answer) says so.
+    pub fn wait_until_asked(&self, n: usize, limit: Duration) -> bool {
+        eventually(limit, || {
+            self.count_in_stderr("agent not healthy yet")
+                + self.count_in_stderr("agent health could not run")
+                >= n
+        })
+    }
+
+    /// Waits (at most `limit`) until a line of stderr contains one of `needles`.
+    pub fn wait_for_stderr(&self, needles: &[&str], limit: Duration) -> bool {
+        eventually(limit, || {
+            let all = self.stderr.lock().unwrap();
+            all.lines().any(|l| needles.iter().any(|n| l.contains(n)))
+        })
+    }
+
+    /// Waits for the command at most `limit` from now (killed past it, as [`wait_within`] does).
+    pub fn finish(mut self, limit: Duration) -> Run {
+        let mut timed_out = false;
+        let waited = Instant::now();
+        let code = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status.code().unwrap_or(-1);
+            }
+            if waited.elapsed() > limit {
+                timed_out = true;
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break -1;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let _ = self.stderr_done.join();
+        let mut stderr = self.stderr.lock().unwrap().clone();
+        if timed_out {
+            stderr.push_str(&format!(
+                "\n[test harness: still running after {limit:?}: killed]\n"
+            ));
+        }
+        Run {
+            code,
+            stdout: self.stdout.join().unwrap_or_default(),
+            stderr,
+            elapsed: self.start.elapsed(),
+        }
+    }
+}
+
 pub fn run(cmd: &mut Command) -> Run {
     let start = Instant::now();
     let out = cmd.output().expect("command runs");
@@ -657,11 +816,66 @@ impl Received {
 pub struct Intake {
     pub port: u16,
     received: Arc<Mutex<Vec<Received>>>,
+    logs_hold: Arc<LogsHold>,
+}
+
+/// Whether an [`Intake`] answers logs payloads now or holds them until the test lets them go.
+#[derive(Default)]
+struct LogsHold {
+    /// (held, the payloads waiting for an answer: arrived, not yet delivered)
+    state: Mutex<(bool, Vec<Received>)>,
+    changed: Condvar,
 }
 
 impl Intake {
     pub fn start(validate: u16, payload: u16) -> Self {
         Intake::start_with_logs_delay(validate, payload, Duration::ZERO)
+    }
+
+    /// Like [`Intake::start`], but every `POST /api/v2/logs` waits for its answer until the test
+    /// calls [`Intake::release_logs`], and counts as arrived only if its sender is still connected
+    /// then: a sender stopped before the release delivered nothing, however slow the machine.
+    /// What waits is in [`Intake::held_logs_of`].
+    pub fn start_holding_logs(validate: u16, payload: u16) -> Self {
+        let intake = Intake::start(validate, payload);
+        intake.hold_logs();
+        intake
+    }
+
+    /// From now on, logs payloads wait for [`Intake::release_logs`].
+    pub fn hold_logs(&self) {
+        self.logs_hold.state.lock().unwrap().0 = true;
+    }
+
+    /// Answers every logs payload waiting, and the later ones at once.
+    pub fn release_logs(&self) {
+        self.logs_hold.state.lock().unwrap().0 = false;
+        self.logs_hold.changed.notify_all();
+    }
+
+    /// Lets every held logs payload go and waits until each is delivered (its sender still
+    /// connected) or dropped (its sender gone): after this, [`Intake::logs`] is final for them.
+    pub fn release_logs_and_settle(&self) {
+        self.release_logs();
+        assert!(
+            eventually(Duration::from_secs(30), || self
+                .logs_hold
+                .state
+                .lock()
+                .unwrap()
+                .1
+                .is_empty()),
+            "held logs payloads never settled"
+        );
+    }
+
+    /// The entries of the logs payloads waiting for an answer, tagged `container_id:<id>`.
+    pub fn held_logs_of(&self, container_id: &str) -> Vec<LogEntry> {
+        let tag = format!("container_id:{container_id}");
+        log_entries(&self.logs_hold.state.lock().unwrap().1)
+            .into_iter()
+            .filter(|e| e.ddtags.contains(&tag))
+            .collect()
     }
 
     /// Like [`Intake::start`], but every `POST /api/v2/logs` is answered only after `delay`, and
@@ -672,10 +886,13 @@ impl Intake {
         let port = listener.local_addr().unwrap().port();
         let received = Arc::new(Mutex::new(Vec::new()));
         let sink = received.clone();
+        let logs_hold = Arc::new(LogsHold::default());
+        let hold = logs_hold.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming().take(2000) {
                 let Ok(mut conn) = conn else { continue };
                 let sink = sink.clone();
+                let hold = hold.clone();
                 // One thread per connection: a slow answer to one sender (every agent on the host
                 // sends every container's logs, each pipeline its own connection) holds up no other.
                 std::thread::spawn(move || {
@@ -716,8 +933,45 @@ impl Intake {
                     let mut request_line = head.lines().next().unwrap_or("").split_whitespace();
                     let method = request_line.next().unwrap_or("").to_owned();
                     let target = request_line.next().unwrap_or("").to_owned();
-                    if !delay.is_zero() && target.starts_with(LOGS_PATH) {
+                    let is_logs = target.starts_with(LOGS_PATH);
+                    let mut waited = false;
+                    // Only payloads of entries are held: the start-up probe (`{}`) is answered, or
+                    // the agent would fall back to TCP and send nothing at all.
+                    let is_entries = is_logs
+                        && serde_json::from_slice::<Value>(&body).is_ok_and(|v| v.is_array());
+                    if is_entries {
+                        let mut state = hold.state.lock().unwrap();
+                        if state.0 {
+                            waited = true;
+                            let me = Received {
+                                method: method.clone(),
+                                target: target.clone(),
+                                head: head.clone(),
+                                body: body.clone(),
+                            };
+                            state.1.push(me);
+                            while state.0 {
+                                state = hold.changed.wait(state).unwrap();
+                            }
+                        }
+                    }
+                    // Taken off the waiting list once delivered or found undeliverable, so that
+                    // an empty list after a release means every held payload is settled.
+                    let settled = || {
+                        let mut state = hold.state.lock().unwrap();
+                        if let Some(i) = state
+                            .1
+                            .iter()
+                            .position(|r| r.head == head && r.body == body)
+                        {
+                            state.1.remove(i);
+                        }
+                    };
+                    if is_logs && !delay.is_zero() {
                         std::thread::sleep(delay);
+                        waited = true;
+                    }
+                    if waited {
                         // The sender hung up meanwhile (EOF): nothing was delivered.
                         conn.set_nonblocking(true).ok();
                         let mut probe = [0u8; 1];
@@ -728,6 +982,7 @@ impl Intake {
                         };
                         conn.set_nonblocking(false).ok();
                         if gone {
+                            settled();
                             return;
                         }
                     }
@@ -739,9 +994,12 @@ impl Intake {
                     sink.lock().unwrap().push(Received {
                         method,
                         target,
-                        head,
-                        body,
+                        head: head.clone(),
+                        body: body.clone(),
                     });
+                    if is_entries {
+                        settled();
+                    }
                     let reason = match status {
                         200 => "OK",
                         202 => "Accepted",
@@ -755,7 +1013,11 @@ impl Intake {
                 });
             }
         });
-        Intake { port, received }
+        Intake {
+            port,
+            received,
+            logs_hold,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -782,14 +1044,7 @@ impl Intake {
     /// Every entry of every `POST /api/v2/logs` (a JSON array; the start-up probe's `{}` is not
     /// one), in arrival order.
     pub fn logs(&self) -> Vec<LogEntry> {
-        self.received_at(LOGS_PATH)
-            .iter()
-            .filter(|r| r.method == "POST")
-            .filter_map(|r| serde_json::from_slice::<Value>(&r.body).ok())
-            .filter_map(|v| v.as_array().cloned())
-            .flatten()
-            .map(|e| LogEntry::from_json(&e))
-            .collect()
+        log_entries(&self.received_at(LOGS_PATH))
     }
 
     /// The [`Intake::logs`] entries tagged `container_id:<id>`.
@@ -810,6 +1065,26 @@ impl Intake {
                 .collect()
         })
     }
+}
+
+impl Drop for Intake {
+    /// Lets every held answer go, so no connection thread waits past the test.
+    fn drop(&mut self) {
+        self.release_logs();
+    }
+}
+
+/// Every entry of the logs payloads among `requests` (a JSON array each; the start-up probe's
+/// `{}` is not one), in order.
+fn log_entries(requests: &[Received]) -> Vec<LogEntry> {
+    requests
+        .iter()
+        .filter(|r| r.method == "POST" && r.target.starts_with(LOGS_PATH))
+        .filter_map(|r| serde_json::from_slice::<Value>(&r.body).ok())
+        .filter_map(|v| v.as_array().cloned())
+        .flatten()
+        .map(|e| LogEntry::from_json(&e))
+        .collect()
 }
 
 /// Where the agent sends logs, below `DD_LOGS_CONFIG_LOGS_DD_URL`.
@@ -880,6 +1155,29 @@ pub fn execs_since(container: &str, since: &str) -> Vec<String> {
         .lines()
         .map(|l| serde_json::from_str::<String>(l).unwrap())
         .map(|a| a.trim_start_matches("exec_create: ").to_owned())
+        .collect()
+}
+
+/// The commands ddsky ran by exec in `container` since `since`: Docker's own health probes left out
+/// (the image's `/probe.sh` and the health check ddsky configures, which Docker runs as its own exec
+/// and which, at the real CLI's cost, often falls inside the window).
+pub fn ddsky_execs_since(container: &str, since: &str) -> Vec<String> {
+    let health_check = inspect(container)
+        .and_then(|c| {
+            let test: Vec<String> = c["Config"]["Healthcheck"]["Test"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (test.first().map(String::as_str) == Some("CMD")).then(|| test[1..].join(" "))
+        })
+        .unwrap_or_default();
+    execs_since(container, since)
+        .into_iter()
+        .filter(|c| !c.starts_with("/probe.sh") && (health_check.is_empty() || *c != health_check))
         .collect()
 }
 

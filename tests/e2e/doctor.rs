@@ -316,24 +316,37 @@ fn logs_tail_and_follow() {
         .expect("the tail is in the full log");
     assert!(at > 0, "{tail}");
 
-    let follower = s
+    let mut follower = s
         .ddsky()
         .args(["logs", "-f", "--tail", "1"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
+    // The stop comes once the follower has printed its tail line: it is certainly following.
+    let (lines, printed) = std::sync::mpsc::channel();
+    let stdout = follower.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            all.push_str(&line);
+            all.push('\n');
+            let _ = lines.send(());
+        }
+        all
+    });
+    printed
+        .recv_timeout(Duration::from_secs(60))
+        .expect("logs -f prints the tail");
     docker(&["stop", "-t", "5", &s.agent]).expect_code(0);
-    let out = follower.wait_with_output().unwrap();
+    let status = follower.wait().unwrap();
+    let followed = reader.join().unwrap();
     assert!(
-        out.status.success(),
+        status.success(),
         "follow ends cleanly when the container stops"
     );
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("Agent stopped"),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert!(followed.contains("Agent stopped"), "{followed}");
     run(s.ddsky().args(["logs"])).expect_code(0);
     run(s.ddsky().args(["--name", "ddskyt-none-such-agent", "logs"])).expect_code(5);
 }

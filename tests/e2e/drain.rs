@@ -225,9 +225,17 @@ fn down_right_after_a_task_mode_job_loses_nothing_and_says_how_long_the_drain_to
     let job = s.name("job");
     up_with_logs(&s, &intake, &run_dir, &job);
     let id = run_task_mode_job(&job, &script);
-    let down = run(s
-        .ddsky()
-        .args(["down", "--expect", &job, "--format", "json"]));
+    // A budget far above the agent's cadence (5 s batches): the drain's end is what is tested,
+    // not its speed on a busy machine.
+    let down = run(s.ddsky().args([
+        "down",
+        "--expect",
+        &job,
+        "--format",
+        "json",
+        "--timeout",
+        "120s",
+    ]));
     down.expect_code(0);
     let report = down.json();
     assert_eq!(report["drain"]["done"], true, "{down}");
@@ -268,14 +276,23 @@ fn no_drain_loses_the_tail_that_the_drain_keeps() {
         "{down}"
     );
 
-    // Without it, the same job's lines are lost: the agent is stopped while its sends wait.
+    // Without it, the same job's lines are lost: the agent is stopped while its sends wait. An
+    // intake that holds its answers until the agent is gone makes the stop land before any
+    // answer, however slow the machine: the lines were sent, never acknowledged.
+    let held = Intake::start_holding_logs(200, 202);
     let lost = s.name("lost");
-    up_with_logs(&s, &intake, &run_dir, &lost);
+    up_with_logs(&s, &held, &run_dir, &lost);
     let lost_id = run_task_mode_job(&lost, &script);
+    assert!(
+        eventually(Duration::from_secs(120), || !held
+            .held_logs_of(&lost_id)
+            .is_empty()),
+        "the agent sends the job's lines before the stop"
+    );
     let down = run(s.ddsky().args(["down", "--expect", &lost, "--no-drain"]));
     down.expect_code(0);
-    std::thread::sleep(Duration::from_secs(10));
-    let got = received_lines(&intake, &lost_id);
+    held.release_logs_and_settle();
+    let got = received_lines(&held, &lost_id);
     assert!(
         got.len() < expected_lines().len(),
         "without the drain the stand-in must lose the tail (got all {} lines): it is kinder than the real agent",
@@ -337,7 +354,9 @@ fn down_drains_a_job_container_of_another_image_than_expect_names() {
     up_with_logs(&s, &intake, &run_dir, "metta");
     let job = s.name("job");
     let id = run_task_mode_job(&job, &script);
-    let down = run(s.ddsky().args(["down", "--format", "json"]));
+    let down = run(s
+        .ddsky()
+        .args(["down", "--format", "json", "--timeout", "120s"]));
     down.expect_code(0);
     let report = down.json();
     assert_eq!(report["drain"]["done"], true, "{down}");
@@ -366,7 +385,9 @@ fn a_container_the_agent_excludes_is_reported_skipped_with_the_reason() {
     .expect_code(0);
     let excluded_id = run_task_mode_job(&excluded, &script);
     let job_id = run_task_mode_job(&job, &script);
-    let down = run(s.ddsky().args(["down", "--format", "json"]));
+    let down = run(s
+        .ddsky()
+        .args(["down", "--format", "json", "--timeout", "120s"]));
     down.expect_code(0);
     let report = down.json();
     assert_eq!(report["drain"]["done"], true, "{down}");

@@ -266,17 +266,19 @@ fn a_container_started_later_is_waited_for_and_a_stopped_one_disappears() {
         "{up}"
     );
 
-    let starter = {
-        let job = job.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_secs(2));
-            docker(&["run", "-d", "--name", &job, job_image()]).expect_code(0);
-        })
-    };
-    let waited = run(s.ddsky().args([
-        "status", "--expect", &job, "--wait", "45s", "--format", "json",
+    // The job starts only once `status --wait` waits for it (its debug line says so, after it
+    // subscribed to Docker's events and looked once): the wait certainly began before the job
+    // existed.
+    let waiting = Watched::spawn(s.ddsky().args([
+        "-v", "status", "--expect", &job, "--wait", "90s", "--format", "json",
     ]));
-    starter.join().unwrap();
+    assert!(
+        waiting.wait_for_stderr(&["waiting for discovery"], Duration::from_secs(60)),
+        "status --wait never began to wait"
+    );
+    assert!(inspect(&job).is_none(), "the job is not there yet");
+    docker(&["run", "-d", "--name", &job, job_image()]).expect_code(0);
+    let waited = waiting.finish(Duration::from_secs(150));
     waited.expect_code(0);
     assert_eq!(waited.json()["expected"][0]["discovered"], true, "{waited}");
 
@@ -290,7 +292,12 @@ fn a_container_started_later_is_waited_for_and_a_stopped_one_disappears() {
             .any(|c| c["name"] == job.as_str())
     });
     assert!(gone, "a stopped container is no longer listed");
-    let not_found = run(s.ddsky().args(["status", "--expect", &job, "--wait", "1s"]));
+    // The wait runs out (nothing can be discovered); 30 s leave room for the health answer that
+    // comes first on a loaded machine, where one `agent health` can take many seconds (a 1 s wait
+    // ran out before it: unhealthy, exit 3).
+    let not_found = run(s
+        .ddsky()
+        .args(["status", "--expect", &job, "--wait", "30s"]));
     not_found.expect_code(4);
 }
 
@@ -350,14 +357,30 @@ fn an_unpullable_image_is_a_clear_error_and_nothing_is_created() {
 #[test]
 fn an_agent_that_stays_unhealthy_times_out_with_exit_3_and_the_components() {
     let s = Scope::new("unhealthy");
-    let out = run(s.up().args([
-        "--agent-env",
-        "STANDIN_UNHEALTHY_SECS=120",
-        "--timeout",
-        "3s",
-        "--expect",
-        "none-such",
-    ]));
+    // The first health ping is held for the whole test: the agent never becomes healthy. `up`
+    // creates it without waiting, and the `up` under test starts only once the agent answers
+    // (FAIL), so its timeout runs out in the FAIL phase, not in the auth-token one (30 s: room for
+    // several answers even where one exec takes many seconds).
+    let first_ping = s.hold("STANDIN_HEALTH_GATE");
+    let args = ["--expect", "none-such"];
+    run(s
+        .up()
+        .args(first_ping.agent_env())
+        .args(args)
+        .arg("--no-wait"))
+    .expect_code(0);
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            let health = docker(&["exec", &s.agent, "agent", "health"]);
+            health.stdout.starts_with("Agent health: FAIL")
+        }),
+        "the agent's command API never came up"
+    );
+    let out = run(s
+        .up()
+        .args(first_ping.agent_env())
+        .args(args)
+        .args(["--timeout", "30s"]));
     out.expect_code(3).assert_no_secret(&[]);
     assert!(
         out.stderr.contains("not healthy after") && out.stderr.contains("forwarder"),
@@ -464,22 +487,6 @@ fn no_wait_returns_once_the_container_runs() {
     assert_eq!(report["action"], "create");
     assert!(report["healthy"].is_null(), "{report}");
     assert_eq!(inspect(&s.agent).unwrap()["State"]["Running"], true);
-}
-
-/// The commands ddsky ran by exec in `container` since `since`: Docker's own health probes left out
-/// (the image's `/probe.sh` and the health check ddsky configures, which Docker runs as its own exec
-/// and which, at the real CLI's cost, often falls inside the window).
-fn ddsky_execs_since(container: &str, since: &str) -> Vec<String> {
-    let health_check = inspect(container)
-        .and_then(|c| {
-            let test = strs(&c["Config"]["Healthcheck"]["Test"]);
-            (test.first().map(String::as_str) == Some("CMD")).then(|| test[1..].join(" "))
-        })
-        .unwrap_or_default();
-    execs_since(container, since)
-        .into_iter()
-        .filter(|c| !c.starts_with("/probe.sh") && (health_check.is_empty() || *c != health_check))
-        .collect()
 }
 
 #[test]

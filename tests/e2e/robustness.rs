@@ -362,10 +362,28 @@ fn up_racing_down_ends_fully_there_or_fully_gone() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let _ = up.wait_with_output().unwrap();
-    let _ = down.wait_with_output().unwrap();
+    let up = wait_within(up, Duration::from_secs(150));
+    let down = wait_within(down, Duration::from_secs(150));
+    // Either may lose the race, but each ends as ddsky ends: a code it documents (never a panic,
+    // a usage error or a hang), and a reason on stderr when it is not 0.
+    for (what, out) in [("up", &up), ("down", &down)] {
+        assert!(
+            [0, 1, 3, 5, 6].contains(&out.code),
+            "{what} ended with {}: {out}",
+            out.code
+        );
+        assert!(!out.stderr.contains("panicked"), "{what}: {out}");
+        if out.code != 0 {
+            assert!(!out.stderr.trim().is_empty(), "{what} says why: {out}");
+        }
+    }
     match inspect(&s.agent) {
-        None => {}
+        None => {
+            // Fully gone: nothing of the scope's is left, and ddsky finds no agent.
+            let left = docker(&["ps", "-aq", "--filter", &format!("name=^/{}", s.prefix)]);
+            assert!(left.stdout.trim().is_empty(), "left behind: {left}");
+            run(s.ddsky().arg("status")).expect_code(5);
+        }
         Some(c) => {
             // Whatever is left is a complete, ddsky-managed agent that `up` can settle.
             assert_eq!(c["Config"]["Labels"]["io.ddsky.managed-by"], "ddsky");
@@ -408,16 +426,20 @@ fn wait_exit(mut child: Child, within: Duration) -> (Option<i32>, Duration) {
 fn sigint_and_sigterm_while_waiting_exit_130_and_143_promptly_leaving_a_whole_agent() {
     for (sig, code) in [("INT", 130), ("TERM", 143)] {
         let s = Scope::new(&format!("sig{sig}"));
-        let child = s.spawn_waiting_up(&[]);
+        // The signal comes once `up` has asked the agent for its health: certainly while waiting.
+        let waiting = s.watch_waiting_up(&[]);
         assert!(
-            eventually(Duration::from_secs(20), || inspect(&s.agent)
-                .is_some_and(|c| c["State"]["Running"] == true)),
-            "agent started"
+            waiting.wait_until_asked(1, Duration::from_secs(60)),
+            "up never asked the agent"
         );
-        std::thread::sleep(Duration::from_millis(300));
-        signal(&child, sig);
-        let (status, took) = wait_exit(child, Duration::from_secs(30));
-        assert_eq!(status, Some(code), "SIG{sig}");
+        Command::new("kill")
+            .args([&format!("-{sig}"), &waiting.id().to_string()])
+            .status()
+            .unwrap();
+        let signalled = Instant::now();
+        let out = waiting.finish(Duration::from_secs(30));
+        let took = signalled.elapsed();
+        assert_eq!(out.code, code, "SIG{sig}: {out}");
         assert!(took < PROMPTLY, "SIG{sig} took {took:?}");
         let c = inspect(&s.agent).expect("the agent was fully created before the signal");
         assert_eq!(c["State"]["Running"], true);
@@ -457,31 +479,34 @@ fn a_signal_at_any_moment_of_up_leaves_no_half_created_container() {
 fn an_inherited_ignored_sigint_stays_ignored_and_sigterm_still_ends_up() {
     let s = Scope::new("sigign");
     let mut cmd = s.up();
-    cmd.args([
-        "--agent-env",
-        "STANDIN_UNHEALTHY_SECS=120",
-        "--expect",
-        "none-such",
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    // The agent's first health ping is held: `up` waits for as long as the test needs.
+    cmd.arg("-v")
+        .args(s.hold("STANDIN_HEALTH_GATE").agent_env())
+        .args(["--expect", "none-such"]);
     ignoring_sigint(&mut cmd);
-    let mut child = cmd.spawn().expect("ddsky starts");
+    let waiting = Watched::spawn(&mut cmd);
     assert!(
-        eventually(Duration::from_secs(20), || inspect(&s.agent)
-            .is_some_and(|c| c["State"]["Running"] == true)),
-        "agent started"
+        waiting.wait_until_asked(1, Duration::from_secs(60)),
+        "up never asked the agent"
     );
-    signal(&child, "INT");
-    // It goes on waiting for health: still there once the agent has been asked a few times.
-    std::thread::sleep(Duration::from_secs(3));
+    let kill = |sig: &str| {
+        Command::new("kill")
+            .args([&format!("-{sig}"), &waiting.id().to_string()])
+            .status()
+            .unwrap()
+    };
+    kill("INT");
+    // It goes on waiting for health: it asks the agent twice more after the SIGINT (its debug
+    // line after each question), however long that takes.
+    let asked = waiting.count_in_stderr("agent not healthy yet")
+        + waiting.count_in_stderr("agent health could not run");
     assert!(
-        child.try_wait().unwrap().is_none(),
-        "an inherited SIG_IGN for SIGINT is kept"
+        waiting.wait_until_asked(asked + 2, Duration::from_secs(90)),
+        "an inherited SIG_IGN for SIGINT is kept: up goes on asking"
     );
-    signal(&child, "TERM");
-    let (status, _) = wait_exit(child, Duration::from_secs(30));
-    assert_eq!(status, Some(143));
+    kill("TERM");
+    let out = waiting.finish(Duration::from_secs(30));
+    assert_eq!(out.code, 143, "{out}");
     assert_eq!(inspect(&s.agent).unwrap()["State"]["Running"], true);
 }
 
@@ -503,22 +528,24 @@ fn signal_during_a_pull(sig: &str, code: i32) {
             held.push(conn);
         }
     });
-    let child = s
-        .up()
-        .args([
-            "--image",
-            &format!("127.0.0.1:{port}/datadog/agent:7"),
-            "--expect",
-            "none-such",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
+    let image = format!("127.0.0.1:{port}/datadog/agent:7");
+    let pulling = Watched::spawn(s.up().args(["--image", &image, "--expect", "none-such"]));
+    // The signal comes once ddsky says it is pulling (the pull then hangs for good).
+    assert!(
+        pulling.wait_for_stderr(
+            &[&format!("pulling 127.0.0.1:{port}/")],
+            Duration::from_secs(60)
+        ),
+        "up never began the pull"
+    );
+    Command::new("kill")
+        .args([&format!("-{sig}"), &pulling.id().to_string()])
+        .status()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    signal(&child, sig);
-    let (status, took) = wait_exit(child, Duration::from_secs(30));
-    assert_eq!(status, Some(code), "SIG{sig}");
+    let signalled = Instant::now();
+    let out = pulling.finish(Duration::from_secs(30));
+    let took = signalled.elapsed();
+    assert_eq!(out.code, code, "SIG{sig}: {out}");
     assert!(took < PROMPTLY, "took {took:?}");
     assert!(inspect(&s.agent).is_none(), "nothing created");
 }

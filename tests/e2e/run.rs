@@ -104,16 +104,26 @@ fn skypilots_watchdog_signals_the_job_itself_so_ddsky_does_not_forward_it_twice(
     let job = run(Command::new("pgrep").args(["-P", &ddsky, "-x", "sh"]));
     let job = job.stdout.trim().to_owned();
     assert!(!job.is_empty(), "the job is ddsky's child");
-    // Like sky/skylet/subprocess_daemon.py: SIGTERM to every process of the tree, one by one.
-    run(Command::new("sh").args([
-        "-c",
-        "kill -TERM \"$1\" \"$2\"",
-        "subprocess_daemon.py",
-        &ddsky,
-        &job,
-    ]))
-    .expect_code(0);
-    let out = wait_within(child, Duration::from_secs(30));
+    // Like sky/skylet/subprocess_daemon.py: SIGTERM to every process of the tree, one by one, and
+    // then alive for its 30 s kill window. The sender stays alive until ddsky has exited (its
+    // stdin closes then), so ddsky reads who sent the signal however late it gets to it; a sender
+    // gone at once would leave an empty /proc/<pid>/cmdline, as a `kill` aimed at ddsky alone
+    // does, and that one ddsky must pass on.
+    let mut watchdog = Command::new("sh")
+        .args([
+            "-c",
+            "kill -TERM \"$1\" \"$2\" && { read -r _ || true; }",
+            "subprocess_daemon.py",
+            &ddsky,
+            &job,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("sh starts");
+    let out = wait_within(child, Duration::from_secs(60));
+    drop(watchdog.stdin.take());
+    let sent = watchdog.wait().expect("the watchdog ends");
+    assert!(sent.success(), "the watchdog's kill failed: {sent}");
     out.expect_code(143);
     assert!(out.stdout.contains("terms=1"), "{out}");
 }

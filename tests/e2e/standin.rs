@@ -5,7 +5,7 @@
 use crate::common::*;
 use serde_json::Value;
 use std::net::TcpListener;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Starts the stand-in by hand on the host network with the test key, this scope's ports and
 /// `env`; with the Docker socket when `socket`.
@@ -14,6 +14,11 @@ fn run_agent(s: &Scope, env: &[String], socket: bool) {
         .iter()
         .map(|a| a.to_string())
         .collect();
+    // The scope's run dir, where its gates' files are ([`Scope::hold`]).
+    args.extend([
+        "-v".into(),
+        format!("{}:{AGENT_RUN_DIR}:rw", s.run_dir.path().display()),
+    ]);
     if socket {
         args.extend([
             "-v".into(),
@@ -74,13 +79,29 @@ fn status(s: &Scope) -> Value {
     out.unwrap().json()
 }
 
+/// When the stand-in logged a line containing `needle` (its own timestamp, whole seconds).
+fn logged_at(agent: &str, needle: &str) -> Option<std::time::SystemTime> {
+    let line = agent_stdout(agent)
+        .lines()
+        .find(|l| l.contains(needle))?
+        .to_owned();
+    let stamp = line.split(" UTC | ").next()?;
+    humantime::parse_rfc3339(&format!("{}Z", stamp.replacen(' ', "T", 1))).ok()
+}
+
 #[test]
 fn start_up_fails_every_command_without_the_auth_token_then_lists_every_component_unhealthy_for_15_s(
 ) {
     let s = Scope::new("standinstartup");
-    // The auth-token phase lengthened to 5 s so that the first execs surely fall into it on a loaded
-    // machine; the health phase is the real one (first ping 15 s after the components register).
-    run_agent(&s, &["STANDIN_STARTUP_SECS=5".into()], true);
+    // Both phases are held while the test looks at them: the auth-token phase until every command
+    // has failed in it, the first health ping until `agent health` has listed all 20 unhealthy.
+    let token_phase = s.hold("STANDIN_STARTUP_GATE");
+    let first_ping = s.hold("STANDIN_HEALTH_GATE");
+    run_agent(
+        &s,
+        &[token_phase.env().into(), first_ping.env().into()],
+        true,
+    );
     let commands: [&[&str]; 4] = [
         &["agent", "health"],
         &["agent", "workload-list"],
@@ -100,42 +121,97 @@ fn start_up_fails_every_command_without_the_auth_token_then_lists_every_componen
             assert!(is_auth_token_error(&out), "{cmd:?}: {out}");
         }
     });
+    token_phase.release();
 
-    let start = Instant::now();
-    let mut api_up = None;
-    let mut passed = None;
-    while start.elapsed() < Duration::from_secs(90) {
-        let out = exec(&s, &["agent", "health"]);
-        if is_auth_token_error(&out) {
-            assert!(api_up.is_none(), "the token does not vanish: {out}");
-        } else if out.code == 0 {
-            assert!(
-                out.stdout
-                    .starts_with("Agent health: PASS\n=== 20 healthy components ===\n"),
-                "{out}"
-            );
-            passed = Some(Instant::now());
-            break;
-        } else {
-            api_up.get_or_insert_with(Instant::now);
-            assert_eq!(
-                out.stdout.lines().take(2).collect::<Vec<_>>(),
-                ["Agent health: FAIL", "=== 20 unhealthy components ==="],
-                "every component, not some: {out}"
-            );
-            assert!(out.stdout.contains("healthcheck"), "{out}");
-            assert_eq!(out.stderr, "Error: found 20 unhealthy components\n");
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    let api_up = api_up.expect("the command API came up");
-    let passed = passed.expect("health passed within 90 s");
-    // Observed from outside through execs that take their own time: the real gap is 15 s.
+    let mut failed = None;
     assert!(
-        passed - api_up >= Duration::from_secs(12),
-        "FAIL for only {:?}",
-        passed - api_up
+        eventually(Duration::from_secs(90), || {
+            let out = exec(&s, &["agent", "health"]);
+            if is_auth_token_error(&out) {
+                return false;
+            }
+            failed = Some(out);
+            true
+        }),
+        "the command API never came up"
     );
+    let out = failed.unwrap();
+    assert_ne!(out.code, 0, "{out}");
+    assert_eq!(
+        out.stdout.lines().take(2).collect::<Vec<_>>(),
+        ["Agent health: FAIL", "=== 20 unhealthy components ==="],
+        "every component, not some: {out}"
+    );
+    assert!(out.stdout.contains("healthcheck"), "{out}");
+    assert_eq!(out.stderr, "Error: found 20 unhealthy components\n");
+    first_ping.release();
+
+    let mut passed = None;
+    assert!(
+        eventually(Duration::from_secs(90), || {
+            let out = exec(&s, &["agent", "health"]);
+            assert!(
+                !is_auth_token_error(&out),
+                "the token does not vanish: {out}"
+            );
+            let ok = out.code == 0;
+            passed = Some(out);
+            ok
+        }),
+        "health never passed: {}",
+        passed.unwrap()
+    );
+    let out = passed.unwrap();
+    assert!(
+        out.stdout
+            .starts_with("Agent health: PASS\n=== 20 healthy components ===\n"),
+        "{out}"
+    );
+    // Measured by the stand-in's own clock (its log lines), not by execs that take their own
+    // time: the first ping comes 15 s after the command API, as the real agent's does.
+    let api_up = logged_at(&s.agent, "Started HTTP server 'CMD API Server'").expect("API line");
+    let healthy =
+        logged_at(&s.agent, "Agent health: all 20 components healthy").expect("health line");
+    let gap = healthy.duration_since(api_up).unwrap_or_default();
+    assert!(
+        gap >= Duration::from_secs(15),
+        "FAIL for only {gap:?}:\n{}",
+        agent_stdout(&s.agent)
+    );
+}
+
+#[test]
+fn a_held_listeners_gate_keeps_the_apm_and_dogstatsd_ports_unbound_until_it_is_released() {
+    let s = Scope::new("standinlisten");
+    let listeners = s.hold("STANDIN_LISTENERS_GATE");
+    run_agent(&s, &[listeners.env().into()], false);
+    // Once the command API answers, start-up is over: what still holds the ports is the gate.
+    let answered = |want_listening: bool| {
+        let mut last = None;
+        let ok = eventually(Duration::from_secs(60), || {
+            let out = exec(&s, &["agent", "status"]);
+            let held = out.stdout.matches("Status: Not listening").count();
+            let done = out.code == 0 && held == if want_listening { 0 } else { 2 };
+            last = Some(out);
+            done
+        });
+        assert!(ok, "{}", last.unwrap());
+    };
+    answered(false);
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", s.apm_port)).is_err(),
+        "the APM port is not bound while held"
+    );
+    listeners.release();
+    assert!(
+        eventually(Duration::from_secs(60), || std::net::TcpStream::connect((
+            "127.0.0.1",
+            s.apm_port
+        ))
+        .is_ok()),
+        "the APM port is bound once released"
+    );
+    answered(true);
 }
 
 #[test]
@@ -208,9 +284,25 @@ fn forwarder_case(name: &str, dd_url: Option<String>) -> (Scope, Value, Run) {
         validated && handled >= 3
     });
     assert!(settled, "{name}: {last}");
-    // Past the first ping (2 s after the API): health says what the key is worth.
-    std::thread::sleep(Duration::from_secs(3));
-    let health = exec(&s, &["agent", "health"]);
+    // Past the ping that follows the key's validation, health says what the key is worth: PASS,
+    // or, for a key the intake refused (403), FAIL with the forwarder alone, which no later ping
+    // changes. Polled until then rather than slept for: a slow validation moves the forwarder's
+    // ping 15 s on.
+    let refused = last["forwarderStats"]["APIKeyFailure"]
+        .as_object()
+        .is_some_and(|m| m.values().any(|v| v == "API Key invalid"));
+    let mut health = None;
+    let final_answer = eventually(Duration::from_secs(60), || {
+        let h = exec(&s, &["agent", "health"]);
+        let done = h.code == 0
+            || (refused
+                && h.stdout
+                    .contains("=== 1 unhealthy components ===\nforwarder\n"));
+        health = Some(h);
+        done
+    });
+    let health = health.unwrap();
+    assert!(final_answer, "{name}: health never settled: {health}");
     (s, last, health)
 }
 
@@ -352,15 +444,25 @@ fn another_code_or_no_answer_leaves_the_key_assumed_valid_and_no_intake_means_no
 fn the_docker_check_appears_after_its_first_run_and_never_without_the_socket() {
     let with = Scope::new("standincheck");
     let without = Scope::new("standinnocheck");
-    let env = ["STANDIN_CHECK_INTERVAL_SECS=10".to_string()];
-    run_agent(&with, &env, true);
-    run_agent(&without, &env, false);
+    // The first run is held until the test has looked before it.
+    let first_run = with.hold("STANDIN_CHECK_GATE");
+    let first_run_without = without.hold("STANDIN_CHECK_GATE");
+    let env = |gate: &HeldPhase| {
+        [
+            "STANDIN_CHECK_INTERVAL_SECS=10".to_string(),
+            gate.env().to_string(),
+        ]
+    };
+    run_agent(&with, &env(&first_run), true);
+    run_agent(&without, &env(&first_run_without), false);
     let early = status(&with);
     assert_eq!(
         early["runnerStats"]["Checks"],
         serde_json::json!({}),
         "{early}"
     );
+    first_run.release();
+    first_run_without.release();
     assert!(
         eventually(Duration::from_secs(40), || status(&with)["runnerStats"]
             ["Checks"]["docker"]
@@ -598,15 +700,22 @@ fn a_jobs_lines_arrive_in_order_with_container_tags_and_the_registry_reaches_the
 fn a_stop_right_after_the_job_exits_loses_its_last_lines_and_s6_kills_the_agent() {
     let s = Scope::new("logslost");
     let run_dir = scratch_dir("logslost");
-    // The intake takes 8 s to answer a logs payload: longer than s6's 3 s grace, shorter than
-    // the agent's 10 s request timeout.
-    let intake = Intake::start_with_logs_delay(200, 202, Duration::from_secs(8));
+    // The intake holds its answers until the agent has stopped: the job's lines were sent, and
+    // the stop lands before any answer however slow the machine (s6's 3 s grace is the agent's).
+    let intake = Intake::start_holding_logs(200, 202);
     let agent = run_logs_agent(&s, "agent", run_dir.path(), &logs_to(&intake));
     let job = s.name("job");
     let id = run_sh_job(&s, "job", &traceback_job(5));
     wait_tailing(&agent, &id);
     wait_exited(&job);
+    assert!(
+        eventually(Duration::from_secs(60), || !intake
+            .held_logs_of(&id)
+            .is_empty()),
+        "the agent sends the job's lines before the stop"
+    );
     docker(&["stop", "-t", "30", &agent]).expect_code(0);
+    intake.release_logs_and_settle();
 
     let out = agent_stdout(&agent);
     assert_eq!(
@@ -625,6 +734,35 @@ fn a_stop_right_after_the_job_exits_loses_its_last_lines_and_s6_kills_the_agent(
         registry_offset(run_dir.path(), &id).unwrap_or(0) < log_size(&id),
         "the registry says all was sent"
     );
+}
+
+#[test]
+fn a_held_logs_send_gate_sends_nothing_not_even_in_the_stops_flush() {
+    let s = Scope::new("logssendgate");
+    let intake = Intake::start(200, 202);
+    let send = s.hold("STANDIN_LOGS_SEND_GATE");
+    let mut env = logs_to(&intake);
+    env.extend([
+        "DD_LOGS_CONFIG_BATCH_WAIT=1".to_string(),
+        send.env().to_string(),
+    ]);
+    // The agent's run dir is the scope's, where the gate's file would be.
+    let agent = run_logs_agent(&s, "agent", s.run_dir.path(), &env);
+    let job = s.name("job");
+    let id = run_sh_job(&s, "job", &traceback_job(3));
+    wait_tailing(&agent, &id);
+    wait_exited(&job);
+    // An intake that answers at once would have every line within the stop's flush; held, the
+    // flush cannot finish and s6 kills the agent with nothing sent.
+    docker(&["stop", "-t", "30", &agent]).expect_code(0);
+    let out = agent_stdout(&agent);
+    assert_eq!(
+        out.lines().rfind(|l| !l.trim().is_empty()),
+        Some("AGENT EXITED WITH CODE 256, SIGNAL 9"),
+        "{out}"
+    );
+    assert!(intake.logs_of(&id).is_empty(), "sent while held");
+    assert_eq!(registry_offset(s.run_dir.path(), &id).unwrap_or(0), 0);
 }
 
 #[test]

@@ -51,16 +51,44 @@ fn status_wait_right_after_up_no_wait_exits_0_once_the_job_is_discovered() {
     let s = Scope::new("waitnowait");
     let job = s.name("job");
     s.run_job("job");
-    run(s.up_at_real_timing().args(["--no-wait", "--expect", &job])).expect_code(0);
-    // At once: the agent's CLI has no auth token yet.
-    let out = run(s.ddsky().args([
-        "status", "--expect", &job, "--wait", "90s", "--format", "json",
+    // The auth-token phase is held until `status --wait` has asked the agent in it.
+    let token_phase = s.hold("STANDIN_STARTUP_GATE");
+    run(s
+        .up_at_real_timing()
+        .args(token_phase.agent_env())
+        .args(["--no-wait", "--expect", &job]))
+    .expect_code(0);
+    // `-v`: its debug lines say when it has asked the agent (the claim below is about what it
+    // reports, the lines at the default verbosity).
+    let waiting = Watched::spawn(s.ddsky().args([
+        "-v", "status", "--expect", &job, "--wait", "90s", "--format", "json",
     ]));
+    // ddsky's first question fails on the missing auth token (the phase is held: it cannot have
+    // ended); only then does the agent go on.
+    assert!(
+        waiting.wait_for_stderr(
+            &["agent not healthy yet", "agent health could not run"],
+            Duration::from_secs(60)
+        ),
+        "status --wait never asked the agent"
+    );
+    let in_token_phase = docker(&["exec", &s.agent, "agent", "health"]);
+    assert!(
+        in_token_phase.stderr.contains("unable to fetch auth token"),
+        "still the auth-token phase: {in_token_phase}"
+    );
+    token_phase.release();
+    let out = waiting.finish(Duration::from_secs(150));
     out.expect_code(0).assert_no_secret(&[]);
     let report = out.json();
     assert_eq!(report["expected"][0]["discovered"], true, "{out}");
+    let reported: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("DEBUG"))
+        .collect();
     assert!(
-        !out.stderr.contains("auth token"),
+        reported.iter().all(|l| !l.contains("auth token")),
         "'not up yet' is waited through, not reported: {out}"
     );
 }
@@ -70,7 +98,10 @@ fn doctor_in_the_agents_first_seconds_warns_starting_skips_with_one_reason_and_e
     let s = Scope::new("doctorstart");
     // An intake that accepts everything: only start-up may make doctor unhappy here.
     let intake = Intake::start(200, 202);
-    run(s.up_at_real_timing().args([
+    // The first health ping is held for the whole test: both doctors look at an agent that is
+    // starting (no auth token yet, or every component unhealthy), however slow the machine.
+    let first_ping = s.hold("STANDIN_HEALTH_GATE");
+    run(s.up_at_real_timing().args(first_ping.agent_env()).args([
         "--no-wait",
         "--expect",
         "none-such",
@@ -114,9 +145,12 @@ fn doctor_in_the_agents_first_seconds_warns_starting_skips_with_one_reason_and_e
             <= 1,
         "the agent's answer is said once: {report:#}"
     );
-    // The text form says the same.
-    let text = run(s.ddsky().args(["doctor", "--expect", "none-such"]));
+    // The text form says the same (on the scope's ports, as the JSON form).
+    let mut args = vec!["doctor", "--expect", "none-such"];
+    args.extend(ports.iter().map(String::as_str));
+    let text = run(s.ddsky().args(&args));
     assert!(text.stdout.contains("[warn] agent health: "), "{text}");
+    text.expect_code(0);
 }
 
 #[test]

@@ -8,6 +8,7 @@
 use crate::config::{Config, ConfigError};
 use crate::discovery::{self, Shared};
 use crate::forwarder;
+use crate::gate::{self, Gate, GateState};
 use crate::listeners::{self, Counters};
 use crate::logline;
 use crate::state::{self, AgentState, ApmStats, DogstatsdStats};
@@ -67,14 +68,18 @@ struct Fixed {
     config: Arc<Config>,
     started_at: f64,
     mount_errors: Vec<String>,
-    apm: ApmStats,
-    dogstatsd: DogstatsdStats,
+    /// Updated once the listeners are bound (at start, or when `STANDIN_LISTENERS_GATE` opens).
+    apm: Arc<Mutex<ApmStats>>,
+    dogstatsd: Arc<Mutex<DogstatsdStats>>,
     /// The docker check is scheduled (the socket was there at start).
     docker_check: bool,
     /// When the command API came up.
     api_up_at: Arc<Mutex<Option<f64>>>,
     /// The forwarder's counters and key check, updated by [`forwarder::run`].
     forwarder: Arc<forwarder::Shared>,
+    /// A test's hold on the first health ping and on the docker check's first run.
+    health_gate: Gate,
+    check_gate: Gate,
 }
 
 async fn serve(config: Config) -> i32 {
@@ -125,8 +130,32 @@ async fn serve(config: Config) -> i32 {
     let mount_errors = check_mounts();
 
     let counters = Arc::new(Counters::default());
-    let apm = open_apm(&config, &counters).await;
-    let dogstatsd = open_dogstatsd(&config, &counters).await;
+    let apm = Arc::new(Mutex::new(ApmStats {
+        enabled: config.apm_enabled,
+        port: config.apm_port,
+        ..Default::default()
+    }));
+    let dogstatsd = Arc::new(Mutex::new(DogstatsdStats {
+        enabled: config.dogstatsd_enabled,
+        port: config.dogstatsd_port,
+        ..Default::default()
+    }));
+    let listeners_gate = Gate::from_env(gate::LISTENERS);
+    if listeners_gate.is_open() {
+        open_listeners(&ListenerPorts::of(&config), &counters, &apm, &dogstatsd).await;
+    } else {
+        // Held by a test: the ports stay unbound until it lets them go.
+        let (ports, counters, apm, dogstatsd) = (
+            ListenerPorts::of(&config),
+            counters.clone(),
+            apm.clone(),
+            dogstatsd.clone(),
+        );
+        tokio::spawn(async move {
+            listeners_gate.opened().await;
+            open_listeners(&ports, &counters, &apm, &dogstatsd).await;
+        });
+    }
 
     let docker_check = Path::new(discovery::DOCKER_SOCKET).exists();
     if !docker_check {
@@ -148,14 +177,20 @@ async fn serve(config: Config) -> i32 {
         docker_check,
         api_up_at: Arc::new(Mutex::new(None)),
         forwarder: Arc::new(forwarder::Shared::default()),
+        health_gate: Gate::from_env(gate::HEALTH),
+        check_gate: Gate::from_env(gate::CHECK),
     };
     let api_up_at = fixed.api_up_at.clone();
     let forwarder_shared = fixed.forwarder.clone();
     tokio::spawn(write_forever(dir.clone(), fixed, shared.clone(), counters));
 
     // The start-up phase: until the command API is up and the auth token written, every CLI
-    // command fails.
-    let startup = tokio::time::sleep(Duration::from_secs_f64(config.startup_secs));
+    // command fails. A test's gate may hold it longer, never shorter.
+    let startup_gate = Gate::from_env(gate::STARTUP);
+    let startup = async {
+        tokio::time::sleep(Duration::from_secs_f64(config.startup_secs)).await;
+        startup_gate.opened().await;
+    };
     tokio::select! {
         _ = startup => {}
         _ = sigterm.recv() => return terminate(&dir, &logs_config, None).await,
@@ -310,28 +345,57 @@ fn is_populated_dir(path: &Path) -> bool {
     std::fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_some())
 }
 
-async fn open_apm(config: &Config, counters: &Arc<Counters>) -> ApmStats {
+/// The APM and DogStatsD ports, when enabled.
+struct ListenerPorts {
+    apm: Option<u16>,
+    dogstatsd: Option<u16>,
+}
+
+impl ListenerPorts {
+    fn of(config: &Config) -> Self {
+        ListenerPorts {
+            apm: config.apm_enabled.then_some(config.apm_port),
+            dogstatsd: config.dogstatsd_enabled.then_some(config.dogstatsd_port),
+        }
+    }
+}
+
+/// Binds the APM and DogStatsD listeners and records how that went.
+async fn open_listeners(
+    ports: &ListenerPorts,
+    counters: &Arc<Counters>,
+    apm: &Mutex<ApmStats>,
+    dogstatsd: &Mutex<DogstatsdStats>,
+) {
+    if let Some(port) = ports.apm {
+        let stats = open_apm(port, counters).await;
+        *apm.lock().unwrap_or_else(|p| p.into_inner()) = stats;
+    }
+    if let Some(port) = ports.dogstatsd {
+        let stats = open_dogstatsd(port, counters).await;
+        *dogstatsd.lock().unwrap_or_else(|p| p.into_inner()) = stats;
+    }
+}
+
+async fn open_apm(port: u16, counters: &Arc<Counters>) -> ApmStats {
     let mut stats = ApmStats {
-        enabled: config.apm_enabled,
-        port: config.apm_port,
+        enabled: true,
+        port,
         ..Default::default()
     };
-    if !config.apm_enabled {
-        return stats;
-    }
     let source = "pkg/trace/api/api.go:241 in Start";
-    match listeners::start_apm(config.apm_port, counters.clone()).await {
+    match listeners::start_apm(port, counters.clone()).await {
         Ok(()) => {
             stats.listening = true;
             logline::emit(
                 "TRACE",
                 logline::Level::Info,
                 source,
-                &format!("Listening for traces at http://0.0.0.0:{}", config.apm_port),
+                &format!("Listening for traces at http://0.0.0.0:{port}"),
             );
         }
         Err(e) => {
-            let msg = format!("listen tcp 0.0.0.0:{}: {e}", config.apm_port);
+            let msg = format!("listen tcp 0.0.0.0:{port}: {e}");
             logline::emit(
                 "TRACE",
                 logline::Level::Warn,
@@ -344,29 +408,23 @@ async fn open_apm(config: &Config, counters: &Arc<Counters>) -> ApmStats {
     stats
 }
 
-async fn open_dogstatsd(config: &Config, counters: &Arc<Counters>) -> DogstatsdStats {
+async fn open_dogstatsd(port: u16, counters: &Arc<Counters>) -> DogstatsdStats {
     let mut stats = DogstatsdStats {
-        enabled: config.dogstatsd_enabled,
-        port: config.dogstatsd_port,
+        enabled: true,
+        port,
         ..Default::default()
     };
-    if !config.dogstatsd_enabled {
-        return stats;
-    }
     let source = "comp/dogstatsd/listeners/udp.go:99 in NewUDPListener";
-    match listeners::start_dogstatsd(config.dogstatsd_port, counters.clone()).await {
+    match listeners::start_dogstatsd(port, counters.clone()).await {
         Ok(()) => {
             stats.listening = true;
             logline::info(
                 source,
-                &format!(
-                    "dogstatsd-udp: 0.0.0.0:{} successfully initialized",
-                    config.dogstatsd_port
-                ),
+                &format!("dogstatsd-udp: 0.0.0.0:{port} successfully initialized"),
             );
         }
         Err(e) => {
-            let msg = format!("listen udp 0.0.0.0:{}: {e}", config.dogstatsd_port);
+            let msg = format!("listen udp 0.0.0.0:{port}: {e}");
             logline::warn(source, &format!("dogstatsd-udp: can't listen: {msg}"));
             stats.error = Some(msg);
         }
@@ -378,8 +436,14 @@ async fn open_dogstatsd(config: &Config, counters: &Arc<Counters>) -> DogstatsdS
 async fn write_forever(dir: PathBuf, fixed: Fixed, shared: Arc<Shared>, counters: Arc<Counters>) {
     let mut failing = false;
     let mut announced_health = false;
+    let mut gates = (GateState::Absent, GateState::Absent);
     loop {
-        let state = snapshot(&fixed, &shared, &counters);
+        let at = now();
+        gates = (
+            fixed.health_gate.observe(gates.0, at),
+            fixed.check_gate.observe(gates.1, at),
+        );
+        let state = snapshot(&fixed, &shared, &counters, gates);
         match state::store(&dir, &state) {
             Ok(()) => failing = false,
             Err(e) if !failing => {
@@ -391,7 +455,10 @@ async fn write_forever(dir: PathBuf, fixed: Fixed, shared: Arc<Shared>, counters
             }
             Err(_) => {}
         }
-        let first_ping = state.api_up_at.map(|t| t + state.unhealthy_secs);
+        let first_ping = state
+            .api_up_at
+            .zip(state.health_gate.not_before())
+            .map(|(t, released)| (t + state.unhealthy_secs).max(released));
         if !announced_health && first_ping.is_some_and(|p| state.heartbeat >= p) {
             announced_health = true;
             let health = crate::model::health(&state, state.heartbeat);
@@ -421,7 +488,12 @@ async fn write_forever(dir: PathBuf, fixed: Fixed, shared: Arc<Shared>, counters
     }
 }
 
-fn snapshot(fixed: &Fixed, shared: &Shared, counters: &Counters) -> AgentState {
+fn snapshot(
+    fixed: &Fixed,
+    shared: &Shared,
+    counters: &Counters,
+    (health_gate, check_gate): (GateState, GateState),
+) -> AgentState {
     let (containers, docker_error) = {
         let inventory = shared.inventory.lock().unwrap_or_else(|p| p.into_inner());
         (inventory.snapshot(), inventory.docker_error.clone())
@@ -454,9 +526,11 @@ fn snapshot(fixed: &Fixed, shared: &Shared, counters: &Counters) -> AgentState {
         api_up_at,
         key_check,
         unhealthy_secs: config.unhealthy_secs,
+        health_gate,
         discovery_delay_secs: config.discovery_delay_secs,
         docker_check: fixed.docker_check,
         check_interval_secs: config.check_interval_secs,
+        check_gate,
         logs_enabled: config.logs_enabled,
         log_sources: shared
             .log_sources
@@ -481,13 +555,17 @@ fn snapshot(fixed: &Fixed, shared: &Shared, counters: &Counters) -> AgentState {
             connections: load(&counters.apm_connections),
             requests: load(&counters.apm_requests),
             bytes: load(&counters.apm_bytes),
-            ..fixed.apm.clone()
+            ..fixed.apm.lock().unwrap_or_else(|p| p.into_inner()).clone()
         },
         dogstatsd: DogstatsdStats {
             packets: load(&counters.dsd_packets),
             bytes: load(&counters.dsd_bytes),
             metric_samples: load(&counters.dsd_metric_samples),
-            ..fixed.dogstatsd.clone()
+            ..fixed
+                .dogstatsd
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
         },
         forwarder,
         containers,

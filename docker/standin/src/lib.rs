@@ -12,6 +12,7 @@ pub mod config;
 pub mod daemon;
 pub mod discovery;
 pub mod forwarder;
+pub mod gate;
 pub mod imageref;
 pub mod listeners;
 pub mod logline;

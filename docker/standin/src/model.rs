@@ -52,7 +52,14 @@ pub fn health(state: &AgentState, now: f64) -> Health {
             unhealthy: COMPONENTS.to_vec(),
         };
     };
-    let first_ping = registered + state.unhealthy_secs;
+    // A test's health gate holds the first ping; it never comes earlier than the real one.
+    let Some(released) = state.health_gate.not_before() else {
+        return Health {
+            healthy: vec![],
+            unhealthy: COMPONENTS.to_vec(),
+        };
+    };
+    let first_ping = (registered + state.unhealthy_secs).max(released);
     let pinged_since = |t: f64| now >= next_ping(first_ping, t);
     let (healthy, unhealthy) = COMPONENTS.iter().partition(|c| {
         if **c == "forwarder" {
@@ -85,12 +92,23 @@ pub fn visible_containers(state: &AgentState, now: f64) -> Vec<&ContainerRecord>
 }
 
 /// Runs of the docker check so far: none without the Docker socket (the check is not scheduled),
-/// else one per interval, the first one interval after start.
+/// else one per interval, the first one interval after start
+/// (or once a test's check gate has opened, if that is later), then one per interval.
 pub fn check_runs(state: &AgentState, now: f64) -> u64 {
     if !state.docker_check || state.check_interval_secs <= 0.0 {
         return 0;
     }
-    ((now - state.started_at).max(0.0) / state.check_interval_secs) as u64
+    match check_first_run(state) {
+        Some(first) if now >= first => 1 + ((now - first) / state.check_interval_secs) as u64,
+        _ => 0,
+    }
+}
+
+/// When the docker check first ran (or will): one interval after start, or when the check gate
+/// opened if later; `None` while the gate holds it.
+pub fn check_first_run(state: &AgentState) -> Option<f64> {
+    let released = state.check_gate.not_before()?;
+    Some((state.started_at + state.check_interval_secs).max(released))
 }
 
 /// The tags the tagger's `workloadmeta-container` source gives a container: the automatic
@@ -233,6 +251,32 @@ mod tests {
         assert_eq!(check_runs(&s, 131.0), 2);
         s.docker_check = false;
         assert_eq!(check_runs(&s, 1000.0), 0);
+    }
+
+    #[test]
+    fn a_gate_holds_the_first_ping_and_the_first_check_run_never_shortens_them() {
+        use crate::gate::GateState;
+        let mut s = state();
+        s.health_gate = GateState::Closed;
+        s.check_gate = GateState::Closed;
+        assert_eq!(health(&s, 10_000.0).unhealthy, COMPONENTS.to_vec());
+        assert_eq!(check_runs(&s, 10_000.0), 0);
+        // Opened early: the real 15 s still hold.
+        s.health_gate = GateState::OpenedAt(102.0);
+        s.check_gate = GateState::OpenedAt(102.0);
+        assert_eq!(health(&s, 115.9).unhealthy, COMPONENTS.to_vec());
+        assert!(health(&s, 116.0).unhealthy.is_empty());
+        assert_eq!(check_runs(&s, 114.9), 0);
+        assert_eq!(check_runs(&s, 115.0), 1);
+        // Opened late: the phase ends then, and the forwarder waits for that ping too.
+        s.health_gate = GateState::OpenedAt(140.0);
+        s.check_gate = GateState::OpenedAt(140.0);
+        assert_eq!(health(&s, 139.9).unhealthy, COMPONENTS.to_vec());
+        assert!(health(&s, 140.0).unhealthy.is_empty());
+        assert_eq!(check_runs(&s, 139.9), 0);
+        assert_eq!(check_runs(&s, 140.0), 1);
+        assert_eq!(check_runs(&s, 155.0), 2);
+        assert_eq!(check_first_run(&s), Some(140.0));
     }
 
     #[test]

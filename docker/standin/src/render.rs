@@ -519,7 +519,10 @@ fn hostname_errors(provider: &str) -> Value {
 /// `runnerStats.Checks.docker`: its one instance.
 fn docker_check(state: &AgentState, now: f64, runs: u64) -> Value {
     let last_error = state.check_errors.join("; ");
-    let last_run = state.started_at + runs as f64 * state.check_interval_secs;
+    let last_run = match (runs, model::check_first_run(state)) {
+        (1.., Some(first)) => first + (runs - 1) as f64 * state.check_interval_secs,
+        _ => state.started_at,
+    };
     let containers = model::visible_containers(state, now).len() as u64;
     json!({
         DOCKER_CHECK_ID: {

@@ -5,6 +5,7 @@
 //! read it. A missing file, a heartbeat older than [`STALE_AFTER_SECS`] or a dead pid means
 //! "the agent is not up". `<dir>` is `/var/run/standin` unless `STANDIN_STATE_DIR` says otherwise.
 
+use crate::gate::GateState;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io;
@@ -62,12 +63,18 @@ pub struct AgentState {
     #[serde(default)]
     pub key_check: Option<KeyCheck>,
     pub unhealthy_secs: f64,
+    /// `STANDIN_HEALTH_GATE`: the first health ping is held until it opens.
+    #[serde(default)]
+    pub health_gate: GateState,
     pub discovery_delay_secs: f64,
     /// The docker check is scheduled: the Docker socket was there at start.
     #[serde(default)]
     pub docker_check: bool,
     #[serde(default)]
     pub check_interval_secs: f64,
+    /// `STANDIN_CHECK_GATE`: the docker check's first run is held until it opens.
+    #[serde(default)]
+    pub check_gate: GateState,
     pub logs_enabled: bool,
     /// The logs agent's file sources: container id -> the json log it tails.
     #[serde(default)]

@@ -326,6 +326,10 @@ async fn send_batch(
     };
     let now_ms = (crate::timefmt::now() * 1000.0) as i64;
     let body = encode(&batch, meta, now_ms, &meta.ddtags(Instant::now()));
+    // A test may hold every send until it has looked (the batch is built, nothing has left).
+    crate::gate::Gate::from_env(crate::gate::LOGS_SEND)
+        .opened()
+        .await;
     sender.send_until_acknowledged(&body).await;
     if audit.rotated.load(std::sync::atomic::Ordering::Relaxed) {
         return;
