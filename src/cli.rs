@@ -43,6 +43,11 @@ pub struct GlobalArgs {
     #[arg(short, long, global = true, action = ArgAction::Count)]
     pub verbose: u8,
 
+    /// How long one `agent` command in the agent container may take to answer. Raise it on nodes
+    /// whose CPUs the job keeps busy: each costs the agent's CLI some 300 ms of CPU.
+    #[arg(long, global = true, env = "DDSKY_AGENT_TIMEOUT", default_value = "15s", value_parser = duration, value_name = "DURATION")]
+    pub agent_timeout: Duration,
+
     /// Less log detail on stderr (-q warnings and errors only, -qq errors only).
     #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "verbose")]
     pub quiet: u8,

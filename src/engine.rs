@@ -43,6 +43,7 @@ const REQUEST_TIMEOUT_SECS: u64 = 120;
 /// One exec's whole life. The agent's CLI answers in about a second; an exec whose container restarts
 /// under it can leave its output stream open forever (Docker 20.10), which would hold `up`, and
 /// SkyPilot's setup with it, past every deadline.
+/// The default limit on one exec: the agent's CLI answers in well under a second on an idle node.
 const EXEC_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A Docker daemon address in a scheme ddsky speaks (`settings::docker_host` checks it).
@@ -159,6 +160,8 @@ fn status_of(e: &BollardError) -> Option<u16> {
 pub struct Engine {
     docker: Docker,
     host: DockerHost,
+    /// The longest one exec may take (`--agent-timeout`).
+    exec_timeout: Duration,
 }
 
 /// A container as ddsky needs to know it.
@@ -303,7 +306,14 @@ impl Engine {
         Ok(Engine {
             docker,
             host: docker_host.clone(),
+            exec_timeout: EXEC_TIMEOUT,
         })
+    }
+
+    /// The same client with another limit on each exec (`--agent-timeout`).
+    pub fn with_exec_timeout(mut self, limit: Duration) -> Self {
+        self.exec_timeout = limit;
+        self
     }
 
     pub fn host(&self) -> &str {
@@ -507,15 +517,15 @@ impl Engine {
         cmd: &[&str],
         env: &[&str],
     ) -> Result<ExecOutput, EngineError> {
-        tokio::time::timeout(EXEC_TIMEOUT, self.exec_unbounded(container, cmd, env))
+        tokio::time::timeout(self.exec_timeout, self.exec_unbounded(container, cmd, env))
             .await
             .unwrap_or_else(|_| {
                 Err(EngineError::Exec {
                     name: container.to_owned(),
                     command: cmd.join(" "),
                     cause: format!(
-                        "no answer within {} (the container may have restarted under it)",
-                        humantime::format_duration(EXEC_TIMEOUT)
+                        "no answer within {} (the container may have restarted under it, or the node's CPUs are too busy: raise --agent-timeout)",
+                        humantime::format_duration(self.exec_timeout)
                     )
                     .into(),
                 })

@@ -47,6 +47,8 @@ pub struct Global {
     pub name: String,
     pub docker_host: DockerHost,
     pub format: Format,
+    /// The longest one `agent` command in the agent container may take.
+    pub agent_timeout: Duration,
 }
 
 /// One command's validated settings.
@@ -416,6 +418,7 @@ impl Global {
             name: args.name.clone(),
             docker_host: docker_host(args.docker_host.as_deref())?,
             format: args.format.into(),
+            agent_timeout: positive(args.agent_timeout, "--agent-timeout")?,
         })
     }
 }
@@ -648,6 +651,16 @@ impl DashboardSettings {
 
 /// The daemon to talk to: the flag (or DOCKER_HOST) when set and not blank, else the local socket;
 /// only the schemes ddsky speaks.
+/// A duration that is not zero (a zero limit would fail every command at once).
+fn positive(limit: Duration, flag: &str) -> Result<Duration, SettingsError> {
+    if limit.is_zero() {
+        return Err(SettingsError::Invalid(format!(
+            "{flag} 0s gives every command no time: give a duration such as 15s or 1m"
+        )));
+    }
+    Ok(limit)
+}
+
 pub fn docker_host(given: Option<&str>) -> Result<DockerHost, SettingsError> {
     let host = given
         .filter(|h| !h.trim().is_empty())

@@ -5,7 +5,6 @@ use super::{identity, Context, Failure};
 use crate::agent::{AgentClient, DiscoveredIds, Health, Status, Tags};
 use crate::discovery::{self, Pattern};
 use crate::doctor::{self, Check, DockerFacts, Facts, PortFacts, Verdict};
-use crate::engine::Engine;
 use crate::exit;
 use crate::ports;
 use crate::restarts::{self, RestartVerdict};
@@ -41,7 +40,7 @@ pub async fn run(ctx: &Context, args: DoctorSettings) -> Result<u8, Failure> {
         since_last_exit: None,
         last_lines: vec![],
     };
-    match ctx.interrupt.run(Engine::connect(&ctx.docker_host)).await? {
+    match ctx.interrupt.run(ctx.connect()).await? {
         Err(e) => facts.docker = Err(e.to_string()),
         Ok(engine) => {
             // The daemon answers at its own API version (ddsky's requests carry none), so that

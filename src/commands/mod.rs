@@ -31,6 +31,8 @@ pub struct Context {
     pub name: String,
     pub docker_host: DockerHost,
     pub format: Format,
+    /// The longest one `agent` command in the agent container may take.
+    pub agent_timeout: Duration,
     pub interrupt: Interrupt,
     /// Results go to stdout; `ddsky run` turns this off for its agent's refresh, since stdout
     /// carries the job's output there: the result's first line is logged instead.
@@ -43,6 +45,7 @@ impl Context {
             name: global.name,
             docker_host: global.docker_host,
             format: global.format,
+            agent_timeout: global.agent_timeout,
             interrupt,
             results_on_stdout: true,
         }
@@ -58,10 +61,14 @@ impl Context {
     }
 
     pub async fn engine(&self) -> Result<Engine, Failure> {
-        Ok(self
-            .interrupt
-            .run(Engine::connect(&self.docker_host))
-            .await??)
+        Ok(self.interrupt.run(self.connect()).await??)
+    }
+
+    /// The daemon's client, uninterruptible, with this run's limit on `agent` commands.
+    pub async fn connect(&self) -> Result<Engine, EngineError> {
+        Engine::connect(&self.docker_host)
+            .await
+            .map(|engine| engine.with_exec_timeout(self.agent_timeout))
     }
 }
 

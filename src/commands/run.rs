@@ -11,7 +11,6 @@ mod signals;
 mod supervisor;
 
 use super::{down, env, up, Context, Failure};
-use crate::engine::Engine;
 use crate::interrupt::Interrupt;
 use crate::placement::{self, Placement};
 use crate::reconcile::is_managed;
@@ -191,6 +190,7 @@ async fn refresh_agent(
         name: ctx.name.clone(),
         docker_host: ctx.docker_host.clone(),
         format: ctx.format,
+        agent_timeout: ctx.agent_timeout,
         interrupt,
         results_on_stdout: false,
     };
@@ -224,7 +224,7 @@ async fn teardown(
         None => args.down_timeout,
     };
     let result = async {
-        let engine = Engine::connect(&ctx.docker_host).await?;
+        let engine = ctx.connect().await?;
         let Some(agent) = engine.inspect(&ctx.name).await? else {
             tracing::info!("no agent container named {}; nothing to stop", ctx.name);
             return Ok(());

@@ -61,6 +61,9 @@ pub fn scratch_dir(what: &str) -> tempfile::TempDir {
         .expect("a scratch directory in the temp dir")
 }
 
+/// What the tests give `--agent-timeout` (see `Scope::ddsky`).
+pub const AGENT_TIMEOUT: &str = "120s";
+
 /// `ddsky` for commands that need no Docker: nothing from the developer's shell, outside any git
 /// checkout (no git_ref of its own), AWS kept local (no call is expected).
 pub fn ddsky_without_docker() -> Command {
@@ -426,6 +429,10 @@ impl Scope {
             // A closed loopback port: any AWS call a test did not set up fails fast and stays local.
             .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
             .env("DDSKY_NAME", &self.agent)
+            // A generous bound on each `agent` command: the stand-in's CLI costs 300 ms of CPU as
+            // the real one does, and on a loaded 2-core machine the default 15 s is not the thing
+            // any test looks at.
+            .env("DDSKY_AGENT_TIMEOUT", AGENT_TIMEOUT)
             // Outside any git checkout, so `git rev-parse HEAD` adds no git_ref tag of its own.
             .current_dir(std::env::temp_dir());
         if let Ok(host) = std::env::var("DOCKER_HOST") {

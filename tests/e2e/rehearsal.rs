@@ -103,6 +103,7 @@ pub(crate) fn phase_env(
             ("DDSKY_APM_PORT", s.apm_port.to_string()),
             ("DDSKY_DOGSTATSD_PORT", s.dogstatsd_port.to_string()),
             ("DDSKY_AGENT_ENV", agent_env),
+            ("DDSKY_AGENT_TIMEOUT", AGENT_TIMEOUT.to_owned()),
             // In runtime mode the job container is sky_container itself (`self`); the default's
             // `metta` would also take in other tests' stand-in jobs running at the same time.
             ("DDSKY_EXPECT", "self".to_owned()),

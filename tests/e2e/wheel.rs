@@ -423,6 +423,7 @@ fn setup_block(s: &Scope, home: &Path, job: &str, env: &[(&str, &str)]) -> Run {
     .env("DDSKY_APM_PORT", s.apm_port.to_string())
     .env("DDSKY_DOGSTATSD_PORT", s.dogstatsd_port.to_string())
     .env("DDSKY_AGENT_ENV", agent_env)
+    .env("DDSKY_AGENT_TIMEOUT", AGENT_TIMEOUT)
     .env("DDSKY_RUN_DIR", s.run_dir.path())
     .env("DDSKY_EXPECT", job)
     .env("DDSKY_SECRET_TIMEOUT", "2s")
