@@ -188,6 +188,12 @@ pub struct UpArgs {
     #[arg(long, env = "DDSKY_RUN_DIR", default_value = crate::spec::AGENT_RUN_DIR, value_name = "PATH")]
     pub run_dir: String,
 
+    /// On a host: the directory where `ddsky run` writes the job's output for the agent to tail
+    /// (SkyPilot's default mode, the job on the VM itself), with the agent's conf.d for it; mounted
+    /// read-only into the agent [default: ~/.ddsky/job-logs].
+    #[arg(long, env = "DDSKY_JOB_LOG_DIR", value_name = "PATH")]
+    pub job_log_dir: Option<String>,
+
     /// Remove a container of the same name that ddsky did not create.
     #[arg(long, env = "DDSKY_REPLACE", value_parser = clap::builder::BoolishValueParser::new())]
     pub replace: bool,
@@ -235,6 +241,12 @@ pub struct RunArgs {
     /// With --down: stop at once, without waiting for the job's last lines to be sent.
     #[arg(long, env = "DDSKY_NO_DRAIN", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_drain: bool,
+
+    /// Inside a container (SkyPilot's runtime mode): the most of the job's output held for the
+    /// container's log while the log is slower than the job (e.g. 64MiB, 512MiB, 1GiB); only beyond
+    /// it are lines dropped, and counted.
+    #[arg(long, env = "DDSKY_COPY_BUFFER", default_value = "64MiB", value_name = "SIZE")]
+    pub copy_buffer: String,
 
     /// The job: a program and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]

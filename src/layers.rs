@@ -25,6 +25,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
             "exit",
             "gpu",
             "interrupt",
+            "joblog",
             "k8s",
             "key",
             "output",

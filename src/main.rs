@@ -17,6 +17,7 @@ mod engine;
 mod exit;
 mod gpu;
 mod interrupt;
+mod joblog;
 mod k8s;
 mod key;
 mod logging;

@@ -12,19 +12,25 @@ mod supervisor;
 
 use super::{down, env, up, Context, Failure};
 use crate::engine::Engine;
+use crate::drain;
 use crate::interrupt::Interrupt;
+use crate::joblog;
 use crate::placement::{self, Placement};
 use crate::reconcile::is_managed;
 use crate::settings::{RunSettings, UpSettings};
 use std::ffi::OsString;
 use std::time::{Duration, Instant};
-use supervisor::{Copy, Job};
+use supervisor::{Copy, CopyTo, Job};
 
 /// SkyPilot SIGKILLs a cancelled job 30 s after its SIGTERM: the teardown ends before.
 const KILL_WINDOW: Duration = Duration::from_secs(28);
 /// How long the job's last output may take to be passed on once it exited (a grandchild that keeps
 /// the pipe open is not waited for longer).
 const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+/// How long the job's buffered output may take to reach the log once the job's output ended: a
+/// pty logger takes a 100,000-line burst in about a second; a log that takes nothing at all is not
+/// waited for longer.
+const COPY_GRACE: Duration = Duration::from_secs(10);
 /// How long a refresh interrupted by the job's end may take to leave things whole.
 const REFRESH_GRACE: Duration = Duration::from_secs(15);
 
@@ -34,7 +40,7 @@ pub async fn run(ctx: &Context, args: RunSettings) -> Result<u8, Failure> {
         command: args.command.clone(),
         env: job_env(&args).await,
     };
-    let copy = copy_target(&placement, &args.command);
+    let copy = copy_target(&placement, &args, args.copy_buffer);
     let listener = signals::Listener::new()
         .map_err(|e| tracing::warn!("cannot forward signals to the job: {e}"))
         .ok();
@@ -81,15 +87,21 @@ pub async fn run(ctx: &Context, args: RunSettings) -> Result<u8, Failure> {
             return Ok(crate::exit::FAILURE);
         }
     };
-    let report = tokio::task::spawn_blocking(move || started.finish(OUTPUT_GRACE))
+    // The copy ends before the drain starts (the agent must see the last lines to send them), and
+    // within SkyPilot's kill window when a signal ended the job.
+    let signalled = first_signal.and_then(|rx| *rx.borrow());
+    let copy_grace = match signalled {
+        Some(at) => COPY_GRACE.min(KILL_WINDOW.saturating_sub(at.elapsed()) / 2),
+        None => COPY_GRACE,
+    };
+    let report = tokio::task::spawn_blocking(move || started.finish(OUTPUT_GRACE, copy_grace))
         .await
         .ok()
         .flatten();
-    if let Some(report) = report {
-        say_how_the_copy_went(&report);
+    if let (Some(report), Copy::To(to)) = (report, &copy) {
+        say_how_the_copy_went(&report, to);
     }
     if args.down {
-        let signalled = first_signal.and_then(|rx| *rx.borrow());
         teardown(ctx, &args, &placement, signalled).await;
     }
     Ok(code)
@@ -113,11 +125,21 @@ async fn job_env(args: &RunSettings) -> Vec<(OsString, OsString)> {
 
 /// Inside a container whose PID 1 output is not already ddsky's (SkyPilot's runtime mode: an idle
 /// bash on a pty, while the job comes in over SSH), the agent collects only PID 1's output: copy
-/// the job's there. On a host (task mode: the job is a `docker run` whose own log the agent reads)
-/// and on Kubernetes (the pod's output is SkyPilot's) nothing is copied.
-fn copy_target(placement: &Placement, command: &[OsString]) -> Copy {
+/// the job's there. On a host, the job runs on the VM itself (SkyPilot's default mode) unless
+/// `--expect` names its container (task mode: a `docker run` whose own log the agent reads): its
+/// output goes to a new pair of files the agent tails (`joblog`). On Kubernetes (the pod's output
+/// is SkyPilot's) nothing is copied.
+fn copy_target(placement: &Placement, args: &RunSettings, bound: usize) -> Copy {
     const PID1_OUT: &str = "/proc/1/fd/1";
     const PID1_ERR: &str = "/proc/1/fd/2";
+    if *placement == Placement::Host {
+        return match &args.agent {
+            // Only where `up` prepared the directory: an agent on this host tails it.
+            Ok(up) if up.expect.is_empty() && confd_written(up) => vm_files(up, bound),
+            _ => Copy::Nowhere,
+        };
+    }
+    let command = &args.command;
     // Only where ddsky can name its container: a VM image's stray /.dockerenv must not send the
     // job's output to the VM's init.
     if !placement::knows_own_container(placement)
@@ -131,38 +153,108 @@ fn copy_target(placement: &Placement, command: &[OsString]) -> Copy {
         .map(|a| a.to_string_lossy())
         .collect::<Vec<_>>()
         .join(" ");
-    Copy::To {
+    Copy::To(CopyTo {
         stdout: PID1_OUT.into(),
         stderr: PID1_ERR.into(),
-        header: format!("ddsky: the output of `{shown}` follows"),
+        what: "this container's log".into(),
+        create: false,
+        header: Some(format!("ddsky: the output of `{shown}` follows")),
+        split_streams: false,
+        cap: None,
+        bound,
+    })
+}
+
+/// The job on the VM: this run's own new files under the job log directory, one per stream (the
+/// agent's two sources tag them `stream:stdout` and `stream:stderr`), after removing earlier
+/// runs' files the agent's registry shows sent to their end.
+fn vm_files(up: &UpSettings, bound: usize) -> Copy {
+    let jobs = std::path::Path::new(&up.job_log_dir).join(joblog::JOBS_SUBDIR);
+    remove_sent_files(&jobs, &up.run_dir);
+    let started = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let stem = joblog::run_stem(&started, std::process::id());
+    let file = |stream| jobs.join(joblog::file_name(&stem, stream));
+    Copy::To(CopyTo {
+        stdout: file(joblog::Stream::Stdout),
+        stderr: file(joblog::Stream::Stderr),
+        what: format!("{}/{stem}.*.log for the agent", jobs.display()),
+        create: true,
+        header: None,
+        split_streams: true,
+        cap: Some(joblog::FILE_CAP),
+        bound,
+    })
+}
+
+fn confd_written(up: &UpSettings) -> bool {
+    std::path::Path::new(&up.job_log_dir)
+        .join(joblog::CONFD_SUBDIR)
+        .join(joblog::CONF_FILE)
+        .is_file()
+}
+
+/// Earlier runs' files that the agent has sent whole (its registry, in the host's run dir, has
+/// their offset at their size): removed, so what ddsky writes does not grow without bound. A file
+/// not sent yet (an agent that was stopped without a drain) stays for the next agent to send.
+fn remove_sent_files(jobs: &std::path::Path, run_dir: &str) {
+    let Ok(text) = std::fs::read_to_string(std::path::Path::new(run_dir).join("registry.json"))
+    else {
+        return;
+    };
+    let Ok(registry) = drain::Registry::parse(&text) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(jobs) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Ok(meta) = entry.metadata() else { continue };
+        let seen_as = format!("{}/{name}", joblog::AGENT_JOB_DIR);
+        if registry
+            .path_offset(&seen_as)
+            .is_some_and(|offset| offset >= meta.len())
+        {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => tracing::debug!("removed {name}: the agent sent it whole"),
+                Err(e) => tracing::debug!("cannot remove {name}: {e}"),
+            }
+        }
     }
 }
 
-fn say_how_the_copy_went(report: &supervisor::CopyReport) {
+fn say_how_the_copy_went(report: &supervisor::CopyReport, to: &CopyTo) {
+    let what = &to.what;
     let from = report
         .first_lost_line
         .map(|n| format!(" from line {n} of its output on"))
         .unwrap_or_default();
     if let Some(why) = &report.failure {
         // Refused at the start is a matter of permissions; refused later, PID 1's output went away.
-        let hint = if report.copied == 0 {
+        let hint = if report.copied == 0 && !to.create {
             " A job running as another user needs root, or the group owning PID 1's output (see docs/skypilot.md)"
         } else {
             ""
         };
         tracing::warn!(
-            "the job's output was not copied into this container's log{from} ({why}; {} lines were); it still reaches SkyPilot's log whole.{hint}",
-            report.copied
+            "the job's output was not copied into {what}{from} ({why}; {} lines were, {} were not); it still reaches SkyPilot's log whole.{hint}",
+            report.copied,
+            report.not_copied()
         );
     } else if report.dropped > 0 || report.stuck {
+        let why = match (report.dropped, report.stuck) {
+            (0, _) => "it took too little of the job's output in the time left after the job".to_owned(),
+            (dropped, false) => format!("the copy buffer's bound was full for {dropped} of them (--copy-buffer raises it)"),
+            (dropped, true) => format!("the copy buffer's bound was full for {dropped} of them (--copy-buffer raises it), the rest was still buffered when the time after the job ran out"),
+        };
         tracing::warn!(
-            "this container's log did not keep up{from}: {} lines of the job's output were not copied into it ({} copied); \
+            "{what} did not keep up{from}: {} lines of the job's output were not copied into it ({} copied; {why}); \
              the job's own output was not affected",
-            report.dropped,
+            report.not_copied(),
             report.copied
         );
     } else {
-        tracing::debug!("{} lines copied into this container's log", report.copied);
+        tracing::debug!("{} lines copied into {what}", report.copied);
     }
 }
 

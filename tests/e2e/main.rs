@@ -6,6 +6,7 @@ mod common;
 mod fake_datadog;
 
 mod aws_secrets;
+mod burst;
 mod doctor;
 mod drain;
 mod k8s;
