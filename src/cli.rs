@@ -208,6 +208,12 @@ pub struct UpArgs {
     #[arg(long = "expect", value_name = "PATTERN")]
     pub expect: Vec<String>,
 
+    /// The job runs on the VM itself (SkyPilot's default mode, no `image_id: docker:`): `up` expects
+    /// no job container (it waits for health only), and `ddsky run` writes the job's output to
+    /// files the agent tails (see --job-log-dir).
+    #[arg(long, env = "DDSKY_VM_MODE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub vm_mode: bool,
+
     /// Return once the container runs, without waiting for health or discovery.
     #[arg(long, env = "DDSKY_NO_WAIT", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_wait: bool,
@@ -384,6 +390,11 @@ pub struct VerifyArgs {
     /// Do not check logs (an account without Log Management).
     #[arg(long)]
     pub no_logs: bool,
+
+    /// The job ran on the VM itself (SkyPilot's default mode, no `image_id: docker:`; see
+    /// docker/skypilot/vm-mode.yaml): no job container is expected, its column says "not expected".
+    #[arg(long, env = "DDSKY_VM_MODE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub vm_mode: bool,
 
     /// Look again until every node is ok or this long has passed (looks 15 s apart).
     #[arg(long, value_name = "DUR", value_parser = duration)]

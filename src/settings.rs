@@ -74,6 +74,8 @@ pub struct VerifySettings {
     pub expect: Vec<String>,
     pub gpus: bool,
     pub no_logs: bool,
+    /// The job ran on the VM itself: no job container is expected.
+    pub vm_mode: bool,
     pub wait: Option<Duration>,
     pub site: String,
     /// `https://api.<site>`, or DDSKY_API_URL.
@@ -126,6 +128,8 @@ pub struct UpSettings {
     pub run_dir: String,
     /// On a host: where `ddsky run` writes the job's output for the agent's file sources, absolute.
     pub job_log_dir: String,
+    /// The job runs on the VM itself: no job container to expect; `run` writes the job files.
+    pub vm_mode: bool,
     pub replace: bool,
     pub timeout: Duration,
     /// The patterns given (--expect, else DDSKY_EXPECT); empty means `up`'s default, which depends
@@ -489,6 +493,7 @@ impl UpSettings {
             pull: args.pull.into(),
             run_dir: args.run_dir,
             job_log_dir,
+            vm_mode: args.vm_mode,
             replace: args.replace,
             timeout: args.timeout,
             expect: or_env_list(&args.expect, "DDSKY_EXPECT"),
@@ -545,6 +550,7 @@ impl VerifySettings {
             },
             gpus: args.gpus,
             no_logs: args.no_logs,
+            vm_mode: args.vm_mode,
             wait: args.wait,
             ui_base: crate::verify::ui_base(&site),
             site,

@@ -135,7 +135,9 @@ fn copy_target(placement: &Placement, args: &RunSettings, bound: usize) -> Copy 
     if *placement == Placement::Host {
         return match &args.agent {
             // Only where `up` prepared the directory: an agent on this host tails it.
-            Ok(up) if up.expect.is_empty() && confd_written(up) => vm_files(up, bound),
+            Ok(up) if (up.vm_mode || up.expect.is_empty()) && confd_written(up) => {
+                vm_files(up, bound)
+            }
             _ => Copy::Nowhere,
         };
     }

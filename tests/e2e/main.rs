@@ -20,4 +20,5 @@ mod skypilot_loader;
 mod standin;
 mod startup;
 mod verify;
+mod vm_mode;
 mod wheel;

@@ -105,7 +105,12 @@ pub async fn run(ctx: &Context, args: UpSettings) -> Result<u8, Failure> {
         );
     }
     let spec = spec::agent_spec(&settings, &found.key);
-    let patterns = ready::expectations(&args.expect, &placement);
+    // On the VM itself the job has no container: health is all there is to wait for.
+    let patterns = if args.vm_mode && args.expect.is_empty() {
+        Vec::new()
+    } else {
+        ready::expectations(&args.expect, &placement)
+    };
     let plan = Plan {
         // --gpus auto never costs the user their monitoring: if Docker refuses the GPUs, this
         // agent (no GPUs) runs instead.
@@ -311,13 +316,15 @@ fn job_logs(
     let text = joblog::confd_yaml(&tags.tags, service);
     let prepare = || -> std::io::Result<()> {
         let base = Path::new(&dir);
-        std::fs::create_dir_all(base.join(joblog::JOBS_SUBDIR))?;
         let confd = base.join(joblog::CONFD_SUBDIR);
-        std::fs::create_dir_all(&confd)?;
         let file = confd.join(joblog::CONF_FILE);
+        // Already prepared for these tags (a no-op `up`, `ddsky run`'s refresh): nothing to do; a
+        // job directory that went bad since is `ddsky run`'s to report, once.
         if std::fs::read_to_string(&file).ok().as_deref() == Some(text.as_str()) {
             return Ok(());
         }
+        std::fs::create_dir_all(base.join(joblog::JOBS_SUBDIR))?;
+        std::fs::create_dir_all(&confd)?;
         // Whole or not at all: an agent starting meanwhile reads the old file or the new one.
         let tmp = confd.join(format!(".{}.{}", joblog::CONF_FILE, std::process::id()));
         std::fs::write(&tmp, &text)?;
