@@ -742,3 +742,321 @@ fn a_restarted_agent_resumes_from_the_registry() {
         "at most ~1 s sent twice: {steps:?}"
     );
 }
+
+// --- File log sources: conf.d's `type: file` sources, tailed as the real agent tails them -------
+
+/// A stand-in with the logs agent on (no container collection), `logs_dir` mounted read-only at
+/// /var/log/job, `mounts` (`host:container[:ro]`) and `run_dir` as /opt/datadog-agent/run, the
+/// scan every second; named as the scope's agent so that `status` reads it.
+fn run_file_agent(
+    s: &Scope,
+    run_dir: &std::path::Path,
+    logs_dir: &std::path::Path,
+    mounts: &[String],
+    intake: &Intake,
+) {
+    let mut args: Vec<String> = ["run", "-d", "--name", &s.agent, "--network", "host"]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    let volumes = [
+        format!("{}:/var/log/job:ro", logs_dir.display()),
+        format!("{}:/opt/datadog-agent/run:rw", run_dir.display()),
+    ];
+    for v in volumes.iter().chain(mounts) {
+        args.extend(["-v".into(), v.clone()]);
+    }
+    for e in [
+        format!("DD_API_KEY={KEY}"),
+        format!("DD_CMD_PORT={}", s.cmd_port),
+        format!("DD_APM_RECEIVER_PORT={}", s.apm_port),
+        format!("DD_DOGSTATSD_PORT={}", s.dogstatsd_port),
+        "DD_TAGS=env:production service:skypilot-worker".into(),
+        "DD_LOGS_ENABLED=true".into(),
+        "DD_LOGS_CONFIG_BATCH_WAIT=1".into(),
+        "DD_LOGS_CONFIG_FILE_SCAN_PERIOD=1".into(),
+    ]
+    .into_iter()
+    .chain(logs_to(intake))
+    {
+        args.extend(["-e".into(), e]);
+    }
+    args.push(agent_image().into());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    docker(&refs).expect_code(0);
+}
+
+/// The registry's entry for a file as the agent sees it (None when it has none).
+fn file_entry(run_dir: &std::path::Path, agent_path: &str) -> Option<Value> {
+    let text = std::fs::read_to_string(run_dir.join("registry.json")).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    let entry = v["Registry"][format!("file:{agent_path}")].clone();
+    (!entry.is_null()).then_some(entry)
+}
+
+fn file_offset(run_dir: &std::path::Path, agent_path: &str) -> Option<u64> {
+    file_entry(run_dir, agent_path)?["Offset"]
+        .as_str()?
+        .parse()
+        .ok()
+}
+
+/// The entries the intake received from the file named `base`, in arrival order.
+fn logs_of_file(intake: &Intake, base: &str) -> Vec<LogEntry> {
+    let tag = format!("filename:{base}");
+    intake
+        .logs()
+        .into_iter()
+        .filter(|e| e.ddtags.contains(&tag))
+        .collect()
+}
+
+fn append(path: &std::path::Path, text: &str) {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+}
+
+/// Waits until the agent's output has `needle`.
+fn wait_output(agent: &str, needle: &str) {
+    assert!(
+        eventually(Duration::from_secs(60), || agent_stdout(agent).contains(needle)),
+        "never printed {needle:?}:\n{}",
+        agent_stdout(agent)
+    );
+}
+
+/// Waits until the registry says `agent_path` was sent up to `offset`.
+fn wait_sent(run_dir: &std::path::Path, agent_path: &str, offset: u64) {
+    assert!(
+        eventually(Duration::from_secs(60), || file_offset(run_dir, agent_path)
+            == Some(offset)),
+        "the registry never reached {offset} for {agent_path}: {:?}",
+        file_entry(run_dir, agent_path)
+    );
+}
+
+fn size(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).unwrap().len()
+}
+
+#[test]
+fn a_conf_d_file_source_skips_what_was_written_before_start_and_sends_the_rest_with_its_tags() {
+    let s = Scope::new("filesource");
+    let run_dir = scratch_dir("filesource-run");
+    let logs = scratch_dir("filesource-logs");
+    let conf = scratch_dir("filesource-conf");
+    let intake = Intake::start(200, 202);
+    let run_log = logs.path().join("run.log");
+    append(&run_log, "before 1\nbefore 2\n");
+    append(&logs.path().join("ignored.log"), "ignored 1\n");
+    // The image's s6 step copies /conf.d/**.yaml; a .yml there is not copied, so never read.
+    std::fs::create_dir_all(conf.path().join("ddsky.d")).unwrap();
+    std::fs::write(
+        conf.path().join("ddsky.d/conf.yaml"),
+        "logs:\n  - type: file\n    path: /var/log/job/run.log\n    service: skypilot-worker\n    \
+         source: ddsky\n    sourcecategory: training\n    tags: [\"metta_run_id:r1\", \"skypilot_node_rank:0\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        conf.path().join("ignored.yml"),
+        "logs:\n  - type: file\n    path: /var/log/job/ignored.log\n    start_position: beginning\n",
+    )
+    .unwrap();
+    run_file_agent(
+        &s,
+        run_dir.path(),
+        logs.path(),
+        &[format!("{}:/conf.d:ro", conf.path().display())],
+        &intake,
+    );
+    // Unset start_position is the END: the tailer opens at the file's end.
+    wait_output(
+        &s.agent,
+        "Starting a new tailer for: /var/log/job/run.log (offset: 0, whence: 2)",
+    );
+    append(&run_log, "after 1\n  \t\nafter 2\r\npartial");
+    append(&logs.path().join("ignored.log"), "ignored 2\n");
+    // Sent up to the end of "after 2": the last line waits for its newline.
+    wait_sent(run_dir.path(), "/var/log/job/run.log", size(&run_log) - 7);
+    append(&run_log, " line\n");
+    wait_sent(run_dir.path(), "/var/log/job/run.log", size(&run_log));
+    let got = logs_of_file(&intake, "run.log");
+    let messages: Vec<&str> = got.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(messages, vec!["after 1", "after 2", "partial line"]);
+    for e in &got {
+        assert_eq!(
+            (e.status.as_str(), e.service.as_str(), e.ddsource.as_str()),
+            ("info", "skypilot-worker", "ddsky"),
+            "{e:?}"
+        );
+        let mut tags = e.ddtags.clone();
+        tags.sort();
+        assert_eq!(
+            tags,
+            vec![
+                "dirname:/var/log/job",
+                "filename:run.log",
+                "metta_run_id:r1",
+                "skypilot_node_rank:0",
+                "sourcecategory:training",
+            ],
+            "no container tags, no host tags: {e:?}"
+        );
+    }
+    let entry = file_entry(run_dir.path(), "/var/log/job/run.log").unwrap();
+    assert_eq!(entry["TailingMode"], "", "start_position unset: {entry}");
+    assert!(entry["IngestionTimestamp"].as_i64().unwrap() > 0, "{entry}");
+    // The .yml outside a mounted conf.d was never copied, so never read.
+    let out = agent_stdout(&s.agent);
+    assert!(!out.contains("ignored.log"), "{out}");
+    assert!(logs_of_file(&intake, "ignored.log").is_empty());
+    assert!(file_entry(run_dir.path(), "/var/log/job/ignored.log").is_none());
+}
+
+#[test]
+fn the_scan_reads_a_new_file_whole_and_refused_or_unmounted_sources_show_their_error() {
+    let s = Scope::new("filescan");
+    let run_dir = scratch_dir("filescan-run");
+    let logs = scratch_dir("filescan-logs");
+    let conf = scratch_dir("filescan-conf");
+    let intake = Intake::start(200, 202);
+    let existing = logs.path().join("existing.log");
+    append(&existing, "old 1\n");
+    // Mounted straight at conf.d/<name>.d, as the real image reads it too.
+    std::fs::write(
+        conf.path().join("conf.yaml"),
+        "logs:\n  - type: file\n    path: /var/log/job/*.log\n    service: skypilot-worker\n    source: ddsky\n  \
+         - type: file\n    path: /var/log/job/*.log\n    start_position: beginning\n  \
+         - type: file\n    path: /var/log/unmounted/run.log\n",
+    )
+    .unwrap();
+    run_file_agent(
+        &s,
+        run_dir.path(),
+        logs.path(),
+        &[format!(
+            "{}:/etc/datadog-agent/conf.d/ddsky.d:ro",
+            conf.path().display()
+        )],
+        &intake,
+    );
+    wait_output(
+        &s.agent,
+        "Starting a new tailer for: /var/log/job/existing.log (offset: 0, whence: 2)",
+    );
+    // A conf.d file added after the start is never read (conf.d is read once).
+    std::fs::write(
+        conf.path().join("late.yaml"),
+        "logs:\n  - type: file\n    path: /var/log/job/late/*.log\n",
+    )
+    .unwrap();
+    // A file that appears later is found by the scan and read from its beginning.
+    let new = logs.path().join("new.log");
+    let lines: Vec<String> = (1..=50).map(|i| format!("new line {i}")).collect();
+    append(&new, &format!("{}\n", lines.join("\n")));
+    append(&existing, "old 2\n");
+    wait_sent(run_dir.path(), "/var/log/job/new.log", size(&new));
+    wait_sent(run_dir.path(), "/var/log/job/existing.log", size(&existing));
+    let got: Vec<String> = logs_of_file(&intake, "new.log")
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert_eq!(got, lines, "the new file whole, in order");
+    let old: Vec<String> = logs_of_file(&intake, "existing.log")
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert_eq!(old, vec!["old 2"], "what was there at start is skipped");
+
+    let v = status(&s);
+    let integrations = v["logsStats"]["integrations"].as_array().unwrap();
+    assert_eq!(integrations.len(), 1, "{integrations:?}");
+    assert_eq!(integrations[0]["name"], "ddsky");
+    let sources = integrations[0]["sources"].as_array().unwrap();
+    assert_eq!(sources.len(), 3, "the late conf.d file is not read: {sources:?}");
+    assert_eq!(sources[0]["status"], "OK");
+    let mut inputs: Vec<&str> = sources[0]["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_str().unwrap())
+        .collect();
+    inputs.sort();
+    assert_eq!(inputs, vec!["/var/log/job/existing.log", "/var/log/job/new.log"]);
+    assert_eq!(
+        sources[1]["status"],
+        "Error: tailing from the beginning is not supported for wildcard path /var/log/job/*.log"
+    );
+    assert_eq!(sources[1]["inputs"], serde_json::json!([]));
+    assert_eq!(
+        sources[2]["status"],
+        "Error: cannot read file /var/log/unmounted/run.log: stat /var/log/unmounted/run.log: no such file or directory"
+    );
+    let out = agent_stdout(&s.agent);
+    assert!(
+        out.contains("Invalid logs configuration: tailing from the beginning is not supported for wildcard path /var/log/job/*.log"),
+        "{out}"
+    );
+    // The refused source read nothing: each line arrived once.
+    assert_eq!(logs_of_file(&intake, "new.log").len(), 50);
+}
+
+#[test]
+fn a_truncated_file_is_read_again_from_0_and_a_restarted_agent_resumes_from_the_registry() {
+    let s = Scope::new("filetrunc");
+    let run_dir = scratch_dir("filetrunc-run");
+    let logs = scratch_dir("filetrunc-logs");
+    let conf = scratch_dir("filetrunc-conf");
+    let intake = Intake::start(200, 202);
+    let log = logs.path().join("job.log");
+    append(&log, "");
+    std::fs::write(
+        conf.path().join("conf.yaml"),
+        "logs:\n  - type: file\n    path: /var/log/job/job.log\n    start_position: beginning\n",
+    )
+    .unwrap();
+    let mounts = [format!(
+        "{}:/etc/datadog-agent/conf.d/ddsky.d:ro",
+        conf.path().display()
+    )];
+    run_file_agent(&s, run_dir.path(), logs.path(), &mounts, &intake);
+    wait_output(
+        &s.agent,
+        "Starting a new tailer for: /var/log/job/job.log (offset: 0, whence: 0)",
+    );
+    append(&log, "first a\nfirst b\n");
+    wait_sent(run_dir.path(), "/var/log/job/job.log", size(&log));
+    let entry = file_entry(run_dir.path(), "/var/log/job/job.log").unwrap();
+    assert_eq!(entry["TailingMode"], "beginning");
+    // Truncated and rewritten shorter: the scan sees size < what was read and starts over.
+    std::fs::write(&log, "second\n").unwrap();
+    wait_sent(run_dir.path(), "/var/log/job/job.log", 7);
+    let messages = |intake: &Intake| -> Vec<String> {
+        logs_of_file(intake, "job.log")
+            .into_iter()
+            .map(|e| e.message)
+            .collect()
+    };
+    assert_eq!(messages(&intake), vec!["first a", "first b", "second"]);
+
+    // A restart resumes from the registry's offset (beginning honours it).
+    docker(&["stop", "-t", "30", &s.agent]).expect_code(0);
+    docker(&["rm", &s.agent]).expect_code(0);
+    append(&log, "while down\n");
+    run_file_agent(&s, run_dir.path(), logs.path(), &mounts, &intake);
+    wait_output(
+        &s.agent,
+        "Starting a new tailer for: /var/log/job/job.log (offset: 7, whence: 0)",
+    );
+    wait_sent(run_dir.path(), "/var/log/job/job.log", size(&log));
+    assert_eq!(
+        messages(&intake),
+        vec!["first a", "first b", "second", "while down"]
+    );
+}

@@ -89,6 +89,8 @@ async fn serve(config: Config) -> i32 {
             return 1;
         }
     };
+    // The image's cont-init step, before the agent starts: /conf.d's yaml files into conf.d.
+    crate::logs::copy_custom_files();
     let logs_config = crate::logs::config::LogsConfig::from_env();
     let dir = state::state_dir();
     if let Err(e) = std::fs::create_dir_all(&dir).and_then(|_| {
@@ -458,6 +460,11 @@ fn snapshot(fixed: &Fixed, shared: &Shared, counters: &Counters) -> AgentState {
         logs_enabled: config.logs_enabled,
         log_sources: shared
             .log_sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
+        file_sources: shared
+            .file_sources
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone(),

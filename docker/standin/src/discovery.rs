@@ -100,6 +100,8 @@ pub struct Shared {
     pub changed: Notify,
     /// The logs agent's file sources: container id -> the json log it tails (`logsStats`).
     pub log_sources: Mutex<std::collections::BTreeMap<String, String>>,
+    /// The conf.d file sources and what became of them.
+    pub file_sources: Mutex<Vec<crate::state::FileSourceStatus>>,
 }
 
 impl Shared {
@@ -109,6 +111,12 @@ impl Shared {
         f: impl FnOnce(&mut std::collections::BTreeMap<String, String>),
     ) {
         f(&mut self.log_sources.lock().unwrap_or_else(|p| p.into_inner()));
+        self.changed.notify_one();
+    }
+
+    /// Changes the file sources' statuses, and says the state changed.
+    pub fn with_file_sources(&self, f: impl FnOnce(&mut Vec<crate::state::FileSourceStatus>)) {
+        f(&mut self.file_sources.lock().unwrap_or_else(|p| p.into_inner()));
         self.changed.notify_one();
     }
 

@@ -447,7 +447,9 @@ fn status_value(state: &AgentState, now: f64) -> Value {
 
 /// `logsStats` as pkg/logs/status builds it: each container tailed from its file is a `file`
 /// source of the `container_collect_all` integration, its configuration's Identifier the container
-/// id; an excluded container has no source. Go marshals no integrations as `null`.
+/// id; an excluded container has no source. Each conf.d file source is listed under its config's
+/// name with its status (`OK`, `Pending`, `Error: ...`), the files it tails now as `inputs`, and
+/// for a wildcard "N files tailed out of M files matching". Go marshals no integrations as `null`.
 fn logs_stats(state: &AgentState) -> Value {
     let sources: Vec<Value> = state
         .log_sources
@@ -463,10 +465,44 @@ fn logs_stats(state: &AgentState) -> Value {
             })
         })
         .collect();
-    let integrations = if sources.is_empty() {
+    let mut integrations: Vec<Value> = Vec::new();
+    if !sources.is_empty() {
+        integrations.push(json!({ "name": "container_collect_all", "sources": sources }));
+    }
+    let mut names: Vec<&str> = Vec::new();
+    for f in &state.file_sources {
+        if !names.contains(&f.name.as_str()) {
+            names.push(&f.name);
+        }
+    }
+    for name in names {
+        let sources: Vec<Value> = state
+            .file_sources
+            .iter()
+            .filter(|f| f.name == name)
+            .map(|f| {
+                json!({
+                    "type": "file",
+                    "configuration": {
+                        "Path": f.path,
+                        "TailingMode": f.tailing_mode,
+                        "Identifier": "",
+                        "Service": f.service.clone().unwrap_or_default(),
+                        "Source": f.source.clone().unwrap_or_default(),
+                    },
+                    "status": f.status,
+                    "inputs": f.inputs,
+                    "messages": f.messages,
+                    "info": {},
+                })
+            })
+            .collect();
+        integrations.push(json!({ "name": name, "sources": sources }));
+    }
+    let integrations = if integrations.is_empty() {
         Value::Null
     } else {
-        json!([{ "name": "container_collect_all", "sources": sources }])
+        Value::Array(integrations)
     };
     json!({ "is_running": state.logs_enabled, "endpoints": {}, "integrations": integrations })
 }
@@ -606,6 +642,42 @@ pub fn status_text(state: &AgentState, now: f64) -> String {
     } else {
         "  Logs Agent is not running\n"
     };
+    s += &logs_integrations_text(&logs_stats(state));
+    s
+}
+
+/// The Integrations block of the logs agent's status template (logsagent.tmpl): each source's
+/// type, its configuration keys in Go's sorted map order, status, messages and inputs.
+fn logs_integrations_text(stats: &Value) -> String {
+    let Some(integrations) = stats["integrations"].as_array() else {
+        return String::new();
+    };
+    let mut s = String::from("  ============\n  Integrations\n  ============\n");
+    for integration in integrations {
+        let name = integration["name"].as_str().unwrap_or_default();
+        s += &format!("\n  {name}\n  {}\n", "-".repeat(name.len()));
+        for source in integration["sources"].as_array().into_iter().flatten() {
+            s += &format!("    - Type: {}\n", source["type"].as_str().unwrap_or_default());
+            if let Some(config) = source["configuration"].as_object() {
+                let mut keys: Vec<&String> = config.keys().collect();
+                keys.sort();
+                for k in keys {
+                    s += &format!("      {k}: {}\n", config[k].as_str().unwrap_or_default());
+                }
+            }
+            s += &format!("      Status: {}\n", source["status"].as_str().unwrap_or_default());
+            for m in source["messages"].as_array().into_iter().flatten() {
+                s += &format!("        {}\n", m.as_str().unwrap_or_default());
+            }
+            let inputs = source["inputs"].as_array().cloned().unwrap_or_default();
+            if !inputs.is_empty() {
+                s += "      Inputs:\n";
+                for i in inputs {
+                    s += &format!("        {}\n", i.as_str().unwrap_or_default());
+                }
+            }
+        }
+    }
     s
 }
 
@@ -891,6 +963,58 @@ mod tests {
         assert_eq!(source["configuration"]["Identifier"], "abc");
         assert_eq!(source["configuration"]["Path"], path);
         assert_eq!(source["status"], "OK");
+    }
+
+    #[test]
+    fn conf_d_file_sources_are_listed_under_their_config_name_with_their_status() {
+        let mut s = state();
+        s.logs_enabled = true;
+        let ok = crate::state::FileSourceStatus {
+            name: "ddsky".into(),
+            path: "/var/log/ddsky/*.log".into(),
+            service: Some("skypilot-worker".into()),
+            source: Some("python".into()),
+            tailing_mode: "".into(),
+            status: "OK".into(),
+            inputs: vec!["/var/log/ddsky/run.log".into()],
+            messages: vec!["1 files tailed out of 1 files matching".into()],
+        };
+        let missing = crate::state::FileSourceStatus {
+            path: "/var/log/elsewhere.log".into(),
+            status: "Error: cannot read file /var/log/elsewhere.log: stat /var/log/elsewhere.log: no such file or directory".into(),
+            inputs: vec![],
+            messages: vec![],
+            ..ok.clone()
+        };
+        s.file_sources = vec![ok, missing];
+        let v: Value = serde_json::from_str(&status_json(&s, 1031.0)).unwrap();
+        let integrations = v["logsStats"]["integrations"].as_array().unwrap();
+        assert_eq!(integrations.len(), 1);
+        assert_eq!(integrations[0]["name"], "ddsky");
+        let sources = integrations[0]["sources"].as_array().unwrap();
+        assert_eq!(sources[0]["configuration"]["Path"], "/var/log/ddsky/*.log");
+        assert_eq!(sources[0]["configuration"]["Service"], "skypilot-worker");
+        assert_eq!(sources[0]["status"], "OK");
+        assert_eq!(sources[0]["inputs"], json!(["/var/log/ddsky/run.log"]));
+        assert!(sources[1]["status"]
+            .as_str()
+            .unwrap()
+            .ends_with("no such file or directory"));
+        assert_eq!(sources[1]["inputs"], json!([]));
+        let text = status_text(&s, 1031.0);
+        let block = &text[text.find("  ============\n  Integrations").unwrap()..];
+        assert!(
+            block.starts_with(
+                "  ============\n  Integrations\n  ============\n\n  ddsky\n  -----\n    - Type: file\n      \
+                 Identifier: \n      Path: /var/log/ddsky/*.log\n      Service: skypilot-worker\n      \
+                 Source: python\n      TailingMode: \n      Status: OK\n        \
+                 1 files tailed out of 1 files matching\n      Inputs:\n        /var/log/ddsky/run.log\n"
+            ),
+            "{block}"
+        );
+        assert!(block.contains(
+            "      Status: Error: cannot read file /var/log/elsewhere.log: stat /var/log/elsewhere.log: no such file or directory\n"
+        ));
     }
 
     #[test]

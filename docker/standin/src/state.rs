@@ -72,6 +72,9 @@ pub struct AgentState {
     /// The logs agent's file sources: container id -> the json log it tails.
     #[serde(default)]
     pub log_sources: BTreeMap<String, String>,
+    /// The conf.d `type: file` sources, in the order they were read.
+    #[serde(default)]
+    pub file_sources: Vec<FileSourceStatus>,
     pub apm_enabled: bool,
     pub process_collection_enabled: bool,
     pub labels_as_tags: BTreeMap<String, String>,
@@ -84,6 +87,22 @@ pub struct AgentState {
     pub forwarder: ForwarderStats,
     /// Every running container the daemon knows of, visible or not yet.
     pub containers: Vec<ContainerRecord>,
+}
+
+/// A conf.d file source as `agent status` shows it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct FileSourceStatus {
+    /// The config's name: the integration it is listed under.
+    pub name: String,
+    pub path: String,
+    pub service: Option<String>,
+    pub source: Option<String>,
+    pub tailing_mode: String,
+    /// `OK`, `Pending`, or `Error: <why>`.
+    pub status: String,
+    /// The files tailed now.
+    pub inputs: Vec<String>,
+    pub messages: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

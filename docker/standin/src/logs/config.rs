@@ -9,6 +9,10 @@ pub const DEFAULT_DOCKER_BASE: &str = "/var/lib/docker";
 pub const DEFAULT_RUN_PATH: &str = "/opt/datadog-agent/run";
 pub const DEFAULT_BATCH_WAIT: Duration = Duration::from_secs(5);
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(30);
+/// `logs_config.file_scan_period`.
+pub const DEFAULT_FILE_SCAN_PERIOD: Duration = Duration::from_secs(10);
+/// `logs_config.close_timeout`.
+pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// s6-overlay v2's default `S6_SERVICES_GRACETIME` (ms).
 pub const DEFAULT_S6_GRACE_MS: u64 = 3000;
 
@@ -23,8 +27,23 @@ pub enum Destination {
 
 #[derive(Clone, Debug)]
 pub struct LogsConfig {
-    /// `DD_LOGS_ENABLED` and `DD_LOGS_CONFIG_CONTAINER_COLLECT_ALL`.
+    /// `DD_LOGS_ENABLED`: the logs agent runs (conf.d file sources are collected).
     pub enabled: bool,
+    /// `DD_LOGS_CONFIG_CONTAINER_COLLECT_ALL` as well: every container's output is collected.
+    pub container_collect_all: bool,
+    /// `DD_LOGS_CONFIG_FILE_SCAN_PERIOD` (seconds, a float; 10): the file launcher's scan.
+    pub file_scan_period: Duration,
+    /// `DD_LOGS_CONFIG_CLOSE_TIMEOUT` (seconds; 60): how long a rotated file is still read.
+    pub close_timeout: Duration,
+    /// `DD_LOGS_CONFIG_OPEN_FILES_LIMIT` (500): files tailed at once.
+    pub open_files_limit: usize,
+    /// `DD_CONFD_PATH` (`confd_path`), else /etc/datadog-agent/conf.d.
+    pub confd_path: PathBuf,
+    /// `DD_SERVICE`: a file source without `service` takes it.
+    pub dd_service: Option<String>,
+    /// `DD_AUTOCONF_CONFIG_FILES_POLL=true` was asked for: the stand-in does not poll conf.d
+    /// (it says so at start), so a file added later is never seen, the stricter behaviour.
+    pub confd_poll_requested: bool,
     pub destination: Destination,
     /// `DD_LOGS_CONFIG_FORCE_USE_HTTP`: skip the start-up probe.
     pub force_http: bool,
@@ -54,8 +73,9 @@ impl LogsConfig {
         };
         let flag = |k: &str| non_empty(k).map(|v| crate::config::parse_bool(&v));
         let mut warnings = Vec::new();
-        let enabled = flag("DD_LOGS_ENABLED").unwrap_or(false)
-            && flag("DD_LOGS_CONFIG_CONTAINER_COLLECT_ALL").unwrap_or(false);
+        let enabled = flag("DD_LOGS_ENABLED").unwrap_or(false);
+        let container_collect_all =
+            enabled && flag("DD_LOGS_CONFIG_CONTAINER_COLLECT_ALL").unwrap_or(false);
         let no_ssl = flag("DD_LOGS_CONFIG_LOGS_NO_SSL").unwrap_or(false);
         let destination = destination(non_empty("DD_LOGS_CONFIG_LOGS_DD_URL").as_deref(), no_ssl);
 
@@ -96,8 +116,35 @@ impl LogsConfig {
                 Duration::ZERO
             }),
         };
+        let file_scan_period = match non_empty("DD_LOGS_CONFIG_FILE_SCAN_PERIOD") {
+            None => DEFAULT_FILE_SCAN_PERIOD,
+            Some(v) => match v.parse::<f64>() {
+                Ok(n) if n.is_finite() && n > 0.0 => Duration::from_secs_f64(n),
+                _ => {
+                    warnings.push(format!(
+                        "invalid DD_LOGS_CONFIG_FILE_SCAN_PERIOD {v:?}, using the default"
+                    ));
+                    DEFAULT_FILE_SCAN_PERIOD
+                }
+            },
+        };
+        let close_timeout = int("DD_LOGS_CONFIG_CLOSE_TIMEOUT", &mut warnings)
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_CLOSE_TIMEOUT);
+        let open_files_limit = int("DD_LOGS_CONFIG_OPEN_FILES_LIMIT", &mut warnings)
+            .map(|n| n as usize)
+            .unwrap_or(super::filesource::OPEN_FILES_LIMIT);
         LogsConfig {
             enabled,
+            container_collect_all,
+            file_scan_period,
+            close_timeout,
+            open_files_limit,
+            confd_path: non_empty("DD_CONFD_PATH")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(super::filesource::DEFAULT_CONFD)),
+            dd_service: non_empty("DD_SERVICE"),
+            confd_poll_requested: flag("DD_AUTOCONF_CONFIG_FILES_POLL").unwrap_or(false),
             destination,
             force_http: flag("DD_LOGS_CONFIG_FORCE_USE_HTTP").unwrap_or(false),
             compression: flag("DD_LOGS_CONFIG_USE_COMPRESSION").unwrap_or(true),
@@ -222,14 +269,31 @@ mod tests {
     }
 
     #[test]
-    fn both_switches_are_needed() {
-        assert!(!cfg(&[("DD_LOGS_ENABLED", "true")]).enabled);
-        assert!(!cfg(&[("DD_LOGS_CONFIG_CONTAINER_COLLECT_ALL", "true")]).enabled);
+    fn logs_need_dd_logs_enabled_and_containers_need_collect_all_too() {
+        let files_only = cfg(&[("DD_LOGS_ENABLED", "true")]);
+        assert!(files_only.enabled && !files_only.container_collect_all);
+        let neither = cfg(&[("DD_LOGS_CONFIG_CONTAINER_COLLECT_ALL", "true")]);
+        assert!(!neither.enabled && !neither.container_collect_all);
         let c = cfg(&[
             ("DD_LOGS_ENABLED", "true"),
             ("DD_LOGS_CONFIG_CONTAINER_COLLECT_ALL", "true"),
         ]);
-        assert!(c.enabled && c.compression && !c.force_http);
+        assert!(c.enabled && c.container_collect_all && c.compression && !c.force_http);
+        assert_eq!(
+            (c.file_scan_period, c.close_timeout, c.open_files_limit),
+            (Duration::from_secs(10), Duration::from_secs(60), 500)
+        );
+        assert_eq!(c.confd_path, PathBuf::from("/etc/datadog-agent/conf.d"));
+        assert_eq!(c.dd_service, None);
+        let quick = cfg(&[
+            ("DD_LOGS_CONFIG_FILE_SCAN_PERIOD", "0.5"),
+            ("DD_SERVICE", "trainer"),
+        ]);
+        assert_eq!(quick.file_scan_period, Duration::from_millis(500));
+        assert_eq!(quick.dd_service.as_deref(), Some("trainer"));
+        let bad = cfg(&[("DD_LOGS_CONFIG_FILE_SCAN_PERIOD", "0")]);
+        assert_eq!(bad.file_scan_period, Duration::from_secs(10));
+        assert_eq!(bad.warnings.len(), 1);
         assert_eq!(
             (c.batch_wait, c.stop_grace, c.s6_grace, c.expected_tags),
             (

@@ -31,6 +31,8 @@ struct DockerLine {
 /// Stateful decoder of one file, fed chunks in file order.
 #[derive(Debug)]
 pub struct Decoder {
+    /// A plain file (a file log source): each line is a message, status `info`.
+    plain: bool,
     /// Bytes of a line not complete yet (no `\n` read so far).
     pending: Vec<u8>,
     /// Absolute offset of `pending[0]`.
@@ -43,9 +45,19 @@ impl Decoder {
     /// A decoder whose first byte is at `start` in the file.
     pub fn new(start: u64) -> Decoder {
         Decoder {
+            plain: false,
             pending: Vec::new(),
             base: start,
             partial: None,
+        }
+    }
+
+    /// A decoder of a plain text file (a `type: file` source) whose first byte is at `start`:
+    /// lines split on `\n`, trimmed, empty ones dropped, all `info`.
+    pub fn plain(start: u64) -> Decoder {
+        Decoder {
+            plain: true,
+            ..Decoder::new(start)
         }
     }
 
@@ -58,7 +70,12 @@ impl Decoder {
             let line_end = consumed + nl + 1;
             let end_offset = self.base + line_end as u64;
             let line = &self.pending[consumed..consumed + nl];
-            if let Some(d) = join_line(&mut self.partial, line, end_offset) {
+            let decoded = if self.plain {
+                plain_line(line, end_offset)
+            } else {
+                join_line(&mut self.partial, line, end_offset)
+            };
+            if let Some(d) = decoded {
                 out.push(d);
             }
             consumed = line_end;
@@ -67,6 +84,17 @@ impl Decoder {
         self.base += consumed as u64;
         out
     }
+}
+
+/// One line of a plain file: a message, or nothing when it is blank.
+fn plain_line(raw: &[u8], end_offset: u64) -> Option<Decoded> {
+    let text = String::from_utf8_lossy(raw);
+    let trimmed = text.trim_matches([' ', '\t', '\r']);
+    (!trimmed.is_empty()).then(|| Decoded {
+        content: trimmed.to_string(),
+        status: "info",
+        offset: end_offset,
+    })
 }
 
 /// One complete file line: a message, or nothing (a partial entry kept in `partial`, or empty).
@@ -174,6 +202,31 @@ mod tests {
         assert_eq!(out[0].content, format!("{}tail", "x".repeat(16384)));
         assert_eq!(out[0].status, "error");
         assert_eq!(out[0].offset, (p1.len() + p2.len()) as u64);
+    }
+
+    #[test]
+    fn a_plain_file_is_read_line_by_line_and_a_last_line_waits_for_its_newline() {
+        let mut d = Decoder::plain(10);
+        let json = "{\"log\":\"not docker\\n\",\"stream\":\"stderr\"}";
+        let text = format!("first\n  \r\n\tsecond \r\n{json}\nlast");
+        let out = d.feed(text.as_bytes());
+        let got: Vec<(&str, &str, u64)> = out
+            .iter()
+            .map(|m| (m.content.as_str(), m.status, m.offset))
+            .collect();
+        let json_end = 10 + text.len() as u64 - 4;
+        assert_eq!(
+            got,
+            vec![
+                ("first", "info", 16),
+                ("second", "info", 16 + 4 + 10),
+                (json, "info", json_end),
+            ]
+        );
+        assert!(d.feed(b" line").is_empty());
+        let out = d.feed(b"\n");
+        assert_eq!(out[0].content, "last line");
+        assert_eq!(out[0].offset, json_end + 10);
     }
 
     #[test]

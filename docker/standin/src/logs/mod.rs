@@ -14,6 +14,8 @@
 
 pub mod config;
 pub mod decoder;
+pub mod files;
+pub mod filesource;
 pub mod registry;
 pub mod sender;
 pub mod tailer;
@@ -35,8 +37,6 @@ use tokio::task::JoinHandle;
 
 /// How often new containers are looked for (the real launcher reacts to each new source).
 const LAUNCH_EVERY: Duration = Duration::from_secs(1);
-/// `logs_config.file_scan_period`: removed containers' tailers stop.
-const FILE_SCAN_PERIOD: Duration = Duration::from_secs(10);
 /// The auditor's flush period.
 const AUDIT_EVERY: Duration = Duration::from_secs(1);
 /// The pipeline's input channel (the real `logs_config.message_channel_size`).
@@ -58,13 +58,78 @@ pub struct Logs {
     stop_tx: watch::Sender<bool>,
     registry: Arc<Mutex<Registry>>,
     active: Arc<Mutex<HashMap<String, Active>>>,
-    launcher: JoinHandle<()>,
+    launcher: Option<JoinHandle<()>>,
+    /// The conf.d file sources' launcher ([`files`]).
+    files: JoinHandle<()>,
     auditor: JoinHandle<()>,
     /// Bytes read from all files since start (`logsStats` "Bytes Read").
     pub bytes_read: Arc<AtomicU64>,
 }
 
-/// Starts the logs agent when `DD_LOGS_ENABLED` and `container_collect_all` are both set.
+/// The image's s6 step before the agent starts: `/conf.d/**.yaml` copied into
+/// /etc/datadog-agent/conf.d ([`filesource::copy_custom_files`]).
+pub fn copy_custom_files() {
+    for copied in filesource::copy_custom_files(
+        std::path::Path::new(filesource::CUSTOM_CONFD),
+        std::path::Path::new(filesource::ETC_DIR),
+    ) {
+        // cp -v's line, as the image's init prints it.
+        println!(
+            "'{}' -> '{}'",
+            copied
+                .strip_prefix(filesource::ETC_DIR)
+                .map(|r| std::path::Path::new("/").join(r))
+                .unwrap_or_else(|_| copied.clone())
+                .display(),
+            copied.display()
+        );
+    }
+}
+
+/// conf.d read once, as the agent does at its start: every file source declared, refused ones
+/// included (they show in `agent status` with their error and read nothing).
+fn read_file_sources(confd: &std::path::Path) -> Vec<filesource::FileSource> {
+    let mut sources = Vec::new();
+    for (name, path) in filesource::read_confd(confd) {
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let parsed = filesource::parse_logs_config(&name, &path.display().to_string(), &text);
+        for w in &parsed.warnings {
+            logline::warn(
+                "comp/logs/agent/config/integration_config.go:200 in Validate",
+                w,
+            );
+        }
+        sources.extend(parsed.sources);
+    }
+    sources
+}
+
+/// The logs agent's sender, built once: the `{}` probe decides HTTP or "TCP" for the whole run.
+async fn make_sender(config: Arc<Config>, cfg: Arc<LogsConfig>) -> Arc<Sender> {
+    let mut sender = Sender::new(
+        cfg.destination.clone(),
+        config.api_key.reveal(),
+        cfg.compression,
+    );
+    if !cfg.force_http && !sender.probe().await {
+        sender.http = false;
+        logline::warn(
+            "comp/logs/agent/config/endpoints_builder.go:80 in BuildEndpoints",
+            "You are currently sending Logs to Datadog through TCP (either because logs_config.force_use_tcp or logs_config.socks5_proxy_address is set or the HTTP connectivity test has failed). To benefit from increased reliability and better network performances, we strongly encourage switching over to compressed HTTPS which is now the default protocol.",
+        );
+    } else {
+        logline::info(
+            "comp/logs/agent/config/endpoints_builder.go:70 in BuildEndpoints",
+            &format!("Sending logs to {} over HTTP", sender.url()),
+        );
+    }
+    Arc::new(sender)
+}
+
+/// Starts the logs agent when `DD_LOGS_ENABLED` is set: conf.d's file sources, and every
+/// container's output when `container_collect_all` is set too.
 pub fn start(config: Arc<Config>, cfg: LogsConfig, shared: Arc<Shared>) -> Option<Logs> {
     if !cfg.enabled {
         return None;
@@ -81,16 +146,50 @@ pub fn start(config: Arc<Config>, cfg: LogsConfig, shared: Arc<Shared>) -> Optio
     let active = Arc::new(Mutex::new(HashMap::new()));
     let bytes_read = Arc::new(AtomicU64::new(0));
     let auditor = tokio::spawn(audit_forever(cfg.run_path.clone(), registry.clone()));
-    let launcher = tokio::spawn(launch_forever(Launch {
-        config,
-        cfg: cfg.clone(),
-        shared,
+    let sender = Arc::new(tokio::sync::OnceCell::new());
+    let make: Arc<dyn Fn() -> futures_util::future::BoxFuture<'static, Arc<Sender>> + Send + Sync> = {
+        let (config, cfg) = (config.clone(), cfg.clone());
+        Arc::new(move || Box::pin(make_sender(config.clone(), cfg.clone())))
+    };
+    let started = Instant::now();
+    if cfg.confd_poll_requested {
+        logline::warn(
+            "comp/core/autodiscovery/providers/config_reader.go:140 in ReadConfigFiles",
+            "DD_AUTOCONF_CONFIG_FILES_POLL is not supported by the stand-in: conf.d is read once, at start",
+        );
+    }
+    let file_sources = read_file_sources(&cfg.confd_path);
+    let files = tokio::spawn(files::run(files::FilesLaunch {
+        sources: file_sources,
+        sender: sender.clone(),
+        make_sender: make.clone(),
         registry: registry.clone(),
-        active: active.clone(),
-        stop: stop_rx,
-        bytes_read: bytes_read.clone(),
-        started: Instant::now(),
+        stop: stop_rx.clone(),
+        progress_bytes: bytes_read.clone(),
+        shared: shared.clone(),
+        hostname: config.hostname.clone(),
+        dd_service: cfg.dd_service.clone(),
+        host_tags: config.host_tags.clone(),
+        host_tags_until: (!cfg.expected_tags.is_zero()).then(|| started + cfg.expected_tags),
+        batch_wait: cfg.batch_wait,
+        scan_period: cfg.file_scan_period,
+        close_timeout: cfg.close_timeout,
+        open_files_limit: cfg.open_files_limit,
     }));
+    let launcher = cfg.container_collect_all.then(|| {
+        tokio::spawn(launch_forever(Launch {
+            config,
+            cfg: cfg.clone(),
+            shared,
+            registry: registry.clone(),
+            active: active.clone(),
+            stop: stop_rx,
+            bytes_read: bytes_read.clone(),
+            started,
+            sender,
+            make_sender: make,
+        }))
+    });
     logline::info(
         "comp/logs/agent/agentimpl/agent.go:190 in start",
         "logs-agent started",
@@ -101,6 +200,7 @@ pub fn start(config: Arc<Config>, cfg: LogsConfig, shared: Arc<Shared>) -> Optio
         registry,
         active,
         launcher,
+        files,
         auditor,
         bytes_read,
     })
@@ -111,15 +211,19 @@ impl Logs {
     /// `stop_grace_period`; then the registry is written once more.
     pub async fn stop(self) {
         let _ = self.stop_tx.send(true);
-        self.launcher.abort();
-        let _ = self.launcher.await;
-        let handles: Vec<JoinHandle<()>> = self
+        if let Some(launcher) = self.launcher {
+            launcher.abort();
+            let _ = launcher.await;
+        }
+        let mut handles: Vec<JoinHandle<()>> = self
             .active
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .drain()
             .map(|(_, a)| a.handle)
             .collect();
+        // The file launcher stops its tailers itself (one more read each) and waits for them.
+        handles.push(self.files);
         let aborts: Vec<_> = handles.iter().map(|h| h.abort_handle()).collect();
         let all = futures_util::future::join_all(handles);
         if tokio::time::timeout(self.cfg.stop_grace, all)
@@ -192,27 +296,14 @@ struct Launch {
     stop: watch::Receiver<bool>,
     bytes_read: Arc<AtomicU64>,
     started: Instant,
+    sender: Arc<tokio::sync::OnceCell<Arc<Sender>>>,
+    make_sender:
+        Arc<dyn Fn() -> futures_util::future::BoxFuture<'static, Arc<Sender>> + Send + Sync>,
 }
 
 async fn launch_forever(l: Launch) {
-    let mut sender = Sender::new(
-        l.cfg.destination.clone(),
-        l.config.api_key.reveal(),
-        l.cfg.compression,
-    );
-    if !l.cfg.force_http && !sender.probe().await {
-        sender.http = false;
-        logline::warn(
-            "comp/logs/agent/config/endpoints_builder.go:80 in BuildEndpoints",
-            "You are currently sending Logs to Datadog through TCP (either because logs_config.force_use_tcp or logs_config.socks5_proxy_address is set or the HTTP connectivity test has failed). To benefit from increased reliability and better network performances, we strongly encourage switching over to compressed HTTPS which is now the default protocol.",
-        );
-    } else {
-        logline::info(
-            "comp/logs/agent/config/endpoints_builder.go:70 in BuildEndpoints",
-            &format!("Sending logs to {} over HTTP", sender.url()),
-        );
-    }
-    let sender = Arc::new(sender);
+    let make = l.make_sender.clone();
+    let sender = l.sender.get_or_init(|| make()).await.clone();
     let mut seen: HashSet<String> = HashSet::new();
     let mut last_scan = Instant::now();
     loop {
@@ -228,7 +319,7 @@ async fn launch_forever(l: Launch) {
             }
             launch_one(&l, &sender, c).await;
         }
-        if last_scan.elapsed() >= FILE_SCAN_PERIOD {
+        if last_scan.elapsed() >= l.cfg.file_scan_period {
             last_scan = Instant::now();
             let mut active = l.active.lock().unwrap_or_else(|p| p.into_inner());
             active.retain(|_, a| {
@@ -285,7 +376,7 @@ async fn launch_one(l: &Launch, sender: &Arc<Sender>, c: crate::state::Container
             .cloned()
             .unwrap_or_else(|| short.clone()),
         source: short,
-        container_tags: crate::model::container_tags(&c, &l.config.labels_as_tags),
+        tags: crate::model::container_tags(&c, &l.config.labels_as_tags),
         host_tags: l.config.host_tags.clone(),
         host_tags_until: (!l.cfg.expected_tags.is_zero()).then(|| l.started + l.cfg.expected_tags),
     };
@@ -307,7 +398,7 @@ async fn launch_one(l: &Launch, sender: &Arc<Sender>, c: crate::state::Container
         rx,
         sender.clone(),
         meta,
-        identifier,
+        sender::Audit::new(identifier, registry::TAILING_MODE),
         l.registry.clone(),
         l.cfg.batch_wait,
     ));
@@ -399,7 +490,7 @@ mod tests {
         drop(f);
         let id = registry::identifier(&path);
         let mut before = Registry::default();
-        before.acknowledge(&id, sent_up_to, 1, 1);
+        before.acknowledge(&id, sent_up_to, 1, 1, registry::TAILING_MODE);
         registry::store(&run_path, &before).unwrap();
 
         // The new process starts from the file on disk.

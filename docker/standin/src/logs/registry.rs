@@ -62,18 +62,33 @@ impl Registry {
         self.entries.get(id).map(|e| e.offset)
     }
 
-    /// Records that everything up to `offset` in `id` was sent.
-    pub fn acknowledge(&mut self, id: &str, offset: u64, now_ns: i64, ingestion_ns: i64) {
-        let entry = self.entries.entry(id.to_string()).or_insert(Entry {
-            offset: 0,
-            last_updated_ns: now_ns,
-            tailing_mode: TAILING_MODE.to_string(),
-            ingestion_ns,
-        });
-        // Payloads of one file are acknowledged in file order; never go back.
-        entry.offset = entry.offset.max(offset);
-        entry.last_updated_ns = now_ns;
-        entry.ingestion_ns = ingestion_ns;
+    /// Records that everything up to `offset` in `id` was sent, by a source whose configured
+    /// position is `tailing_mode`. As the auditor does, the entry is replaced: payloads of one
+    /// file come in file order, and a truncated file's new tailer starts again from 0.
+    pub fn acknowledge(
+        &mut self,
+        id: &str,
+        offset: u64,
+        now_ns: i64,
+        ingestion_ns: i64,
+        tailing_mode: &str,
+    ) {
+        self.entries.insert(
+            id.to_string(),
+            Entry {
+                offset,
+                last_updated_ns: now_ns,
+                tailing_mode: tailing_mode.to_string(),
+                ingestion_ns,
+            },
+        );
+    }
+
+    /// The offset and recorded `TailingMode` of `id`, if the registry has it.
+    pub fn position(&self, id: &str) -> Option<(u64, &str)> {
+        self.entries
+            .get(id)
+            .map(|e| (e.offset, e.tailing_mode.as_str()))
     }
 
     pub fn to_json(&self) -> String {
@@ -157,6 +172,7 @@ mod tests {
             1234,
             1_700_000_000_500_000_000,
             1_700_000_000_000_000_001,
+            TAILING_MODE,
         );
         assert_eq!(
             r.to_json(),
@@ -173,11 +189,14 @@ mod tests {
     }
 
     #[test]
-    fn offsets_never_go_back_and_bad_files_are_refused() {
+    fn the_last_acknowledgement_wins_and_bad_files_are_refused() {
         let mut r = Registry::default();
-        r.acknowledge("file:a", 10, 1, 1);
-        r.acknowledge("file:a", 5, 2, 2);
-        assert_eq!(r.offset("file:a"), Some(10));
+        r.acknowledge("file:a", 10, 1, 1, "beginning");
+        assert_eq!(r.position("file:a"), Some((10, "beginning")));
+        // A truncated file is read again from 0 by a new tailer: its offsets replace the old.
+        r.acknowledge("file:a", 5, 2, 2, "");
+        assert_eq!(r.offset("file:a"), Some(5));
+        assert_eq!(r.position("file:a"), Some((5, "")));
         assert_eq!(r.offset("file:b"), None);
         assert!(Registry::parse("{}").is_err());
         assert!(Registry::parse("{\"Version\":1,\"Registry\":{}}").is_err());

@@ -73,13 +73,14 @@ impl Batcher {
     }
 }
 
-/// What every entry of one container carries besides its message.
+/// What every entry of one tailed file carries besides its message.
 #[derive(Clone, Debug)]
 pub struct Meta {
     pub hostname: String,
     pub service: String,
     pub source: String,
-    pub container_tags: Vec<String>,
+    /// A container's tags, or a file source's `filename:`/`dirname:`/own tags.
+    pub tags: Vec<String>,
     pub host_tags: Vec<String>,
     /// Host tags are added to `ddtags` until then (`expected_tags_duration` after start).
     pub host_tags_until: Option<Instant>,
@@ -87,7 +88,7 @@ pub struct Meta {
 
 impl Meta {
     pub fn ddtags(&self, now: Instant) -> String {
-        let mut tags = self.container_tags.clone();
+        let mut tags = self.tags.clone();
         if self.host_tags_until.is_some_and(|until| now < until) {
             tags.extend(self.host_tags.iter().cloned());
         }
@@ -263,12 +264,32 @@ impl Sender {
     }
 }
 
-/// Runs one container's pipeline until its channel closes (the tailer ended), then flushes.
+/// Where a pipeline records what was sent: the registry key and the source's configured
+/// position (`TailingMode`). Once `rotated` is set (the tailer reads a file its path no longer
+/// names) nothing more is recorded, as a rotated tailer's messages carry no identifier.
+#[derive(Clone, Debug)]
+pub struct Audit {
+    pub identifier: String,
+    pub tailing_mode: String,
+    pub rotated: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Audit {
+    pub fn new(identifier: String, tailing_mode: &str) -> Audit {
+        Audit {
+            identifier,
+            tailing_mode: tailing_mode.to_string(),
+            rotated: Arc::default(),
+        }
+    }
+}
+
+/// Runs one tailer's pipeline until its channel closes (the tailer ended), then flushes.
 pub async fn run_pipeline(
     mut rx: mpsc::Receiver<Message>,
     sender: Arc<Sender>,
     meta: Meta,
-    identifier: String,
+    audit: Audit,
     registry: Arc<Mutex<Registry>>,
     batch_wait: Duration,
 ) {
@@ -284,19 +305,19 @@ pub async fn run_pipeline(
             _ = ticker.tick() => (!batcher.is_empty()).then(|| batcher.take()),
         };
         if let Some(batch) = batch {
-            send_batch(&sender, &meta, &identifier, &registry, batch).await;
+            send_batch(&sender, &meta, &audit, &registry, batch).await;
         }
     }
     if !batcher.is_empty() {
         let batch = batcher.take();
-        send_batch(&sender, &meta, &identifier, &registry, batch).await;
+        send_batch(&sender, &meta, &audit, &registry, batch).await;
     }
 }
 
 async fn send_batch(
     sender: &Sender,
     meta: &Meta,
-    identifier: &str,
+    audit: &Audit,
     registry: &Mutex<Registry>,
     batch: Vec<Message>,
 ) {
@@ -306,11 +327,20 @@ async fn send_batch(
     let now_ms = (crate::timefmt::now() * 1000.0) as i64;
     let body = encode(&batch, meta, now_ms, &meta.ddtags(Instant::now()));
     sender.send_until_acknowledged(&body).await;
+    if audit.rotated.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
     let now_ns = (crate::timefmt::now() * 1e9) as i64;
     registry
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .acknowledge(identifier, last.offset, now_ns, last.ingested_ns);
+        .acknowledge(
+            &audit.identifier,
+            last.offset,
+            now_ns,
+            last.ingested_ns,
+            &audit.tailing_mode,
+        );
 }
 
 #[cfg(test)]
@@ -368,7 +398,7 @@ mod tests {
             hostname: "node-1".into(),
             service: "metta".into(),
             source: "metta".into(),
-            container_tags: vec!["container_id:abc".into(), "short_image:metta".into()],
+            tags: vec!["container_id:abc".into(), "short_image:metta".into()],
             host_tags: vec!["env:prod".into()],
             host_tags_until: None,
         };
@@ -447,7 +477,7 @@ mod pipeline_tests {
             hostname: "h".into(),
             service: "s".into(),
             source: "s".into(),
-            container_tags: vec![],
+            tags: vec![],
             host_tags: vec![],
             host_tags_until: None,
         }
@@ -466,7 +496,7 @@ mod pipeline_tests {
             rx,
             sender,
             meta(),
-            "file:x".into(),
+            Audit::new("file:x".into(), "beginning"),
             registry.clone(),
             Duration::from_secs(5),
         )
@@ -510,7 +540,7 @@ mod pipeline_tests {
             rx,
             sender,
             meta(),
-            "file:x".into(),
+            Audit::new("file:x".into(), "beginning"),
             registry.clone(),
             Duration::from_secs(1),
         );

@@ -13,29 +13,67 @@ use tokio::sync::{mpsc, watch};
 pub const READ_CHUNK: usize = 4096;
 pub const END_OF_FILE_SLEEP: Duration = Duration::from_secs(1);
 
-/// Tails `file` from `start` into `tx` until `stop` (one more read, then out) or `removed` (out
-/// at once). `bytes_read` counts what was read.
+/// Tails a container's json log `file` from `start` into `tx` until `stop` (one more read, then
+/// out) or `removed` (out at once). `bytes_read` counts what was read.
 pub async fn tail(
+    file: tokio::fs::File,
+    start: u64,
+    tx: mpsc::Sender<Message>,
+    stop: watch::Receiver<bool>,
+    removed: Arc<AtomicBool>,
+    bytes_read: Arc<AtomicU64>,
+) {
+    let progress = Progress {
+        bytes_read,
+        read_offset: Arc::default(),
+    };
+    tail_with(
+        file,
+        start,
+        Decoder::new(start),
+        tx,
+        stop,
+        removed,
+        progress,
+    )
+    .await
+}
+
+/// What a tailer has read: all tailers' bytes (`Bytes Read`) and this one's offset in its file
+/// (the scan compares it with the file's size to see a truncation).
+#[derive(Clone, Default)]
+pub struct Progress {
+    pub bytes_read: Arc<AtomicU64>,
+    pub read_offset: Arc<AtomicU64>,
+}
+
+/// Tails `file` from `start` through `decoder` into `tx` until `stop` (one more read, then out)
+/// or `removed` (out at once).
+pub async fn tail_with(
     mut file: tokio::fs::File,
     start: u64,
+    mut decoder: Decoder,
     tx: mpsc::Sender<Message>,
     mut stop: watch::Receiver<bool>,
     removed: Arc<AtomicBool>,
-    bytes_read: Arc<AtomicU64>,
+    progress: Progress,
 ) {
     if file.seek(std::io::SeekFrom::Start(start)).await.is_err() {
         return;
     }
-    let mut decoder = Decoder::new(start);
+    progress.read_offset.store(start, Ordering::Relaxed);
     let mut buf = vec![0u8; READ_CHUNK];
+    // A stop signal whose sender is gone is a stop (and must not wake the loop forever).
+    let mut owner_gone = false;
     loop {
         if removed.load(Ordering::Relaxed) {
             return;
         }
-        let stopping = *stop.borrow();
+        let stopping = *stop.borrow() || owner_gone;
         let n = file.read(&mut buf).await.unwrap_or_default();
         if n > 0 {
-            bytes_read.fetch_add(n as u64, Ordering::Relaxed);
+            progress.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
+            progress.read_offset.fetch_add(n as u64, Ordering::Relaxed);
             let now_ns = (crate::timefmt::now() * 1e9) as i64;
             for d in decoder.feed(&buf[..n]) {
                 let m = Message {
@@ -55,7 +93,7 @@ pub async fn tail(
         if n == 0 {
             tokio::select! {
                 _ = tokio::time::sleep(END_OF_FILE_SLEEP) => {}
-                _ = stop.changed() => {}
+                changed = stop.changed() => owner_gone = changed.is_err(),
             }
         }
     }
