@@ -251,7 +251,12 @@ pub struct RunArgs {
     /// Inside a container (SkyPilot's runtime mode): the most of the job's output held for the
     /// container's log while the log is slower than the job (e.g. 64MiB, 512MiB, 1GiB); only beyond
     /// it are lines dropped, and counted.
-    #[arg(long, env = "DDSKY_COPY_BUFFER", default_value = "64MiB", value_name = "SIZE")]
+    #[arg(
+        long,
+        env = "DDSKY_COPY_BUFFER",
+        default_value = "64MiB",
+        value_name = "SIZE"
+    )]
     pub copy_buffer: String,
 
     /// The job: a program and its arguments, after `--`.

@@ -125,7 +125,8 @@ pub fn confd_yaml(tags: &[String], service: &str) -> String {
 /// Whether the unsent rest of a job file holds only empty lines (spaces, tabs, `\r` aside), which
 /// the agent trims and never sends: its offset stops short of them for good.
 pub fn only_blank_lines(rest: &[u8]) -> bool {
-    rest.iter().all(|b| matches!(b, b'\n' | b' ' | b'\t' | b'\r'))
+    rest.iter()
+        .all(|b| matches!(b, b'\n' | b' ' | b'\t' | b'\r'))
 }
 
 #[cfg(test)]
@@ -136,8 +137,14 @@ mod tests {
     fn a_runs_files_are_named_by_start_and_pid_and_sort_by_start() {
         let stem = run_stem("2026-12-07T16:14:31.123456789Z", 4242);
         assert_eq!(stem, "20261207T161431Z-4242");
-        assert_eq!(file_name(&stem, Stream::Stdout), "20261207T161431Z-4242.stdout.log");
-        assert_eq!(file_name(&stem, Stream::Stderr), "20261207T161431Z-4242.stderr.log");
+        assert_eq!(
+            file_name(&stem, Stream::Stdout),
+            "20261207T161431Z-4242.stdout.log"
+        );
+        assert_eq!(
+            file_name(&stem, Stream::Stderr),
+            "20261207T161431Z-4242.stderr.log"
+        );
         let later = run_stem("2026-12-07T16:14:32Z", 17);
         assert!(later > stem, "names sort by start time");
     }
@@ -146,9 +153,15 @@ mod tests {
     fn files_begun_before_the_agent_started_are_told_apart() {
         let agent = "2026-12-07T16:14:31.9Z";
         assert!(begun_before("20261207T161430Z-1.stdout.log", agent));
-        assert!(!begun_before("20261207T161431Z-1.stdout.log", agent), "same second: waited for");
+        assert!(
+            !begun_before("20261207T161431Z-1.stdout.log", agent),
+            "same second: waited for"
+        );
         assert!(!begun_before("20261207T161500Z-1.stderr.log", agent));
-        assert!(!begun_before("notes.log", agent), "not a run's file: never taken as old");
+        assert!(
+            !begun_before("notes.log", agent),
+            "not a run's file: never taken as old"
+        );
     }
 
     #[test]
@@ -175,7 +188,10 @@ mod tests {
         assert_eq!(logs.len(), 2);
         for (source, stream) in logs.iter().zip(["stdout", "stderr"]) {
             assert_eq!(source["type"], "file");
-            assert_eq!(source["path"], format!("/var/log/ddsky-job/*.{stream}.log").as_str());
+            assert_eq!(
+                source["path"],
+                format!("/var/log/ddsky-job/*.{stream}.log").as_str()
+            );
             assert_eq!(source["service"], "skypilot-worker");
             assert_eq!(source["source"], "skypilot");
             // Unset: a start position of beginning on a wildcard is refused by 7.6x-7.7x.

@@ -348,10 +348,7 @@ pub fn copy_buffer(given: &str) -> Result<usize, SettingsError> {
             "--copy-buffer {given:?} {why}: give a size from 64KiB to 16GiB, e.g. 64MiB or 1GiB"
         ))
     };
-    let size: bytesize::ByteSize = given
-        .trim()
-        .parse()
-        .map_err(|_| bad("is not a size"))?;
+    let size: bytesize::ByteSize = given.trim().parse().map_err(|_| bad("is not a size"))?;
     if !(COPY_BUFFER_MIN..=COPY_BUFFER_MAX).contains(&size.as_u64()) {
         return Err(bad("is out of range"));
     }
@@ -667,7 +664,10 @@ mod tests {
         assert_eq!(copy_buffer("100MB").unwrap(), 100_000_000);
         for bad in ["lots", "", "1KiB", "100GiB", "-5MiB"] {
             let e = copy_buffer(bad).unwrap_err().to_string();
-            assert!(e.starts_with("--copy-buffer") && e.contains("e.g. 64MiB"), "{e}");
+            assert!(
+                e.starts_with("--copy-buffer") && e.contains("e.g. 64MiB"),
+                "{e}"
+            );
         }
     }
 

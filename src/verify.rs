@@ -794,8 +794,10 @@ mod tests {
             assert_eq!(n.logs.status, Status::Ok);
         }
         // The other columns still fail a node.
-        a.agent.retain(|s| !s.tag_set.contains(&"host:h1".to_string()));
-        a.host.retain(|s| !s.tag_set.contains(&"host:h1".to_string()));
+        a.agent
+            .retain(|s| !s.tag_set.contains(&"host:h1".to_string()));
+        a.host
+            .retain(|s| !s.tag_set.contains(&"host:h1".to_string()));
         let r = evaluate(&a, &vm);
         assert!(!r.ok);
         assert_eq!(r.nodes[1].failures(), vec!["agent", "host"]);

@@ -11,8 +11,8 @@ mod signals;
 mod supervisor;
 
 use super::{down, env, up, Context, Failure};
-use crate::engine::Engine;
 use crate::drain;
+use crate::engine::Engine;
 use crate::interrupt::Interrupt;
 use crate::joblog;
 use crate::placement::{self, Placement};
@@ -132,7 +132,9 @@ async fn job_env(args: &RunSettings) -> Vec<(OsString, OsString)> {
 fn copy_target(placement: &Placement, args: &RunSettings, bound: usize) -> Copy {
     const PID1_OUT: &str = "/proc/1/fd/1";
     const PID1_ERR: &str = "/proc/1/fd/2";
-    if *placement == Placement::Host {
+    // On a host, or where ddsky cannot name a container it would be in (a VM image's stray
+    // /.dockerenv): the job is on the VM.
+    if *placement != Placement::Kubernetes && !placement::knows_own_container(placement) {
         return match &args.agent {
             // Only where `up` prepared the directory: an agent on this host tails it.
             Ok(up) if (up.vm_mode || up.expect.is_empty()) && confd_written(up) => {

@@ -455,14 +455,27 @@ mod tests {
         let tailing = Tailing::from_sources(&[source(ID, "OK")]);
         let out = job_file("20261207T161431Z-7.stdout.log", 3000);
         let err = job_file("20261207T161431Z-7.stderr.log", 1000);
-        let v = verdict(&registry, &[out.clone(), err.clone()], &tailing, &HashMap::new());
+        let v = verdict(
+            &registry,
+            &[out.clone(), err.clone()],
+            &tailing,
+            &HashMap::new(),
+        );
         assert_eq!(v.containers[0].state, LogState::Sent);
         assert_eq!(v.containers[1].state, LogState::Unsent { bytes: 100 });
         let line = summary(&v, Duration::from_secs(8), Duration::from_secs(8));
-        assert!(line.contains("20261207T161431Z-7.stderr.log 100 bytes"), "{line}");
+        assert!(
+            line.contains("20261207T161431Z-7.stderr.log 100 bytes"),
+            "{line}"
+        );
         // A file the agent has not sent from yet waits from 0; its blank rest does not hold it.
         let fresh = job_file("20261207T161500Z-8.stdout.log", 64);
-        let v = verdict(&registry, &[fresh.clone()], &tailing, &HashMap::new());
+        let v = verdict(
+            &registry,
+            std::slice::from_ref(&fresh),
+            &tailing,
+            &HashMap::new(),
+        );
         assert_eq!(v.containers[0].state, LogState::Unsent { bytes: 64 });
         let blank = HashMap::from([(fresh.id.clone(), 0)]);
         let v = verdict(&registry, &[fresh, out], &tailing, &blank);
@@ -554,7 +567,10 @@ mod tests {
         assert!(Registry::parse("[1,2]").is_err());
         let odd = r#"{"Version":2,"Registry":{"file:/x/y.log":{"Offset":"12"},"file:/a/zz-json.log":{"Offset":"nope"},"journald:x":{}}}"#;
         let registry = Registry::parse(odd).unwrap();
-        assert!(registry.positions.is_empty(), "no container's log among them");
+        assert!(
+            registry.positions.is_empty(),
+            "no container's log among them"
+        );
         // Every file entry is kept by its path (a job file's), an unreadable offset as 0.
         assert_eq!(registry.path_offset("/x/y.log"), Some(12));
         assert_eq!(registry.path_offset("/a/zz-json.log"), Some(0));

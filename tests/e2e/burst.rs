@@ -32,8 +32,8 @@ fn check_whole(what: &str, got: &[impl AsRef<str>], context: &str) {
 }
 
 #[test]
-fn a_burst_of_100000_lines_reaches_the_container_log_and_the_intake_whole_and_the_job_is_unchanged(
-) {
+fn a_burst_of_100000_lines_reaches_the_container_log_and_the_intake_whole_and_the_job_is_unchanged()
+{
     let s = Scope::new("burst");
     let intake = Intake::start(200, 202);
     let run_dir = scratch_dir("burst-run");
@@ -49,9 +49,10 @@ fn a_burst_of_100000_lines_reaches_the_container_log_and_the_intake_whole_and_th
             "DDSKY_RUN_DIR".into(),
             run_dir.path().to_str().unwrap().into(),
         ));
-        // A generous bound for a debug build on a busy machine: what is tested is that every line
-        // is sent before the agent stops, not how fast.
-        env.push(("DDSKY_DOWN_TIMEOUT".into(), "90s".into()));
+        // A generous bound: the stand-in (a debug build, on a busy 2-core machine) sends a few
+        // hundred lines a second here; what is tested is that every line is sent before the
+        // agent stops, not how fast (bench.sh figure 9b measures the copy).
+        env.push(("DDSKY_DOWN_TIMEOUT".into(), "240s".into()));
         env
     };
     let task_id = "sky-2026-12-07-03-18-31-563597_burst_1";
@@ -64,7 +65,12 @@ fn a_burst_of_100000_lines_reaches_the_container_log_and_the_intake_whole_and_th
             ("SKYPILOT_TASK_ID", task_id),
         ],
     ));
-    run(&mut exec_script(&sky, &setup_env, yaml["setup"].as_str().unwrap())).expect_code(0);
+    run(&mut exec_script(
+        &sky,
+        &setup_env,
+        yaml["setup"].as_str().unwrap(),
+    ))
+    .expect_code(0);
     assert!(inspect(&s.agent).is_some(), "setup started the agent");
 
     let run_block = yaml["run"]
@@ -94,7 +100,10 @@ fn a_burst_of_100000_lines_reaches_the_container_log_and_the_intake_whole_and_th
         "no line was lost on the way to the container log: {}",
         out.stderr
     );
-    assert!(inspect(&s.agent).is_none(), "run --down removed the agent: {out}");
+    assert!(
+        inspect(&s.agent).is_none(),
+        "run --down removed the agent: {out}"
+    );
 
     // Every line in sky_container's own log (the pty's \r\n line ends trimmed), in order.
     let logs = docker(&["logs", &sky]);

@@ -52,7 +52,10 @@ fn up(s: &Scope, intake: &Intake) {
     let out = run(node(s, "up").args(vm_args(s, intake)));
     out.expect_code(0);
     let confd = s.job_log_dir.path().join("conf.d/conf.yaml");
-    assert!(confd.is_file(), "up wrote the agent's conf.d before starting it: {out}");
+    assert!(
+        confd.is_file(),
+        "up wrote the agent's conf.d before starting it: {out}"
+    );
 }
 
 /// A job that logs 300 steps, crashes with a 200-line traceback on stderr, prints a last line and
@@ -68,7 +71,9 @@ exit 3"#,
 }
 
 fn stdout_lines(tag: &str) -> Vec<String> {
-    let mut lines: Vec<String> = (1..=300).map(|i| format!("{tag} step {i} loss=0.{i}")).collect();
+    let mut lines: Vec<String> = (1..=300)
+        .map(|i| format!("{tag} step {i} loss=0.{i}"))
+        .collect();
     lines.push(format!("{tag} the last line"));
     lines
 }
@@ -114,16 +119,24 @@ fn vm_mode_every_line_of_a_failing_job_is_sent_tagged_before_the_agent_stops() {
     let out = run_job(&s, &intake, true, &failing_job("one"));
     out.expect_code(3).assert_no_secret(&[]);
     // The job's output, each stream unchanged.
-    let want_out: String = stdout_lines("one").iter().map(|l| format!("{l}\n")).collect();
+    let want_out: String = stdout_lines("one")
+        .iter()
+        .map(|l| format!("{l}\n"))
+        .collect();
     assert_eq!(out.stdout, want_out, "{}", out.stderr);
     let traceback: Vec<&str> = out
         .stderr
         .lines()
-        .filter(|l| l.starts_with("Traceback") || l.contains("train.py") || l.starts_with("RuntimeError"))
+        .filter(|l| {
+            l.starts_with("Traceback") || l.contains("train.py") || l.starts_with("RuntimeError")
+        })
         .map(str::trim)
         .collect();
     assert_eq!(traceback, stderr_lines("one"), "{}", out.stderr);
-    assert!(inspect(&s.agent).is_none(), "run --down removed the agent: {out}");
+    assert!(
+        inspect(&s.agent).is_none(),
+        "run --down removed the agent: {out}"
+    );
     assert!(
         out.stderr.contains("2 job files") && out.stderr.contains("drained"),
         "the drain's line names the job files: {}",
@@ -158,7 +171,10 @@ fn vm_mode_two_runs_in_a_row_each_send_their_lines_once() {
     let intake = Intake::start(200, 202);
     up(&s, &intake);
     run_job(&s, &intake, false, &failing_job("first")).expect_code(3);
-    assert!(inspect(&s.agent).is_some(), "without --down the agent stays");
+    assert!(
+        inspect(&s.agent).is_some(),
+        "without --down the agent stays"
+    );
     let second = run_job(&s, &intake, true, &failing_job("second"));
     second.expect_code(3);
     assert!(inspect(&s.agent).is_none(), "{second}");
@@ -177,7 +193,9 @@ fn vm_mode_two_runs_in_a_row_each_send_their_lines_once() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(
-        names.iter().all(|n| n.ends_with(".stdout.log") || n.ends_with(".stderr.log")),
+        names
+            .iter()
+            .all(|n| n.ends_with(".stdout.log") || n.ends_with(".stderr.log")),
         "{names:?}"
     );
 }
@@ -193,13 +211,21 @@ fn vm_mode_an_unwritable_job_directory_is_one_warning_and_the_job_is_untouched()
     std::fs::write(&jobs, "not a directory").unwrap();
     let out = run_job(&s, &intake, false, &failing_job("blocked"));
     out.expect_code(3);
-    let want_out: String = stdout_lines("blocked").iter().map(|l| format!("{l}\n")).collect();
+    let want_out: String = stdout_lines("blocked")
+        .iter()
+        .map(|l| format!("{l}\n"))
+        .collect();
     assert_eq!(out.stdout, want_out, "{}", out.stderr);
-    assert!(out.stderr.contains("RuntimeError: blocked boom"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("RuntimeError: blocked boom"),
+        "{}",
+        out.stderr
+    );
     let warnings: Vec<&str> = out.stderr.lines().filter(|l| l.contains("WARN")).collect();
     assert_eq!(warnings.len(), 1, "one warning: {}", out.stderr);
     assert!(
-        warnings[0].contains("not copied") && warnings[0].contains(&Path::new(&jobs).display().to_string()),
+        warnings[0].contains("not copied")
+            && warnings[0].contains(&Path::new(&jobs).display().to_string()),
         "{}",
         warnings[0]
     );
@@ -220,7 +246,9 @@ fn verify_of_a_vm_mode_run_is_ok_without_a_job_container() {
         cmd.env("DD_API_KEY", KEY)
             .env("DD_APP_KEY", APP_KEY)
             .env("DDSKY_API_URL", fake.url())
-            .args(["verify", "--no-aws", "--run-id", "vmrun", "--format", "json"])
+            .args([
+                "verify", "--no-aws", "--run-id", "vmrun", "--format", "json",
+            ])
             .args(extra);
         run(&mut cmd)
     };

@@ -364,7 +364,9 @@ impl Pending {
         }
         self.held += line.len();
         let fits = |s: &Segment| {
-            s.stream == stream && s.first + s.lines == n && s.bytes.len() + line.len() <= SEGMENT_MAX
+            s.stream == stream
+                && s.first + s.lines == n
+                && s.bytes.len() + line.len() <= SEGMENT_MAX
         };
         match self.segments.back_mut() {
             Some(last) if !self.gap && fits(last) => {
@@ -372,7 +374,7 @@ impl Pending {
                 last.lines += 1;
             }
             _ => {
-                let mut bytes = BytesMut::with_capacity(line.len().max(64 * 1024).min(SEGMENT_MAX));
+                let mut bytes = BytesMut::with_capacity(line.len().clamp(64 * 1024, SEGMENT_MAX));
                 bytes.extend_from_slice(line);
                 self.segments.push_back(Segment {
                     stream,
@@ -607,7 +609,10 @@ fn write_copies(buffer: &CopyBuffer, to: &CopyTo) {
                 .cap
                 .is_some_and(|cap| *written + segment.bytes.len() as u64 > cap);
             let result = if capped {
-                Err((0, io::Error::other("it reached ddsky's cap for one run's file")))
+                Err((
+                    0,
+                    io::Error::other("it reached ddsky's cap for one run's file"),
+                ))
             } else {
                 *written += segment.bytes.len() as u64;
                 write_counted(target, &segment.bytes)
@@ -617,7 +622,8 @@ fn write_copies(buffer: &CopyBuffer, to: &CopyTo) {
             match result {
                 Ok(()) => p.copied += segment.lines,
                 Err((written, e)) => {
-                    let whole = memchr::memchr_iter(b'\n', &segment.bytes[..written]).count() as u64;
+                    let whole =
+                        memchr::memchr_iter(b'\n', &segment.bytes[..written]).count() as u64;
                     p.copied += whole;
                     p.lost(segment.first + whole);
                     drop(p);
@@ -655,7 +661,10 @@ mod tests {
     #[test]
     fn vm_mode_creates_new_files_without_a_header_and_never_reuses_one() {
         let dir = tempfile::tempdir().unwrap();
-        let (out, err) = (dir.path().join("r.stdout.log"), dir.path().join("r.stderr.log"));
+        let (out, err) = (
+            dir.path().join("r.stdout.log"),
+            dir.path().join("r.stderr.log"),
+        );
         let files = CopyTo {
             create: true,
             header: None,
@@ -682,7 +691,10 @@ mod tests {
     #[test]
     fn a_file_stops_at_its_cap_and_the_rest_is_counted() {
         let dir = tempfile::tempdir().unwrap();
-        let (out, err) = (dir.path().join("c.stdout.log"), dir.path().join("c.stderr.log"));
+        let (out, err) = (
+            dir.path().join("c.stdout.log"),
+            dir.path().join("c.stderr.log"),
+        );
         let files = CopyTo {
             create: true,
             header: None,
@@ -695,10 +707,17 @@ mod tests {
         copy.feed(b"0123456789\n");
         buffer.close();
         write_copies(&buffer, &files);
-        assert_eq!(std::fs::read_to_string(&err).unwrap(), "err\n", "under its cap");
+        assert_eq!(
+            std::fs::read_to_string(&err).unwrap(),
+            "err\n",
+            "under its cap"
+        );
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "", "past its cap");
         let report = buffer.report(false);
-        assert!(report.failure.as_deref().unwrap().contains("cap"), "the cap is said");
+        assert!(
+            report.failure.as_deref().unwrap().contains("cap"),
+            "the cap is said"
+        );
         assert_eq!((report.copied, report.not_copied()), (1, 1));
     }
 
@@ -754,7 +773,11 @@ mod tests {
         assert_eq!((p.offered, p.dropped), (100_000, 0));
         assert_eq!(p.held, burst.len());
         // Large writes: a handful of segments, not one per line.
-        assert!(p.segments.len() <= burst.len() / SEGMENT_MAX + 1, "{}", p.segments.len());
+        assert!(
+            p.segments.len() <= burst.len() / SEGMENT_MAX + 1,
+            "{}",
+            p.segments.len()
+        );
         drop(p);
         assert_eq!(lines(&buffer).concat(), burst);
     }
@@ -779,10 +802,18 @@ mod tests {
         p.push(Stream::Err, b"toolong\n", 8);
         p.held -= 2; // the writer took "a\n"
         p.push(Stream::Err, b"e\n", 8);
-        let shape: Vec<_> = p.segments.iter().map(|s| (s.stream, s.first, s.lines)).collect();
+        let shape: Vec<_> = p
+            .segments
+            .iter()
+            .map(|s| (s.stream, s.first, s.lines))
+            .collect();
         assert_eq!(
             shape,
-            [(Stream::Out, 1, 1), (Stream::Err, 2, 2), (Stream::Err, 5, 1)],
+            [
+                (Stream::Out, 1, 1),
+                (Stream::Err, 2, 2),
+                (Stream::Err, 5, 1)
+            ],
             "line 4 was dropped: 5 starts a segment of its own"
         );
     }
@@ -801,10 +832,16 @@ mod tests {
         copy.finish();
         buffer.close();
         write_copies(&buffer, &to(&out, &err));
-        assert_eq!(std::fs::read_to_string(&out).unwrap(), "\nheader\none\ntwo\nthree\n");
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "\nheader\none\ntwo\nthree\n"
+        );
         assert_eq!(std::fs::read_to_string(&err).unwrap(), "oops\n");
         let report = buffer.report(false);
-        assert_eq!((report.offered, report.copied, report.not_copied()), (4, 4, 0));
+        assert_eq!(
+            (report.offered, report.copied, report.not_copied()),
+            (4, 4, 0)
+        );
         assert_eq!(buffer.lock().held, 0);
     }
 

@@ -305,7 +305,12 @@ fn job_logs(
     placement: &Placement,
     tags: &TagSet,
 ) -> Option<String> {
-    if *placement != Placement::Host || !matches!(ctx.docker_host, DockerHost::Unix(_)) {
+    // On a host (or where ddsky cannot name a container it would be in: a VM image's stray
+    // /.dockerenv), with a local daemon that resolves the mounts on this machine.
+    if *placement == Placement::Kubernetes
+        || placement::knows_own_container(placement)
+        || !matches!(ctx.docker_host, DockerHost::Unix(_))
+    {
         return None;
     }
     let dir = args.job_log_dir.clone();
