@@ -19,8 +19,9 @@ use crate::placement::{self, Placement};
 use crate::reconcile::is_managed;
 use crate::settings::{RunSettings, UpSettings};
 use std::ffi::OsString;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use supervisor::{Copy, CopyTo, Job};
+use supervisor::{Copy, CopyTo, Gate, Job};
 
 /// SkyPilot SIGKILLs a cancelled job 30 s after its SIGTERM: the teardown ends before.
 const KILL_WINDOW: Duration = Duration::from_secs(28);
@@ -35,6 +36,7 @@ const COPY_GRACE: Duration = Duration::from_secs(10);
 const REFRESH_GRACE: Duration = Duration::from_secs(15);
 
 pub async fn run(ctx: &Context, args: RunSettings) -> Result<u8, Failure> {
+    let run_started = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
     let placement = placement::detect(&placement::read_surroundings());
     let job = Job {
         command: args.command.clone(),
@@ -57,7 +59,17 @@ pub async fn run(ctx: &Context, args: RunSettings) -> Result<u8, Failure> {
     let first_signal = listener.map(|l| l.forward_to(started.pid()));
 
     let (stop_refresh, refresh_interrupt) = Interrupt::manual();
-    let refresh = refresh_agent(ctx, &args, &placement, refresh_interrupt);
+    let gate = match &copy {
+        Copy::To(to) => to.gate.clone(),
+        Copy::Nowhere => None,
+    };
+    let refresh = async {
+        refresh_agent(ctx, &args, &placement, refresh_interrupt).await;
+        if let Some(gate) = &gate {
+            agent_tails_files(ctx, &run_started).await;
+            gate.open();
+        }
+    };
     let waited = tokio::task::spawn_blocking(move || {
         let code = started.wait();
         (code, started)
@@ -79,6 +91,10 @@ pub async fn run(ctx: &Context, args: RunSettings) -> Result<u8, Failure> {
         {
             tracing::warn!("the agent refresh did not end in time after the job; left as it is");
         }
+    }
+    // Whatever happened to the refresh, the job's files are written now.
+    if let Some(gate) = &gate {
+        gate.open();
     }
     let (code, started) = match joined {
         Ok(done) => done,
@@ -166,6 +182,7 @@ fn copy_target(placement: &Placement, args: &RunSettings, bound: usize) -> Copy 
         split_streams: false,
         cap: None,
         bound,
+        gate: None,
     })
 }
 
@@ -187,6 +204,8 @@ fn vm_files(up: &UpSettings, bound: usize) -> Copy {
         split_streams: true,
         cap: Some(joblog::FILE_CAP),
         bound,
+        // Opened once the agent is known to have added its file sources (see `agent_tails_files`).
+        gate: Some(Arc::new(Gate::default())),
     })
 }
 
@@ -260,6 +279,62 @@ fn say_how_the_copy_went(report: &supervisor::CopyReport, to: &CopyTo) {
     } else {
         tracing::debug!("{} lines copied into {what}", report.copied);
     }
+}
+
+/// How long a VM-mode run waits for an agent that started after it to add its file sources.
+const SOURCES_WAIT: Duration = Duration::from_secs(30);
+
+/// VM mode: returns once a file this run creates will be read whole by the agent. The agent adds its
+/// conf.d sources at its start, and a file already there then starts at its END; a file created
+/// later is found by its scan and read from the beginning. So when the agent started after this run
+/// began (the run's own refresh created or recreated it, e.g. `sky exec` with a new task id), wait
+/// until `agent status` lists the job files' source (at most [`SOURCES_WAIT`]); an agent that was up
+/// before costs nothing.
+async fn agent_tails_files(ctx: &Context, run_started: &str) {
+    let Ok(engine) = Engine::connect(&ctx.docker_host).await else {
+        return;
+    };
+    let Ok(Some(agent)) = engine.inspect(&ctx.name).await else {
+        return;
+    };
+    // RFC 3339 in UTC on both sides: the text orders like the time.
+    if agent
+        .state
+        .started_at
+        .as_deref()
+        .is_none_or(|at| at < run_started)
+    {
+        return;
+    }
+    let wanted = joblog::source_path(joblog::Stream::Stdout);
+    let deadline = Instant::now() + SOURCES_WAIT;
+    while Instant::now() < deadline {
+        let answer = engine
+            .exec(
+                &agent.id,
+                &["agent", "status", "--json"],
+                &["DD_LOG_LEVEL=off"],
+            )
+            .await;
+        if let Ok(out) = answer {
+            let listed = crate::agent_output::parse_status_json(&out.stdout)
+                .ok()
+                .and_then(|s| s.log_sources)
+                .is_some_and(|sources| {
+                    sources
+                        .iter()
+                        .any(|s| s.path.as_deref() == Some(wanted.as_str()))
+                });
+            if listed {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    tracing::warn!(
+        "the agent did not list the job files' log source within {}s; the job's first lines may not be sent",
+        SOURCES_WAIT.as_secs()
+    );
 }
 
 /// `up --no-wait` for this run's tags, its result logged (stdout is the job's). Never fails: the

@@ -67,7 +67,10 @@ fn up_creates_exactly_the_recipe_and_a_second_up_is_a_no_op() {
                 "{}/conf.d:/etc/datadog-agent/conf.d/ddsky.d:ro",
                 s.job_log_dir.path().display()
             ),
-            &format!("{}/jobs:/var/log/ddsky-job:ro", s.job_log_dir.path().display()),
+            &format!(
+                "{}/jobs:/var/log/ddsky-job:ro",
+                s.job_log_dir.path().display()
+            ),
         ]
     );
     let env = env_of(&c);

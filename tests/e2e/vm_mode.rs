@@ -265,3 +265,46 @@ fn verify_of_a_vm_mode_run_is_ok_without_a_job_container() {
         assert_eq!(n["logs"]["status"], "ok");
     }
 }
+
+#[test]
+fn vm_mode_a_new_run_on_a_kept_cluster_has_every_line_sent_with_its_own_tags() {
+    let s = Scope::new("vmmodeexec");
+    let intake = Intake::start(200, 202);
+    up(&s, &intake);
+    // `sky exec` on the kept cluster: no setup, a new run id; `ddsky run`'s refresh recreates the
+    // agent with the new tags while the job already prints. Its file must still be read whole.
+    let mut cmd = node(&s, "run");
+    cmd.env("METTA_RUN_ID", "bob.20261207.170000")
+        .args(vm_args(&s, &intake))
+        .args(["--down", "--down-timeout", "90s", "--", "sh", "-c"])
+        .arg(failing_job("exec"));
+    let out = run(&mut cmd);
+    out.expect_code(3);
+    assert!(
+        out.stderr.contains("recreated"),
+        "the refresh recreated the agent: {out}"
+    );
+    assert!(inspect(&s.agent).is_none(), "{out}");
+    assert_eq!(
+        sent(&intake, "stdout", "exec"),
+        stdout_lines("exec"),
+        "{out}"
+    );
+    assert_eq!(
+        sent(&intake, "stderr", "exec"),
+        stderr_lines("exec"),
+        "{out}"
+    );
+    let last = intake
+        .logs()
+        .into_iter()
+        .find(|e| e.message == "exec the last line")
+        .unwrap();
+    assert!(
+        last.ddtags
+            .iter()
+            .any(|t| t == "metta_run_id:bob.20261207.170000"),
+        "the new run's tags: {:?}",
+        last.ddtags
+    );
+}

@@ -41,14 +41,37 @@ pub struct Job {
 }
 
 /// Where the job's output also goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Copy {
     Nowhere,
     To(CopyTo),
 }
 
+/// Holds the writer before it creates its targets, until opened: a VM-mode file must appear after
+/// the agent's file sources were added, or the agent starts it at its end. The job's lines wait in
+/// the buffer meanwhile (the job is never held).
+#[derive(Debug, Default)]
+pub struct Gate {
+    open: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl Gate {
+    pub fn open(&self) {
+        *self.open.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.opened.notify_all();
+    }
+
+    fn wait(&self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        while !*open {
+            open = self.opened.wait(open).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
 /// The copy's targets and rules.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct CopyTo {
     pub stdout: PathBuf,
     pub stderr: PathBuf,
@@ -66,6 +89,8 @@ pub struct CopyTo {
     pub cap: Option<u64>,
     /// The most bytes the copy holds that the log has not taken yet.
     pub bound: usize,
+    /// Opened when the targets may be created (none: at once).
+    pub gate: Option<Arc<Gate>>,
 }
 
 /// Why the job did not start, as a shell would say it.
@@ -573,6 +598,9 @@ fn write_counted(target: &mut File, bytes: &[u8]) -> Result<(), (usize, io::Erro
 /// fills and lines are dropped, the job unaffected) and writes everything buffered, one write per
 /// segment, until the readers are done and the buffer is empty.
 fn write_copies(buffer: &CopyBuffer, to: &CopyTo) {
+    if let Some(gate) = &to.gate {
+        gate.wait();
+    }
     let open = |path: &PathBuf| {
         let mut options = OpenOptions::new();
         if to.create {
@@ -655,7 +683,41 @@ mod tests {
             split_streams: false,
             cap: None,
             bound: 1 << 20,
+            gate: None,
         }
+    }
+
+    #[test]
+    fn a_closed_gate_holds_the_files_back_and_the_lines_wait_in_the_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, err) = (
+            dir.path().join("g.stdout.log"),
+            dir.path().join("g.stderr.log"),
+        );
+        let gate = Arc::new(Gate::default());
+        let files = CopyTo {
+            create: true,
+            header: None,
+            gate: Some(gate.clone()),
+            ..to(&out, &err)
+        };
+        let (mut copy, buffer) = copy_with(1 << 20);
+        let writer = {
+            let buffer = buffer.clone();
+            std::thread::spawn(move || write_copies(&buffer, &files))
+        };
+        copy.feed(b"before the agent was ready\n");
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!out.exists(), "no file before the gate opens");
+        assert_eq!(buffer.lock().offered, 1);
+        gate.open();
+        copy.finish();
+        buffer.close();
+        writer.join().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "before the agent was ready\n"
+        );
     }
 
     #[test]
