@@ -273,11 +273,19 @@ fn vm_mode_a_new_run_on_a_kept_cluster_has_every_line_sent_with_its_own_tags() {
     up(&s, &intake);
     // `sky exec` on the kept cluster: no setup, a new run id; `ddsky run`'s refresh recreates the
     // agent with the new tags while the job already prints. Its file must still be read whole.
+    // The job prints its steps, then waits (a training job runs on) until the agent carrying the
+    // new run's tags runs, then crashes: its first lines were printed before the new agent was up.
+    let wait_for_new_agent = format!(
+        r#"for i in $(seq 1 600); do docker inspect -f '{{{{range .Config.Env}}}}{{{{println .}}}}{{{{end}}}}' {agent} 2>/dev/null | grep -q 'metta_run_id:bob' && break; sleep 0.2; done"#,
+        agent = s.agent
+    );
+    let job = failing_job("exec").replacen("\n{", &format!("\n{wait_for_new_agent}\n{{"), 1);
+    assert!(job.contains("docker inspect"), "{job}");
     let mut cmd = node(&s, "run");
     cmd.env("METTA_RUN_ID", "bob.20261207.170000")
         .args(vm_args(&s, &intake))
         .args(["--down", "--down-timeout", "90s", "--", "sh", "-c"])
-        .arg(failing_job("exec"));
+        .arg(job);
     let out = run(&mut cmd);
     out.expect_code(3);
     assert!(
