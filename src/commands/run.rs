@@ -183,6 +183,7 @@ fn copy_target(placement: &Placement, args: &RunSettings, bound: usize) -> Copy 
         cap: None,
         bound,
         gate: None,
+        name_when_created: None,
     })
 }
 
@@ -192,13 +193,15 @@ fn copy_target(placement: &Placement, args: &RunSettings, bound: usize) -> Copy 
 fn vm_files(up: &UpSettings, bound: usize) -> Copy {
     let jobs = std::path::Path::new(&up.job_log_dir).join(joblog::JOBS_SUBDIR);
     remove_sent_files(&jobs, &up.run_dir);
-    let started = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    let stem = joblog::run_stem(&started, std::process::id());
-    let file = |stream| jobs.join(joblog::file_name(&stem, stream));
     Copy::To(CopyTo {
-        stdout: file(joblog::Stream::Stdout),
-        stderr: file(joblog::Stream::Stderr),
-        what: format!("{}/{stem}.*.log for the agent", jobs.display()),
+        // Named when created (`name_when_created`).
+        stdout: jobs.clone(),
+        stderr: jobs.clone(),
+        what: format!(
+            "{}/<UTC start>-{}.*.log for the agent",
+            jobs.display(),
+            std::process::id()
+        ),
         create: true,
         header: None,
         split_streams: true,
@@ -206,6 +209,7 @@ fn vm_files(up: &UpSettings, bound: usize) -> Copy {
         bound,
         // Opened once the agent is known to have added its file sources (see `agent_tails_files`).
         gate: Some(Arc::new(Gate::default())),
+        name_when_created: Some(jobs.clone()),
     })
 }
 

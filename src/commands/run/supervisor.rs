@@ -13,6 +13,7 @@
 //! wait for the buffer's lock, held for a copy of bytes), and every failure of ddsky's own is a
 //! report, never an error of the job's.
 
+use crate::joblog;
 use bytes::BytesMut;
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -91,6 +92,10 @@ pub struct CopyTo {
     pub bound: usize,
     /// Opened when the targets may be created (none: at once).
     pub gate: Option<Arc<Gate>>,
+    /// VM mode: `stdout` and `stderr` are replaced, when the gate opens, by this directory's
+    /// `<UTC now>-<pid>.stdout.log` and `.stderr.log` (`joblog`): named by when they were created,
+    /// which is what the drain compares with the agent's start.
+    pub name_when_created: Option<PathBuf>,
 }
 
 /// Why the job did not start, as a shell would say it.
@@ -601,6 +606,17 @@ fn write_copies(buffer: &CopyBuffer, to: &CopyTo) {
     if let Some(gate) = &to.gate {
         gate.wait();
     }
+    let (stdout, stderr) = match &to.name_when_created {
+        Some(dir) => {
+            let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+            let stem = joblog::run_stem(&now, std::process::id());
+            (
+                dir.join(joblog::file_name(&stem, joblog::Stream::Stdout)),
+                dir.join(joblog::file_name(&stem, joblog::Stream::Stderr)),
+            )
+        }
+        None => (to.stdout.clone(), to.stderr.clone()),
+    };
     let open = |path: &PathBuf| {
         let mut options = OpenOptions::new();
         if to.create {
@@ -613,7 +629,7 @@ fn write_copies(buffer: &CopyBuffer, to: &CopyTo) {
             .open(path)
             .map_err(|e| format!("cannot open {} for writing: {e}", path.display()))
     };
-    let targets = open(&to.stdout).and_then(|out| Ok((out, open(&to.stderr)?)));
+    let targets = open(&stdout).and_then(|out| Ok((out, open(&stderr)?)));
     let (mut out, mut err) = match targets {
         Ok(t) => t,
         Err(why) => return buffer.fail(why),
@@ -669,6 +685,7 @@ fn write_copies(buffer: &CopyBuffer, to: &CopyTo) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     /// `--copy-buffer`'s default: a burst of a million 60-byte lines fits.
     const DEFAULT_COPY_BUFFER: usize = 64 * 1024 * 1024;
@@ -684,7 +701,38 @@ mod tests {
             cap: None,
             bound: 1 << 20,
             gate: None,
+            name_when_created: None,
         }
+    }
+
+    #[test]
+    fn vm_files_are_named_when_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = CopyTo {
+            create: true,
+            header: None,
+            name_when_created: Some(dir.path().to_path_buf()),
+            ..to(Path::new("/nonexistent/a"), Path::new("/nonexistent/b"))
+        };
+        let (mut copy, buffer) = copy_with(1 << 20);
+        copy.feed(b"x\n");
+        buffer.close();
+        write_copies(&buffer, &files);
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let pid = std::process::id();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(
+            names[0].ends_with(&format!("-{pid}.stderr.log")),
+            "{names:?}"
+        );
+        assert!(
+            names[1].ends_with(&format!("-{pid}.stdout.log")),
+            "{names:?}"
+        );
     }
 
     #[test]
