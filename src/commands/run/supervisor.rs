@@ -351,7 +351,8 @@ struct Segment {
 #[derive(Debug, Default)]
 struct Pending {
     segments: VecDeque<Segment>,
-    /// Bytes held: those queued plus those being written.
+    /// Memory held, in bytes: the capacity of the segments queued and of those being written (a
+    /// segment's buffer grows by doubling, so its length alone would undercount it).
     held: usize,
     /// Lines offered so far, both streams: the next one's number, less one.
     offered: u64,
@@ -392,7 +393,6 @@ impl Pending {
             self.gap = true;
             return;
         }
-        self.held += line.len();
         let fits = |s: &Segment| {
             s.stream == stream
                 && s.first + s.lines == n
@@ -400,12 +400,15 @@ impl Pending {
         };
         match self.segments.back_mut() {
             Some(last) if !self.gap && fits(last) => {
+                let before = last.bytes.capacity();
                 last.bytes.extend_from_slice(line);
                 last.lines += 1;
+                self.held += last.bytes.capacity() - before;
             }
             _ => {
-                let mut bytes = BytesMut::with_capacity(line.len().clamp(64 * 1024, SEGMENT_MAX));
+                let mut bytes = BytesMut::with_capacity(line.len().clamp(4 * 1024, SEGMENT_MAX));
                 bytes.extend_from_slice(line);
+                self.held += bytes.capacity();
                 self.segments.push_back(Segment {
                     stream,
                     first: n,
@@ -458,7 +461,7 @@ impl CopyBuffer {
         p.failure.get_or_insert(why);
         let segments = std::mem::take(&mut p.segments);
         for s in segments {
-            p.held -= s.bytes.len();
+            p.held -= s.bytes.capacity();
             p.lost(s.first);
         }
     }
@@ -662,7 +665,7 @@ fn write_copies(buffer: &CopyBuffer, to: &CopyTo) {
                 write_counted(target, &segment.bytes)
             };
             let mut p = buffer.lock();
-            p.held -= segment.bytes.len();
+            p.held -= segment.bytes.capacity();
             match result {
                 Ok(()) => p.copied += segment.lines,
                 Err((written, e)) => {
@@ -853,7 +856,7 @@ mod tests {
 
     #[test]
     fn chunks_become_whole_lines_and_the_last_gets_its_newline() {
-        let (mut copy, buffer) = copy_with(1024);
+        let (mut copy, buffer) = copy_with(1 << 20);
         copy.feed(b"ep");
         copy.feed(b"och 1\nepoch 2\nTrace");
         copy.feed(b"back (most recent call last):\n  Fi");
@@ -881,7 +884,13 @@ mod tests {
         }
         let p = buffer.lock();
         assert_eq!((p.offered, p.dropped), (100_000, 0));
-        assert_eq!(p.held, burst.len());
+        // What is held is the segments' memory: their capacity, at most twice what they hold.
+        let capacity: usize = p.segments.iter().map(|s| s.bytes.capacity()).sum();
+        assert_eq!(p.held, capacity);
+        assert!(
+            capacity >= burst.len() && capacity <= 2 * burst.len(),
+            "{capacity}"
+        );
         // Large writes: a handful of segments, not one per line.
         assert!(
             p.segments.len() <= burst.len() / SEGMENT_MAX + 1,
@@ -894,24 +903,29 @@ mod tests {
 
     #[test]
     fn a_full_bound_drops_and_counts_lines_instead_of_waiting() {
-        let (mut copy, buffer) = copy_with(4);
+        // The first line's segment takes 4 KiB of memory: the bound is then full.
+        let (mut copy, buffer) = copy_with(4097);
         copy.feed(b"a\nb\nc\nd\n");
-        assert_eq!(lines(&buffer), ["a\n", "b\n"]);
+        assert_eq!(lines(&buffer), ["a\n"]);
         let p = buffer.lock();
-        assert_eq!(p.dropped, 2);
-        assert_eq!(p.first_lost, 3, "c was the first lost");
+        assert_eq!(p.held, 4096);
+        assert_eq!(p.dropped, 3);
+        assert_eq!(p.first_lost, 2, "b was the first lost");
     }
 
     #[test]
     fn a_segment_holds_consecutive_lines_of_one_stream_only() {
-        let buffer = CopyBuffer::new(8);
+        let bound = 1 << 20;
+        let buffer = CopyBuffer::new(bound);
         let mut p = buffer.lock();
-        p.push(Stream::Out, b"a\n", 8);
-        p.push(Stream::Err, b"b\n", 8);
-        p.push(Stream::Err, b"c\n", 8);
-        p.push(Stream::Err, b"toolong\n", 8);
-        p.held -= 2; // the writer took "a\n"
-        p.push(Stream::Err, b"e\n", 8);
+        p.push(Stream::Out, b"a\n", bound);
+        p.push(Stream::Err, b"b\n", bound);
+        p.push(Stream::Err, b"c\n", bound);
+        let held = p.held;
+        p.held = bound; // full for line 4
+        p.push(Stream::Err, b"d\n", bound);
+        p.held = held; // the writer made room
+        p.push(Stream::Err, b"e\n", bound);
         let shape: Vec<_> = p
             .segments
             .iter()
