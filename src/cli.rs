@@ -196,6 +196,12 @@ pub struct UpArgs {
     #[arg(long, env = "DDSKY_RUN_DIR", default_value = crate::spec::AGENT_RUN_DIR, value_name = "PATH")]
     pub run_dir: String,
 
+    /// On a host: the directory where `ddsky run` writes the job's output for the agent to tail
+    /// (SkyPilot's default mode, the job on the VM itself), with the agent's conf.d for it; mounted
+    /// read-only into the agent [default: ~/.ddsky/job-logs].
+    #[arg(long, env = "DDSKY_JOB_LOG_DIR", value_name = "PATH")]
+    pub job_log_dir: Option<String>,
+
     /// Remove a container of the same name that ddsky did not create.
     #[arg(long, env = "DDSKY_REPLACE", value_parser = clap::builder::BoolishValueParser::new())]
     pub replace: bool,
@@ -209,6 +215,12 @@ pub struct UpArgs {
     /// [env: DDSKY_EXPECT, space-separated, used when no --expect is given].
     #[arg(long = "expect", value_name = "PATTERN")]
     pub expect: Vec<String>,
+
+    /// The job runs on the VM itself (SkyPilot's default mode, no `image_id: docker:`): `up` expects
+    /// no job container (it waits for health only), and `ddsky run` writes the job's output to
+    /// files the agent tails (see --job-log-dir).
+    #[arg(long, env = "DDSKY_VM_MODE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub vm_mode: bool,
 
     /// Return once the container runs, without waiting for health or discovery.
     #[arg(long, env = "DDSKY_NO_WAIT", value_parser = clap::builder::BoolishValueParser::new())]
@@ -243,6 +255,17 @@ pub struct RunArgs {
     /// With --down: stop at once, without waiting for the job's last lines to be sent.
     #[arg(long, env = "DDSKY_NO_DRAIN", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_drain: bool,
+
+    /// Inside a container (SkyPilot's runtime mode): the most of the job's output held for the
+    /// container's log while the log is slower than the job (e.g. 64MiB, 512MiB, 1GiB); only beyond
+    /// it are lines dropped, and counted.
+    #[arg(
+        long,
+        env = "DDSKY_COPY_BUFFER",
+        default_value = "64MiB",
+        value_name = "SIZE"
+    )]
+    pub copy_buffer: String,
 
     /// The job: a program and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
@@ -380,6 +403,11 @@ pub struct VerifyArgs {
     /// Do not check logs (an account without Log Management).
     #[arg(long)]
     pub no_logs: bool,
+
+    /// The job ran on the VM itself (SkyPilot's default mode, no `image_id: docker:`; see
+    /// docker/skypilot/vm-mode.yaml): no job container is expected, its column says "not expected".
+    #[arg(long, env = "DDSKY_VM_MODE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub vm_mode: bool,
 
     /// Look again until every node is ok or this long has passed (looks 15 s apart).
     #[arg(long, value_name = "DUR", value_parser = duration)]

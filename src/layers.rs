@@ -27,6 +27,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
             "exit",
             "gpu",
             "interrupt",
+            "joblog",
             "k8s",
             "key",
             "output",

@@ -19,6 +19,7 @@ mod error_chain;
 mod exit;
 mod gpu;
 mod interrupt;
+mod joblog;
 mod k8s;
 mod key;
 mod logging;

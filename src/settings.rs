@@ -99,6 +99,8 @@ pub struct VerifySettings {
     pub expect: Vec<String>,
     pub gpus: bool,
     pub no_logs: bool,
+    /// The job ran on the VM itself: no job container is expected.
+    pub vm_mode: bool,
     pub wait: Option<Duration>,
     pub site: String,
     /// `https://api.<site>`, or DDSKY_API_URL.
@@ -151,6 +153,10 @@ pub struct UpSettings {
     pub pull: PullPolicy,
     /// The host directory for the agent's run dir (its log positions), absolute.
     pub run_dir: String,
+    /// On a host: where `ddsky run` writes the job's output for the agent's file sources, absolute.
+    pub job_log_dir: String,
+    /// The job runs on the VM itself: no job container to expect; `run` writes the job files.
+    pub vm_mode: bool,
     pub replace: bool,
     pub timeout: Duration,
     /// The patterns given (--expect, else DDSKY_EXPECT); empty means `up`'s default, which depends
@@ -183,6 +189,8 @@ pub struct RunSettings {
     pub down: bool,
     pub down_timeout: Duration,
     pub no_drain: bool,
+    /// The copy buffer's bound in bytes (--copy-buffer).
+    pub copy_buffer: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -332,8 +340,46 @@ fn validate_run(cli: &Cli) -> Result<(), SettingsError> {
             ));
         }
         UpSettings::from_args(args.up.clone())?;
+        copy_buffer(&args.copy_buffer)?;
     }
     Ok(())
+}
+
+/// `--job-log-dir`, else `~/.ddsky/job-logs` (beside the binary the setup snippet installs; the
+/// SkyPilot user may write there without root), else /tmp/ddsky-job-logs without a HOME.
+fn job_log_dir(given: Option<&str>) -> Result<String, SettingsError> {
+    let dir = match given.map(str::trim).filter(|d| !d.is_empty()) {
+        Some(dir) => dir.to_owned(),
+        None => match env_var("HOME").filter(|h| h.starts_with('/')) {
+            Some(home) => format!("{}/.ddsky/job-logs", home.trim_end_matches('/')),
+            None => "/tmp/ddsky-job-logs".to_owned(),
+        },
+    };
+    if !dir.starts_with('/') || dir.contains(':') {
+        return Err(SettingsError::Invalid(format!(
+            "--job-log-dir {dir:?} must be an absolute host path without ':' (e.g. /home/ubuntu/.ddsky/job-logs)"
+        )));
+    }
+    Ok(dir.trim_end_matches('/').to_owned())
+}
+
+/// The smallest and largest copy buffer: one read of the job's pipe, and more than any node
+/// should give a log that does not keep up.
+const COPY_BUFFER_MIN: u64 = 64 * 1024;
+const COPY_BUFFER_MAX: u64 = 16 * 1024 * 1024 * 1024;
+
+/// `--copy-buffer`: a size such as `64MiB` (bytesize's forms: B, KiB, MiB, GiB, KB, MB, ...).
+pub fn copy_buffer(given: &str) -> Result<usize, SettingsError> {
+    let bad = |why: &str| {
+        SettingsError::Invalid(format!(
+            "--copy-buffer {given:?} {why}: give a size from 64KiB to 16GiB, e.g. 64MiB or 1GiB"
+        ))
+    };
+    let size: bytesize::ByteSize = given.trim().parse().map_err(|_| bad("is not a size"))?;
+    if !(COPY_BUFFER_MIN..=COPY_BUFFER_MAX).contains(&size.as_u64()) {
+        return Err(bad("is out of range"));
+    }
+    usize::try_from(size.as_u64()).map_err(|_| bad("is more than this machine can address"))
 }
 
 fn first_line(rendered: &str) -> String {
@@ -381,6 +427,7 @@ pub fn from_cli(
                 down: args.down,
                 down_timeout: args.down_timeout,
                 no_drain: args.no_drain,
+                copy_buffer: copy_buffer(&args.copy_buffer)?,
             }))
         }
         Command::Env(args) => CommandSettings::Env(JobSettings::from_args(&args.agent)?),
@@ -460,6 +507,7 @@ impl UpSettings {
                 args.run_dir
             )));
         }
+        let job_log_dir = job_log_dir(args.job_log_dir.as_deref())?;
         // The tags are checked last, as `up` always did.
         let agent = JobSettings::from_args(&args.agent)?;
         Ok(UpSettings {
@@ -472,6 +520,8 @@ impl UpSettings {
             extra_env,
             pull: args.pull.into(),
             run_dir: args.run_dir,
+            job_log_dir,
+            vm_mode: args.vm_mode,
             replace: args.replace,
             timeout: args.timeout,
             expect: or_env_list(&args.expect, "DDSKY_EXPECT"),
@@ -528,6 +578,7 @@ impl VerifySettings {
             },
             gpus: args.gpus,
             no_logs: args.no_logs,
+            vm_mode: args.vm_mode,
             wait: args.wait,
             ui_base: crate::verify::ui_base(&site),
             site,
@@ -750,6 +801,20 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("use --env instead"));
+    }
+
+    #[test]
+    fn copy_buffer_sizes_are_checked_before_the_job_starts() {
+        assert_eq!(copy_buffer("64MiB").unwrap(), 64 * 1024 * 1024);
+        assert_eq!(copy_buffer("1 GiB").unwrap(), 1 << 30);
+        assert_eq!(copy_buffer("100MB").unwrap(), 100_000_000);
+        for bad in ["lots", "", "1KiB", "100GiB", "-5MiB"] {
+            let e = copy_buffer(bad).unwrap_err().to_string();
+            assert!(
+                e.starts_with("--copy-buffer") && e.contains("e.g. 64MiB"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

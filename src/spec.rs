@@ -208,6 +208,9 @@ pub struct AgentSettings {
     pub run_dir: String,
     /// How the agent reaches the daemon ddsky talks to (its socket, or DOCKER_HOST).
     pub daemon: DaemonAccess,
+    /// On a host: the job log directory whose conf.d and job files the agent mounts read-only
+    /// (`joblog`), so it tails what `ddsky run` writes of a job on the VM itself.
+    pub job_logs: Option<String>,
 }
 
 /// The container ddsky would create: the body exactly as sent, and the hash stored in its labels.
@@ -389,12 +392,12 @@ pub fn agent_spec(settings: &AgentSettings, key: &ApiKey) -> AgentSpec {
         }
     };
 
+    let mut binds = binds_for(DEFAULT_DOCKER_ROOT, &settings.run_dir, &settings.daemon);
+    if let Some(dir) = &settings.job_logs {
+        binds.extend(crate::joblog::binds(dir));
+    }
     let host_config = HostConfig {
-        binds: Some(binds_for(
-            DEFAULT_DOCKER_ROOT,
-            &settings.run_dir,
-            &settings.daemon,
-        )),
+        binds: Some(binds),
         pid_mode: Some("host".into()),
         cgroupns_mode: Some(HostConfigCgroupnsModeEnum::HOST),
         network_mode: Some(network_mode.into()),
@@ -538,6 +541,7 @@ mod tests {
             extra_env: vec![],
             run_dir: AGENT_RUN_DIR.into(),
             daemon: DaemonAccess::DefaultSocket,
+            job_logs: None,
         }
     }
 

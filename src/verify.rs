@@ -243,6 +243,8 @@ pub struct Expectation {
     pub nodes: Option<u32>,
     /// `--gpus`: check GPU metrics on every node.
     pub gpus: bool,
+    /// `--vm-mode`: the job ran on the VM itself, so no node has a job container.
+    pub vm_mode: bool,
     /// Now, Unix seconds.
     pub now: f64,
 }
@@ -253,6 +255,8 @@ pub enum Status {
     Ok,
     Missing,
     NotChecked,
+    /// Nothing to look for (a job on the VM has no container).
+    NotExpected,
 }
 
 /// One column of one node.
@@ -282,6 +286,14 @@ impl Column {
     fn missing(detail: impl Into<String>) -> Self {
         Column {
             status: Status::Missing,
+            age_secs: None,
+            count: None,
+            detail: Some(detail.into()),
+        }
+    }
+    fn not_expected(detail: impl Into<String>) -> Self {
+        Column {
+            status: Status::NotExpected,
             age_secs: None,
             count: None,
             detail: Some(detail.into()),
@@ -509,7 +521,9 @@ pub fn evaluate(answers: &Answers, exp: &Expectation) -> Report {
             };
         let agent_col = metric_column(&agent, AGENT_METRIC);
         let host_col = metric_column(&host_metrics, HOST_METRIC);
-        let container_col = {
+        let container_col = if exp.vm_mode {
+            Column::not_expected("the job runs on the VM itself (--vm-mode): it has no container")
+        } else {
             let found = containers.get(host);
             let missing: Vec<&String> = exp
                 .expect
@@ -597,7 +611,11 @@ pub fn evaluate(answers: &Answers, exp: &Expectation) -> Report {
             last_seen_secs: None,
             agent: why(),
             host_metrics: why(),
-            container: why(),
+            container: if exp.vm_mode {
+                Column::not_expected("the job runs on the VM itself (--vm-mode)")
+            } else {
+                why()
+            },
             logs: why(),
             gpu: if exp.gpus {
                 why()
@@ -753,8 +771,36 @@ mod tests {
             agent_name: "dd-agent".into(),
             nodes: None,
             gpus: false,
+            vm_mode: false,
             now: NOW,
         }
+    }
+
+    #[test]
+    fn a_vm_mode_run_needs_no_container_and_keeps_every_other_column() {
+        let mut a = healthy(&[("h0", 0), ("h1", 1)], 2);
+        a.container.clear();
+        let without = evaluate(&a, &exp());
+        assert!(!without.ok, "a container is expected by default");
+        let vm = Expectation {
+            vm_mode: true,
+            ..exp()
+        };
+        let r = evaluate(&a, &vm);
+        assert!(r.ok, "{r:?}");
+        for n in &r.nodes {
+            assert_eq!(n.container.status, Status::NotExpected);
+            assert_eq!(n.agent.status, Status::Ok);
+            assert_eq!(n.logs.status, Status::Ok);
+        }
+        // The other columns still fail a node.
+        a.agent
+            .retain(|s| !s.tag_set.contains(&"host:h1".to_string()));
+        a.host
+            .retain(|s| !s.tag_set.contains(&"host:h1".to_string()));
+        let r = evaluate(&a, &vm);
+        assert!(!r.ok);
+        assert_eq!(r.nodes[1].failures(), vec!["agent", "host"]);
     }
 
     #[test]

@@ -66,6 +66,7 @@ pub async fn run(ctx: &Context, s: VerifySettings) -> Result<u8, Failure> {
         agent_name: ctx.name.clone(),
         nodes: s.nodes,
         gpus: s.gpus,
+        vm_mode: s.vm_mode,
         now: 0.0,
     };
     let mut looks = 0u32;
@@ -355,6 +356,7 @@ fn cell(c: &verify::Column) -> String {
         },
         Status::Missing => "MISSING".into(),
         Status::NotChecked => "-".into(),
+        Status::NotExpected => "not expected".into(),
     }
 }
 

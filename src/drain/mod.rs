@@ -40,6 +40,9 @@ pub struct JobLog {
     /// The log was seen to reach the registry's offset after `size` was taken (the container
     /// kept writing): an offset past `size` then means sent, not a rotated file.
     pub grown: bool,
+    /// A job file of `ddsky run` on the VM (`joblog`), tailed by a conf.d file source: `id` and
+    /// `path` are its path as the agent sees it, `name` its file name.
+    pub job_file: bool,
 }
 
 /// What the agent said it collects, from one `agent status --json` at the drain's start.
@@ -101,10 +104,11 @@ pub enum Position {
     Socket,
 }
 
-/// The auditor's registry, by container id.
+/// The auditor's registry, by container id, and every file entry by its path.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Registry {
     positions: HashMap<String, Position>,
+    paths: HashMap<String, u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -131,16 +135,18 @@ impl Registry {
         let raw: RawRegistry =
             serde_json::from_str(json).map_err(|e| RegistryError(e.to_string()))?;
         let mut positions = HashMap::new();
+        let mut paths = HashMap::new();
         for (key, entry) in raw.registry {
             if let Some(path) = key.strip_prefix("file:") {
-                let file = path.rsplit('/').next().unwrap_or_default();
-                let Some(id) = file.strip_suffix("-json.log").and_then(full_container_id) else {
-                    continue;
-                };
                 let offset = match &entry.offset {
                     Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
                     Some(serde_json::Value::Number(n)) => n.as_u64(),
                     _ => None,
+                };
+                paths.insert(path.to_owned(), offset.unwrap_or(0));
+                let file = path.rsplit('/').next().unwrap_or_default();
+                let Some(id) = file.strip_suffix("-json.log").and_then(full_container_id) else {
+                    continue;
                 };
                 // A file entry wins over a socket one for the same container.
                 positions.insert(
@@ -153,11 +159,35 @@ impl Registry {
                 positions.entry(id).or_insert(Position::Socket);
             }
         }
-        Ok(Registry { positions })
+        Ok(Registry { positions, paths })
     }
 
     pub fn position(&self, id: &str) -> Option<Position> {
         self.positions.get(id).copied()
+    }
+
+    /// The sent offset of the file at `path` (as the agent sees it), when it has an entry.
+    pub fn path_offset(&self, path: &str) -> Option<u64> {
+        self.paths.get(path).copied()
+    }
+
+    /// A log's position: a container's by its id, a job file's by its path.
+    fn position_of(&self, log: &JobLog) -> Option<Position> {
+        if log.job_file {
+            self.path_offset(&log.path)
+                .map(|offset| Position::File { offset })
+        } else {
+            self.position(&log.id)
+        }
+    }
+
+    /// [`Registry::file_offset`] of a log, whichever kind.
+    pub fn offset_of(&self, log: &JobLog) -> Option<u64> {
+        if log.job_file {
+            Some(self.path_offset(&log.path).unwrap_or(0))
+        } else {
+            self.file_offset(&log.id)
+        }
     }
 
     /// The byte offset sent of a file-tailed log: 0 when the agent has recorded none yet.
@@ -189,6 +219,8 @@ pub struct ContainerDrain {
     pub name: String,
     pub id: String,
     pub state: LogState,
+    /// A job file of `ddsky run` on the VM, not a container's log.
+    pub job_file: bool,
 }
 
 /// Every container log's state at one look.
@@ -227,6 +259,7 @@ pub fn verdict(
             name: log.name.clone(),
             id: log.id.clone(),
             state: log_state(registry, log, tailing, blank_from),
+            job_file: log.job_file,
         })
         .collect();
     DrainVerdict { containers }
@@ -243,13 +276,14 @@ fn log_state(
             reason: "its log file is gone".into(),
         };
     };
-    let position = registry.position(&log.id);
+    let position = registry.position_of(log);
     if *tailing == Tailing::Off {
         return LogState::Skipped {
             reason: "the agent's log collection is off".into(),
         };
     }
-    if let Tailing::Sources(sources) = tailing {
+    // A job file's source is a wildcard over many files: the sources list says nothing of one.
+    if let (Tailing::Sources(sources), false) = (tailing, log.job_file) {
         match sources.get(&log.id) {
             Some(status) if !matches!(status.as_str(), "OK" | "Pending" | "") => {
                 return LogState::Skipped {
@@ -308,11 +342,26 @@ pub fn summary(verdict: &DrainVerdict, took: Duration, budget: Duration) -> Stri
             .collect::<Vec<_>>()
     };
     let sent = names(|s| matches!(s, LogState::Sent));
+    let files = verdict
+        .containers
+        .iter()
+        .filter(|c| c.job_file && matches!(c.state, LogState::Sent))
+        .count();
     let mut line = if verdict.done() {
-        let containers = match sent.len() {
-            1 => "1 container's log".to_owned(),
-            n => format!("{n} containers' logs"),
-        };
+        let logs = sent.len() - files;
+        let mut parts = Vec::new();
+        if logs > 0 || files == 0 {
+            parts.push(match logs {
+                1 => "1 container's log".to_owned(),
+                n => format!("{n} containers' logs"),
+            });
+        }
+        match files {
+            0 => {}
+            1 => parts.push("1 job file".to_owned()),
+            n => parts.push(format!("{n} job files")),
+        }
+        let containers = parts.join(" and ");
         let list = if sent.is_empty() {
             String::new()
         } else {
@@ -379,7 +428,62 @@ mod tests {
             size: Some(size),
             labels: HashMap::new(),
             grown: false,
+            job_file: false,
         }
+    }
+
+    fn job_file(name: &str, size: u64) -> JobLog {
+        let path = format!("/var/log/ddsky-job/{name}");
+        JobLog {
+            id: path.clone(),
+            name: name.into(),
+            path,
+            size: Some(size),
+            labels: HashMap::new(),
+            grown: false,
+            job_file: true,
+        }
+    }
+
+    #[test]
+    fn a_job_file_is_drained_by_its_registry_path_and_named_in_the_line() {
+        let json = r#"{"Version":2,"Registry":{
+            "file:/var/log/ddsky-job/20261207T161431Z-7.stdout.log":{"Offset":"3000","TailingMode":""},
+            "file:/var/log/ddsky-job/20261207T161431Z-7.stderr.log":{"Offset":"900","TailingMode":""}}}"#;
+        let registry = Registry::parse(json).unwrap();
+        // The sources list names container ids and wildcard patterns, never one job file.
+        let tailing = Tailing::from_sources(&[source(ID, "OK")]);
+        let out = job_file("20261207T161431Z-7.stdout.log", 3000);
+        let err = job_file("20261207T161431Z-7.stderr.log", 1000);
+        let v = verdict(
+            &registry,
+            &[out.clone(), err.clone()],
+            &tailing,
+            &HashMap::new(),
+        );
+        assert_eq!(v.containers[0].state, LogState::Sent);
+        assert_eq!(v.containers[1].state, LogState::Unsent { bytes: 100 });
+        let line = summary(&v, Duration::from_secs(8), Duration::from_secs(8));
+        assert!(
+            line.contains("20261207T161431Z-7.stderr.log 100 bytes"),
+            "{line}"
+        );
+        // A file the agent has not sent from yet waits from 0; its blank rest does not hold it.
+        let fresh = job_file("20261207T161500Z-8.stdout.log", 64);
+        let v = verdict(
+            &registry,
+            std::slice::from_ref(&fresh),
+            &tailing,
+            &HashMap::new(),
+        );
+        assert_eq!(v.containers[0].state, LogState::Unsent { bytes: 64 });
+        let blank = HashMap::from([(fresh.id.clone(), 0)]);
+        let v = verdict(&registry, &[fresh, out], &tailing, &blank);
+        assert!(v.done());
+        assert_eq!(
+            summary(&v, Duration::from_millis(1500), Duration::from_secs(8)),
+            "drained 2 job files in 1.5 s: 20261207T161500Z-8.stdout.log, 20261207T161431Z-7.stdout.log"
+        );
     }
 
     fn look(registry: &Registry, logs: &[JobLog]) -> DrainVerdict {
@@ -462,7 +566,15 @@ mod tests {
         assert!(Registry::parse("").is_err());
         assert!(Registry::parse("[1,2]").is_err());
         let odd = r#"{"Version":2,"Registry":{"file:/x/y.log":{"Offset":"12"},"file:/a/zz-json.log":{"Offset":"nope"},"journald:x":{}}}"#;
-        assert_eq!(Registry::parse(odd).unwrap(), Registry::default());
+        let registry = Registry::parse(odd).unwrap();
+        assert!(
+            registry.positions.is_empty(),
+            "no container's log among them"
+        );
+        // Every file entry is kept by its path (a job file's), an unreadable offset as 0.
+        assert_eq!(registry.path_offset("/x/y.log"), Some(12));
+        assert_eq!(registry.path_offset("/a/zz-json.log"), Some(0));
+        assert_eq!(registry.path_offset("x"), None);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use super::{only_empty_messages, summary, verdict, DrainVerdict, JobLog, Registry, Tailing};
 use crate::agent_output::parse_status_json;
 use crate::engine::{ContainerEngine, ContainerInfo, EngineError};
+use crate::joblog;
 use crate::spec::REGISTRY_PATH;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -70,6 +71,7 @@ async fn container_logs<E: ContainerEngine>(
             size: None,
             labels: info.labels,
             grown: false,
+            job_file: false,
         });
     }
     if logs.is_empty() {
@@ -95,6 +97,57 @@ async fn container_logs<E: ContainerEngine>(
         previous = Some(sizes);
         tokio::time::sleep(LOG_SETTLE_LOOK).await;
     }
+}
+
+/// The job files of `ddsky run` on the VM that the agent may have to send (`joblog`): those in its
+/// job directory begun since it started (one begun before was started at its end) or that its
+/// registry knows; with their sizes, read through the agent's own mount. Listed by the agent's
+/// shell (a glob, no other program): none without a shell or without the mount.
+async fn job_files<E: ContainerEngine>(
+    engine: &E,
+    agent: &ContainerInfo,
+    registry: &Registry,
+) -> Result<Vec<JobLog>, EngineError> {
+    if !agent.mounts.iter().any(|m| m == joblog::AGENT_JOB_DIR) {
+        return Ok(Vec::new());
+    }
+    let argv = [
+        "sh",
+        "-c",
+        r#"for f in "$1"/*.log; do [ -f "$f" ] && echo "$f"; done; exit 0"#,
+        "sh",
+        joblog::AGENT_JOB_DIR,
+    ];
+    let listed = match engine.exec(&agent.id, &argv, &[]).await {
+        Ok(out) if out.exit_code == 0 => out.stdout,
+        Ok(out) => {
+            tracing::debug!(code = out.exit_code, "cannot list the job files");
+            return Ok(Vec::new());
+        }
+        Err(e) => {
+            tracing::debug!("cannot list the job files: {e}");
+            return Ok(Vec::new());
+        }
+    };
+    let started = agent.state.started_at.clone().unwrap_or_default();
+    let mut files = Vec::new();
+    for path in listed.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let name = path.rsplit('/').next().unwrap_or(path).to_owned();
+        if joblog::begun_before(&name, &started) && registry.path_offset(path).is_none() {
+            continue;
+        }
+        let size = engine.file_size(&agent.id, path).await?;
+        files.push(JobLog {
+            id: path.to_owned(),
+            name,
+            path: path.to_owned(),
+            size,
+            labels: HashMap::new(),
+            grown: false,
+            job_file: true,
+        });
+    }
+    Ok(files)
 }
 
 /// Which containers the agent tails, from one `agent status --json`; unknown when it cannot say.
@@ -199,6 +252,8 @@ pub async fn drain_logs<E: ContainerEngine>(
 ) -> Result<Drained, EngineError> {
     let start = Instant::now();
     let mut logs = container_logs(engine, agent).await?;
+    let registry = read_registry(engine, agent).await;
+    logs.extend(job_files(engine, agent, &registry).await?);
     let tailing = if logs.iter().any(|l| l.size.is_some_and(|s| s > 0)) {
         tailing(engine, agent).await
     } else {
@@ -216,7 +271,7 @@ pub async fn drain_logs<E: ContainerEngine>(
         // An offset past the size taken at the start: grown since (a container still writing),
         // or a rotated file? The file's size now tells.
         for log in logs.iter_mut().filter(|l| !l.grown) {
-            let (Some(size), Some(offset)) = (log.size, registry.file_offset(&log.id)) else {
+            let (Some(size), Some(offset)) = (log.size, registry.offset_of(log)) else {
                 continue;
             };
             if offset > size {
@@ -230,7 +285,10 @@ pub async fn drain_logs<E: ContainerEngine>(
         let mut learnt = false;
         let mut gone = Vec::new();
         for (c, bytes) in v.unsent() {
-            let Some(offset) = registry.file_offset(&c.id) else {
+            let Some(log) = logs.iter().find(|l| l.id == c.id) else {
+                continue;
+            };
+            let Some(offset) = registry.offset_of(log) else {
                 continue;
             };
             let stalled = last_offsets.insert(c.id.clone(), offset) == Some(offset);
@@ -238,11 +296,15 @@ pub async fn drain_logs<E: ContainerEngine>(
                 continue;
             }
             peeked.insert(c.id.clone(), offset);
-            let Some(log) = logs.iter().find(|l| l.id == c.id) else {
-                continue;
+            let blank = |rest: &[u8]| {
+                if log.job_file {
+                    joblog::only_blank_lines(rest)
+                } else {
+                    only_empty_messages(rest)
+                }
             };
             match peek(engine, agent, &log.path, offset, bytes).await {
-                Peeked::Bytes(rest) if only_empty_messages(&rest) => {
+                Peeked::Bytes(rest) if blank(&rest) => {
                     blank_from.insert(c.id.clone(), offset);
                     learnt = true;
                 }

@@ -358,6 +358,9 @@ pub struct Scope {
     pub cmd_port: u16,
     /// The agent's run dir on the host (`--run-dir`): its registry.json is this test's alone.
     pub run_dir: tempfile::TempDir,
+    /// The job log directory on the host (DDSKY_JOB_LOG_DIR): where `ddsky run` on the host
+    /// writes the job's output and `up` the agent's conf.d for it, this test's alone.
+    pub job_log_dir: tempfile::TempDir,
     /// What this test holds of the host; released after its containers are removed.
     locks: Vec<HostLock>,
 }
@@ -388,6 +391,7 @@ impl Scope {
             dogstatsd_port: free_port(),
             cmd_port: free_port(),
             run_dir: scratch_dir("run"),
+            job_log_dir: scratch_dir("joblogs"),
             locks,
         };
         scope.cleanup();
@@ -433,6 +437,7 @@ impl Scope {
             // the real one does, and on a loaded 2-core machine the default 15 s is not the thing
             // any test looks at.
             .env("DDSKY_AGENT_TIMEOUT", AGENT_TIMEOUT)
+            .env("DDSKY_JOB_LOG_DIR", self.job_log_dir.path())
             // Outside any git checkout, so `git rev-parse HEAD` adds no git_ref tag of its own.
             .current_dir(std::env::temp_dir());
         if let Ok(host) = std::env::var("DOCKER_HOST") {

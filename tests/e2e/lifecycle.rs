@@ -61,6 +61,16 @@ fn up_creates_exactly_the_recipe_and_a_second_up_is_a_no_op() {
             "/var/lib/docker/containers:/var/lib/docker/containers:ro",
             &format!("{}:/opt/datadog-agent/run:rw", s.run_dir.path().display()),
             "/etc/passwd:/etc/passwd:ro",
+            // On a host: the job log directory (the test's own, DDSKY_JOB_LOG_DIR), read-only, for
+            // a job run on the VM itself (VM mode).
+            &format!(
+                "{}/conf.d:/etc/datadog-agent/conf.d/ddsky.d:ro",
+                s.job_log_dir.path().display()
+            ),
+            &format!(
+                "{}/jobs:/var/log/ddsky-job:ro",
+                s.job_log_dir.path().display()
+            ),
         ]
     );
     let env = env_of(&c);

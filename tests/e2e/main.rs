@@ -6,6 +6,7 @@ mod common;
 mod fake_datadog;
 
 mod aws_secrets;
+mod burst;
 mod dashboard;
 mod doctor;
 mod drain;
@@ -21,5 +22,6 @@ mod standin;
 mod startup;
 mod tls;
 mod verify;
+mod vm_mode;
 mod wheel;
 mod words;

@@ -624,6 +624,7 @@ mod tests {
             extra_env: vec![],
             run_dir: crate::spec::AGENT_RUN_DIR.into(),
             daemon: spec::DaemonAccess::DefaultSocket,
+            job_logs: None,
         }
     }
 

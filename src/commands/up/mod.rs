@@ -13,6 +13,7 @@ use crate::discovery::DiscoveryReport;
 use crate::engine::{DockerHost, Engine, EngineError};
 use crate::exit;
 use crate::gpu::{self, GpuMode};
+use crate::joblog;
 use crate::key::{self, FoundKey, KeyLookup, SecretLookup};
 use crate::placement::{self, Placement};
 use crate::ports;
@@ -95,6 +96,7 @@ pub async fn run(ctx: &Context, args: UpSettings) -> Result<u8, Failure> {
         extra_env: args.extra_env.clone(),
         run_dir: args.run_dir.clone(),
         daemon: daemon_access(&ctx.docker_host, &placement),
+        job_logs: job_logs(ctx, &args, &placement, &tags),
     };
     if settings.daemon != DaemonAccess::DefaultSocket {
         tracing::info!(
@@ -103,7 +105,12 @@ pub async fn run(ctx: &Context, args: UpSettings) -> Result<u8, Failure> {
         );
     }
     let spec = spec::agent_spec(&settings, &found.key);
-    let patterns = ready::expectations(&args.expect, &placement);
+    // On the VM itself the job has no container: health is all there is to wait for.
+    let patterns = if args.vm_mode && args.expect.is_empty() {
+        Vec::new()
+    } else {
+        ready::expectations(&args.expect, &placement)
+    };
     let plan = Plan {
         // --gpus auto never costs the user their monitoring: if Docker refuses the GPUs, this
         // agent (no GPUs) runs instead.
@@ -289,6 +296,56 @@ async fn dry_run(
 /// (with the TLS settings ddsky has). Inside a container (one ddsky can name: a VM image's stray
 /// /.dockerenv does not count) the paths ddsky sees are not the host's: the agent gets the host's
 /// /var/run/docker.sock, as Datadog's recipe has it.
+/// On a host, with the local daemon: the job log directory the agent mounts, its conf.d written
+/// first (the agent reads conf.d once, at its start, so it must be there before the agent is
+/// created). Anything that fails here is one warning: the agent runs without the file sources.
+fn job_logs(
+    ctx: &Context,
+    args: &UpSettings,
+    placement: &Placement,
+    tags: &TagSet,
+) -> Option<String> {
+    // On a host (or where ddsky cannot name a container it would be in: a VM image's stray
+    // /.dockerenv), with a local daemon that resolves the mounts on this machine.
+    if *placement == Placement::Kubernetes
+        || placement::knows_own_container(placement)
+        || !matches!(ctx.docker_host, DockerHost::Unix(_))
+    {
+        return None;
+    }
+    let dir = args.job_log_dir.clone();
+    if args.dry_run {
+        return Some(dir);
+    }
+    let service = tags.value_of("service").unwrap_or(&args.agent.service);
+    let text = joblog::confd_yaml(&tags.tags, service);
+    let prepare = || -> std::io::Result<()> {
+        let base = Path::new(&dir);
+        let confd = base.join(joblog::CONFD_SUBDIR);
+        let file = confd.join(joblog::CONF_FILE);
+        // Already prepared for these tags (a no-op `up`, `ddsky run`'s refresh): nothing to do; a
+        // job directory that went bad since is `ddsky run`'s to report, once.
+        if std::fs::read_to_string(&file).ok().as_deref() == Some(text.as_str()) {
+            return Ok(());
+        }
+        std::fs::create_dir_all(base.join(joblog::JOBS_SUBDIR))?;
+        std::fs::create_dir_all(&confd)?;
+        // Whole or not at all: an agent starting meanwhile reads the old file or the new one.
+        let tmp = confd.join(format!(".{}.{}", joblog::CONF_FILE, std::process::id()));
+        std::fs::write(&tmp, &text)?;
+        std::fs::rename(&tmp, &file)
+    };
+    match prepare() {
+        Ok(()) => Some(dir),
+        Err(e) => {
+            tracing::warn!(
+                "cannot prepare {dir} for the job's output ({e}): a job run on this VM with `ddsky run` will not have its lines in Datadog; give --job-log-dir a directory this user may write"
+            );
+            None
+        }
+    }
+}
+
 fn daemon_access(host: &DockerHost, placement: &Placement) -> DaemonAccess {
     if *placement == Placement::Kubernetes || placement::knows_own_container(placement) {
         return DaemonAccess::DefaultSocket;

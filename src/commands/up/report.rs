@@ -335,6 +335,7 @@ mod tests {
             extra_env: vec![],
             run_dir: crate::spec::AGENT_RUN_DIR.into(),
             daemon: spec::DaemonAccess::DefaultSocket,
+            job_logs: None,
         };
         let entries =
             ImageEntry::list(&images, &[Some(false), Some(true), Some(false), Some(true)]);
