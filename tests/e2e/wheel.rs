@@ -906,6 +906,30 @@ fn the_released_snippet_takes_the_released_wheel_and_refuses_another_of_the_same
     );
     let agent = inspect(&s.agent).expect("the snippet's `up` created the agent");
     assert_eq!(agent["State"]["Running"], true, "{taken}");
+
+    // DDSKY_URL without DDSKY_SHA256: downloaded, and its line says once that nothing checked it.
+    let url_home = scratch_dir("node-home-url");
+    let binary_url = format!("http://127.0.0.1:{}/ddsky", released.port);
+    let unchecked = setup_block_of(
+        &snippet,
+        &s,
+        url_home.path(),
+        &job,
+        &[("DDSKY_URL", &binary_url), ("PIP_CONFIG_FILE", "/dev/null")],
+    );
+    unchecked.expect_code(0);
+    assert!(warning_lines(&unchecked).is_empty(), "{unchecked}");
+    let said: Vec<&str> = unchecked
+        .stderr
+        .lines()
+        .filter(|l| l.contains("unverified"))
+        .collect();
+    assert_eq!(said.len(), 1, "{unchecked}");
+    assert!(
+        said[0].starts_with(&format!("ddsky: downloading {binary_url}"))
+            && said[0].ends_with("(unverified: no DDSKY_SHA256)"),
+        "{unchecked}"
+    );
     drop(released);
 
     // DDSKY_SHA256 overrides the stamp (a private build): the other wheel is then the one wanted.
