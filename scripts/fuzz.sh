@@ -39,6 +39,8 @@ fixtures=$repo/tests/fixtures
 # The unit tests' fixtures each target starts from (besides fuzz/seeds/<target>).
 seed_fixtures() {
   local target=$1 dir=$2 f
+  # What the fuzzers found before, each now a unit test (tests/fixtures/fuzz/README.md).
+  for f in "$fixtures"/fuzz/"$target"-*; do [ ! -e "$f" ] || cp "$f" "$dir"/; done
   case "$target" in
     agent_status) cp "$fixtures"/agent-output/status*.json "$dir"/ ;;
     agent_workload_list) cp "$fixtures"/agent-output/workload-list* "$fixtures"/agent-output/unknown-flag-json.stderr "$dir"/ ;;

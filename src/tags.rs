@@ -255,7 +255,13 @@ pub fn normalize(raw: &str) -> Normalized {
             if lower.len() != 1 || lower.next() != Some(c) {
                 note(TagChange::Lowercased, &mut changes);
             }
-            out.extend(c.to_lowercase());
+            // Full lowercasing turns 'İ' (U+0130) into 'i' and a combining dot (U+0307), which is
+            // neither a letter nor allowed: kept, it became '_' on the next normalisation (the
+            // fuzzer's find). Datadog's agent lowercases rune by rune (Go's unicode.ToLower: 'i').
+            out.extend(
+                c.to_lowercase()
+                    .filter(|l| l.is_alphanumeric() || matches!(l, '_' | '-' | ':' | '.' | '/')),
+            );
         } else {
             note(TagChange::IllegalCharacters, &mut changes);
             out.push('_');
@@ -657,6 +663,21 @@ mod cluster_info_tests {
         }
     }
 
+    /// Found by the `tags` fuzz target (fuzz/artifacts): 'İ' lowercases to two characters, the
+    /// second a combining mark, so the tag normalised once changed when normalised again.
+    #[test]
+    fn a_capital_i_with_dot_lowercases_to_a_tag_that_stays_put() {
+        let once = normalize("City:İstanbul").tag.unwrap();
+        assert_eq!(once, "city:istanbul");
+        assert_eq!(normalize(&once).tag.as_deref(), Some(once.as_str()));
+        let raw = std::fs::read("tests/fixtures/fuzz/tags-capital-i-with-dot").unwrap();
+        let raw = String::from_utf8_lossy(&raw);
+        let field = raw.split('\0').next().unwrap();
+        let once = normalize(field).tag.unwrap();
+        assert!(follows_datadog_rules(&once), "{once:?}");
+        assert_eq!(normalize(&once).tag, Some(once));
+    }
+
     /// Datadog's rules for a tag, as normalize promises them.
     fn follows_datadog_rules(tag: &str) -> bool {
         tag.chars().count() <= MAX_TAG_LEN
@@ -672,7 +693,7 @@ mod cluster_info_tests {
         /// Any text normalises to a tag that follows Datadog's rules (or to nothing), and a tag
         /// normalises to itself with no change to report.
         #[test]
-        fn normalize_gives_valid_tags_and_is_idempotent(raw in "\\PC{0,300}|[A-Za-z0-9_:./ -]{0,220}") {
+        fn normalize_gives_valid_tags_and_is_idempotent(raw in "\\PC{0,300}|[A-Za-z0-9_:./ İ-]{0,220}") {
             if let Some(tag) = normalize(&raw).tag {
                 proptest::prop_assert!(follows_datadog_rules(&tag), "{raw:?} -> {tag:?}");
                 let again = normalize(&tag);
