@@ -44,8 +44,8 @@
 # Set DDSKY_STRICT=1 to make any non-zero outcome fail setup (for a monitoring smoke test).
 #
 # Safe under `set -euo pipefail`; defines the functions ddsky_setup and ddsky_fetch and the variables
-# ddsky_pin, ddsky_rc, ddsky_why and ddsky_then; exits only in strict mode. Needs bash and, at most,
-# mkdir, chmod, mv, rm and timeout (a download: curl, aws, or Python with pip).
+# ddsky_pin, ddsky_sha256, ddsky_rc, ddsky_why and ddsky_then; exits only in strict mode. Needs bash
+# and, at most, mkdir, chmod, mv, rm and timeout (a download: curl, aws, or Python with pip).
 # `ddsky up` takes its settings from DDSKY_* variables (DDSKY_ENV, DDSKY_SERVICE, DDSKY_TAGS,
 # DDSKY_EXPECT, DDSKY_GPUS, DDSKY_TIMEOUT, DDSKY_AGENT_ENV, ...) or from arguments appended to
 # `ddsky_setup` below.
