@@ -1,20 +1,36 @@
 #!/usr/bin/env bash
-# One release: `bash scripts/release.sh [OUT_DIR]` (default target/dist) builds the wheel and the
-# sdist into OUT_DIR, checks both with `twine check --strict` (the metadata PyPI will show), and
-# prints each file's sha256 (what a node's DDSKY_SHA256 pins). Uploading (`uv publish` or
-# `twine upload OUT_DIR/*`) is the one step it leaves to you.
+# One release: `bash scripts/release.sh [--build-only] [OUT_DIR]` (default target/dist):
+#   1. checks the dependency graph with cargo deny (scripts/deny.sh, deny.toml: licences, sources,
+#      bans; RustSec's advisories with DDSKY_ADVISORIES=1) and refuses to go on when it fails;
+#   2. builds the wheel into OUT_DIR, its binary with `cargo auditable` (the dependency list is in
+#      the binary's .dep-v0 section, which cargo audit, Trivy, Grype and Syft read);
+#   3. stamps the wheel's sha256 next to the setup snippet's pin, in the snippet and in every example
+#      that embeds it, and under CHANGELOG.md's entry for the version (scripts/stamp-release.sh):
+#      the released snippet then refuses any other file;
+#   4. builds the sdist (which carries the stamped snippet), checks both with `twine check --strict`
+#      (the metadata PyPI will show), and prints each file's sha256.
+# Commit what step 3 changed with the release, and upload exactly the files in OUT_DIR (`uv publish`
+# or `twine upload OUT_DIR/*`): the one step it leaves to you. `--build-only` (the packaging tests)
+# skips 1 and 3: it builds, it releases nothing and changes no file of the repository.
 #
 # The wheel carries the static release build, the same one the README builds (and scripts/test.sh
-# starts in the background): `RUSTFLAGS="-C target-feature=+crt-static" cargo build --release
-# --target <host triple>` in the default target dir (or CARGO_TARGET_DIR). maturin runs that same
-# cargo build (same target dir, triple, profile and RUSTFLAGS), so on a warm target it compiles
-# nothing and only packs.
+# starts in the background): `RUSTFLAGS="-C target-feature=+crt-static" cargo auditable build
+# --release --target <host triple>` in the default target dir (or CARGO_TARGET_DIR). maturin runs
+# that same cargo build (its `cargo` is a wrapper that puts `auditable` in front of build and rustc;
+# same target dir, triple, profile and RUSTFLAGS), so on a warm target it compiles nothing and only
+# packs. (A plain `cargo build` of ddsky differs in its rustc wrapper: cargo rebuilds the ddsky
+# crate itself, not its dependencies, when switching between the two.)
 #
 # On Linux the wheel is tagged manylinux1 + manylinux_2_5 (what maturin finds for a binary that needs
 # no glibc symbol: pip on any glibc Linux takes it) and musllinux_1_1 (so that pip on Alpine and other
 # musl Linux takes it too: the binary loads no libc at run time). See docs/install.md.
 set -euo pipefail
 repo=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
+release=true
+if [ "${1:-}" = --build-only ]; then
+  release=false
+  shift
+fi
 out=${1:-$repo/target/dist}
 case "$out" in /*) ;; *) out=$PWD/$out ;; esac  # relative to where it is run from
 cd "$repo"
@@ -22,7 +38,11 @@ say() { echo "scripts/release.sh: $*" >&2; }
 stop() { say "$*"; exit 1; }
 
 command -v cargo >/dev/null || stop "no cargo on PATH: install Rust (https://rustup.rs), then run again"
+if $release; then
+  bash scripts/deny.sh || stop "not released: cargo deny refused the dependency graph (above)"
+fi
 venv=$(bash scripts/release-venv.sh)
+auditable=$(bash scripts/cargo-tool.sh cargo-auditable 0.7.7) || stop "could not install cargo-auditable (above)"
 
 host=$(rustc -vV | sed -n 's/^host: //p')
 musl_tag=""
@@ -44,16 +64,31 @@ esac
 mkdir -p "$out"
 rm -f "$out"/ddsky-*.whl "$out"/ddsky-*.tar.gz
 log=$(mktemp)
-trap 'rm -f -- "$log"' EXIT
+wrapper=$(mktemp -d)
+trap 'rm -rf -- "$log" "$wrapper"' EXIT
+# maturin's cargo: `cargo auditable` for the builds (it runs the real cargo, $CARGO, with itself as
+# the rustc wrapper of ddsky's crate), the real cargo for the rest (metadata).
+real_cargo=$(command -v cargo)
+cat >"$wrapper/cargo" <<WRAPPER
+#!/bin/sh
+case "\$1" in
+  build | rustc) CARGO='$real_cargo' exec '$auditable/cargo-auditable' auditable "\$@" ;;
+  *) exec '$real_cargo' "\$@" ;;
+esac
+WRAPPER
+chmod +x "$wrapper/cargo"
 # Quiet on success; a failing step's output is shown.
 quiet() { "$@" >"$log" 2>&1 || { cat "$log" >&2; return 1; }; }
-quiet "$venv/bin/maturin" build --release --target "$host" --out "$out" ||
+quiet env PATH="$wrapper:$PATH" CARGO="$wrapper/cargo" "$venv/bin/maturin" build --release --target "$host" --out "$out" ||
   stop "maturin could not build the wheel (its output is above)"
 if [ -n "$musl_tag" ]; then
   # maturin refuses a musllinux tag for a -gnu target; PyPA's `wheel tags` adds it (and rewrites
   # the WHEEL file and RECORD to match).
   "$venv/bin/python" -m wheel tags --remove --platform-tag "+$musl_tag" "$out"/ddsky-*.whl >/dev/null ||
     stop "could not add the $musl_tag tag to the wheel"
+fi
+if $release; then
+  bash scripts/stamp-release.sh "$out"/ddsky-*.whl || stop "not released: could not stamp the wheel's sha256 (above)"
 fi
 quiet "$venv/bin/maturin" sdist --out "$out" ||
   stop "maturin could not build the sdist (its output is above)"

@@ -7,13 +7,15 @@
 # Installs: Debian's busybox-static (the stand-in agent image's shell), bash-static (the SkyPilot
 # rehearsal's job image), docker-registry (pull tests), util-linux (flock); PyPI's moto[server] (AWS
 # tests); SkyPilot's loader in two virtual environments (the example task YAMLs are checked by it);
-# maturin, twine, uv and wheel in one venv (the wheel and sdist are built and installed); a newer
+# maturin, twine, uv and wheel in one venv (the wheel and sdist are built and installed);
+# crates.io's cargo-auditable (the release build embeds its dependency list); a newer
 # Docker Engine (Debian trixie's docker.io and containerd, API 1.45) unpacked, not installed, that
 # one test starts as a second daemon; jsonschema (scripts/openapi-requirements.txt) in a venv of its
 # own, which checks every request the tests make to the fake Datadog API against Datadog's OpenAPI
-# spec. These four live in the user's cache,
-# ${XDG_CACHE_HOME:-~/.cache}/ddsky/{skypilot-venvs,release-venv,newer-engine,openapi-venv} (or where
-# DDSKY_SKYPILOT_VENVS, DDSKY_RELEASE_VENV, DDSKY_NEWER_ENGINE, DDSKY_OPENAPI_VENV say), made once per machine and
+# spec. These live in the user's cache,
+# ${XDG_CACHE_HOME:-~/.cache}/ddsky/{skypilot-venvs,release-venv,cargo-tools,newer-engine,openapi-venv}
+# (or where DDSKY_SKYPILOT_VENVS, DDSKY_RELEASE_VENV, DDSKY_CARGO_TOOLS, DDSKY_NEWER_ENGINE,
+# DDSKY_OPENAPI_VENV say), made once per machine and
 # reused by every checkout, as cargo keeps its registry in ~/.cargo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -79,6 +81,8 @@ fi
 # The release tools (maturin, twine, uv, wheel), made once and reused: the packaging tests
 # (tests/e2e/wheel.rs) build the wheel and sdist with scripts/release.sh, which uses this venv.
 release_venv=$(bash scripts/release-venv.sh) || stop "could not make the release tools' venv (see above)"
+# cargo-auditable, which the release build runs under (scripts/release.sh; crates.io, once per machine).
+bash scripts/cargo-tool.sh cargo-auditable 0.7.7 >/dev/null || stop "could not install cargo-auditable (see above)"
 
 if $need_moto; then
   say "installing moto[server] from PyPI (the AWS Secrets Manager tests' server)"

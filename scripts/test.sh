@@ -81,9 +81,11 @@ fi
 # agents; niced, where autogroups are off. Started beside the tests' build instead, it only
 # slowed that build, which everything else waits for.
 # DDSKY_RELEASE_BUILD=0 skips it when running a subset that leaves out the packaging tests.
+# `cargo auditable build`, as scripts/release.sh's maturin runs it (cargo-auditable: test-tools.sh).
 if [ "${DDSKY_RELEASE_BUILD:-1}" != 0 ]; then
+  auditable=$(bash scripts/cargo-tool.sh cargo-auditable 0.7.7) || stop "no cargo-auditable (above)"
   background nice -n 19 env -u CARGO_BUILD_TARGET RUSTFLAGS="-C target-feature=+crt-static" \
-    cargo build --quiet --release -p ddsky --target "$triple"
+    "$auditable/cargo-auditable" auditable build --quiet --release -p ddsky --target "$triple"
 fi
 
 bash docker/build-test-images.sh || stop "could not build the test images (above)"

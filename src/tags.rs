@@ -255,7 +255,13 @@ pub fn normalize(raw: &str) -> Normalized {
             if lower.len() != 1 || lower.next() != Some(c) {
                 note(TagChange::Lowercased, &mut changes);
             }
-            out.extend(c.to_lowercase());
+            // Full lowercasing turns 'İ' (U+0130) into 'i' and a combining dot (U+0307), which is
+            // neither a letter nor allowed: kept, it became '_' on the next normalisation (the
+            // fuzzer's find). Datadog's agent lowercases rune by rune (Go's unicode.ToLower: 'i').
+            out.extend(
+                c.to_lowercase()
+                    .filter(|l| l.is_alphanumeric() || matches!(l, '_' | '-' | ':' | '.' | '/')),
+            );
         } else {
             note(TagChange::IllegalCharacters, &mut changes);
             out.push('_');
@@ -654,6 +660,120 @@ mod cluster_info_tests {
                 err.contains("not a JSON object") && err.contains(kind),
                 "{bad}: {err}"
             );
+        }
+    }
+
+    /// Found by the `tags` fuzz target (fuzz/artifacts): 'İ' lowercases to two characters, the
+    /// second a combining mark, so the tag normalised once changed when normalised again.
+    #[test]
+    fn a_capital_i_with_dot_lowercases_to_a_tag_that_stays_put() {
+        let once = normalize("City:İstanbul").tag.unwrap();
+        assert_eq!(once, "city:istanbul");
+        assert_eq!(normalize(&once).tag.as_deref(), Some(once.as_str()));
+        let raw = std::fs::read("tests/fixtures/fuzz/tags-capital-i-with-dot").unwrap();
+        let raw = String::from_utf8_lossy(&raw);
+        let field = raw.split('\0').next().unwrap();
+        let once = normalize(field).tag.unwrap();
+        assert!(follows_datadog_rules(&once), "{once:?}");
+        assert_eq!(normalize(&once).tag, Some(once));
+    }
+
+    /// Datadog's rules for a tag, as normalize promises them.
+    fn follows_datadog_rules(tag: &str) -> bool {
+        tag.chars().count() <= MAX_TAG_LEN
+            && tag.starts_with(char::is_alphabetic)
+            && !tag.ends_with(':')
+            && tag
+                .chars()
+                .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | ':' | '.' | '/'))
+            && tag.chars().flat_map(char::to_lowercase).eq(tag.chars())
+    }
+
+    proptest::proptest! {
+        /// Any text normalises to a tag that follows Datadog's rules (or to nothing), and a tag
+        /// normalises to itself with no change to report.
+        #[test]
+        fn normalize_gives_valid_tags_and_is_idempotent(raw in "\\PC{0,300}|[A-Za-z0-9_:./ İ-]{0,220}") {
+            if let Some(tag) = normalize(&raw).tag {
+                proptest::prop_assert!(follows_datadog_rules(&tag), "{raw:?} -> {tag:?}");
+                let again = normalize(&tag);
+                proptest::prop_assert_eq!(again.tag.as_deref(), Some(tag.as_str()));
+                proptest::prop_assert!(again.changes.is_empty(), "{:?}", again.changes);
+            }
+        }
+
+        /// What `build` writes, `value_of` reads back: a value already in Datadog's form exactly
+        /// and without a warning; any other value as normalize makes it.
+        #[test]
+        fn built_tags_read_back(
+            env in "\\PC{1,40}",
+            service in "[a-z][a-z0-9_./-]{0,40}",
+            rank in proptest::prelude::any::<u32>(),
+            extra in proptest::collection::vec(("[a-z][a-z0-9_]{0,10}", "[a-z0-9][a-z0-9_./-]{0,30}"), 0..4),
+        ) {
+            let request = TagRequest {
+                env: env.clone(),
+                service: service.clone(),
+                extra: extra.iter().map(|(k, v)| format!("{k}:{v}")).collect(),
+            };
+            let identity = JobIdentity { node_rank: Some(rank.to_string()), ..JobIdentity::default() };
+            let flag_owned = extra.iter().any(|(k, _)| FLAG_OWNED_KEYS.contains(&k.as_str()));
+            let built = build(&request, &identity);
+            if flag_owned {
+                let refused = matches!(built, Err(TagError::FlagOwned { .. }));
+                proptest::prop_assert!(refused);
+                return Ok(());
+            }
+            let Ok(set) = built else {
+                // Only an env with nothing in it after trimming is left out; it never fails.
+                proptest::prop_assert!(false, "{built:?}");
+                return Ok(());
+            };
+            for tag in &set.tags {
+                proptest::prop_assert!(follows_datadog_rules(tag), "{tag:?}");
+            }
+            proptest::prop_assert_eq!(set.value_of("service"), Some(service.as_str()));
+            let rank_text = rank.to_string();
+            proptest::prop_assert_eq!(set.value_of("skypilot_node_rank"), Some(rank_text.as_str()));
+            for (k, v) in &extra {
+                let tag = format!("{k}:{v}");
+                proptest::prop_assert!(set.tags.contains(&tag), "{tag} not in {:?}", set.tags);
+            }
+            let env_trimmed = env.trim();
+            if !env_trimmed.is_empty() {
+                let want = normalize(&format!("env:{env_trimmed}")).tag.unwrap();
+                proptest::prop_assert_eq!(set.value_of("env"), want.split_once(':').map(|(_, v)| v));
+            }
+            // Warnings only for what normalisation changed: clean extra tags and service add none.
+            let noisy = set.warnings.iter().filter(|w| !w.starts_with("tag \"env:")).count();
+            proptest::prop_assert_eq!(noisy, 0, "{:?}", set.warnings);
+        }
+
+        /// SKYPILOT_CLUSTER_INFO as SkyPilot writes it (serde's JSON) gives back its values, trimmed,
+        /// the cloud lowercased, empty ones left out.
+        #[test]
+        fn cluster_info_reads_back(
+            name in "\\PC{0,30}",
+            cloud in "\\PC{0,12}",
+            region in proptest::option::of("[a-z0-9-]{1,20}"),
+            zone in proptest::option::of("\\PC{0,20}"),
+        ) {
+            let json = serde_json::json!({
+                "cluster_name": name, "cloud": cloud, "region": region, "zone": zone,
+                "provider_config": {"nested": [1, 2]},
+            });
+            let tags = cluster_tags(&json.to_string()).unwrap();
+            let mut want = vec![];
+            let mut add = |key: &str, value: Option<String>| {
+                if let Some(v) = value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()) {
+                    want.push((key.to_owned(), v));
+                }
+            };
+            add("skypilot_cluster", Some(name.clone()));
+            add("cloud", Some(cloud.trim().to_lowercase()));
+            add("region", region.clone());
+            add("zone", zone.clone());
+            proptest::prop_assert_eq!(tags, want);
         }
     }
 }

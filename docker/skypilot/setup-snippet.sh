@@ -15,8 +15,12 @@
 #      Python's zipfile. Python is the first on PATH that has pip (python3, python), else SkyPilot's
 #      runtime venv (~/skypilot-runtime/bin/python). pip reads its own settings: PIP_INDEX_URL,
 #      PIP_EXTRA_INDEX_URL, pip.conf (a private index such as CodeArtifact or Artifactory).
-# DDSKY_SHA256, when set, must be the sha256 of the downloaded file (the binary from DDSKY_URL, or the
-# wheel; scripts/release.sh prints both kinds); a mismatch leaves no binary behind.
+# The wheel must be the released one: its sha256 is ddsky_sha256 below, written there by the release
+# command (scripts/release.sh), so another file under the same version (a more specific platform tag
+# uploaded later, a private mirror's own build) is refused. DDSKY_SHA256, when set, is the sha256 the
+# downloaded file must have instead (the binary from DDSKY_URL, or your own wheel; scripts/release.sh
+# prints both kinds). A mismatch leaves no binary behind. A DDSKY_URL download without DDSKY_SHA256
+# is not checked, and its line says so.
 #
 # How long it can hold setup: at most DDSKY_SETUP_LIMIT seconds (default 120) when `timeout` exists
 # (coreutils or busybox; then SIGTERM, SIGKILL 10 s later), of which `ddsky up` waits at most
@@ -40,18 +44,19 @@
 # Set DDSKY_STRICT=1 to make any non-zero outcome fail setup (for a monitoring smoke test).
 #
 # Safe under `set -euo pipefail`; defines the functions ddsky_setup and ddsky_fetch and the variables
-# ddsky_pin, ddsky_rc, ddsky_why and ddsky_then; exits only in strict mode. Needs bash and, at most,
-# mkdir, chmod, mv, rm and timeout (a download: curl, aws, or Python with pip).
+# ddsky_pin, ddsky_sha256, ddsky_rc, ddsky_why and ddsky_then; exits only in strict mode. Needs bash
+# and, at most, mkdir, chmod, mv, rm and timeout (a download: curl, aws, or Python with pip).
 # `ddsky up` takes its settings from DDSKY_* variables (DDSKY_ENV, DDSKY_SERVICE, DDSKY_TAGS,
 # DDSKY_EXPECT, DDSKY_GPUS, DDSKY_TIMEOUT, DDSKY_AGENT_ENV, ...) or from arguments appended to
 # `ddsky_setup` below.
 # >>> ddsky setup snippet
 ddsky_pin=0.1.0  # the ddsky release taken from the package index when no binary is here
+ddsky_sha256=  # sha256 of that release's wheel (scripts/release.sh writes it; empty: not checked)
 # Puts a binary at $1 from DDSKY_URL, else out of the pinned wheel; on failure says why in ddsky_why
 # and leaves nothing at $1. Works in $1.fetch.<pid>, removed in every case.
 ddsky_fetch() {
-  local bin=$1 url="${DDSKY_URL:-}" want="${DDSKY_SHA256:-}" tmp py got line="" aws
-  local unzip='import glob,hashlib,sys,zipfile; d,want=sys.argv[1],sys.argv[2].lower(); w=glob.glob(d+"/*.whl"); len(w)==1 or sys.exit("pip fetched no wheel"); got=hashlib.sha256(open(w[0],"rb").read()).hexdigest(); (not want or got==want) or sys.exit("sha256 of %s is %s, not DDSKY_SHA256 %s" % (w[0].rsplit("/",1)[-1],got,want)); z=zipfile.ZipFile(w[0]); m=[n for n in z.namelist() if n.endswith(".data/scripts/ddsky")]; len(m)==1 or sys.exit("no ddsky binary in the wheel"); open(d+"/ddsky","wb").write(z.read(m[0]))'
+  local bin=$1 url="${DDSKY_URL:-}" want="${DDSKY_SHA256:-}" whose="DDSKY_SHA256" tmp py got line="" aws
+  local unzip='import glob,hashlib,sys,zipfile; d,want=sys.argv[1],sys.argv[2].lower(); w=glob.glob(d+"/*.whl"); len(w)==1 or sys.exit("pip fetched no wheel"); got=hashlib.sha256(open(w[0],"rb").read()).hexdigest(); (not want or got==want) or sys.exit("sha256 of %s is %s, not %s %s" % (w[0].rsplit("/",1)[-1],got,sys.argv[3],want)); z=zipfile.ZipFile(w[0]); m=[n for n in z.namelist() if n.endswith(".data/scripts/ddsky")]; len(m)==1 or sys.exit("no ddsky binary in the wheel"); open(d+"/ddsky","wb").write(z.read(m[0]))'
   tmp="$bin.fetch.$$"
   rm -rf "$tmp"
   if ! mkdir -p "$tmp"; then
@@ -59,7 +64,9 @@ ddsky_fetch() {
     return 1
   fi
   if [ -n "$url" ]; then
-    echo "ddsky: downloading $url to $bin" >&2
+    if [ -n "$want" ]; then line=""; else line=" (unverified: no DDSKY_SHA256)"; fi
+    echo "ddsky: downloading $url to $bin$line" >&2
+    line=""
     aws=$(command -v aws || echo "${SKY_RUNTIME_DIR:-${HOME:-/root}}/skypilot-runtime/bin/aws")
     if ! case "$url" in
       s3://*) "$aws" s3 cp --only-show-errors "$url" "$tmp/ddsky" ;;
@@ -73,19 +80,25 @@ ddsky_fetch() {
       [ "$got" = "${want,,}" ] || ddsky_why="sha256 of $url is ${got:-unknown}, not DDSKY_SHA256 $want"
     fi
   else
+    if [ -z "$want" ] && [ -n "${ddsky_sha256:-}" ]; then
+      want=$ddsky_sha256
+      whose="the released wheel's"
+    fi
     for py in python3 python "${SKY_RUNTIME_DIR:-${HOME:-/root}}/skypilot-runtime/bin/python" ""; do
       if [ -n "$py" ] && "$py" -m pip --version >/dev/null 2>&1; then break; fi
     done
     if [ -z "$py" ]; then
       line="no Python with pip (python3, python, ~/skypilot-runtime/bin/python) to fetch ddsky==$ddsky_pin"
     else
-      echo "ddsky: fetching ddsky==$ddsky_pin from the package index with $py -m pip download" >&2
+      if [ -n "$want" ]; then line=""; else line=" (unverified: no ddsky_sha256 or DDSKY_SHA256)"; fi
+      echo "ddsky: fetching ddsky==$ddsky_pin from the package index with $py -m pip download$line" >&2
+      line=""
       if ! "$py" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
         --dest "$tmp" "ddsky==$ddsky_pin" >"$tmp/log" 2>&1; then
         while read -r got; do [ -z "$got" ] || line=$got; done <"$tmp/log"
         case "$(<"$tmp/log")" in *Retrying*) line="the package index did not answer; $line" ;; esac
         line="pip download ddsky==$ddsky_pin failed: $line"
-      elif ! line=$("$py" -c "$unzip" "$tmp" "$want" 2>&1); then
+      elif ! line=$("$py" -c "$unzip" "$tmp" "$want" "$whose" 2>&1); then
         line=${line:-"could not unpack the wheel"}
       else
         line=""

@@ -29,7 +29,7 @@ fn release_venv() -> PathBuf {
     venv
 }
 
-/// scripts/release.sh into target/test-dist, once per test binary. Its release build is the one
+/// scripts/release.sh --build-only into target/test-dist, once per test binary. Its release build is the one
 /// scripts/test.sh starts in the background (or the test images' build, when they are built from
 /// release binaries): maturin's cargo waits for it on cargo's lock and then compiles nothing.
 fn release() -> &'static Release {
@@ -37,8 +37,10 @@ fn release() -> &'static Release {
     BUILT.get_or_init(|| {
         let venv = release_venv();
         let out_dir = repo().join("target/test-dist");
+        // --build-only: no cargo deny, and no stamp of the wheel's hash into the repository's files.
         let out = run(Command::new("bash")
             .arg(repo().join("scripts/release.sh"))
+            .arg("--build-only")
             .arg(&out_dir)
             .env("DDSKY_RELEASE_VENV", &venv));
         out.expect_code(0);
@@ -312,9 +314,51 @@ fn the_sdist_holds_the_crate_and_resolves_from_its_own_lock() {
 
 /// The `ddsky_pin=` of a text holding the setup snippet.
 fn snippet_pin(text: &str) -> Option<&str> {
+    snippet_value(text, "ddsky_pin=")
+}
+
+/// The `ddsky_sha256=` of a text holding the setup snippet: `Some("")` when it is empty.
+fn snippet_sha256(text: &str) -> Option<&str> {
+    snippet_value(text, "ddsky_sha256=")
+}
+
+fn snippet_value<'a>(text: &'a str, assignment: &str) -> Option<&'a str> {
     text.lines()
-        .find_map(|l| l.trim().strip_prefix("ddsky_pin="))
-        .map(|rest| rest.split_whitespace().next().unwrap_or_default())
+        .find_map(|l| l.trim().strip_prefix(assignment))
+        .map(|rest| match rest.split_whitespace().next() {
+            Some(word) if !word.starts_with('#') => word,
+            _ => "",
+        })
+}
+
+/// The last release made before scripts/release.sh stamped the wheel's hash: its snippet carries
+/// none (docs/install.md, "A release"). Every later release must.
+const LAST_UNSTAMPED_RELEASE: &str = "0.1.0";
+
+/// The `Wheel sha256: `...`` line scripts/stamp-release.sh writes under a CHANGELOG.md entry.
+fn recorded_wheel_sha256<'a>(changelog: &'a str, version: &str) -> Option<&'a str> {
+    let heading = format!("## [{version}] - ");
+    let entry = &changelog[changelog.find(&heading)? + heading.len()..];
+    let entry = &entry[..entry.find("\n## [").unwrap_or(entry.len())];
+    entry
+        .lines()
+        .find_map(|l| l.strip_prefix("Wheel sha256: `"))
+        .and_then(|rest| rest.split('`').next())
+}
+
+/// Every file under docker/ and docs/ that holds the setup snippet, found by its marker.
+fn files_with_the_snippet() -> Vec<PathBuf> {
+    let mut found = vec![];
+    for dir in ["docker", "docs"] {
+        for file in files_under(&repo().join(dir)) {
+            let path = repo().join(dir).join(file);
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            if text.contains("# >>> ddsky setup snippet") {
+                found.push(path);
+            }
+        }
+    }
+    found
 }
 
 #[test]
@@ -330,9 +374,26 @@ fn the_version_the_wheel_the_snippets_pin_and_the_changelog_agree() {
         Some(version.as_str()),
         "setup-snippet.sh"
     );
-    for yaml in ["task-mode.yaml", "runtime-mode.yaml"] {
-        let text = std::fs::read_to_string(repo().join("docker/skypilot").join(yaml)).unwrap();
-        assert_eq!(snippet_pin(&text), Some(version.as_str()), "{yaml}");
+    // The released wheel's hash beside the pin, in the snippet and in every file that embeds it.
+    let sha256 = snippet_sha256(&snippet).expect("setup-snippet.sh has a ddsky_sha256= line");
+    assert!(
+        sha256.is_empty()
+            || (sha256.len() == 64
+                && sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())),
+        "setup-snippet.sh: ddsky_sha256={sha256} is not a sha256"
+    );
+    let embedding = files_with_the_snippet();
+    assert!(
+        embedding.len() >= 3,
+        "the snippet and the examples: {embedding:?}"
+    );
+    for path in &embedding {
+        let text = std::fs::read_to_string(path).unwrap();
+        let name = path.strip_prefix(repo()).unwrap().display();
+        assert_eq!(snippet_pin(&text), Some(version.as_str()), "{name}");
+        assert_eq!(snippet_sha256(&text), Some(sha256), "{name}: ddsky_sha256");
     }
     // Keep a Changelog: the first `## [x.y.z] - date` after `## [Unreleased]` is the latest release.
     let changelog = std::fs::read_to_string(repo().join("CHANGELOG.md")).unwrap();
@@ -344,6 +405,113 @@ fn the_version_the_wheel_the_snippets_pin_and_the_changelog_agree() {
     assert!(
         latest.starts_with(&format!("{version}] - ")),
         "CHANGELOG.md's latest entry is [{latest}, not {version}"
+    );
+    // scripts/release.sh stamps the hash into the snippet and records it under the entry together:
+    // a release whose snippet was not stamped (or stamped by hand with another file's hash) differs.
+    let recorded = recorded_wheel_sha256(&changelog, &version);
+    assert_eq!(
+        recorded.unwrap_or(""),
+        sha256,
+        "CHANGELOG.md's [{version}] records the wheel sha256 {recorded:?}; the snippet stamps \"{sha256}\": \
+         release with scripts/release.sh, which writes both"
+    );
+    if version != LAST_UNSTAMPED_RELEASE {
+        assert!(
+            !sha256.is_empty(),
+            "release {version} has no wheel hash stamped: release with scripts/release.sh"
+        );
+    }
+}
+
+/// scripts/stamp-release.sh over a copy of the files a release stamps: the hash lands next to the
+/// pin in every file that embeds the snippet (found, not listed), nothing else of them changes,
+/// the examples still embed the snippet verbatim, and CHANGELOG.md records it once.
+#[test]
+fn the_release_stamp_writes_the_wheels_hash_next_to_every_pin() {
+    let root = scratch_dir("stamp");
+    let examples = root.path().join("docker/skypilot");
+    std::fs::create_dir_all(&examples).unwrap();
+    for file in files_under(&repo().join("docker/skypilot")) {
+        std::fs::copy(
+            repo().join("docker/skypilot").join(&file),
+            examples.join(&file),
+        )
+        .unwrap();
+    }
+    std::fs::copy(
+        repo().join("CHANGELOG.md"),
+        root.path().join("CHANGELOG.md"),
+    )
+    .unwrap();
+    // Any file named as a wheel of this version will do: the stamp is its sha256.
+    let wheel = root
+        .path()
+        .join(format!("ddsky-{}-py3-none-any.whl", cargo_version()));
+    std::fs::write(&wheel, b"not the released wheel, but a file with a sha256").unwrap();
+    let want = sha256_hex(&wheel);
+    for _ in 0..2 {
+        let out = run(Command::new("bash")
+            .arg(repo().join("scripts/stamp-release.sh"))
+            .arg(&wheel)
+            .env("DDSKY_STAMP_ROOT", root.path()));
+        out.expect_code(0);
+    }
+    let original =
+        std::fs::read_to_string(repo().join("docker/skypilot/setup-snippet.sh")).unwrap();
+    let stamped = std::fs::read_to_string(examples.join("setup-snippet.sh")).unwrap();
+    assert_eq!(snippet_sha256(&stamped), Some(want.as_str()));
+    let unstamp = |text: &str| -> Vec<String> {
+        text.lines()
+            .map(|l| match l.find("ddsky_sha256=") {
+                Some(at) => format!("{}{}", &l[..at], l[at..].replacen(&want, "", 1)),
+                None => l.to_owned(),
+            })
+            .collect()
+    };
+    assert_eq!(
+        unstamp(&stamped),
+        unstamp(&original),
+        "only the hash changed"
+    );
+    let block = &stamped[stamped.find("# >>> ddsky setup snippet").unwrap()..];
+    let block = &block[..block.find("# <<< ddsky setup snippet").unwrap()];
+    for file in files_under(&examples) {
+        let text = std::fs::read_to_string(examples.join(&file)).unwrap();
+        if !text.contains("# >>> ddsky setup snippet") {
+            continue;
+        }
+        assert_eq!(snippet_sha256(&text), Some(want.as_str()), "{file}");
+        // Verbatim still: each embedded line is the snippet's, indented.
+        let embedded: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.contains("# >>> ddsky setup snippet"))
+            .take(block.lines().count())
+            .map(str::trim)
+            .collect();
+        let lines: Vec<&str> = block.lines().map(str::trim).collect();
+        assert_eq!(embedded, lines, "{file}");
+    }
+    let changelog = std::fs::read_to_string(root.path().join("CHANGELOG.md")).unwrap();
+    assert_eq!(
+        recorded_wheel_sha256(&changelog, &cargo_version()),
+        Some(want.as_str())
+    );
+    assert_eq!(
+        changelog.matches("Wheel sha256: ").count(),
+        1,
+        "stamped twice, recorded once"
+    );
+    // A wheel of another version is refused: the pin says which release the snippet fetches.
+    let other = root.path().join("ddsky-99.0.0-py3-none-any.whl");
+    std::fs::write(&other, b"x").unwrap();
+    let refused = run(Command::new("bash")
+        .arg(repo().join("scripts/stamp-release.sh"))
+        .arg(&other)
+        .env("DDSKY_STAMP_ROOT", root.path()));
+    assert_ne!(refused.code, 0, "{refused}");
+    assert!(
+        refused.stderr.contains("not the wheel's 99.0.0"),
+        "{refused}"
     );
 }
 
@@ -357,10 +525,18 @@ struct Index {
 
 impl Index {
     fn serving(wheel: &Path) -> Self {
+        Index::serving_all(&[wheel])
+    }
+
+    /// An index holding every one of `wheels` (the first one's binary is served bare too).
+    fn serving_all(wheels: &[&Path]) -> Self {
+        let wheel = wheels[0];
         let root = scratch_dir("index");
         let project = root.path().join("simple/ddsky");
         std::fs::create_dir_all(&project).unwrap();
-        std::fs::copy(wheel, project.join(wheel.file_name().unwrap())).unwrap();
+        for w in wheels {
+            std::fs::copy(w, project.join(w.file_name().unwrap())).unwrap();
+        }
         // The bare binary beside it, for DDSKY_URL=https?://.../ddsky.
         binary_in_wheel(wheel, &root.path().join("ddsky"));
         let port = free_port();
@@ -404,6 +580,12 @@ impl Drop for Index {
 /// next line), with a fresh HOME (`home`), nothing from the developer's shell, and the settings
 /// that point `up` at this scope's stand-in and job.
 fn setup_block(s: &Scope, home: &Path, job: &str, env: &[(&str, &str)]) -> Run {
+    let snippet = repo().join("docker/skypilot/setup-snippet.sh");
+    setup_block_of(&snippet, s, home, job, env)
+}
+
+/// [`setup_block`] with another copy of the snippet (a stamped one).
+fn setup_block_of(snippet: &Path, s: &Scope, home: &Path, job: &str, env: &[(&str, &str)]) -> Run {
     let agent_env = s.agent_env_twin();
     // bash by its path: one case runs with a PATH that has no bash on it.
     let bash = run(Command::new("bash").args(["-c", "command -v bash"]));
@@ -413,7 +595,7 @@ fn setup_block(s: &Scope, home: &Path, job: &str, env: &[(&str, &str)]) -> Run {
         "set -euo pipefail; . \"$1\"; echo 'the job goes on'",
         "setup",
     ])
-    .arg(repo().join("docker/skypilot/setup-snippet.sh"))
+    .arg(snippet)
     .env_clear()
     .env("PATH", std::env::var("PATH").unwrap_or_default())
     .env("HOME", home)
@@ -629,4 +811,226 @@ fn a_wrong_sha256_no_index_or_no_python_warns_once_leaves_nothing_and_the_job_go
         );
     }
     drop(index);
+}
+
+/// A wheel of the same version as `released` that pip prefers on this machine: the same files,
+/// tagged manylinux_2_17 (more specific than the released manylinux_2_5 and manylinux1), as
+/// anyone with the index account (or a private mirror) could upload after the release. Its
+/// `ddsky` is a script that leaves a mark if it is ever run.
+fn more_specific_wheel(released: &Path, dir: &Path) -> PathBuf {
+    let version = cargo_version();
+    let path = dir.join(format!(
+        "ddsky-{version}-py3-none-manylinux_2_17_x86_64.whl"
+    ));
+    let code = "import sys,zipfile; src=zipfile.ZipFile(sys.argv[1]); dst=zipfile.ZipFile(sys.argv[2],'w'); \
+        [dst.writestr(i, b'#!/bin/sh\\ntouch \"$HOME/ran-the-other-wheel\"\\nexit 1\\n' if i.filename.endswith('.data/scripts/ddsky') \
+        else src.read(i).replace(b'Tag: py3-none-manylinux_2_5_x86_64', b'Tag: py3-none-manylinux_2_17_x86_64')) \
+        for i in src.infolist()]; dst.close()";
+    run(Command::new("python3")
+        .args(["-c", code])
+        .arg(released)
+        .arg(&path))
+    .expect_code(0);
+    path
+}
+
+#[test]
+fn the_released_snippet_takes_the_released_wheel_and_refuses_another_of_the_same_version() {
+    let release = release();
+    let dir = scratch_dir("stamped");
+    // The snippet as a release ships it: stamped with the released wheel's sha256 by the release's
+    // own stamping step.
+    let snippet = dir.path().join("setup-snippet.sh");
+    std::fs::copy(repo().join("docker/skypilot/setup-snippet.sh"), &snippet).unwrap();
+    run(Command::new("bash")
+        .arg(repo().join("scripts/stamp-release.sh"))
+        .arg(&release.wheel)
+        .arg(&snippet))
+    .expect_code(0);
+    let released_sha = sha256_hex(&release.wheel);
+    let stamped = std::fs::read_to_string(&snippet).unwrap();
+    assert_eq!(snippet_sha256(&stamped), Some(released_sha.as_str()));
+    let other = more_specific_wheel(&release.wheel, dir.path());
+    let other_sha = sha256_hex(&other);
+    let s = Scope::new("snippet-pinned");
+    let job = s.name("job");
+    s.run_job("job");
+
+    // Both wheels in the index: pip picks the more specific one, the snippet refuses it.
+    let both = Index::serving_all(&[&release.wheel, &other]);
+    let home = scratch_dir("node-home");
+    let index_env = [
+        ("PIP_INDEX_URL", both.url()),
+        ("PIP_CONFIG_FILE", "/dev/null".into()),
+    ];
+    let index_env: Vec<(&str, &str)> = index_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let refused = setup_block_of(&snippet, &s, home.path(), &job, &index_env);
+    refused.expect_code(0);
+    assert!(refused.stdout.contains("the job goes on"), "{refused}");
+    let lines = warning_lines(&refused);
+    assert_eq!(lines.len(), 1, "{refused}");
+    assert!(
+        lines[0].starts_with("ddsky: WARNING: exit 127: no ddsky binary")
+            && lines[0].contains(&format!(
+                "sha256 of {} is {other_sha}, not the released wheel's {released_sha}",
+                file_name(&other)
+            ))
+            && lines[0].ends_with("training continues"),
+        "{refused}"
+    );
+    let left: Vec<String> = files_under(home.path())
+        .into_iter()
+        .filter(|f| !pip_side_effect(f))
+        .collect();
+    assert!(left.is_empty(), "the refused wheel left {left:?}");
+    assert!(inspect(&s.agent).is_none(), "no agent from a refused wheel");
+    drop(both);
+
+    // The released wheel alone: taken, and `up` starts the agent.
+    let released = Index::serving(&release.wheel);
+    let home = scratch_dir("node-home");
+    let index_env = [
+        ("PIP_INDEX_URL", released.url()),
+        ("PIP_CONFIG_FILE", "/dev/null".into()),
+    ];
+    let index_env: Vec<(&str, &str)> = index_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let taken = setup_block_of(&snippet, &s, home.path(), &job, &index_env);
+    taken.expect_code(0);
+    assert!(warning_lines(&taken).is_empty(), "{taken}");
+    assert!(!taken.stderr.contains("unverified"), "{taken}");
+    let from_wheel = scratch_dir("from-wheel");
+    binary_in_wheel(&release.wheel, &from_wheel.path().join("ddsky"));
+    assert_eq!(
+        std::fs::read(home.path().join(".ddsky/ddsky")).unwrap(),
+        std::fs::read(from_wheel.path().join("ddsky")).unwrap(),
+        "~/.ddsky/ddsky is the released wheel's binary"
+    );
+    let agent = inspect(&s.agent).expect("the snippet's `up` created the agent");
+    assert_eq!(agent["State"]["Running"], true, "{taken}");
+
+    // DDSKY_URL without DDSKY_SHA256: downloaded, and its line says once that nothing checked it.
+    let url_home = scratch_dir("node-home-url");
+    let binary_url = format!("http://127.0.0.1:{}/ddsky", released.port);
+    let unchecked = setup_block_of(
+        &snippet,
+        &s,
+        url_home.path(),
+        &job,
+        &[("DDSKY_URL", &binary_url), ("PIP_CONFIG_FILE", "/dev/null")],
+    );
+    unchecked.expect_code(0);
+    assert!(warning_lines(&unchecked).is_empty(), "{unchecked}");
+    let said: Vec<&str> = unchecked
+        .stderr
+        .lines()
+        .filter(|l| l.contains("unverified"))
+        .collect();
+    assert_eq!(said.len(), 1, "{unchecked}");
+    assert!(
+        said[0].starts_with(&format!("ddsky: downloading {binary_url}"))
+            && said[0].ends_with("(unverified: no DDSKY_SHA256)"),
+        "{unchecked}"
+    );
+    drop(released);
+
+    // DDSKY_SHA256 overrides the stamp (a private build): the other wheel is then the one wanted.
+    let both = Index::serving_all(&[&release.wheel, &other]);
+    let home = scratch_dir("node-home");
+    let override_env = [
+        ("PIP_INDEX_URL", both.url()),
+        ("PIP_CONFIG_FILE", "/dev/null".into()),
+        ("DDSKY_SHA256", other_sha.clone()),
+    ];
+    let override_env: Vec<(&str, &str)> =
+        override_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let overridden = setup_block_of(&snippet, &s, home.path(), &job, &override_env);
+    overridden.expect_code(0);
+    // Its `ddsky` is the marking script: it was taken and run (and is no ddsky: exit 126).
+    assert!(home.path().join(".ddsky/ddsky").is_file(), "{overridden}");
+    assert!(
+        home.path().join("ran-the-other-wheel").is_file(),
+        "{overridden}"
+    );
+    let lines = warning_lines(&overridden);
+    assert_eq!(lines.len(), 1, "{overridden}");
+    assert!(
+        lines[0].starts_with("ddsky: WARNING: exit 126"),
+        "{overridden}"
+    );
+}
+
+/// The ELF section `name` of the executable at `path`, if it has one.
+fn elf_section(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let elf = std::fs::read(path).unwrap();
+    assert_eq!(&elf[..4], b"\x7fELF", "{} is not ELF", path.display());
+    let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap()) as usize;
+    let u32_at = |o: usize| u32::from_le_bytes(elf[o..o + 4].try_into().unwrap()) as usize;
+    let u16_at = |o: usize| u16::from_le_bytes(elf[o..o + 2].try_into().unwrap()) as usize;
+    let (shoff, shentsize, shnum, shstrndx) =
+        (u64_at(0x28), u16_at(0x3a), u16_at(0x3c), u16_at(0x3e));
+    let header = |i: usize| shoff + i * shentsize;
+    let names = u64_at(header(shstrndx) + 24);
+    (0..shnum).find_map(|i| {
+        let h = header(i);
+        let at = names + u32_at(h);
+        let end = at + elf[at..].iter().position(|&b| b == 0)?;
+        (&elf[at..end] == name.as_bytes()).then(|| {
+            let (offset, size) = (u64_at(h + 24), u64_at(h + 32));
+            elf[offset..offset + size].to_vec()
+        })
+    })
+}
+
+/// `cargo auditable`'s record in the released binary: the crates that are in it, with their
+/// versions, for scanners (cargo audit bin, Trivy, Grype, Syft) to read.
+#[test]
+fn the_released_binary_carries_its_dependency_list() {
+    let release = release();
+    let dir = scratch_dir("audit");
+    let binary = dir.path().join("ddsky");
+    binary_in_wheel(&release.wheel, &binary);
+    let section = elf_section(&binary, ".dep-v0").expect(
+        "the binary in the wheel has no .dep-v0 section: was it built with cargo auditable?",
+    );
+    let mut json = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::ZlibDecoder::new(&section[..]), &mut json)
+        .expect(".dep-v0 is zlib-compressed JSON");
+    let list: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let packages = list["packages"].as_array().expect("a packages list");
+    let version_of = |name: &str| {
+        packages
+            .iter()
+            .find(|p| p["name"] == name && p["kind"] != "build")
+            .map(|p| p["version"].as_str().unwrap_or_default().to_owned())
+    };
+    let root = packages
+        .iter()
+        .find(|p| p["root"] == true)
+        .expect("a root package");
+    assert_eq!(root["name"], "ddsky");
+    assert_eq!(root["version"], cargo_version());
+    // The crates the lock file resolves, as built (the TLS stack, Docker's client, the runtime).
+    let lock = std::fs::read_to_string(repo().join("Cargo.lock")).unwrap();
+    for name in [
+        "bollard",
+        "tokio",
+        "rustls",
+        "ring",
+        "hyper",
+        "aws-sdk-secretsmanager",
+    ] {
+        let listed = version_of(name).unwrap_or_else(|| panic!("{name} is not in .dep-v0"));
+        let entry = format!("[[package]]\nname = \"{name}\"\nversion = \"{listed}\"\n");
+        assert!(
+            lock.contains(&entry),
+            "{name} {listed} in .dep-v0 is not Cargo.lock's"
+        );
+    }
+    // Only what is in the binary: no test-only crate.
+    for dev_only in ["proptest", "tempfile", "serde_yaml_ng"] {
+        assert!(
+            version_of(dev_only).is_none(),
+            "{dev_only} listed in the binary"
+        );
+    }
 }
