@@ -28,6 +28,11 @@ pub const AGENT_CONFD_DIR: &str = "/etc/datadog-agent/conf.d/ddsky.d";
 pub const JOBS_SUBDIR: &str = "jobs";
 pub const CONFD_SUBDIR: &str = "conf.d";
 pub const CONF_FILE: &str = "conf.yaml";
+/// How often the agent looks for new job files (`logs_config.file_scan_period`, seconds; the
+/// agent's default is 10). A run's files are new to the agent, found only by this scan: at 10 s a
+/// short job could end, and `run --down`'s drain budget run out, before the agent had read a line.
+/// A glob of one directory a second costs the agent nothing.
+pub const FILE_SCAN_PERIOD_SECS: &str = "1";
 /// The `source` of the job's lines in Datadog (`source:skypilot`).
 pub const LOG_SOURCE: &str = "skypilot";
 /// The most one run's file of one stream may hold: a job that prints more than this has the rest

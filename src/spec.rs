@@ -364,6 +364,12 @@ pub fn agent_spec(settings: &AgentSettings, key: &ApiKey) -> AgentSpec {
     if settings.gpus {
         env.push(("DD_GPU_ENABLED".into(), "true".into()));
     }
+    if settings.job_logs.is_some() {
+        env.push((
+            "DD_LOGS_CONFIG_FILE_SCAN_PERIOD".into(),
+            crate::joblog::FILE_SCAN_PERIOD_SECS.into(),
+        ));
+    }
     if let Some(url) = &settings.dd_url {
         env.push(("DD_DD_URL".into(), url.clone()));
     }
@@ -547,6 +553,27 @@ mod tests {
 
     fn env_of(spec: &AgentSpec) -> Vec<String> {
         spec.body.env.clone().unwrap()
+    }
+
+    #[test]
+    fn a_host_with_a_job_log_directory_mounts_it_and_scans_for_new_job_files_every_second() {
+        let plain = agent_spec(&settings(), &test_key(KEY));
+        assert!(!env_of(&plain)
+            .iter()
+            .any(|e| e.starts_with("DD_LOGS_CONFIG_FILE_SCAN_PERIOD=")));
+        let spec = agent_spec(
+            &AgentSettings {
+                job_logs: Some("/home/u/.ddsky/job-logs".into()),
+                ..settings()
+            },
+            &test_key(KEY),
+        );
+        assert!(env_of(&spec).contains(&"DD_LOGS_CONFIG_FILE_SCAN_PERIOD=1".to_string()));
+        let binds = spec.body.host_config.as_ref().unwrap().binds.clone().unwrap();
+        for bind in crate::joblog::binds("/home/u/.ddsky/job-logs") {
+            assert!(binds.contains(&bind), "{bind} in {binds:?}");
+        }
+        assert_ne!(spec.hash, plain.hash);
     }
 
     #[test]
