@@ -45,6 +45,8 @@ const REQUEST_TIMEOUT_SECS: u64 = 120;
 /// SkyPilot's setup with it, past every deadline.
 /// The default limit on one exec: the agent's CLI answers in well under a second on an idle node.
 const EXEC_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often a running exec's container is looked at (one inspect; most execs end before the first).
+const EXEC_WATCH_EVERY: Duration = Duration::from_secs(1);
 
 /// A Docker daemon address in a scheme ddsky speaks (`settings::docker_host` checks it).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -510,26 +512,60 @@ impl Engine {
         }
     }
 
-    /// Runs `cmd` in the container and collects its output and exit code.
+    /// Runs `cmd` in the container and collects its output and exit code. An exec whose container
+    /// stops or restarts under it never answers (its attach stays open, more so with the agent's
+    /// host pid namespace), so the container is watched meanwhile and the exec given up at once.
     pub async fn exec(
         &self,
         container: &str,
         cmd: &[&str],
         env: &[&str],
     ) -> Result<ExecOutput, EngineError> {
-        tokio::time::timeout(self.exec_timeout, self.exec_unbounded(container, cmd, env))
-            .await
-            .unwrap_or_else(|_| {
-                Err(EngineError::Exec {
-                    name: container.to_owned(),
-                    command: cmd.join(" "),
-                    cause: format!(
-                        "no answer within {} (the container may have restarted under it, or the node's CPUs are too busy: raise --agent-timeout)",
+        let failed = |cause: String| EngineError::Exec {
+            name: container.to_owned(),
+            command: cmd.join(" "),
+            cause: cause.into(),
+        };
+        tokio::select! {
+            done = tokio::time::timeout(self.exec_timeout, self.exec_unbounded(container, cmd, env)) => {
+                done.unwrap_or_else(|_| {
+                    Err(failed(format!(
+                        "no answer within {} (the node's CPUs may be too busy: raise --agent-timeout)",
                         humantime::format_duration(self.exec_timeout)
-                    )
-                    .into(),
+                    )))
                 })
-            })
+            }
+            why = self.until_stopped_or_restarted(container) => Err(failed(why.to_owned())),
+        }
+    }
+
+    /// Returns once `container` is no longer the running container it was when called (stopped,
+    /// restarting, started again, or removed); never while it runs on.
+    async fn until_stopped_or_restarted(&self, container: &str) -> &'static str {
+        let state = |c: bollard::models::ContainerInspectResponse| c.state.unwrap_or_default();
+        let first = match self.docker.inspect_container(container, None).await {
+            Ok(c) => state(c).started_at,
+            Err(_) => None,
+        };
+        loop {
+            tokio::time::sleep(EXEC_WATCH_EVERY).await;
+            match self.docker.inspect_container(container, None).await {
+                Ok(c) => {
+                    let now = state(c);
+                    if now.restarting == Some(true) || now.running != Some(true) {
+                        return "the container stopped under it";
+                    }
+                    if first.is_some() && now.started_at != first {
+                        return "the container restarted under it";
+                    }
+                }
+                Err(e) if status_of(&e) == Some(404) => {
+                    return "the container was removed under it"
+                }
+                // The daemon's own trouble: the exec's deadline still bounds the wait.
+                Err(_) => {}
+            }
+        }
     }
 
     async fn exec_unbounded(

@@ -569,7 +569,14 @@ mod tests {
             &test_key(KEY),
         );
         assert!(env_of(&spec).contains(&"DD_LOGS_CONFIG_FILE_SCAN_PERIOD=1".to_string()));
-        let binds = spec.body.host_config.as_ref().unwrap().binds.clone().unwrap();
+        let binds = spec
+            .body
+            .host_config
+            .as_ref()
+            .unwrap()
+            .binds
+            .clone()
+            .unwrap();
         for bind in crate::joblog::binds("/home/u/.ddsky/job-logs") {
             assert!(binds.contains(&bind), "{bind} in {binds:?}");
         }

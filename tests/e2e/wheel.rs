@@ -700,10 +700,16 @@ fn the_setup_snippet_fetches_the_pinned_wheel_from_the_index_once_and_starts_the
     let agent = inspect(&s.agent).expect("the snippet's `up` created the agent");
     assert_eq!(agent["State"]["Running"], true, "{first}");
     // Nothing was installed into a Python environment: the fresh HOME holds the binary, pip's
-    // config and pip's download cache, and pip knows no ddsky.
+    // config and pip's download cache, the job log directory `up` makes on a host (its
+    // `--job-log-dir` default, ~/.ddsky/job-logs), and pip knows no ddsky.
     let unexpected: Vec<String> = files_under(home.path())
         .into_iter()
-        .filter(|f| f != ".ddsky/ddsky" && f != ".config/pip/pip.conf" && !pip_side_effect(f))
+        .filter(|f| {
+            f != ".ddsky/ddsky"
+                && f != ".config/pip/pip.conf"
+                && !f.starts_with(".ddsky/job-logs/")
+                && !pip_side_effect(f)
+        })
         .collect();
     assert!(unexpected.is_empty(), "left in HOME: {unexpected:?}");
     let show = run(Command::new("python3")
