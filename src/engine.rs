@@ -187,6 +187,8 @@ pub struct ContainerInfo {
     pub cmd_port: Option<u16>,
     /// The json-file log on the host (`LogPath`); empty with other log drivers.
     pub log_path: Option<String>,
+    /// When it was created (`Created`, RFC 3339): a restart keeps it, unlike `State.StartedAt`.
+    pub created: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1083,6 +1085,7 @@ fn container_info(c: bollard::models::ContainerInspectResponse) -> ContainerInfo
             .to_owned(),
         image: config.image.unwrap_or_default(),
         image_id: c.image.unwrap_or_default(),
+        created: c.created.clone(),
         labels: config.labels.unwrap_or_default(),
         state: ContainerState {
             status: state

@@ -127,6 +127,7 @@ mod tests {
             network_mode: None,
             cmd_port: None,
             log_path: None,
+            created: None,
         }
     }
 

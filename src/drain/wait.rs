@@ -41,8 +41,9 @@ impl Drained {
 }
 
 /// Every container log the agent may have to send before it stops: every container but the agent,
-/// running or stopped since the agent started (older ones were never its to send), json-file
-/// logged; with its size once Docker has stopped adding to it.
+/// running or stopped since the agent was created (older ones were never its to send; one that
+/// stopped while Docker restarted the agent is, as the registry carries over), json-file logged;
+/// with its size once Docker has stopped adding to it.
 async fn container_logs<E: ContainerEngine>(
     engine: &E,
     agent: &ContainerInfo,
@@ -56,7 +57,10 @@ async fn container_logs<E: ContainerEngine>(
             continue;
         };
         let ran_with_agent = info.state.running
-            || match (&info.state.finished_at, &agent.state.started_at) {
+            || match (
+                &info.state.finished_at,
+                agent.created.as_ref().or(agent.state.started_at.as_ref()),
+            ) {
                 // RFC 3339 in UTC from the same daemon: the text orders like the time.
                 (Some(finished), Some(started)) => finished >= started,
                 _ => true,
