@@ -725,21 +725,32 @@ impl Client {
         definition: &serde_json::Value,
         deadline: Instant,
     ) -> Result<String, ApiError> {
+        let created = self
+            .create(Endpoint::DashboardCreate, definition, deadline)
+            .await?;
+        dashboard_id(Endpoint::DashboardCreate, &created)
+    }
+
+    /// A create's `POST`, answered as JSON. Only a throttle is retried: after a 5xx or a timeout
+    /// the object may exist, and the caller lists again before it creates again.
+    async fn create(
+        &self,
+        endpoint: Endpoint,
+        definition: &serde_json::Value,
+        deadline: Instant,
+    ) -> Result<serde_json::Value, ApiError> {
         let json = serde_json::to_vec(definition).unwrap_or_default();
         let body = self
             .call_at(
-                Endpoint::DashboardCreate,
-                Endpoint::DashboardCreate.path(),
+                endpoint,
+                endpoint.path(),
                 "",
                 Some(json),
                 Retry::ThrottleOnly,
                 deadline,
             )
             .await?;
-        dashboard_id(
-            Endpoint::DashboardCreate,
-            &parse_json(Endpoint::DashboardCreate, &body)?,
-        )
+        parse_json(endpoint, &body)
     }
 
     /// `PUT /api/v1/dashboard/{id}`: replaces the whole dashboard (safe to repeat).
@@ -843,22 +854,10 @@ impl Client {
         definition: &serde_json::Value,
         deadline: Instant,
     ) -> Result<i64, ApiError> {
-        let json = serde_json::to_vec(definition).unwrap_or_default();
-        let body = self
-            .call_at(
-                Endpoint::MonitorCreate,
-                Endpoint::MonitorCreate.path(),
-                "",
-                Some(json),
-                Retry::ThrottleOnly,
-                deadline,
-            )
+        let created = self
+            .create(Endpoint::MonitorCreate, definition, deadline)
             .await?;
-        Ok(MonitorFound::from_json(
-            Endpoint::MonitorCreate,
-            parse_json(Endpoint::MonitorCreate, &body)?,
-        )?
-        .id)
+        Ok(MonitorFound::from_json(Endpoint::MonitorCreate, created)?.id)
     }
 
     /// `PUT /api/v1/monitor/{id}` with the whole wanted state (safe to repeat).
