@@ -13,8 +13,9 @@
 //! threshold must equal the query's number); answers add read-only fields and defaults, and a
 //! metric monitor comes back as `metric alert`. It can refuse a permission (403 "Forbidden"), fail
 //! every list (500), and answer a create only after a stall (the create done, the answer late).
-//! Every request is recorded; [`FakeDatadog::check_against_spec`] checks them all against the
-//! vendored OpenAPI spec (tests/fixtures/datadog-openapi) with tests/e2e/openapi_check.py.
+//! Every request is recorded and checked against the vendored OpenAPI spec
+//! (tests/fixtures/datadog-openapi) with tests/e2e/openapi_check.py when the fake is dropped, in
+//! every test that starts one; [`FakeDatadog::check_against_spec`] checks those so far mid-test.
 
 pub mod dashboards;
 
@@ -268,9 +269,21 @@ pub struct FakeDatadog {
     pub port: u16,
     calls: Arc<Mutex<Vec<(String, u16)>>>,
     requests: Arc<Mutex<Vec<Value>>>,
+    /// How many of `requests` were checked against the spec already (the rest are at drop).
+    checked: Mutex<usize>,
     /// The dashboards and monitors the fake keeps: tests seed and read them.
     pub store: Arc<Mutex<crate::fake_datadog::dashboards::Store>>,
     behaviour: Arc<Mutex<Behaviour>>,
+}
+
+/// Every request a test made is checked against Datadog's spec, whether the test asked or not:
+/// a test that ends without a failure fails here if one request did not fit.
+impl Drop for FakeDatadog {
+    fn drop(&mut self) {
+        if !std::thread::panicking() && self.unchecked() > 0 {
+            self.check_against_spec();
+        }
+    }
 }
 
 impl FakeDatadog {
@@ -300,9 +313,14 @@ impl FakeDatadog {
             port,
             calls,
             requests,
+            checked: Mutex::new(0),
             store,
             behaviour: state,
         }
+    }
+
+    fn unchecked(&self) -> usize {
+        self.requests.lock().unwrap().len() - *self.checked.lock().unwrap()
     }
 
     /// Changes the behaviour from now on.
@@ -321,9 +339,11 @@ impl FakeDatadog {
 
     /// Checks every request made so far against Datadog's OpenAPI spec (method, path, query
     /// parameters, body; an undeclared field is an error). Panics with the checker's report.
+    /// Those made after the last call are checked again when the fake is dropped.
     pub fn check_against_spec(&self) {
         let requests = self.requests.lock().unwrap().clone();
         assert!(!requests.is_empty(), "no request to check");
+        *self.checked.lock().unwrap() = requests.len();
         let venv = crate::common::tool_dir("DDSKY_OPENAPI_VENV", "openapi-venv");
         let python = venv.join("bin/python");
         assert!(
