@@ -331,15 +331,25 @@ fn an_agent_sigkilled_mid_job_is_restarted_and_every_line_is_sent_and_status_nam
         "none-such",
     ]))
     .expect_code(0);
-    // Two seconds of silence so that the agent discovers it, then ~10 s of numbered lines.
+    // Two seconds of silence so that the agent discovers it, then the first half of its numbered
+    // lines; the second half once the test says so, and then it waits to be let go (files in a
+    // scratch dir it mounts): it still runs when the restarted agent looks for containers.
+    let half = KILLED_UNDER_LINES / 2;
+    let gate = scratch_dir("oomkill-job");
     let script = format!(
-        "sleep 2; for i in $(seq 1 {KILLED_UNDER_LINES}); do echo \"line $i of the job\"; sleep 0.03; done"
+        "sleep 2; for i in $(seq 1 {half}); do echo \"line $i of the job\"; sleep 0.03; done; \
+         while [ ! -e /gate/go ]; do sleep 0.1; done; \
+         for i in $(seq {} {KILLED_UNDER_LINES}); do echo \"line $i of the job\"; sleep 0.03; done; \
+         while [ ! -e /gate/end ]; do sleep 0.1; done",
+        half + 1
     );
     let started = docker(&[
         "run",
         "-d",
         "--name",
         &job,
+        "-v",
+        &format!("{}:/gate", gate.path().display()),
         "--entrypoint",
         "/bin/bash",
         &format!("{}/skypilot-job:latest", image_namespace()),
@@ -348,21 +358,48 @@ fn an_agent_sigkilled_mid_job_is_restarted_and_every_line_is_sent_and_status_nam
     ]);
     started.expect_code(0);
     let job_id = started.stdout.trim().to_owned();
-    // Some lines are sent, then the agent's process dies as the OOM killer ends it: SIGKILL from
-    // the host, no flush, no last registry write.
+    let sent = |line: usize| {
+        let text = format!("line {line} of the job");
+        intake.logs_of(&job_id).iter().any(|e| e.message == text)
+    };
+    // The first half is sent and acknowledged...
     assert!(
-        eventually(Duration::from_secs(20), || !intake
-            .logs_of(&job_id)
+        eventually(Duration::from_secs(120), || sent(half)),
+        "the agent sends the job's first lines"
+    );
+    // ...then the intake holds its answers and the job prints the rest: once a payload of the
+    // second half waits for its answer, its lines are read and sent but not acknowledged (and the
+    // ones after it not even sent: a pipeline sends one payload at a time), so the registry cannot
+    // hold them when the agent dies. The process dies as the OOM killer ends it: SIGKILL from the
+    // host, no flush, no last registry write.
+    intake.hold_logs();
+    std::fs::write(gate.path().join("go"), b"").unwrap();
+    assert!(
+        eventually(Duration::from_secs(120), || !intake
+            .held_logs_of(&job_id)
             .is_empty()),
-        "the agent sends the job's lines before it is killed"
+        "the agent sends the second half"
+    );
+    assert!(
+        !sent(half + 1),
+        "no line of the second half is acknowledged when the agent is killed"
     );
     let pid = inspect(&s.agent).unwrap()["State"]["Pid"].as_i64().unwrap();
     Command::new("kill")
         .args(["-9", &pid.to_string()])
         .status()
         .unwrap();
+    // Once Docker has seen it exit (its sockets are closed by then), the killed agent's held sends
+    // are found hung up, as an intake finds a dead sender: it delivered nothing. The restarted
+    // agent's sends, held meanwhile, are answered.
     assert!(
-        eventually(Duration::from_secs(20), || {
+        eventually(Duration::from_secs(60), || inspect(&s.agent)
+            .is_some_and(|c| c["RestartCount"].as_i64().unwrap_or(0) >= 1)),
+        "Docker sees the agent exit"
+    );
+    intake.release_logs_and_settle();
+    assert!(
+        eventually(Duration::from_secs(60), || {
             // Docker counts the restart, and keeps Running true, from the moment it schedules it:
             // the agent is back once it is no longer Restarting.
             inspect(&s.agent).is_some_and(|c| {
@@ -373,6 +410,12 @@ fn an_agent_sigkilled_mid_job_is_restarted_and_every_line_is_sent_and_status_nam
         }),
         "Docker restarts the agent (unless-stopped)"
     );
+    // The restarted agent finds the job still running, as it finds a long job after an OOM kill.
+    let back = run(s
+        .ddsky()
+        .args(["status", "--wait", "120s", "--expect", &job]));
+    back.expect_code(0);
+    std::fs::write(gate.path().join("end"), b"").unwrap();
     assert_eq!(
         run(Command::new("docker").args(["wait", &job]))
             .stdout
@@ -398,7 +441,6 @@ fn an_agent_sigkilled_mid_job_is_restarted_and_every_line_is_sent_and_status_nam
     let down = run(s
         .ddsky()
         .args(["down", "--expect", &job, "--timeout", "120s"]));
-    down.expect_code(0);
     let got: std::collections::HashSet<String> = intake
         .logs_of(&job_id)
         .into_iter()
@@ -408,7 +450,7 @@ fn an_agent_sigkilled_mid_job_is_restarted_and_every_line_is_sent_and_status_nam
         .filter(|i| !got.contains(&format!("line {i} of the job")))
         .collect();
     assert!(
-        missing.is_empty(),
+        missing.is_empty() && down.code == 0,
         "lines never sent after the kill: {missing:?}\n{down}"
     );
 }
