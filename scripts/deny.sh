@@ -8,6 +8,8 @@ set -euo pipefail
 repo=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 say() { echo "scripts/deny.sh: $*" >&2; }
 tools=$(bash "$repo/scripts/cargo-tool.sh" cargo-deny 0.20.2) || { say "could not install cargo-deny (above)"; exit 1; }
+# scripts/test.sh installs it beside the tests, and checks after them.
+[ "${1:-}" = --install-only ] && exit 0
 checks=(licenses bans sources)
 if [ "${DDSKY_ADVISORIES:-0}" = 1 ]; then
   checks+=(advisories)

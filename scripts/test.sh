@@ -6,7 +6,8 @@
 #
 # Order (docs/testing.md has the figures): the installs, which wait on the network, run beside the
 # tests' build, which waits on the CPU; the test images are made from that build's own static
-# binaries; the release build the packaging tests pack runs beside the tests.
+# binaries; the packaging tests' wheel is built on that build's dependencies; a full run ends with
+# the dependency check (scripts/deny.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -74,22 +75,35 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || stop "dockerd did not start: see /tmp/dockerd.log"
 fi
 
-# The release build the packaging tests pack: scripts/release.sh's own cargo command (same flags,
-# so maturin then compiles nothing). Only tests/e2e/wheel.rs needs it, and its tests run last
-# (maturin waits on cargo's lock until it is done): it runs beside the tests, in a session of its
-# own (setsid), so the kernel's autogroups give it about one share of the CPU among the tests'
-# agents; niced, where autogroups are off. Started beside the tests' build instead, it only
-# slowed that build, which everything else waits for.
-# DDSKY_RELEASE_BUILD=0 skips it when running a subset that leaves out the packaging tests.
-# `cargo auditable build`, as scripts/release.sh's maturin runs it (cargo-auditable: test-tools.sh).
-if [ "${DDSKY_RELEASE_BUILD:-1}" != 0 ]; then
-  auditable=$(bash scripts/cargo-tool.sh cargo-auditable 0.7.7) || stop "no cargo-auditable (above)"
-  background nice -n 19 env -u CARGO_BUILD_TARGET RUSTFLAGS="-C target-feature=+crt-static" \
-    "$auditable/cargo-auditable" auditable build --quiet --release -p ddsky --target "$triple"
+bash docker/build-test-images.sh || stop "could not build the test images (above)"
+
+# A full run (no arguments) also checks the dependency graph after the tests (scripts/deny.sh);
+# cargo-deny is installed meanwhile, niced, where it is missing (once per machine).
+full_run=false
+[ $# -eq 0 ] && full_run=true
+if $full_run; then
+  background nice -n 19 bash scripts/deny.sh --install-only
+  deny_install=$!
 fi
 
-bash docker/build-test-images.sh || stop "could not build the test images (above)"
+# The packaging tests' wheel (tests/e2e/wheel.rs): scripts/release.sh's recipe on the dev profile
+# (`--build-only --dev-profile`), so that it compiles only ddsky itself on the dependencies the
+# tests' build compiled. Built after the test images, which take the tests' own ddsky: its maturin
+# relinks target/<triple>/debug/ddsky, which the `cargo test` below links back before any test
+# runs. For a full run, or a subset with DDSKY_TEST_WHEEL=1; otherwise the packaging tests build
+# the release profile's wheel themselves (slower, same checks).
+if $full_run || [ "${DDSKY_TEST_WHEEL:-0}" = 1 ]; then
+  DDSKY_TEST_WHEEL_DIR="$target_dir/test-dist"
+  mkdir -p "$DDSKY_TEST_WHEEL_DIR"
+  bash scripts/release.sh --build-only --dev-profile "$DDSKY_TEST_WHEEL_DIR" >"$DDSKY_TEST_WHEEL_DIR/printed.txt" ||
+    stop "could not build the packaging tests' wheel (scripts/release.sh, above)"
+  export DDSKY_TEST_WHEEL_DIR
+fi
 # Most end-to-end tests wait on an agent's start-up, not on the CPU: they run side by side, and the
 # few that share something of the host take turns (tests/e2e/common.rs, HostResource).
 export RUST_TEST_THREADS=${RUST_TEST_THREADS:-6}
 cargo test --workspace "$@"
+if $full_run; then
+  wait "$deny_install" || true  # deny.sh says what failed, installing again
+  bash scripts/deny.sh
+fi

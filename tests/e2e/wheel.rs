@@ -29,21 +29,34 @@ fn release_venv() -> PathBuf {
     venv
 }
 
-/// scripts/release.sh --build-only into target/test-dist, once per test binary. Its release build is the one
-/// scripts/test.sh starts in the background (or the test images' build, when they are built from
-/// release binaries): maturin's cargo waits for it on cargo's lock and then compiles nothing.
+/// The wheel and sdist of scripts/release.sh --build-only: those scripts/test.sh built before the
+/// tests (`--dev-profile`, in $DDSKY_TEST_WHEEL_DIR, with what it printed in printed.txt), else
+/// built here into target/test-dist on the release profile, once per test binary (a subset run by
+/// `cargo test` alone).
 fn release() -> &'static Release {
     static BUILT: OnceLock<Release> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let venv = release_venv();
-        let out_dir = repo().join("target/test-dist");
-        // --build-only: no cargo deny, and no stamp of the wheel's hash into the repository's files.
-        let out = run(Command::new("bash")
-            .arg(repo().join("scripts/release.sh"))
-            .arg("--build-only")
-            .arg(&out_dir)
-            .env("DDSKY_RELEASE_VENV", &venv));
-        out.expect_code(0);
+        let (out_dir, printed) = match std::env::var_os("DDSKY_TEST_WHEEL_DIR") {
+            Some(dir) => {
+                let dir = PathBuf::from(dir);
+                let printed = std::fs::read_to_string(dir.join("printed.txt"))
+                    .expect("scripts/test.sh saves what release.sh printed in printed.txt");
+                (dir, printed)
+            }
+            None => {
+                let venv = release_venv();
+                let out_dir = repo().join("target/test-dist");
+                // --build-only: no cargo deny, and no stamp of the wheel's hash into the
+                // repository's files.
+                let out = run(Command::new("bash")
+                    .arg(repo().join("scripts/release.sh"))
+                    .arg("--build-only")
+                    .arg(&out_dir)
+                    .env("DDSKY_RELEASE_VENV", &venv));
+                out.expect_code(0);
+                (out_dir, out.stdout)
+            }
+        };
         let only = |suffix: &str| {
             let found: Vec<PathBuf> = std::fs::read_dir(&out_dir)
                 .unwrap()
@@ -56,7 +69,7 @@ fn release() -> &'static Release {
         Release {
             wheel: only(".whl"),
             sdist: only(".tar.gz"),
-            printed: out.stdout,
+            printed,
         }
     })
 }
