@@ -413,6 +413,13 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "DUR", value_parser = duration)]
     pub wait: Option<Duration>,
 
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// Where Datadog's API is and where its two keys are found (`verify`, `dashboard`).
+#[derive(Debug, Args)]
+pub struct ApiArgs {
     /// The Datadog site (the API is https://api.<site>; DDSKY_API_URL overrides it).
     #[arg(long, env = "DD_SITE", default_value = "datadoghq.com")]
     pub site: String,
@@ -480,20 +487,8 @@ pub struct DashboardArgs {
     #[arg(long, value_name = "DUR", default_value = "3m", value_parser = duration)]
     pub timeout: Duration,
 
-    /// The Datadog site (the API is https://api.<site>; DDSKY_API_URL overrides it).
-    #[arg(long, env = "DD_SITE", default_value = "datadoghq.com")]
-    pub site: String,
-
-    /// The AWS Secrets Manager secret holding the application key, asked when DD_APP_KEY is unset.
-    #[arg(
-        long,
-        env = "DDSKY_APP_KEY_SECRET_ID",
-        default_value = "datadog/app-key"
-    )]
-    pub app_key_secret_id: String,
-
     #[command(flatten)]
-    pub key: KeyArgs,
+    pub api: ApiArgs,
 }
 
 #[cfg(test)]

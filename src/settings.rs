@@ -79,6 +79,13 @@ pub struct DashboardSettings {
     pub api_timeout: Duration,
     /// The whole command's bound.
     pub timeout: Duration,
+    pub api: ApiSettings,
+}
+
+/// Where Datadog's API is and where its two keys are looked for (`verify`, `dashboard`): the
+/// errors that name a refused key name these places.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
     pub site: String,
     /// `https://api.<site>`, or DDSKY_API_URL.
     pub api_base: String,
@@ -86,6 +93,34 @@ pub struct DashboardSettings {
     pub ui_base: String,
     pub key: KeySettings,
     pub app_key_secret_id: String,
+}
+
+impl ApiSettings {
+    fn from_args(args: cli::ApiArgs) -> Result<Self, SettingsError> {
+        let site = args.site.trim().to_owned();
+        if site.is_empty() || site.contains(['/', ' ', ':']) {
+            return Err(SettingsError::Invalid(format!(
+                "DD_SITE / --site {site:?} is not a site; use e.g. datadoghq.com, datadoghq.eu, us5.datadoghq.com"
+            )));
+        }
+        let api_base = match env_var("DDSKY_API_URL").filter(|v| !v.trim().is_empty()) {
+            Some(url) => crate::verify::check_api_url(&url).map_err(SettingsError::Invalid)?,
+            None => crate::verify::api_base(&site),
+        };
+        Ok(ApiSettings {
+            ui_base: crate::verify::ui_base(&site),
+            site,
+            api_base,
+            key: KeySettings {
+                require_key: true,
+                secret_id: args.key.secret_id,
+                no_aws: args.key.no_aws,
+                aws_region: args.key.aws_region,
+                secret_timeout: args.key.secret_timeout,
+            },
+            app_key_secret_id: args.app_key_secret_id,
+        })
+    }
 }
 
 /// `ddsky verify`, validated: which run, where the API is, what to check.
@@ -102,13 +137,7 @@ pub struct VerifySettings {
     /// The job ran on the VM itself: no job container is expected.
     pub vm_mode: bool,
     pub wait: Option<Duration>,
-    pub site: String,
-    /// `https://api.<site>`, or DDSKY_API_URL.
-    pub api_base: String,
-    /// The web UI, for links.
-    pub ui_base: String,
-    pub key: KeySettings,
-    pub app_key_secret_id: String,
+    pub api: ApiSettings,
     /// The title of `ddsky dashboard`'s dashboard (DDSKY_ENV, DDSKY_SERVICE), to link to it.
     pub dashboard_title: String,
 }
@@ -546,16 +575,7 @@ impl VerifySettings {
             &args.tags,
         )
         .map_err(SettingsError::Invalid)?;
-        let site = args.site.trim().to_owned();
-        if site.is_empty() || site.contains(['/', ' ', ':']) {
-            return Err(SettingsError::Invalid(format!(
-                "DD_SITE / --site {site:?} is not a site; use e.g. datadoghq.com, datadoghq.eu, us5.datadoghq.com"
-            )));
-        }
-        let api_base = match env_var("DDSKY_API_URL").filter(|v| !v.trim().is_empty()) {
-            Some(url) => crate::verify::check_api_url(&url).map_err(SettingsError::Invalid)?,
-            None => crate::verify::api_base(&site),
-        };
+        let api = ApiSettings::from_args(args.api)?;
         if args.since < Duration::from_secs(1) {
             return Err(SettingsError::Invalid(
                 "--since must be at least 1s (e.g. 10m)".into(),
@@ -580,36 +600,10 @@ impl VerifySettings {
             no_logs: args.no_logs,
             vm_mode: args.vm_mode,
             wait: args.wait,
-            ui_base: crate::verify::ui_base(&site),
-            site,
-            api_base,
-            key: KeySettings {
-                require_key: true,
-                secret_id: args.key.secret_id,
-                no_aws: args.key.no_aws,
-                aws_region: args.key.aws_region,
-                secret_timeout: args.key.secret_timeout,
-            },
-            app_key_secret_id: args.app_key_secret_id,
+            api,
             dashboard_title: dashboard_title_from_env(),
         })
     }
-}
-
-/// The site as given, checked, with its API base (or DDSKY_API_URL) and its web UI.
-fn site_and_api(site: &str) -> Result<(String, String, String), SettingsError> {
-    let site = site.trim().to_owned();
-    if site.is_empty() || site.contains(['/', ' ', ':']) {
-        return Err(SettingsError::Invalid(format!(
-            "DD_SITE / --site {site:?} is not a site; use e.g. datadoghq.com, datadoghq.eu, us5.datadoghq.com"
-        )));
-    }
-    let api_base = match env_var("DDSKY_API_URL").filter(|v| !v.trim().is_empty()) {
-        Some(url) => crate::verify::check_api_url(&url).map_err(SettingsError::Invalid)?,
-        None => crate::verify::api_base(&site),
-    };
-    let ui_base = crate::verify::ui_base(&site);
-    Ok((site, api_base, ui_base))
 }
 
 /// A `--env` / `--service` value as `up` tags the nodes with it (Datadog's tag rules: lowercase, ...).
@@ -676,7 +670,7 @@ impl DashboardSettings {
                 "--api-timeout and --timeout must be at least 1s (e.g. 30s, 3m)".into(),
             ));
         }
-        let (site, api_base, ui_base) = site_and_api(&args.site)?;
+        let api = ApiSettings::from_args(args.api)?;
         Ok(DashboardSettings {
             identity,
             run_id: args.run_id.map(|r| r.trim().to_owned()),
@@ -685,17 +679,7 @@ impl DashboardSettings {
             delete: args.delete,
             api_timeout: args.api_timeout,
             timeout: args.timeout,
-            site,
-            api_base,
-            ui_base,
-            key: KeySettings {
-                require_key: true,
-                secret_id: args.key.secret_id,
-                no_aws: args.key.no_aws,
-                aws_region: args.key.aws_region,
-                secret_timeout: args.key.secret_timeout,
-            },
-            app_key_secret_id: args.app_key_secret_id,
+            api,
         })
     }
 }

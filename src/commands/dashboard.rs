@@ -5,13 +5,13 @@
 //! are an error; a failed list is an error; a create that may have happened (a 5xx, a timeout) is
 //! looked for before it is sent again. `--delete` removes exactly what it finds that way.
 
-use super::verify::{find_keys, refusal, KeyPlaces};
+use super::verify::{api_client, refusal};
 use super::{Context, Failure};
 use crate::dashboard::{self, MANAGED_BY_TAG};
 use crate::datadog_api::{percent_encode, ApiError, Client};
 use crate::exit;
 use crate::output::Format;
-use crate::settings::DashboardSettings;
+use crate::settings::{ApiSettings, DashboardSettings};
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -60,20 +60,10 @@ pub async fn run(ctx: &Context, s: DashboardSettings) -> Result<u8, Failure> {
     if s.dry_run {
         return dry_run(ctx, &s, wanted_dashboard);
     }
-    let (api_key, app_key) = ctx
-        .interrupt
-        .run(find_keys(&s.key, &s.app_key_secret_id))
-        .await??;
-    crate::redact::register(api_key.expose());
-    crate::redact::register(app_key.expose());
-    let client = Client::new(&s.api_base, api_key, app_key).with_request_timeout(s.api_timeout);
+    let client = api_client(ctx, &s.api)
+        .await?
+        .with_request_timeout(s.api_timeout);
     let deadline = Instant::now() + s.timeout;
-    let places = KeyPlaces {
-        api_base: &s.api_base,
-        site: &s.site,
-        secret_id: &s.key.secret_id,
-        app_key_secret_id: &s.app_key_secret_id,
-    };
     let outcome = ctx
         .interrupt
         .run(async {
@@ -86,7 +76,7 @@ pub async fn run(ctx: &Context, s: DashboardSettings) -> Result<u8, Failure> {
         .await?;
     let result = match outcome {
         Ok(result) => result,
-        Err(Refused::Api(e)) => return Err(explain(&client, &places, e, deadline).await),
+        Err(Refused::Api(e)) => return Err(explain(&client, &s.api, e, deadline).await),
         Err(Refused::Ambiguous(message)) => return Err(Failure::Api(message)),
     };
     tracing::debug!(calls = client.calls(), "done");
@@ -117,12 +107,7 @@ struct Outcome {
 /// What a failed call means: a refused key or permission (named from the request that failed,
 /// since Datadog's 403 often says only "Forbidden"), Datadog's own words for a refused body, or
 /// the API failing.
-async fn explain(
-    client: &Client,
-    places: &KeyPlaces<'_>,
-    e: ApiError,
-    deadline: Instant,
-) -> Failure {
+async fn explain(client: &Client, places: &ApiSettings, e: ApiError, deadline: Instant) -> Failure {
     match &e {
         ApiError::Status {
             status: 401 | 403, ..
@@ -152,7 +137,7 @@ fn maybe_done(e: &ApiError) -> bool {
 }
 
 fn dashboard_url(s: &DashboardSettings, id: &str) -> String {
-    format!("{}/dashboard/{}", s.ui_base, percent_encode(id))
+    format!("{}/dashboard/{}", s.api.ui_base, percent_encode(id))
 }
 
 /// The URL printed: filtered to `--run-id` when given.
@@ -168,7 +153,7 @@ fn dashboard_link(s: &DashboardSettings, id: &str) -> String {
 }
 
 fn monitor_url(s: &DashboardSettings, id: i64) -> String {
-    format!("{}/monitors/{id}", s.ui_base)
+    format!("{}/monitors/{id}", s.api.ui_base)
 }
 
 /// The id of ddsky's dashboard: the one whose title is exactly ours.
@@ -342,7 +327,7 @@ async fn delete(
 const DRY_RUN_DASHBOARD_ID: &str = "DASHBOARD_ID";
 
 fn dry_run(ctx: &Context, s: &DashboardSettings, wanted: Value) -> Result<u8, Failure> {
-    let url = format!("{}/dashboard/{DRY_RUN_DASHBOARD_ID}", s.ui_base);
+    let url = format!("{}/dashboard/{DRY_RUN_DASHBOARD_ID}", s.api.ui_base);
     let monitor = match &s.monitor {
         Some(o) => Some(dashboard::monitor_body(&s.identity, o, &url).map_err(Failure::Usage)?),
         None => None,

@@ -8,7 +8,7 @@ use crate::exit;
 use crate::key::{self, ApiKey, AppKey, KeyLookup, SecretLookup};
 use crate::output::{self, Format};
 use crate::secrets::AwsSecretStore;
-use crate::settings::{KeySettings, VerifySettings};
+use crate::settings::{ApiSettings, KeySettings, VerifySettings};
 use crate::verify::{self, Answers, Expectation, Links, LogsAnswer, NodeVerdict, Report, Status};
 use serde::Serialize;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -47,14 +47,8 @@ struct LogsJson {
 }
 
 pub async fn run(ctx: &Context, s: VerifySettings) -> Result<u8, Failure> {
-    let (api_key, app_key) = ctx
-        .interrupt
-        .run(find_keys(&s.key, &s.app_key_secret_id))
-        .await??;
-    crate::redact::register(api_key.expose());
-    crate::redact::register(app_key.expose());
-    let client = Client::new(&s.api_base, api_key, app_key);
-    tracing::debug!(api = %s.api_base, tags = ?s.tags, "verifying");
+    let client = api_client(ctx, &s.api).await?;
+    tracing::debug!(api = %s.api.api_base, tags = ?s.tags, "verifying");
 
     let started = Instant::now();
     let deadline = started + s.wait.unwrap_or(Duration::ZERO);
@@ -82,7 +76,7 @@ pub async fn run(ctx: &Context, s: VerifySettings) -> Result<u8, Failure> {
             .await?;
         let answers = match outcome {
             Ok(a) => a,
-            Err(e) => return Err(refusal(&client, &KeyPlaces::of(&s), e, retry_deadline).await),
+            Err(e) => return Err(refusal(&client, &s.api, e, retry_deadline).await),
         };
         let logs_reason = match &answers.logs {
             LogsAnswer::NotChecked(why) => Some(why.clone()),
@@ -109,7 +103,7 @@ pub async fn run(ctx: &Context, s: VerifySettings) -> Result<u8, Failure> {
             continue;
         }
         let from_ms = ((now - s.since.as_secs_f64()) * 1000.0) as i64;
-        let links = verify::links(&s.ui_base, &s.tags, from_ms, (now * 1000.0) as i64);
+        let links = verify::links(&s.api.ui_base, &s.tags, from_ms, (now * 1000.0) as i64);
         let dashboard = ctx
             .interrupt
             .run(dashboard_link(&client, &s, retry_deadline))
@@ -180,29 +174,10 @@ async fn look(
     })
 }
 
-/// Where the keys were looked for and which API was asked, for the errors that name them.
-pub(super) struct KeyPlaces<'a> {
-    pub api_base: &'a str,
-    pub site: &'a str,
-    pub secret_id: &'a str,
-    pub app_key_secret_id: &'a str,
-}
-
-impl<'a> KeyPlaces<'a> {
-    fn of(s: &'a VerifySettings) -> Self {
-        KeyPlaces {
-            api_base: &s.api_base,
-            site: &s.site,
-            secret_id: &s.key.secret_id,
-            app_key_secret_id: &s.app_key_secret_id,
-        }
-    }
-}
-
 /// What a failed call means for the user: which key, which permission.
 pub(super) async fn refusal(
     client: &Client,
-    s: &KeyPlaces<'_>,
+    s: &ApiSettings,
     e: ApiError,
     deadline: Instant,
 ) -> Failure {
@@ -224,7 +199,7 @@ pub(super) async fn refusal(
             "Datadog refused the API key (GET /api/v1/validate answered 403; {} answered {status}{said}): the key is wrong, revoked, or for another site than {} (DD_SITE); check DD_API_KEY or the secret {}",
             endpoint.label(),
             s.site,
-            s.secret_id
+            s.key.secret_id
         )),
         _ => Failure::Api(format!(
             "Datadog refused the application key for {} (HTTP {status}{said}): the API key is valid, so the application key is wrong, revoked, or lacks the permission {}; check DD_APP_KEY or the secret {}, and the key's scopes",
@@ -235,7 +210,19 @@ pub(super) async fn refusal(
     }
 }
 
-pub(super) async fn find_keys(
+/// A client of Datadog's API with both keys found (each also registered for redaction, so that
+/// neither can appear in any output from here on).
+pub(super) async fn api_client(ctx: &Context, api: &ApiSettings) -> Result<Client, Failure> {
+    let (api_key, app_key) = ctx
+        .interrupt
+        .run(find_keys(&api.key, &api.app_key_secret_id))
+        .await??;
+    crate::redact::register(api_key.expose());
+    crate::redact::register(app_key.expose());
+    Ok(Client::new(&api.api_base, api_key, app_key))
+}
+
+async fn find_keys(
     key_settings: &KeySettings,
     app_key_secret_id: &str,
 ) -> Result<(ApiKey, AppKey), Failure> {
@@ -296,7 +283,7 @@ async fn dashboard_link(client: &Client, s: &VerifySettings, deadline: Instant) 
     if ours.next().is_some() {
         return None;
     }
-    let base = format!("{}/dashboard/{}", s.ui_base, percent_encode(&id.id));
+    let base = format!("{}/dashboard/{}", s.api.ui_base, percent_encode(&id.id));
     let filter = ["metta_run_id", "skypilot_cluster"].iter().find_map(|key| {
         s.tags.iter().find_map(|t| {
             t.strip_prefix(&format!("{key}:"))
@@ -322,7 +309,7 @@ fn print(
     let json = VerifyJson {
         ok: report.ok,
         tags: &s.tags,
-        site: &s.site,
+        site: &s.api.site,
         since_secs: s.since.as_secs(),
         expected_nodes: report.expected_nodes,
         expected_from: report.expected_from,
