@@ -18,8 +18,8 @@
 # on the dependencies the tests' own build already compiled (~50 CPU-seconds instead of ~200).
 # A release is never built that way.
 #
-# The wheel carries the static release build, the same one the README builds (and scripts/test.sh
-# starts in the background): `RUSTFLAGS="-C target-feature=+crt-static" cargo auditable build
+# The wheel carries the static release build, the same one the README builds:
+# `RUSTFLAGS="-C target-feature=+crt-static" cargo auditable build
 # --release --target <host triple>` in the default target dir (or CARGO_TARGET_DIR). maturin runs
 # that same cargo build (its `cargo` is a wrapper that puts `auditable` in front of build and rustc;
 # same target dir, triple, profile and RUSTFLAGS), so on a warm target it compiles nothing and only
@@ -43,6 +43,10 @@ if [ "${1:-}" = --build-only ]; then
     shift
   fi
 fi
+case "${1:-}" in
+  -*) echo "scripts/release.sh: unknown option $1; usage: bash scripts/release.sh [--build-only [--dev-profile]] [OUT_DIR]" >&2
+    exit 2 ;;
+esac
 out=${1:-$repo/target/dist}
 case "$out" in /*) ;; *) out=$PWD/$out ;; esac  # relative to where it is run from
 cd "$repo"

@@ -42,14 +42,18 @@ target_dir=${CARGO_TARGET_DIR:-target}
 case "$target_dir" in /*) ;; *) target_dir=$PWD/$target_dir ;; esac
 export DDSKY_TEST_BIN_DIR="$target_dir/$triple/debug"
 
-# Background jobs run as process groups of their own (setsid), stopped with all their children
-# when this script ends early.
+# Background jobs run as process groups of their own (job control, `set -m`), stopped with all
+# their children when this script ends early. They stay in this script's session: the kernel's
+# autogroups share the CPU between sessions first, so a job in a session of its own (setsid) took
+# half the CPU from the build everything waits for, however niced; in one session, `nice` decides.
 jobs_to_stop=()
 cleanup() { for pid in "${jobs_to_stop[@]}"; do kill -- -"$pid" 2>/dev/null || true; done; }
 trap cleanup EXIT
-background() { setsid "$@" & jobs_to_stop+=("$!"); }
+background() { set -m; "$@" & jobs_to_stop+=("$!"); set +m; }
 
-background bash scripts/test-tools.sh
+# The installs wait on the network, the build on the CPU: the build goes first where both want it
+# (the installs' own compiling, cargo-auditable's and Python's bytecode, fills the build's gaps).
+background nice -n 19 bash scripts/test-tools.sh
 tools=$!
 background cargo test --workspace --no-run
 build=$!
@@ -77,14 +81,9 @@ fi
 
 bash docker/build-test-images.sh || stop "could not build the test images (above)"
 
-# A full run (no arguments) also checks the dependency graph after the tests (scripts/deny.sh);
-# cargo-deny is installed meanwhile, niced, where it is missing (once per machine).
+# A full run (no arguments) also checks the dependency graph after the tests (scripts/deny.sh).
 full_run=false
 [ $# -eq 0 ] && full_run=true
-if $full_run; then
-  background nice -n 19 bash scripts/deny.sh --install-only
-  deny_install=$!
-fi
 
 # The packaging tests' wheel (tests/e2e/wheel.rs): scripts/release.sh's recipe on the dev profile
 # (`--build-only --dev-profile`), so that it compiles only ddsky itself on the dependencies the
@@ -102,6 +101,12 @@ fi
 # Most end-to-end tests wait on an agent's start-up, not on the CPU: they run side by side, and the
 # few that share something of the host take turns (tests/e2e/common.rs, HostResource).
 export RUST_TEST_THREADS=${RUST_TEST_THREADS:-6}
+# cargo-deny, where it is missing (once per machine), is installed beside the tests, niced: they
+# leave about a quarter of the CPU idle (agents starting up).
+if $full_run; then
+  background nice -n 19 bash scripts/deny.sh --install-only
+  deny_install=$!
+fi
 cargo test --workspace "$@"
 if $full_run; then
   wait "$deny_install" || true  # deny.sh says what failed, installing again
