@@ -70,8 +70,13 @@ if [ ! -x "$engine_root/root/usr/sbin/dockerd" ] || [ ! -x "$engine_root/root/us
 fi
 
 [ "${1:-}" = --check ] && exit 0
+# `--part builds`: only what the test images and the packaging tests' wheel need (the Debian
+# packages, the release venv, cargo-auditable); `--part tests`: the rest. scripts/test.sh runs the
+# first beside the tests' build and the second beside the images and the wheel. No argument: all.
+part=all
+[ "${1:-}" = --part ] && part=${2:?--part builds or --part tests}
 
-if [ ${#need_apt[@]} -gt 0 ]; then
+if [ "$part" != tests ] && [ ${#need_apt[@]} -gt 0 ]; then
   say "installing Debian packages: ${need_apt[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null ||
@@ -82,7 +87,10 @@ fi
 # (tests/e2e/wheel.rs) build the wheel and sdist with scripts/release.sh, which uses this venv.
 release_venv=$(bash scripts/release-venv.sh) || stop "could not make the release tools' venv (see above)"
 # cargo-auditable, which the release build runs under (scripts/release.sh; crates.io, once per machine).
-bash scripts/cargo-tool.sh cargo-auditable 0.7.7 >/dev/null || stop "could not install cargo-auditable (see above)"
+if [ "$part" != tests ]; then
+  bash scripts/cargo-tool.sh cargo-auditable 0.7.7 >/dev/null || stop "could not install cargo-auditable (see above)"
+fi
+[ "$part" = builds ] && exit 0
 
 if $need_moto; then
   say "installing moto[server] from PyPI (the AWS Secrets Manager tests' server)"

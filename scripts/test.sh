@@ -53,7 +53,8 @@ background() { set -m; "$@" & jobs_to_stop+=("$!"); set +m; }
 
 # The installs wait on the network, the build on the CPU: the build goes first where both want it
 # (the installs' own compiling, cargo-auditable's and Python's bytecode, fills the build's gaps).
-background nice -n 19 bash scripts/test-tools.sh
+# Beside the build, what the images and the wheel need; the rest beside those, after it.
+background nice -n 19 bash scripts/test-tools.sh --part builds
 tools=$!
 background cargo test --workspace --no-run
 build=$!
@@ -79,6 +80,9 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || stop "dockerd did not start: see /tmp/dockerd.log"
 fi
 
+background nice -n 19 bash scripts/test-tools.sh --part tests
+more_tools=$!
+
 bash docker/build-test-images.sh || stop "could not build the test images (above)"
 
 # A full run (no arguments) also checks the dependency graph after the tests (scripts/deny.sh).
@@ -101,6 +105,7 @@ fi
 # Most end-to-end tests wait on an agent's start-up, not on the CPU: they run side by side, and the
 # few that share something of the host take turns (tests/e2e/common.rs, HostResource).
 export RUST_TEST_THREADS=${RUST_TEST_THREADS:-6}
+wait "$more_tools" || stop "could not install what the tests need (the line above says why)"
 # cargo-deny, where it is missing (once per machine), is installed beside the tests, niced: they
 # leave about a quarter of the CPU idle (agents starting up).
 if $full_run; then
