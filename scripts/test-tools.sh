@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What the tests need from the machine besides Rust, installed where missing; scripts/test.sh runs
-# it beside the tests' build. `--check` installs nothing: it exits 1 with the one line that fixes
+# it in two parts (`--part builds` beside the tests' build, `--part tests` after it, beside the
+# images and the wheel). `--check` installs nothing: it exits 1 with the one line that fixes
 # it when something is missing and cannot be installed here (not root, no apt-get, no pip), so the
 # test command stops before compiling.
 #
