@@ -777,15 +777,19 @@ impl Client {
     /// `DELETE /api/v1/dashboard/{id}`; a 404 (already gone) is not an error.
     pub async fn delete_dashboard(&self, id: &str, deadline: Instant) -> Result<(), ApiError> {
         let path = format!("/api/v1/dashboard/{}", percent_encode(id));
+        self.delete(Endpoint::DashboardDelete, &path, deadline)
+            .await
+    }
+
+    /// One DELETE, retried; a 404 means it is gone already, which is what was asked.
+    async fn delete(
+        &self,
+        endpoint: Endpoint,
+        path: &str,
+        deadline: Instant,
+    ) -> Result<(), ApiError> {
         match self
-            .call_at(
-                Endpoint::DashboardDelete,
-                &path,
-                "",
-                None,
-                Retry::Always,
-                deadline,
-            )
+            .call_at(endpoint, path, "", None, Retry::Always, deadline)
             .await
         {
             Ok(_) | Err(ApiError::Status { status: 404, .. }) => Ok(()),
@@ -884,20 +888,7 @@ impl Client {
     /// `DELETE /api/v1/monitor/{id}`; a 404 (already gone) is not an error.
     pub async fn delete_monitor(&self, id: i64, deadline: Instant) -> Result<(), ApiError> {
         let path = format!("/api/v1/monitor/{id}");
-        match self
-            .call_at(
-                Endpoint::MonitorDelete,
-                &path,
-                "",
-                None,
-                Retry::Always,
-                deadline,
-            )
-            .await
-        {
-            Ok(_) | Err(ApiError::Status { status: 404, .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.delete(Endpoint::MonitorDelete, &path, deadline).await
     }
 }
 

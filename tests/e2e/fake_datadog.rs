@@ -565,17 +565,22 @@ fn decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// `GET /api/v1/hosts`: hosts live in the past 3 hours carrying every tag of `filter`, paged.
-fn hosts(world: &World, params: &BTreeMap<String, String>, now: f64) -> Value {
-    let filter: Vec<&str> = params
-        .get("filter")
-        .map(|f| {
-            f.split(',')
+/// A query parameter's comma-separated items (none when it is absent).
+pub fn comma_list<'a>(params: &'a BTreeMap<String, String>, key: &str) -> Vec<&'a str> {
+    params
+        .get(key)
+        .map(|v| {
+            v.split(',')
                 .map(str::trim)
                 .filter(|t| !t.is_empty())
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// `GET /api/v1/hosts`: hosts live in the past 3 hours carrying every tag of `filter`, paged.
+fn hosts(world: &World, params: &BTreeMap<String, String>, now: f64) -> Value {
+    let filter = comma_list(params, "filter");
     let mut last: BTreeMap<&str, f64> = BTreeMap::new();
     for p in &world.points {
         let e = last.entry(p.host.as_str()).or_insert(0.0);

@@ -403,15 +403,7 @@ pub fn answer(
         }
         ("GET", ["monitor"]) => {
             let name = params.get("name").map(|n| n.to_lowercase());
-            let wanted_tags: Vec<&str> = params
-                .get("monitor_tags")
-                .map(|t| {
-                    t.split(',')
-                        .map(str::trim)
-                        .filter(|t| !t.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default();
+            let wanted_tags = super::comma_list(params, "monitor_tags");
             let matching: Vec<Value> = store
                 .monitors
                 .values()
