@@ -318,11 +318,43 @@ fn socket_owners(inodes: Vec<u64>) -> Vec<(u64, Holder)> {
                 continue;
             };
             if inodes.contains(&inode) && !owners.iter().any(|(i, _)| *i == inode) {
-                owners.push((inode, describe_process(pid)));
+                owners.push((inode, describe_process(opener(pid, inode))));
             }
         }
     }
     owners
+}
+
+/// The process that opened the socket rather than a child holding a copy: a child forked by the
+/// holder has all its parent's descriptors until it execs (seen here: a forking test harness named
+/// by its own fork), so the holder's ancestors that hold the socket too are walked up.
+fn opener(mut pid: u32, inode: u64) -> u32 {
+    while let Some(parent) = parent_of(pid).filter(|p| *p > 1 && holds(*p, inode)) {
+        pid = parent;
+    }
+    pid
+}
+
+/// The parent pid, from /proc/<pid>/stat (the field after the state, past the command's parens).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn holds(pid: u32, inode: u64) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+        fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path())
+                .ok()
+                .and_then(|l| socket_inode(&l.to_string_lossy()))
+                == Some(inode)
+        })
+    })
 }
 
 fn describe_process(pid: u32) -> Holder {
@@ -481,6 +513,14 @@ mod tests {
         };
         assert!(unknown.to_string().contains("run as root to name it"));
         assert!(!unknown.looks_like_an_agent());
+    }
+
+    #[test]
+    fn a_process_parent_is_read_from_its_stat() {
+        assert_eq!(
+            parent_of(std::process::id()),
+            Some(std::os::unix::process::parent_id())
+        );
     }
 
     #[test]
